@@ -1,0 +1,267 @@
+"""Velostream's exceptions and its error taxonomy.
+
+Every project exception derives from one root and carries the context it was raised
+in (job, stage, source, position)::
+
+    VelostreamError                     kind           raised when
+    ├── ConfigurationError              Configuration  a setting or WITH property is wrong
+    │   └── SqlValidationError          Parse          an application fails validation
+    ├── RecordError                     Parse/Type     one record cannot be decoded or typed
+    ├── SchemaError                     Schema         columns do not match what a query needs
+    ├── QueryExecutionError             Execution      DuckDB fails to run a job's SQL
+    ├── SourceError                     IO             a source cannot be read
+    ├── SinkError                       IO             a sink cannot be written or flushed
+    ├── BrokerConnectionError           Connection     a broker or server cannot be reached
+    ├── OperationTimeoutError           Timeout        an operation did not finish in time
+    ├── ResourceExhaustedError          Resource       memory, disk or a limit is exhausted
+    ├── DeadLetterError                 IO             a dead letter cannot be written
+    ├── JobStateError                   Configuration  an illegal job state transition
+    └── InternalError                   Internal       a bug: an invariant did not hold
+
+`classify` maps any exception, ours or third-party, to an `ErrorKind`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from enum import StrEnum
+from typing import ClassVar
+
+__all__ = [
+    "BrokerConnectionError",
+    "ConfigurationError",
+    "DeadLetterError",
+    "ErrorKind",
+    "InternalError",
+    "JobStateError",
+    "OperationTimeoutError",
+    "QueryExecutionError",
+    "RecordError",
+    "ResourceExhaustedError",
+    "SchemaError",
+    "Severity",
+    "SinkError",
+    "SourceError",
+    "SqlValidationError",
+    "Stage",
+    "VelostreamError",
+    "classify",
+    "default_severity",
+]
+
+
+class Stage(StrEnum):
+    """Where in a job's life an error happened."""
+
+    DEPLOY = "deploy"
+    SOURCE = "source"
+    DESERIALIZE = "deserialize"
+    PROCESS = "process"
+    SINK = "sink"
+    COMMIT = "commit"
+    DLQ = "dlq"
+    JOB = "job"
+
+
+class ErrorKind(StrEnum):
+    """The fixed taxonomy of error kinds (bounded label values for metrics)."""
+
+    PARSE = "ParseError"
+    TYPE = "TypeError"
+    EXECUTION = "ExecutionError"
+    SCHEMA = "SchemaError"
+    IO = "IOError"
+    CONNECTION = "ConnectionError"
+    TIMEOUT = "TimeoutError"
+    CONFIGURATION = "ConfigurationError"
+    RESOURCE = "ResourceError"
+    INTERNAL = "InternalError"
+
+
+class Severity(StrEnum):
+    """Whose problem it is: the user's data or SQL, or the infrastructure."""
+
+    USER = "user"
+    SYSTEM = "system"
+
+
+_USER_KINDS = frozenset(
+    {
+        ErrorKind.PARSE,
+        ErrorKind.TYPE,
+        ErrorKind.EXECUTION,
+        ErrorKind.SCHEMA,
+        ErrorKind.CONFIGURATION,
+    }
+)
+
+
+def default_severity(kind: ErrorKind) -> Severity:
+    """Bad data, SQL and configuration are the user's; the rest is the system's."""
+    return Severity.USER if kind in _USER_KINDS else Severity.SYSTEM
+
+
+class VelostreamError(Exception):
+    """Root of every Velostream exception; carries where it happened."""
+
+    kind: ClassVar[ErrorKind] = ErrorKind.INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job: str | None = None,
+        stage: Stage | None = None,
+        source: str | None = None,
+        position: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.job = job
+        self.stage = stage
+        self.source = source
+        self.position = position
+
+    @property
+    def severity(self) -> Severity:
+        return default_severity(self.kind)
+
+
+class ConfigurationError(VelostreamError):
+    """A setting, CLI flag or WITH property is missing or invalid."""
+
+    kind = ErrorKind.CONFIGURATION
+
+
+class SqlValidationError(ConfigurationError):
+    """An application's SQL fails validation; `problems` lists every one found."""
+
+    kind = ErrorKind.PARSE
+
+    def __init__(self, message: str, *, problems: list[str] | None = None, **kw: str) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.problems = problems or [message]
+
+
+class RecordError(VelostreamError):
+    """One record cannot be decoded (ParseError) or fails its column type (TypeError)."""
+
+    kind = ErrorKind.PARSE
+
+
+class SchemaError(VelostreamError):
+    """A batch's columns do not match what a query or sink needs."""
+
+    kind = ErrorKind.SCHEMA
+
+
+class QueryExecutionError(VelostreamError):
+    """DuckDB failed while running a job's SQL."""
+
+    kind = ErrorKind.EXECUTION
+
+
+class SourceError(VelostreamError):
+    """A source cannot be opened or read."""
+
+    kind = ErrorKind.IO
+
+
+class SinkError(VelostreamError):
+    """A sink cannot be written or flushed."""
+
+    kind = ErrorKind.IO
+
+
+class BrokerConnectionError(VelostreamError):
+    """A broker or remote server cannot be reached."""
+
+    kind = ErrorKind.CONNECTION
+
+
+class OperationTimeoutError(VelostreamError):
+    """An operation did not complete within its deadline."""
+
+    kind = ErrorKind.TIMEOUT
+
+
+class ResourceExhaustedError(VelostreamError):
+    """Memory, disk space or a configured limit (such as max_jobs) is exhausted."""
+
+    kind = ErrorKind.RESOURCE
+
+
+class DeadLetterError(VelostreamError):
+    """A dead letter could not be written; the job must fail rather than lose it."""
+
+    kind = ErrorKind.IO
+
+
+class JobStateError(VelostreamError):
+    """A job was asked for a transition its current state does not allow."""
+
+    kind = ErrorKind.CONFIGURATION
+
+
+class InternalError(VelostreamError):
+    """An invariant did not hold: a bug in Velostream."""
+
+    kind = ErrorKind.INTERNAL
+
+
+_RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.ENOMEM, errno.EDQUOT, errno.EMFILE})
+
+
+def classify(exc: BaseException) -> ErrorKind:
+    """Map any exception, ours or a library's, to its `ErrorKind`.
+
+    Third-party errors are recognised by module and class name so that this module
+    imports none of them.
+    """
+    if isinstance(exc, VelostreamError):
+        return exc.kind
+    third_party = _classify_third_party(exc)
+    if third_party is not None:
+        return third_party
+    if isinstance(exc, MemoryError):
+        return ErrorKind.RESOURCE
+    if isinstance(exc, TimeoutError):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, ConnectionError):
+        return ErrorKind.CONNECTION
+    if isinstance(exc, OSError):
+        return ErrorKind.RESOURCE if exc.errno in _RESOURCE_ERRNOS else ErrorKind.IO
+    if isinstance(exc, json.JSONDecodeError | UnicodeError):
+        return ErrorKind.PARSE
+    if isinstance(exc, TypeError | ValueError | OverflowError | ArithmeticError):
+        return ErrorKind.TYPE
+    return ErrorKind.INTERNAL
+
+
+def _classify_third_party(exc: BaseException) -> ErrorKind | None:
+    module = type(exc).__module__ or ""
+    name = type(exc).__name__
+    if module.startswith(("duckdb", "_duckdb")):
+        if name in {"ConversionException", "InvalidTypeException", "OutOfRangeException"}:
+            return ErrorKind.TYPE
+        if name in {"ParserException", "SyntaxException"}:
+            return ErrorKind.PARSE
+        if name in {"BinderException", "CatalogException"}:
+            return ErrorKind.SCHEMA
+        if name in {"OutOfMemoryException"}:
+            return ErrorKind.RESOURCE
+        if name in {"IOException", "HTTPException"}:
+            return ErrorKind.IO
+        if name in {"InternalException", "FatalException"}:
+            return ErrorKind.INTERNAL
+        return ErrorKind.EXECUTION
+    if module.startswith("pyarrow"):
+        if name in {"ArrowInvalid", "ArrowTypeError", "ArrowNotImplementedError"}:
+            return ErrorKind.TYPE if name == "ArrowTypeError" else ErrorKind.PARSE
+        if name == "ArrowMemoryError":
+            return ErrorKind.RESOURCE
+        return ErrorKind.IO
+    if module.startswith(("confluent_kafka", "cimpl")):
+        return ErrorKind.CONNECTION
+    return None

@@ -1,0 +1,274 @@
+"""Errors grouped by fingerprint, bounded, with where and when each group was seen.
+
+A fingerprint is kind + stage + the message normalised: first line only, with
+timestamps, UUIDs, IP addresses, hex values, quoted literals and numbers replaced
+by placeholders, so "row 17 failed" and "row 42 failed" are one group. Groups are
+kept per job. A repeated message hits a cache and costs O(1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from velostream.errors import ErrorKind, Severity, Stage, default_severity
+from velostream.observability.error_tracker import DeploymentContext
+
+__all__ = [
+    "DEFAULT_CATALOG_CAPACITY",
+    "ErrorCatalog",
+    "ErrorGroup",
+    "fingerprint",
+    "normalize_message",
+]
+
+DEFAULT_CATALOG_CAPACITY = 1000
+_NORMALIZE_CACHE_SIZE = 4096
+_MAX_SAMPLE_CHARS = 2000
+
+# Order matters: wider patterns first so their digits are not eaten by <num>.
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(
+            r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?\b"
+        ),
+        "<ts>",
+    ),
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), "<date>"),
+    (
+        re.compile(
+            r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
+        ),
+        "<uuid>",
+    ),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<ip>"),
+    (
+        re.compile(r"\[?(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}\]?(?::\d+)?(?=\s|$|[,;)])"),
+        "<ip>",
+    ),
+    (re.compile(r"\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{12,}\b"), "<hex>"),
+    (re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""), "<str>"),
+    (re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])"), "<num>"),
+    (re.compile(r"(?<=[A-Za-z_])\d+\b"), "<num>"),
+)
+
+
+def normalize_message(message: str) -> str:
+    """The message's first line with its variable parts replaced by placeholders."""
+    line = message.split("\n", 1)[0].strip()
+    for pattern, placeholder in _PATTERNS:
+        line = pattern.sub(placeholder, line)
+    return line
+
+
+def fingerprint(kind: ErrorKind | str, stage: Stage | str, normalized: str) -> str:
+    """A short stable id of (kind, stage, normalised message)."""
+    key = f"{kind}\x1f{stage}\x1f{normalized}".encode()
+    return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)
+class ErrorGroup:
+    """All occurrences of one fingerprint within one job."""
+
+    fingerprint: str
+    job: str
+    stage: Stage
+    kind: ErrorKind
+    severity: Severity
+    normalized: str
+    sample_message: str
+    count: int
+    first_seen: float
+    last_seen: float
+    deployment_context: DeploymentContext | None
+    last_record_ref: str | None
+    seq: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        ctx = self.deployment_context
+        return {
+            "fingerprint": self.fingerprint,
+            "job": self.job,
+            "stage": str(self.stage),
+            "kind": str(self.kind),
+            "severity": str(self.severity),
+            "message": self.sample_message,
+            "normalized": self.normalized,
+            "count": self.count,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "node_id": ctx.node_id if ctx else None,
+            "node_name": ctx.node_name if ctx else None,
+            "region": ctx.region if ctx else None,
+            "version": ctx.version if ctx else None,
+            "last_record_ref": self.last_record_ref,
+            "seq": self.seq,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    """What one `ErrorCatalog.record` did: the group's fingerprint, and whether it is new."""
+
+    fingerprint: str
+    new_group: bool
+    evicted: bool
+
+
+class ErrorCatalog:
+    """Error groups keyed by (job, fingerprint); least-recently-seen evicted past capacity."""
+
+    def __init__(self, capacity: int = DEFAULT_CATALOG_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"error catalog capacity must be at least 1, got {capacity}")
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._groups: OrderedDict[tuple[str, str], ErrorGroup] = OrderedDict()
+        self._fp_cache: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
+        self._evictions = 0
+        self._groups_created = 0
+        self._seq = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def evictions(self) -> int:
+        return self._evictions
+
+    @property
+    def groups_created(self) -> int:
+        return self._groups_created
+
+    def __len__(self) -> int:
+        return len(self._groups)
+
+    def fingerprint_of(self, kind: ErrorKind, stage: Stage, message: str) -> tuple[str, str]:
+        """(fingerprint, normalised message), cached for repeated messages."""
+        key = (kind.value, stage.value, message)
+        with self._lock:
+            return self._fingerprint_locked(key)
+
+    def _fingerprint_locked(self, key: tuple[str, str, str]) -> tuple[str, str]:
+        hit = self._fp_cache.get(key)
+        if hit is not None:
+            return hit
+        normalized = normalize_message(key[2])
+        result = (fingerprint(key[0], key[1], normalized), normalized)
+        self._fp_cache[key] = result
+        if len(self._fp_cache) > _NORMALIZE_CACHE_SIZE:
+            self._fp_cache.popitem(last=False)
+        return result
+
+    def record(
+        self,
+        job: str,
+        stage: Stage,
+        kind: ErrorKind,
+        message: str,
+        *,
+        severity: Severity | None = None,
+        context: DeploymentContext | None = None,
+        record_ref: str | None = None,
+        now: float | None = None,
+    ) -> RecordOutcome:
+        ts = time.time() if now is None else now
+        with self._lock:
+            fp, normalized = self._fingerprint_locked((kind.value, stage.value, message))
+            self._seq += 1
+            group = self._groups.get((job, fp))
+            if group is not None:
+                group.count += 1
+                group.last_seen = ts
+                group.sample_message = message[:_MAX_SAMPLE_CHARS]
+                group.seq = self._seq
+                if record_ref is not None:
+                    group.last_record_ref = record_ref
+                if context is not None:
+                    group.deployment_context = context
+                self._groups.move_to_end((job, fp))
+                return RecordOutcome(fp, new_group=False, evicted=False)
+            self._groups[(job, fp)] = ErrorGroup(
+                fingerprint=fp,
+                job=job,
+                stage=stage,
+                kind=kind,
+                severity=severity or default_severity(kind),
+                normalized=normalized,
+                sample_message=message[:_MAX_SAMPLE_CHARS],
+                count=1,
+                first_seen=ts,
+                last_seen=ts,
+                deployment_context=context,
+                last_record_ref=record_ref,
+                seq=self._seq,
+            )
+            self._groups_created += 1
+            evicted = len(self._groups) > self._capacity
+            if evicted:
+                self._groups.popitem(last=False)
+                self._evictions += 1
+            return RecordOutcome(fp, new_group=True, evicted=evicted)
+
+    def groups(
+        self,
+        *,
+        job: str | None = None,
+        stage: Stage | str | None = None,
+        since: float | None = None,
+        after_seq: int | None = None,
+        limit: int | None = None,
+    ) -> list[ErrorGroup]:
+        """Snapshot of the groups, most recently seen first, filtered."""
+        with self._lock:
+            snapshot = [
+                _copy(g)
+                for g in reversed(self._groups.values())
+                if (job is None or g.job == job)
+                and (stage is None or g.stage == stage)
+                and (since is None or g.last_seen >= since)
+                and (after_seq is None or g.seq > after_seq)
+            ]
+        return snapshot if limit is None else snapshot[: max(limit, 0)]
+
+    def get(self, job: str, fp: str) -> ErrorGroup | None:
+        with self._lock:
+            group = self._groups.get((job, fp))
+            return _copy(group) if group is not None else None
+
+    def remove_job(self, job: str) -> int:
+        """Forget every group of `job`; return how many were removed."""
+        with self._lock:
+            keys = [k for k in self._groups if k[0] == job]
+            for k in keys:
+                del self._groups[k]
+            return len(keys)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._groups.clear()
+            self._fp_cache.clear()
+
+
+def _copy(group: ErrorGroup) -> ErrorGroup:
+    return ErrorGroup(
+        fingerprint=group.fingerprint,
+        job=group.job,
+        stage=group.stage,
+        kind=group.kind,
+        severity=group.severity,
+        normalized=group.normalized,
+        sample_message=group.sample_message,
+        count=group.count,
+        first_seen=group.first_seen,
+        last_seen=group.last_seen,
+        deployment_context=group.deployment_context,
+        last_record_ref=group.last_record_ref,
+        seq=group.seq,
+    )

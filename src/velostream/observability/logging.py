@@ -1,0 +1,155 @@
+"""Logging set-up: console, rotating file, JSON lines, syslog; and error-log throttling.
+
+`configure_logging` installs handlers on the `velostream` logger. Settings come from
+its arguments, else `VELO_LOG_LEVEL`, `VELO_LOG_FORMAT`, `VELO_LOG_FILE`,
+`VELO_LOG_SYSLOG`. `LogThrottle` decides whether a repeated error (by fingerprint)
+is logged: the first occurrence is, then at most one summary line per interval
+carrying the number suppressed. Counters count every error regardless.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+
+__all__ = [
+    "ERROR_LOGGER",
+    "JsonFormatter",
+    "LogThrottle",
+    "configure_logging",
+]
+
+ERROR_LOGGER = "velostream.errors"
+_ROOT = "velostream"
+_CONTEXT_FIELDS = ("job", "stage", "kind", "fingerprint", "node_id", "record_ref", "suppressed")
+_TEXT_FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
+_HANDLER_MARK = "_velostream_handler"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the error context."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in _CONTEXT_FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                doc[key] = value
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode("utf-8")
+
+
+def _parse_syslog(address: str) -> str | tuple[str, int]:
+    """`/dev/log` (a socket path), `host:port` or `host` (UDP 514)."""
+    if address.startswith("/"):
+        return address
+    host, _, port = address.rpartition(":")
+    if host and port.isdigit():
+        return (host, int(port))
+    return (address, 514)
+
+
+def configure_logging(
+    level: str | int | None = None,
+    format: Literal["text", "json"] | None = None,
+    file: str | None = None,
+    max_bytes: int = 10 * 1024 * 1024,
+    backups: int = 5,
+    syslog: str | None = None,
+    *,
+    console: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> logging.Logger:
+    """Configure the `velostream` logger; calling it again replaces our handlers.
+
+    A rotating log file (for example `velo_deployment.log`) is `file=...` away.
+    """
+    e = os.environ if env is None else env
+    level = level if level is not None else e.get("VELO_LOG_LEVEL", "INFO")
+    fmt = format or e.get("VELO_LOG_FORMAT", "text")
+    if fmt not in ("text", "json"):
+        raise ValueError(f"unknown log format {fmt!r}; valid: text, json")
+    file = file or e.get("VELO_LOG_FILE") or None
+    syslog = syslog or e.get("VELO_LOG_SYSLOG") or None
+
+    logger = logging.getLogger(_ROOT)
+    logger.setLevel(level.upper() if isinstance(level, str) else level)
+    logger.propagate = False
+    for handler in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
+        logger.removeHandler(handler)
+        handler.close()
+
+    formatter: logging.Formatter = (
+        JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT)
+    )
+    handlers: list[logging.Handler] = []
+    if console:
+        handlers.append(logging.StreamHandler())
+    if file:
+        handlers.append(
+            logging.handlers.RotatingFileHandler(
+                file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+            )
+        )
+    if syslog:
+        address = _parse_syslog(syslog)
+        sock = socket.SOCK_DGRAM
+        handlers.append(logging.handlers.SysLogHandler(address=address, socktype=sock))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        setattr(handler, _HANDLER_MARK, True)
+        logger.addHandler(handler)
+    return logger
+
+
+class LogThrottle:
+    """Per-fingerprint log throttling, bounded in the number of fingerprints tracked."""
+
+    def __init__(self, interval: float = 5.0, max_keys: int = 10_000) -> None:
+        self.interval = interval
+        self._max_keys = max_keys
+        self._lock = threading.Lock()
+        # fingerprint -> [time of last line written, suppressed since then]
+        self._state: OrderedDict[str, list[float]] = OrderedDict()
+
+    def check(self, key: str, now: float | None = None) -> tuple[bool, int]:
+        """(log this occurrence?, occurrences suppressed since the last line)."""
+        t = time.monotonic() if now is None else now
+        with self._lock:
+            state = self._state.get(key)
+            if state is None:
+                self._state[key] = [t, 0]
+                if len(self._state) > self._max_keys:
+                    self._state.popitem(last=False)
+                return True, 0
+            if t - state[0] >= self.interval:
+                suppressed = int(state[1])
+                state[0], state[1] = t, 0
+                self._state.move_to_end(key)
+                return True, suppressed
+            state[1] += 1
+            return False, 0
+
+    def pending(self) -> dict[str, int]:
+        """Suppressed counts not yet reported in a line, by fingerprint; clears them."""
+        with self._lock:
+            out = {k: int(v[1]) for k, v in self._state.items() if v[1]}
+            for k in out:
+                self._state[k][1] = 0
+            return out

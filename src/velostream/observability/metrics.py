@@ -1,0 +1,379 @@
+"""Prometheus metrics of the error system and of jobs, on an injected registry.
+
+Seed names are kept: `velo_error_messages_total` (a true counter here),
+`velo_unique_error_types`, `velo_buffered_error_messages` and
+`velo_error_message{message}`. The last is read from the buffer at scrape time, so
+it only ever holds the buffered entries (series vanish on eviction and reset).
+Job-level families carry bounded labels: `job` (at most max jobs), `stage` and
+`kind` (fixed sets). `remove_job` drops an undeployed job's series.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+from prometheus_client.registry import Collector
+
+from velostream.errors import ErrorKind, Severity, Stage
+from velostream.observability.catalog import DEFAULT_CATALOG_CAPACITY, ErrorCatalog, RecordOutcome
+from velostream.observability.error_tracker import (
+    DEFAULT_BUFFER_CAPACITY,
+    DeploymentContext,
+    ErrorEntry,
+    ErrorMessageBuffer,
+    ErrorStats,
+)
+
+__all__ = [
+    "BATCH_DURATION_BUCKETS",
+    "JOB_STATUSES",
+    "MAX_MESSAGE_LABEL_CHARS",
+    "MetricsProvider",
+]
+
+JOB_STATUSES: tuple[str, ...] = ("starting", "running", "paused", "completed", "stopped", "failed")
+BATCH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A label value is not a log line: long messages are cut (the catalog keeps the text).
+MAX_MESSAGE_LABEL_CHARS = 300
+_UNATTRIBUTED_JOB = ""
+_ACTIVE_STATUSES = frozenset({"starting", "running", "paused"})
+
+
+class _BufferedMessagesCollector(Collector):
+    """`velo_error_message{message}`: the buffered entries, read at scrape time."""
+
+    def __init__(self, buffer: ErrorMessageBuffer) -> None:
+        self._buffer = buffer
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "velo_error_message",
+            "Occurrences of each error message currently in the rolling buffer",
+            labels=["message"],
+        )
+        for message, count in self._buffer.get_message_counts().items():
+            family.add_metric([message[:MAX_MESSAGE_LABEL_CHARS]], count)
+        yield family
+
+
+class MetricsProvider:
+    """Error tracking (buffer + catalog) and every Prometheus family of the server."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        buffer_capacity: int = DEFAULT_BUFFER_CAPACITY,
+        catalog_capacity: int = DEFAULT_CATALOG_CAPACITY,
+        deployment_context: DeploymentContext | None = None,
+        process_metrics: bool = True,
+        build_version: str = "0.0.0",
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.buffer = ErrorMessageBuffer(buffer_capacity)
+        self.catalog = ErrorCatalog(catalog_capacity)
+        self._buffer_capacity = buffer_capacity
+        self._context = deployment_context
+        if deployment_context is not None:
+            self.buffer.set_deployment_context(deployment_context)
+        self._lock = threading.Lock()
+        self._job_buffers: dict[str, ErrorMessageBuffer] = {}
+        self._job_error_children: dict[tuple[str, str, str], Any] = {}
+        self._job_children: dict[str, dict[str, Any]] = {}
+        self._job_status: dict[str, str] = {}
+        r = self.registry
+
+        self.error_messages_total = Counter(
+            "velo_error_messages", "Errors recorded since the server started", registry=r
+        )
+        self.unique_error_types = Gauge(
+            "velo_unique_error_types", "Distinct error groups (fingerprints) tracked", registry=r
+        )
+        self.buffered_error_messages = Gauge(
+            "velo_buffered_error_messages",
+            "Unique messages in the rolling error buffer (0..capacity)",
+            registry=r,
+        )
+        self.error_groups_created = Counter(
+            "velo_error_groups_created", "New error groups (fingerprints) seen", registry=r
+        )
+        self.catalog_evictions = Counter(
+            "velo_error_catalog_evictions",
+            "Error groups evicted from the bounded catalog",
+            registry=r,
+        )
+        self.recording_failures = Counter(
+            "velo_error_recording_failures",
+            "Failures inside error recording itself (the error was still counted)",
+            registry=r,
+        )
+        self.log_suppressed = Counter(
+            "velo_error_log_suppressed",
+            "Repeated error log lines suppressed by throttling (still counted)",
+            registry=r,
+        )
+        r.register(_BufferedMessagesCollector(self.buffer))
+
+        self.job_errors = Counter(
+            "velo_job_errors",
+            "Errors per job, stage and kind",
+            ["job", "stage", "kind"],
+            registry=r,
+        )
+        self.job_records_in = Counter(
+            "velo_job_records_in", "Records read by a job", ["job"], registry=r
+        )
+        self.job_records_out = Counter(
+            "velo_job_records_out", "Records written by a job", ["job"], registry=r
+        )
+        self.job_records_failed = Counter(
+            "velo_job_records_failed", "Records that failed in a job", ["job"], registry=r
+        )
+        self.dlq_records = Counter(
+            "velo_dlq_records", "Records written to a job's dead-letter queue", ["job"], registry=r
+        )
+        self.dlq_write_failures = Counter(
+            "velo_dlq_write_failures", "Failed dead-letter writes", ["job"], registry=r
+        )
+        self.job_status = Gauge(
+            "velo_job_status",
+            "1 for a job's current state, 0 otherwise",
+            ["job", "status"],
+            registry=r,
+        )
+        self.job_batch_duration = Histogram(
+            "velo_job_batch_duration_seconds",
+            "Time to process one micro-batch",
+            ["job"],
+            buckets=BATCH_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.job_last_error_timestamp = Gauge(
+            "velo_job_last_error_timestamp_seconds",
+            "Unix time of a job's last error",
+            ["job"],
+            registry=r,
+        )
+        self.active_jobs = Gauge("velo_active_jobs", "Jobs deployed and not finished", registry=r)
+        self.build_info = Gauge(
+            "velo_build_info",
+            "Build and node identity (always 1)",
+            ["version", "node_id", "node_name", "region"],
+            registry=r,
+        )
+        ctx = deployment_context or DeploymentContext()
+        self.build_info.labels(
+            build_version, ctx.node_id or "", ctx.node_name or "", ctx.region or ""
+        ).set(1)
+        if process_metrics:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+    # --- the seed's API (section 9.2) ---------------------------------------
+
+    def record_error_message(self, message: str) -> None:
+        """Record an unattributed error message (the seed's entry point)."""
+        self.record_job_error(_UNATTRIBUTED_JOB, Stage.JOB, ErrorKind.INTERNAL, message)
+
+    def get_error_stats(self) -> ErrorStats | None:
+        return self.buffer.get_stats()
+
+    def get_top_errors(self, limit: int) -> list[tuple[str, int]]:
+        return self.buffer.get_stats().get_top_errors(limit)
+
+    def get_error_messages(self) -> list[ErrorEntry]:
+        return self.buffer.get_messages()
+
+    def sync_error_metrics(self) -> None:
+        """Bring the error gauges up to date; call before every scrape."""
+        self.unique_error_types.set(len(self.catalog))
+        self.buffered_error_messages.set(self.buffer.buffer_size())
+
+    def get_total_errors(self) -> int:
+        """Errors recorded since the last reset (the seed's buffer total)."""
+        return self.buffer.total_errors
+
+    def get_unique_error_types(self) -> int:
+        """Distinct error groups tracked in the catalog (not only the buffered ones)."""
+        return len(self.catalog)
+
+    def get_buffered_error_count(self) -> int:
+        return self.buffer.buffer_size()
+
+    def reset_error_tracking(self) -> None:
+        """Clear the buffers and the catalog; counters, being counters, keep counting."""
+        self.buffer.reset()
+        self.catalog.reset()
+        with self._lock:
+            buffers = list(self._job_buffers.values())
+        for buf in buffers:
+            buf.reset()
+        self.sync_error_metrics()
+
+    def get_metrics_text(self, openmetrics: bool = False) -> str:
+        accept = "application/openmetrics-text" if openmetrics else None
+        return self.exposition(accept)[0].decode("utf-8")
+
+    def exposition(self, accept: str | None) -> tuple[bytes, str]:
+        """The scrape body and its content type for an HTTP Accept header."""
+        self.sync_error_metrics()
+        if accept and "application/openmetrics-text" in accept:
+            body: bytes = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
+            return body, OPENMETRICS_TYPE
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    # --- attributed errors ----------------------------------------------------
+
+    def record_job_error(
+        self,
+        job: str,
+        stage: Stage,
+        kind: ErrorKind,
+        message: str,
+        *,
+        severity: Severity | None = None,
+        context: DeploymentContext | None = None,
+        record_ref: str | None = None,
+    ) -> RecordOutcome:
+        """Feed one error to the buffers, the catalog and the counters."""
+        now = time.time()
+        self.error_messages_total.inc()
+        buffered = f"[{job}] {message}" if job else message
+        self.buffer.add_error(buffered, context)
+        outcome = self.catalog.record(
+            job,
+            stage,
+            kind,
+            message,
+            severity=severity,
+            context=context,
+            record_ref=record_ref,
+            now=now,
+        )
+        if outcome.new_group:
+            self.error_groups_created.inc()
+        if outcome.evicted:
+            self.catalog_evictions.inc()
+        if job:
+            self._job_buffer(job, context).add_error(message, context)
+            self._job_error_child(job, stage, kind).inc()
+            self._child(self.job_last_error_timestamp, job).set(now)
+        return outcome
+
+    def job_buffer(self, job: str) -> ErrorMessageBuffer | None:
+        with self._lock:
+            return self._job_buffers.get(job)
+
+    def _job_buffer(self, job: str, context: DeploymentContext | None) -> ErrorMessageBuffer:
+        buf = self._job_buffers.get(job)
+        if buf is None:
+            with self._lock:
+                buf = self._job_buffers.get(job)
+                if buf is None:
+                    buf = ErrorMessageBuffer(self._buffer_capacity)
+                    if context is not None:
+                        buf.set_deployment_context(context)
+                    self._job_buffers[job] = buf
+        return buf
+
+    def _job_error_child(self, job: str, stage: Stage, kind: ErrorKind) -> Any:
+        key = (job, stage.value, kind.value)
+        child = self._job_error_children.get(key)
+        if child is None:
+            with self._lock:
+                child = self.job_errors.labels(*key)
+                self._job_error_children[key] = child
+        return child
+
+    def _child(self, metric: Any, job: str) -> Any:
+        per_job = self._job_children.get(job)
+        if per_job is None:
+            with self._lock:
+                per_job = self._job_children.setdefault(job, {})
+        child = per_job.get(metric._name)
+        if child is None:
+            child = metric.labels(job)
+            per_job[metric._name] = child
+        return child
+
+    # --- job-level families -----------------------------------------------------
+
+    def add_records_in(self, job: str, n: int = 1) -> None:
+        if n:
+            self._child(self.job_records_in, job).inc(n)
+
+    def add_records_out(self, job: str, n: int = 1) -> None:
+        if n:
+            self._child(self.job_records_out, job).inc(n)
+
+    def add_records_failed(self, job: str, n: int = 1) -> None:
+        if n:
+            self._child(self.job_records_failed, job).inc(n)
+
+    def add_dlq_records(self, job: str, n: int = 1) -> None:
+        if n:
+            self._child(self.dlq_records, job).inc(n)
+
+    def add_dlq_write_failure(self, job: str) -> None:
+        self._child(self.dlq_write_failures, job).inc()
+
+    def observe_batch(self, job: str, seconds: float) -> None:
+        self._child(self.job_batch_duration, job).observe(seconds)
+
+    def set_job_status(self, job: str, status: str) -> None:
+        """Mark `status` as the job's current state (a Prometheus state set)."""
+        if status not in JOB_STATUSES:
+            raise ValueError(f"unknown job status {status!r}; valid: {', '.join(JOB_STATUSES)}")
+        with self._lock:
+            self._job_status[job] = status
+            for s in JOB_STATUSES:
+                self.job_status.labels(job, s).set(1 if s == status else 0)
+            self.active_jobs.set(self._count_active())
+
+    def _count_active(self) -> int:
+        return sum(1 for st in self._job_status.values() if st in _ACTIVE_STATUSES)
+
+    def remove_job(self, job: str) -> None:
+        """Drop every series and buffer of an undeployed job."""
+        with self._lock:
+            for key in [k for k in self._job_error_children if k[0] == job]:
+                self.job_errors.remove(*key)
+                del self._job_error_children[key]
+            for metric in (
+                self.job_records_in,
+                self.job_records_out,
+                self.job_records_failed,
+                self.dlq_records,
+                self.dlq_write_failures,
+                self.job_batch_duration,
+                self.job_last_error_timestamp,
+            ):
+                metric.remove(job)
+            self._job_children.pop(job, None)
+            for s in JOB_STATUSES:
+                self.job_status.remove(job, s)
+            self._job_status.pop(job, None)
+            self._job_buffers.pop(job, None)
+            self.active_jobs.set(self._count_active())
+        self.catalog.remove_job(job)
+
+    def job_statuses(self) -> Iterator[tuple[str, str]]:
+        with self._lock:
+            yield from list(self._job_status.items())

@@ -1,0 +1,3 @@
+"""The job server: lifecycle, processors, failure strategies and dead letters."""
+
+__all__: list[str] = []

@@ -1,0 +1,96 @@
+"""`ErrorTracker.record_error`: the one call every error site makes.
+
+Synchronous and thread-safe (the seed's fire-and-forget task could reorder or drop
+errors); it never raises. One call feeds the log (throttled per fingerprint), the
+server and job buffers, the catalog and the counters.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from velostream.errors import ErrorKind, Severity, Stage, classify
+from velostream.observability.manager import ObservabilityManager
+
+__all__ = ["ErrorTracker"]
+
+_fallback_log = logging.getLogger("velostream.errors")
+
+
+class ErrorTracker:
+    """Records errors with their job, stage and kind."""
+
+    @staticmethod
+    def record_error(
+        observability: ObservabilityManager | None,
+        job_name: str,
+        error_message: str,
+        *,
+        stage: Stage,
+        kind: ErrorKind | None = None,
+        exc: BaseException | None = None,
+        record_ref: str | None = None,
+        severity: Severity | None = None,
+    ) -> str | None:
+        """Record one error; return its fingerprint (None if recording itself failed).
+
+        `kind` defaults to what `exc` classifies as, else InternalError. The buffer
+        holds the message as `[job_name] message`, as the seed does.
+        """
+        try:
+            if kind is None:
+                kind = classify(exc) if exc is not None else ErrorKind.INTERNAL
+            message = str(error_message)
+            if observability is None:
+                _fallback_log.error(
+                    "[%s] %s",
+                    job_name,
+                    message,
+                    extra={"job": job_name, "stage": stage.value, "kind": kind.value},
+                )
+                return None
+            metrics = observability.require_metrics()
+            context = observability.deployment_context_for_job(job_name)
+            outcome = metrics.record_job_error(
+                job_name,
+                stage,
+                kind,
+                message,
+                severity=severity,
+                context=context,
+                record_ref=record_ref,
+            )
+            log, suppressed = observability.log_throttle.check(outcome.fingerprint)
+            if log:
+                extra = {
+                    "job": job_name,
+                    "stage": stage.value,
+                    "kind": kind.value,
+                    "fingerprint": outcome.fingerprint,
+                    "node_id": context.node_id,
+                    "record_ref": record_ref,
+                    "suppressed": suppressed or None,
+                }
+                tail = f" ({suppressed} similar not logged)" if suppressed else ""
+                where = f" at {record_ref}" if record_ref else ""
+                observability.error_logger.error(
+                    "[%s] %s error (%s)%s: %s%s",
+                    job_name,
+                    stage.value,
+                    kind.value,
+                    where,
+                    message,
+                    tail,
+                    extra=extra,
+                )
+            else:
+                metrics.log_suppressed.inc()
+            return outcome.fingerprint
+        except Exception:  # recording must never take its caller down
+            try:
+                if observability is not None and observability.metrics() is not None:
+                    observability.require_metrics().recording_failures.inc()
+                _fallback_log.exception("failed to record an error of job %r", job_name)
+            except Exception:
+                pass
+            return None
