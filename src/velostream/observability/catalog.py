@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from velostream.errors import ErrorKind, Severity, Stage, default_severity
 from velostream.observability.error_tracker import DeploymentContext
@@ -31,37 +32,51 @@ _NORMALIZE_CACHE_SIZE = 4096
 _MAX_SAMPLE_CHARS = 2000
 
 # Order matters: wider patterns first so their digits are not eaten by <num>.
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+# Each pattern names characters it cannot match without, to skip it cheaply.
+_QUOTED = (re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""), "<str>")
+_DIGIT_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (
         re.compile(
             r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?\b"
         ),
         "<ts>",
+        "-",
     ),
-    (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), "<date>"),
+    (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), "<date>", "-"),
     (
         re.compile(
             r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b"
         ),
         "<uuid>",
+        "-",
     ),
-    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<ip>"),
+    (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<ip>", "."),
     (
         re.compile(r"\[?(?:[0-9a-fA-F]{0,4}:){2,7}[0-9a-fA-F]{0,4}\]?(?::\d+)?(?=\s|$|[,;)])"),
         "<ip>",
+        "::",
     ),
-    (re.compile(r"\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{12,}\b"), "<hex>"),
-    (re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""), "<str>"),
-    (re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])"), "<num>"),
-    (re.compile(r"(?<=[A-Za-z_])\d+\b"), "<num>"),
+    (re.compile(r"\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{12,}\b"), "<hex>", ""),
 )
+# A number standing alone, or digits glued to the end of a word ("error5").
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])|(?<=[A-Za-z_])\d+\b")
+_HAS_DIGIT = re.compile(r"\d").search
 
 
 def normalize_message(message: str) -> str:
     """The message's first line with its variable parts replaced by placeholders."""
     line = message.split("\n", 1)[0].strip()
-    for pattern, placeholder in _PATTERNS:
-        line = pattern.sub(placeholder, line)
+    has_digit = _HAS_DIGIT(line) is not None
+    if has_digit:
+        colons = line.count(":")
+        for pattern, placeholder, needs in _DIGIT_PATTERNS:
+            # An IPv6 address has at least two colons, not necessarily adjacent.
+            if needs in line or (needs == "::" and colons >= 2):
+                line = pattern.sub(placeholder, line)
+    if "'" in line or '"' in line:
+        line = _QUOTED[0].sub(_QUOTED[1], line)
+    if has_digit:
+        line = _NUMBER.sub("<num>", line)
     return line
 
 
@@ -69,6 +84,17 @@ def fingerprint(kind: ErrorKind | str, stage: Stage | str, normalized: str) -> s
     """A short stable id of (kind, stage, normalised message)."""
     key = f"{kind}\x1f{stage}\x1f{normalized}".encode()
     return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+class RecordOutcome(NamedTuple):
+    """What one `ErrorCatalog.record` did: the group's fingerprint, and whether it is new."""
+
+    fingerprint: str
+    new_group: bool
+    evicted: bool
+
+
+_NO_OUTCOME = RecordOutcome("", new_group=False, evicted=False)
 
 
 @dataclass(slots=True)
@@ -88,6 +114,8 @@ class ErrorGroup:
     deployment_context: DeploymentContext | None
     last_record_ref: str | None
     seq: int = 0
+    # Returned for every repeat: building a result per call costs more than the update.
+    repeat_outcome: RecordOutcome = _NO_OUTCOME
 
     def as_dict(self) -> dict[str, object]:
         ctx = self.deployment_context
@@ -111,15 +139,6 @@ class ErrorGroup:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class RecordOutcome:
-    """What one `ErrorCatalog.record` did: the group's fingerprint, and whether it is new."""
-
-    fingerprint: str
-    new_group: bool
-    evicted: bool
-
-
 class ErrorCatalog:
     """Error groups keyed by (job, fingerprint); least-recently-seen evicted past capacity."""
 
@@ -129,7 +148,7 @@ class ErrorCatalog:
         self._capacity = capacity
         self._lock = threading.Lock()
         self._groups: OrderedDict[tuple[str, str], ErrorGroup] = OrderedDict()
-        self._fp_cache: OrderedDict[tuple[str, str, str], tuple[str, str]] = OrderedDict()
+        self._fp_cache: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._evictions = 0
         self._groups_created = 0
         self._seq = 0
@@ -151,7 +170,8 @@ class ErrorCatalog:
 
     def fingerprint_of(self, kind: ErrorKind, stage: Stage, message: str) -> tuple[str, str]:
         """(fingerprint, normalised message), cached for repeated messages."""
-        key = (kind.value, stage.value, message)
+        # `_value_` is a plain attribute; hashing the enum member itself runs Python code.
+        key = (kind._value_, stage._value_, message)
         with self._lock:
             return self._fingerprint_locked(key)
 
@@ -161,9 +181,10 @@ class ErrorCatalog:
             return hit
         normalized = normalize_message(key[2])
         result = (fingerprint(key[0], key[1], normalized), normalized)
+        if len(self._fp_cache) >= _NORMALIZE_CACHE_SIZE:
+            # Drop the oldest entry (dicts keep insertion order).
+            del self._fp_cache[next(iter(self._fp_cache))]
         self._fp_cache[key] = result
-        if len(self._fp_cache) > _NORMALIZE_CACHE_SIZE:
-            self._fp_cache.popitem(last=False)
         return result
 
     def record(
@@ -180,21 +201,23 @@ class ErrorCatalog:
     ) -> RecordOutcome:
         ts = time.time() if now is None else now
         with self._lock:
-            fp, normalized = self._fingerprint_locked((kind.value, stage.value, message))
+            fp, normalized = self._fingerprint_locked((kind._value_, stage._value_, message))
             self._seq += 1
-            group = self._groups.get((job, fp))
+            gkey = (job, fp)
+            group = self._groups.get(gkey)
             if group is not None:
                 group.count += 1
                 group.last_seen = ts
-                group.sample_message = message[:_MAX_SAMPLE_CHARS]
+                if group.sample_message is not message:
+                    group.sample_message = message[:_MAX_SAMPLE_CHARS]
                 group.seq = self._seq
                 if record_ref is not None:
                     group.last_record_ref = record_ref
                 if context is not None:
                     group.deployment_context = context
-                self._groups.move_to_end((job, fp))
-                return RecordOutcome(fp, new_group=False, evicted=False)
-            self._groups[(job, fp)] = ErrorGroup(
+                self._groups.move_to_end(gkey)
+                return group.repeat_outcome
+            self._groups[gkey] = ErrorGroup(
                 fingerprint=fp,
                 job=job,
                 stage=stage,
@@ -208,6 +231,7 @@ class ErrorCatalog:
                 deployment_context=context,
                 last_record_ref=record_ref,
                 seq=self._seq,
+                repeat_outcome=RecordOutcome(fp, new_group=False, evicted=False),
             )
             self._groups_created += 1
             evicted = len(self._groups) > self._capacity
@@ -271,4 +295,5 @@ def _copy(group: ErrorGroup) -> ErrorGroup:
         deployment_context=group.deployment_context,
         last_record_ref=group.last_record_ref,
         seq=group.seq,
+        repeat_outcome=group.repeat_outcome,
     )

@@ -127,24 +127,29 @@ class LogThrottle:
         self._lock = threading.Lock()
         # fingerprint -> [time of last line written, suppressed since then]
         self._state: OrderedDict[str, list[float]] = OrderedDict()
+        self.suppressed_total = 0
 
     def check(self, key: str, now: float | None = None) -> tuple[bool, int]:
         """(log this occurrence?, occurrences suppressed since the last line)."""
-        t = time.monotonic() if now is None else now
         with self._lock:
-            state = self._state.get(key)
-            if state is None:
-                self._state[key] = [t, 0]
-                if len(self._state) > self._max_keys:
-                    self._state.popitem(last=False)
-                return True, 0
-            if t - state[0] >= self.interval:
-                suppressed = int(state[1])
-                state[0], state[1] = t, 0
-                self._state.move_to_end(key)
-                return True, suppressed
-            state[1] += 1
-            return False, 0
+            return self.check_unlocked(key, time.monotonic() if now is None else now)
+
+    def check_unlocked(self, key: str, now: float) -> tuple[bool, int]:
+        """`check` for a caller that already serialises calls under its own lock."""
+        state = self._state.get(key)
+        if state is None:
+            self._state[key] = [now, 0]
+            if len(self._state) > self._max_keys:
+                self._state.popitem(last=False)
+            return True, 0
+        if now - state[0] >= self.interval:
+            suppressed = int(state[1])
+            state[0], state[1] = now, 0
+            self._state.move_to_end(key)
+            return True, suppressed
+        state[1] += 1
+        self.suppressed_total += 1
+        return False, 0
 
     def pending(self) -> dict[str, int]:
         """Suppressed counts not yet reported in a line, by fingerprint; clears them."""

@@ -85,6 +85,7 @@ class ObservabilityManager:
                     deployment_context=self.node_context,
                     process_metrics=self.config.process_metrics,
                     build_version=__version__,
+                    log_throttle=self.log_throttle,
                 )
 
     def metrics(self) -> MetricsProvider | None:

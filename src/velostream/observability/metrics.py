@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,7 +25,7 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
@@ -39,12 +39,14 @@ from velostream.observability.error_tracker import (
     ErrorMessageBuffer,
     ErrorStats,
 )
+from velostream.observability.logging import LogThrottle
 
 __all__ = [
     "BATCH_DURATION_BUCKETS",
     "JOB_STATUSES",
     "MAX_MESSAGE_LABEL_CHARS",
     "MetricsProvider",
+    "RecordedError",
 ]
 
 JOB_STATUSES: tuple[str, ...] = ("starting", "running", "paused", "completed", "stopped", "failed")
@@ -72,6 +74,100 @@ class _BufferedMessagesCollector(Collector):
         yield family
 
 
+class RecordedError(NamedTuple):
+    """What recording one error did, and whether its log line is due."""
+
+    fingerprint: str
+    new_group: bool
+    log: bool
+    suppressed: int
+
+
+class _ErrorCounts(Collector):
+    """Error counters as plain integers under one lock, exported at scrape time.
+
+    `record_error` is on every error path; one lock and a few dict increments cost a
+    fraction of a prometheus_client child's `inc()` each.
+    """
+
+    def __init__(self, log_throttle: LogThrottle) -> None:
+        self.lock = threading.Lock()
+        self.log_throttle = log_throttle
+        self.total = 0
+        # (job, stage value, kind value): plain strings hash in C, enum members do not.
+        self.by_job: dict[tuple[str, str, str], int] = {}
+        self.last_error: dict[str, float] = {}
+        self.groups_created = 0
+        self.evictions = 0
+        self.recording_failures = 0
+
+    def record(
+        self, job: str, stage: Stage, kind: ErrorKind, now: float, outcome: RecordOutcome
+    ) -> tuple[bool, int]:
+        """Count one error; return the log throttle's verdict for its fingerprint."""
+        with self.lock:
+            self.total += 1
+            if outcome.new_group:
+                self.groups_created += 1
+            if outcome.evicted:
+                self.evictions += 1
+            if job:
+                key = (job, stage._value_, kind._value_)
+                self.by_job[key] = self.by_job.get(key, 0) + 1
+                self.last_error[job] = now
+            return self.log_throttle.check_unlocked(outcome.fingerprint, now)
+
+    def remove_job(self, job: str) -> None:
+        with self.lock:
+            for key in [k for k in self.by_job if k[0] == job]:
+                del self.by_job[key]
+            self.last_error.pop(job, None)
+
+    def collect(self) -> Iterable[Metric]:
+        with self.lock:
+            by_job = list(self.by_job.items())
+            last_error = list(self.last_error.items())
+            totals = (
+                ("velo_error_messages", "Errors recorded since the server started", self.total),
+                (
+                    "velo_error_groups_created",
+                    "New error groups (fingerprints) seen",
+                    self.groups_created,
+                ),
+                (
+                    "velo_error_catalog_evictions",
+                    "Error groups evicted from the bounded catalog",
+                    self.evictions,
+                ),
+                (
+                    "velo_error_recording_failures",
+                    "Failures inside error recording itself (the error was still counted)",
+                    self.recording_failures,
+                ),
+                (
+                    "velo_error_log_suppressed",
+                    "Repeated error log lines suppressed by throttling (still counted)",
+                    self.log_throttle.suppressed_total,
+                ),
+            )
+        for name, doc, value in totals:
+            yield CounterMetricFamily(name, doc, value=value)
+        errors = CounterMetricFamily(
+            "velo_job_errors", "Errors per job, stage and kind", labels=["job", "stage", "kind"]
+        )
+        for (job, stage, kind), count in by_job:
+            errors.add_metric([job, stage, kind], count)
+        yield errors
+        last = GaugeMetricFamily(
+            "velo_job_last_error_timestamp_seconds",
+            "Unix time of a job's last error",
+            labels=["job"],
+        )
+        for job, ts in last_error:
+            last.add_metric([job], ts)
+        yield last
+
+
 class MetricsProvider:
     """Error tracking (buffer + catalog) and every Prometheus family of the server."""
 
@@ -84,6 +180,7 @@ class MetricsProvider:
         deployment_context: DeploymentContext | None = None,
         process_metrics: bool = True,
         build_version: str = "0.0.0",
+        log_throttle: LogThrottle | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.buffer = ErrorMessageBuffer(buffer_capacity)
@@ -94,14 +191,10 @@ class MetricsProvider:
             self.buffer.set_deployment_context(deployment_context)
         self._lock = threading.Lock()
         self._job_buffers: dict[str, ErrorMessageBuffer] = {}
-        self._job_error_children: dict[tuple[str, str, str], Any] = {}
         self._job_children: dict[str, dict[str, Any]] = {}
         self._job_status: dict[str, str] = {}
         r = self.registry
 
-        self.error_messages_total = Counter(
-            "velo_error_messages", "Errors recorded since the server started", registry=r
-        )
         self.unique_error_types = Gauge(
             "velo_unique_error_types", "Distinct error groups (fingerprints) tracked", registry=r
         )
@@ -110,32 +203,11 @@ class MetricsProvider:
             "Unique messages in the rolling error buffer (0..capacity)",
             registry=r,
         )
-        self.error_groups_created = Counter(
-            "velo_error_groups_created", "New error groups (fingerprints) seen", registry=r
-        )
-        self.catalog_evictions = Counter(
-            "velo_error_catalog_evictions",
-            "Error groups evicted from the bounded catalog",
-            registry=r,
-        )
-        self.recording_failures = Counter(
-            "velo_error_recording_failures",
-            "Failures inside error recording itself (the error was still counted)",
-            registry=r,
-        )
-        self.log_suppressed = Counter(
-            "velo_error_log_suppressed",
-            "Repeated error log lines suppressed by throttling (still counted)",
-            registry=r,
-        )
+        self.log_throttle = log_throttle or LogThrottle()
+        self.error_counts = _ErrorCounts(self.log_throttle)
+        r.register(self.error_counts)
         r.register(_BufferedMessagesCollector(self.buffer))
 
-        self.job_errors = Counter(
-            "velo_job_errors",
-            "Errors per job, stage and kind",
-            ["job", "stage", "kind"],
-            registry=r,
-        )
         self.job_records_in = Counter(
             "velo_job_records_in", "Records read by a job", ["job"], registry=r
         )
@@ -162,12 +234,6 @@ class MetricsProvider:
             "Time to process one micro-batch",
             ["job"],
             buckets=BATCH_DURATION_BUCKETS,
-            registry=r,
-        )
-        self.job_last_error_timestamp = Gauge(
-            "velo_job_last_error_timestamp_seconds",
-            "Unix time of a job's last error",
-            ["job"],
             registry=r,
         )
         self.active_jobs = Gauge("velo_active_jobs", "Jobs deployed and not finished", registry=r)
@@ -251,12 +317,10 @@ class MetricsProvider:
         severity: Severity | None = None,
         context: DeploymentContext | None = None,
         record_ref: str | None = None,
-    ) -> RecordOutcome:
+    ) -> RecordedError:
         """Feed one error to the buffers, the catalog and the counters."""
         now = time.time()
-        self.error_messages_total.inc()
-        buffered = f"[{job}] {message}" if job else message
-        self.buffer.add_error(buffered, context)
+        self.buffer.add_error(f"[{job}] {message}" if job else message, context)
         outcome = self.catalog.record(
             job,
             stage,
@@ -267,40 +331,36 @@ class MetricsProvider:
             record_ref=record_ref,
             now=now,
         )
-        if outcome.new_group:
-            self.error_groups_created.inc()
-        if outcome.evicted:
-            self.catalog_evictions.inc()
         if job:
-            self._job_buffer(job, context).add_error(message, context)
-            self._job_error_child(job, stage, kind).inc()
-            self._child(self.job_last_error_timestamp, job).set(now)
-        return outcome
+            buffer = self._job_buffers.get(job) or self._new_job_buffer(job, context)
+            buffer.add_error(message, context)
+        log, suppressed = self.error_counts.record(job, stage, kind, now, outcome)
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ on this hot path.
+        return tuple.__new__(
+            RecordedError, (outcome.fingerprint, outcome.new_group, log, suppressed)
+        )
+
+    def count_recording_failure(self) -> None:
+        with self.error_counts.lock:
+            self.error_counts.recording_failures += 1
+
+    def total_recorded(self) -> int:
+        """Errors recorded since start (the counter; unlike the buffer, never reset)."""
+        return self.error_counts.total
 
     def job_buffer(self, job: str) -> ErrorMessageBuffer | None:
         with self._lock:
             return self._job_buffers.get(job)
 
-    def _job_buffer(self, job: str, context: DeploymentContext | None) -> ErrorMessageBuffer:
-        buf = self._job_buffers.get(job)
-        if buf is None:
-            with self._lock:
-                buf = self._job_buffers.get(job)
-                if buf is None:
-                    buf = ErrorMessageBuffer(self._buffer_capacity)
-                    if context is not None:
-                        buf.set_deployment_context(context)
-                    self._job_buffers[job] = buf
+    def _new_job_buffer(self, job: str, context: DeploymentContext | None) -> ErrorMessageBuffer:
+        with self._lock:
+            buf = self._job_buffers.get(job)
+            if buf is None:
+                buf = ErrorMessageBuffer(self._buffer_capacity)
+                if context is not None:
+                    buf.set_deployment_context(context)
+                self._job_buffers[job] = buf
         return buf
-
-    def _job_error_child(self, job: str, stage: Stage, kind: ErrorKind) -> Any:
-        key = (job, stage.value, kind.value)
-        child = self._job_error_children.get(key)
-        if child is None:
-            with self._lock:
-                child = self.job_errors.labels(*key)
-                self._job_error_children[key] = child
-        return child
 
     def _child(self, metric: Any, job: str) -> Any:
         per_job = self._job_children.get(job)
@@ -353,9 +413,6 @@ class MetricsProvider:
     def remove_job(self, job: str) -> None:
         """Drop every series and buffer of an undeployed job."""
         with self._lock:
-            for key in [k for k in self._job_error_children if k[0] == job]:
-                self.job_errors.remove(*key)
-                del self._job_error_children[key]
             for metric in (
                 self.job_records_in,
                 self.job_records_out,
@@ -363,7 +420,6 @@ class MetricsProvider:
                 self.dlq_records,
                 self.dlq_write_failures,
                 self.job_batch_duration,
-                self.job_last_error_timestamp,
             ):
                 metric.remove(job)
             self._job_children.pop(job, None)
@@ -373,6 +429,7 @@ class MetricsProvider:
             self._job_buffers.pop(job, None)
             self.active_jobs.set(self._count_active())
         self.catalog.remove_job(job)
+        self.error_counts.remove_job(job)
 
     def job_statuses(self) -> Iterator[tuple[str, str]]:
         with self._lock:

@@ -60,37 +60,62 @@ class ErrorTracker:
                 context=context,
                 record_ref=record_ref,
             )
-            log, suppressed = observability.log_throttle.check(outcome.fingerprint)
-            if log:
-                extra = {
-                    "job": job_name,
-                    "stage": stage.value,
-                    "kind": kind.value,
-                    "fingerprint": outcome.fingerprint,
-                    "node_id": context.node_id,
-                    "record_ref": record_ref,
-                    "suppressed": suppressed or None,
-                }
-                tail = f" ({suppressed} similar not logged)" if suppressed else ""
-                where = f" at {record_ref}" if record_ref else ""
-                observability.error_logger.error(
-                    "[%s] %s error (%s)%s: %s%s",
+            if outcome.log:
+                _log_error(
+                    observability.error_logger,
                     job_name,
-                    stage.value,
-                    kind.value,
-                    where,
+                    stage,
+                    kind,
                     message,
-                    tail,
-                    extra=extra,
+                    outcome.fingerprint,
+                    context.node_id,
+                    record_ref,
+                    outcome.suppressed,
                 )
-            else:
-                metrics.log_suppressed.inc()
             return outcome.fingerprint
         except Exception:  # recording must never take its caller down
             try:
                 if observability is not None and observability.metrics() is not None:
-                    observability.require_metrics().recording_failures.inc()
+                    observability.require_metrics().count_recording_failure()
                 _fallback_log.exception("failed to record an error of job %r", job_name)
             except Exception:
                 pass
             return None
+
+
+def _log_error(
+    logger: logging.Logger,
+    job: str,
+    stage: Stage,
+    kind: ErrorKind,
+    message: str,
+    fingerprint: str,
+    node_id: str | None,
+    record_ref: str | None,
+    suppressed: int,
+) -> None:
+    """One structured error line; skips the logging module's caller-frame search."""
+    if not logger.isEnabledFor(logging.ERROR):
+        return
+    tail = f" ({suppressed} similar not logged)" if suppressed else ""
+    where = f" at {record_ref}" if record_ref else ""
+    extra = {
+        "job": job,
+        "stage": stage.value,
+        "kind": kind.value,
+        "fingerprint": fingerprint,
+        "node_id": node_id,
+        "record_ref": record_ref,
+        "suppressed": suppressed or None,
+    }
+    record = logger.makeRecord(
+        logger.name,
+        logging.ERROR,
+        __file__,
+        0,
+        "[%s] %s error (%s)%s: %s%s",
+        (job, stage.value, kind.value, where, message, tail),
+        None,
+        extra=extra,
+    )
+    logger.handle(record)

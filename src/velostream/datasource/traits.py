@@ -1,0 +1,116 @@
+"""The source and sink contracts: small ABCs with no-op lifecycle defaults.
+
+A source yields `SourceBatch`es: the decoded good rows as an Arrow table plus the
+records that could not be decoded, as values (`BadRecord`), never as exceptions. A
+batch also knows each good row's reference (file:line, topic/partition/offset) and
+original bytes, looked up lazily: the clean path never builds per-row Python objects.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from velostream.errors import ErrorKind, Stage
+
+__all__ = [
+    "BadRecord",
+    "RecordRefs",
+    "Sink",
+    "Source",
+    "SourceBatch",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """A record that failed, with its original payload and where it came from."""
+
+    raw: bytes
+    ref: str
+    message: str
+    kind: ErrorKind
+    stage: Stage = Stage.DESERIALIZE
+
+
+class RecordRefs(ABC):
+    """Maps a good row's index in its batch to its reference and original bytes."""
+
+    @abstractmethod
+    def ref(self, index: int) -> str:
+        """Where row `index` came from, e.g. `trades.csv:42`."""
+
+    @abstractmethod
+    def raw(self, index: int) -> bytes:
+        """Row `index`'s original bytes (the line, or the message value)."""
+
+
+@dataclass(slots=True)
+class SourceBatch:
+    """Decoded good rows, the bad records, and the position after this batch."""
+
+    table: pa.Table
+    refs: RecordRefs
+    bad: list[BadRecord] = field(default_factory=list)
+    position: Any = None
+
+    @property
+    def num_records(self) -> int:
+        """Records consumed from the source: good rows plus bad records."""
+        return int(self.table.num_rows) + len(self.bad)
+
+
+class Source(ABC):
+    """A source of micro-batches. `read_batch` is the one method to implement."""
+
+    def __init__(self, name: str, properties: Mapping[str, str]) -> None:
+        self.name = name
+        self.properties = dict(properties)
+
+    #: True when the source ends (files without `watch`); False for streams.
+    bounded: bool = True
+
+    def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect or open files; called once before the first read."""
+
+    @abstractmethod
+    def read_batch(self, max_records: int) -> SourceBatch | None:
+        """Up to `max_records` records; None when a bounded source is exhausted.
+
+        An unbounded source with nothing new returns an empty batch after waiting
+        at most its polling interval.
+        """
+
+    def commit(self, position: Any) -> None:  # noqa: B027 - optional hook
+        """Make `position` (from a batch) the durable restart point."""
+
+    def seek(self, position: Any) -> None:  # noqa: B027 - optional hook
+        """Rewind to `position` (None: the last committed position)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files and connections."""
+
+
+class Sink(ABC):
+    """A destination for output rows. `write` is the one method to implement."""
+
+    def __init__(self, name: str, properties: Mapping[str, str]) -> None:
+        self.name = name
+        self.properties = dict(properties)
+
+    def open(self, schema: pa.Schema | None = None) -> None:  # noqa: B027 - optional hook
+        """Open the destination; `schema` is the output's when known."""
+
+    @abstractmethod
+    def write(self, table: pa.Table) -> None:
+        """Write a batch of output rows (columns in SELECT order)."""
+
+    def flush(self) -> None:  # noqa: B027 - optional hook
+        """Make everything written so far durable."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush and release the destination."""
