@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velostream import __version__
 from velostream.errors import Stage
@@ -28,6 +30,18 @@ def create_app(observability: ObservabilityManager) -> FastAPI:
     """Build the app around one server's observability manager."""
     metrics = observability.require_metrics()
     app = FastAPI(title="Velostream", version=__version__)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', '')}"
+            for err in exc.errors()
+        )
+        return _problem(422, "Invalid request", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _problem(exc.status_code, str(exc.detail), str(exc.detail))
 
     @app.get("/metrics", response_class=Response, tags=["observability"])
     def get_metrics(request: Request) -> Response:

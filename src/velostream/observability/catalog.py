@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_CATALOG_CAPACITY",
     "ErrorCatalog",
     "ErrorGroup",
+    "RecordOutcome",
     "fingerprint",
     "normalize_message",
 ]
@@ -33,7 +34,8 @@ _MAX_SAMPLE_CHARS = 2000
 
 # Order matters: wider patterns first so their digits are not eaten by <num>.
 # Each pattern names characters it cannot match without, to skip it cheaply.
-_QUOTED = (re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""), "<str>")
+# A quote that follows a letter is an apostrophe ("can't"), not a literal's start.
+_QUOTED = (re.compile(r"(?<!\w)'(?:[^'\\]|\\.)*'|(?<!\w)\"(?:[^\"\\]|\\.)*\""), "<str>")
 _DIGIT_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (
         re.compile(
@@ -56,10 +58,22 @@ _DIGIT_PATTERNS: tuple[tuple[re.Pattern[str], str, str], ...] = (
         "<ip>",
         "::",
     ),
-    (re.compile(r"\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{12,}\b"), "<hex>", ""),
+    (
+        # 0x.. or a long run of hex digits with at least one digit and one letter
+        re.compile(
+            r"\b0[xX][0-9a-fA-F]+\b|\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{12,}\b"
+        ),
+        "<hex>",
+        "",
+    ),
 )
-# A number standing alone, or digits glued to the end of a word ("error5").
-_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])|(?<=[A-Za-z_])\d+\b")
+# A number standing alone, a number with a unit ("15ms"), or digits glued to the end
+# of a word ("error5").
+_NUMBER = re.compile(
+    r"(?<![\w.])[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w])"
+    r"|(?<![\w.])[-+]?\d+(?:\.\d+)?(?=[A-Za-z%]+\b)"
+    r"|(?<=[A-Za-z_])\d+\b"
+)
 _HAS_DIGIT = re.compile(r"\d").search
 
 
@@ -82,7 +96,7 @@ def normalize_message(message: str) -> str:
 
 def fingerprint(kind: ErrorKind | str, stage: Stage | str, normalized: str) -> str:
     """A short stable id of (kind, stage, normalised message)."""
-    key = f"{kind}\x1f{stage}\x1f{normalized}".encode()
+    key = f"{kind}\x1f{stage}\x1f{normalized}".encode("utf-8", "surrogatepass")
     return hashlib.blake2b(key, digest_size=8).hexdigest()
 
 

@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -124,18 +124,19 @@ class LogThrottle:
     def __init__(self, interval: float = 5.0, max_keys: int = 10_000) -> None:
         self.interval = interval
         self._max_keys = max_keys
-        self._lock = threading.Lock()
+        # Shared with whoever calls `check_unlocked` (the metrics' error counts).
+        self.lock = threading.Lock()
         # fingerprint -> [time of last line written, suppressed since then]
-        self._state: OrderedDict[str, list[float]] = OrderedDict()
+        self._state: OrderedDict[Hashable, list[float]] = OrderedDict()
         self.suppressed_total = 0
 
-    def check(self, key: str, now: float | None = None) -> tuple[bool, int]:
+    def check(self, key: Hashable, now: float | None = None) -> tuple[bool, int]:
         """(log this occurrence?, occurrences suppressed since the last line)."""
-        with self._lock:
+        with self.lock:
             return self.check_unlocked(key, time.monotonic() if now is None else now)
 
-    def check_unlocked(self, key: str, now: float) -> tuple[bool, int]:
-        """`check` for a caller that already serialises calls under its own lock."""
+    def check_unlocked(self, key: Hashable, now: float) -> tuple[bool, int]:
+        """`check` for a caller already holding `self.lock`."""
         state = self._state.get(key)
         if state is None:
             self._state[key] = [now, 0]
@@ -151,9 +152,9 @@ class LogThrottle:
         self.suppressed_total += 1
         return False, 0
 
-    def pending(self) -> dict[str, int]:
+    def pending(self) -> dict[Hashable, int]:
         """Suppressed counts not yet reported in a line, by fingerprint; clears them."""
-        with self._lock:
+        with self.lock:
             out = {k: int(v[1]) for k, v in self._state.items() if v[1]}
             for k in out:
                 self._state[k][1] = 0

@@ -122,12 +122,13 @@ class ObservabilityManager:
 
     def flush_log_throttle(self) -> None:
         """Write one line for every fingerprint whose repeats are still unreported."""
-        for fp, suppressed in self.log_throttle.pending().items():
+        for key, suppressed in self.log_throttle.pending().items():
+            job, fp = key if isinstance(key, tuple) else (None, key)
             self.error_logger.warning(
                 "%d more occurrences of error %s were not logged",
                 suppressed,
                 fp,
-                extra={"fingerprint": fp, "suppressed": suppressed},
+                extra={"job": job, "fingerprint": fp, "suppressed": suppressed},
             )
 
     def shutdown(self) -> None:

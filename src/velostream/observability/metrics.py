@@ -57,6 +57,15 @@ _UNATTRIBUTED_JOB = ""
 _ACTIVE_STATUSES = frozenset({"starting", "running", "paused"})
 
 
+def _printable(message: str) -> str:
+    """The message with lone surrogates (undecodable bytes) escaped, so it encodes."""
+    try:
+        message.encode("utf-8")
+        return message
+    except UnicodeEncodeError:
+        return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class _BufferedMessagesCollector(Collector):
     """`velo_error_message{message}`: the buffered entries, read at scrape time."""
 
@@ -69,8 +78,13 @@ class _BufferedMessagesCollector(Collector):
             "Occurrences of each error message currently in the rolling buffer",
             labels=["message"],
         )
+        # Messages sharing their first MAX_MESSAGE_LABEL_CHARS are one series.
+        counts: dict[str, int] = {}
         for message, count in self._buffer.get_message_counts().items():
-            family.add_metric([message[:MAX_MESSAGE_LABEL_CHARS]], count)
+            label = message[:MAX_MESSAGE_LABEL_CHARS]
+            counts[label] = counts.get(label, 0) + count
+        for label, count in counts.items():
+            family.add_metric([label], count)
         yield family
 
 
@@ -91,7 +105,8 @@ class _ErrorCounts(Collector):
     """
 
     def __init__(self, log_throttle: LogThrottle) -> None:
-        self.lock = threading.Lock()
+        # One lock for the counts and the throttle: a flush never races a check.
+        self.lock = log_throttle.lock
         self.log_throttle = log_throttle
         self.total = 0
         # (job, stage value, kind value): plain strings hash in C, enum members do not.
@@ -101,21 +116,23 @@ class _ErrorCounts(Collector):
         self.evictions = 0
         self.recording_failures = 0
 
-    def record(
-        self, job: str, stage: Stage, kind: ErrorKind, now: float, outcome: RecordOutcome
-    ) -> tuple[bool, int]:
-        """Count one error; return the log throttle's verdict for its fingerprint."""
+    def count(self, job: str, stage: Stage, kind: ErrorKind, now: float) -> None:
+        """Count one error (before anything else that could fail)."""
         with self.lock:
             self.total += 1
-            if outcome.new_group:
-                self.groups_created += 1
-            if outcome.evicted:
-                self.evictions += 1
             if job:
                 key = (job, stage._value_, kind._value_)
                 self.by_job[key] = self.by_job.get(key, 0) + 1
                 self.last_error[job] = now
-            return self.log_throttle.check_unlocked(outcome.fingerprint, now)
+
+    def grouped(self, job: str, outcome: RecordOutcome) -> tuple[bool, int]:
+        """Note the catalog's outcome; return the log throttle's verdict for it."""
+        with self.lock:
+            if outcome.new_group:
+                self.groups_created += 1
+            if outcome.evicted:
+                self.evictions += 1
+            return self.log_throttle.check_unlocked((job, outcome.fingerprint), time.monotonic())
 
     def remove_job(self, job: str) -> None:
         with self.lock:
@@ -320,6 +337,9 @@ class MetricsProvider:
     ) -> RecordedError:
         """Feed one error to the buffers, the catalog and the counters."""
         now = time.time()
+        if not message.isascii():
+            message = _printable(message)
+        self.error_counts.count(job, stage, kind, now)
         self.buffer.add_error(f"[{job}] {message}" if job else message, context)
         outcome = self.catalog.record(
             job,
@@ -334,7 +354,7 @@ class MetricsProvider:
         if job:
             buffer = self._job_buffers.get(job) or self._new_job_buffer(job, context)
             buffer.add_error(message, context)
-        log, suppressed = self.error_counts.record(job, stage, kind, now, outcome)
+        log, suppressed = self.error_counts.grouped(job, outcome)
         # tuple.__new__ skips the NamedTuple's Python-level __new__ on this hot path.
         return tuple.__new__(
             RecordedError, (outcome.fingerprint, outcome.new_group, log, suppressed)

@@ -97,6 +97,10 @@ class JobSpec:
     position: Position = Position(1, 1)
     select_position: Position = Position(1, 1)
     text: str = ""
+    metrics_enabled: bool = True
+    event_time_field: str | None = None
+    max_out_of_orderness_ms: int | None = None
+    late_data_strategy: str = "drop"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,221 @@
+"""Dead-letter queues: the original record plus its error context, durably.
+
+A dead letter keeps the record's original payload (text, or base64 when it is not
+UTF-8) with job, app, version, stage, kind, message, fingerprint, source and position,
+timestamp and the node's identity. The file queue is JSON lines under
+`<data_dir>/dlq/<job>.jsonl` (or `dlq.path`), rotated by size at commit boundaries;
+replayed letters are remembered in a `.replayed` file next to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from velostream.datasource.traits import BadRecord
+from velostream.errors import DeadLetterError
+from velostream.observability.error_tracker import DeploymentContext
+
+__all__ = ["DeadLetter", "FileDeadLetterQueue", "MemoryDeadLetterQueue", "dead_letter"]
+
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_BACKUPS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One dead letter, as stored."""
+
+    doc: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.doc["id"])
+
+    @property
+    def payload(self) -> bytes:
+        if "payload_base64" in self.doc:
+            return base64.b64decode(self.doc["payload_base64"])
+        return str(self.doc.get("payload", "")).encode("utf-8")
+
+
+def dead_letter(
+    record: BadRecord,
+    *,
+    job: str,
+    app: str | None,
+    version: str | None,
+    source: str,
+    fingerprint: str | None,
+    context: DeploymentContext,
+) -> DeadLetter:
+    """Build the dead letter of a bad record."""
+    doc: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "job": job,
+        "app": app,
+        "version": version,
+        "stage": record.stage.value,
+        "kind": record.kind.value,
+        "message": record.message,
+        "fingerprint": fingerprint,
+        "source": source,
+        "position": record.ref,
+        "timestamp": time.time(),
+        "node_id": context.node_id,
+        "node_name": context.node_name,
+        "region": context.region,
+    }
+    try:
+        doc["payload"] = record.raw.decode("utf-8")
+    except UnicodeDecodeError:
+        doc["payload_base64"] = base64.b64encode(record.raw).decode("ascii")
+    return DeadLetter(doc)
+
+
+class MemoryDeadLetterQueue:
+    """For tests: dead letters in a list (never for production use: not durable)."""
+
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+        self._pending: list[DeadLetter] = []
+        self.replayed: set[str] = set()
+        self.fail_writes = False
+
+    def write(self, letters: list[DeadLetter]) -> None:
+        self._pending.extend(letters)
+
+    def flush(self) -> int:
+        if self.fail_writes:
+            self._pending.clear()
+            raise DeadLetterError("memory DLQ configured to fail")
+        self.letters.extend(self._pending)
+        self._pending.clear()
+        return len(self.letters)
+
+    def truncate(self, offset: int | None) -> None:
+        self._pending.clear()
+        if offset is not None:
+            del self.letters[offset:]
+
+    def read(self, offset: int = 0, limit: int = 100) -> tuple[list[DeadLetter], int | None]:
+        page = [self._mark(d) for d in self.letters[offset : offset + limit]]
+        nxt = offset + limit if offset + limit < len(self.letters) else None
+        return page, nxt
+
+    def _mark(self, letter: DeadLetter) -> DeadLetter:
+        return DeadLetter({**letter.doc, "replayed": letter.id in self.replayed})
+
+    def mark_replayed(self, ids: list[str]) -> None:
+        self.replayed.update(ids)
+
+    def close(self) -> None:
+        pass
+
+
+class FileDeadLetterQueue:
+    """JSON-lines dead letters for one job, rotated by size, fsynced on flush."""
+
+    def __init__(
+        self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._pending: list[bytes] = []
+        self._lock = threading.Lock()
+        self._replayed_path = path.with_name(path.name + ".replayed")
+
+    def write(self, letters: list[DeadLetter]) -> None:
+        with self._lock:
+            self._pending.extend(orjson.dumps(letter.doc) + b"\n" for letter in letters)
+
+    def flush(self) -> int:
+        """Make pending letters durable; return the committed length of the live file."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                if pending and self._size() >= self.max_bytes:
+                    self._rotate()
+                with open(self.path, "ab") as out:
+                    if pending:
+                        out.write(b"".join(pending))
+                        out.flush()
+                        os.fsync(out.fileno())
+                    return out.tell()
+            except OSError as exc:
+                raise DeadLetterError(
+                    f"cannot write dead letters to {self.path}: {exc.strerror or exc}"
+                ) from exc
+
+    def truncate(self, offset: int | None) -> None:
+        """Drop pending letters and anything past `offset` (an aborted transaction)."""
+        with self._lock:
+            self._pending.clear()
+            if offset is not None and self.path.exists() and self._size() > offset:
+                with open(self.path, "r+b") as out:
+                    out.truncate(offset)
+
+    def _size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _rotate(self) -> None:
+        for i in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{i}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+
+    def _files(self) -> list[Path]:
+        backups = [self.path.with_name(f"{self.path.name}.{i}") for i in range(self.backups, 0, -1)]
+        return [p for p in (*backups, self.path) if p.exists()]
+
+    def _iter(self) -> Iterator[DeadLetter]:
+        for path in self._files():
+            with open(path, "rb") as src:
+                for line in src:
+                    if line.strip():
+                        yield DeadLetter(orjson.loads(line))
+
+    def _replayed(self) -> set[str]:
+        try:
+            return set(self._replayed_path.read_text().split())
+        except FileNotFoundError:
+            return set()
+
+    def read(self, offset: int = 0, limit: int = 100) -> tuple[list[DeadLetter], int | None]:
+        """A page of dead letters, oldest first, each with `replayed`; and the next offset."""
+        replayed = self._replayed()
+        page: list[DeadLetter] = []
+        for index, letter in enumerate(self._iter()):
+            if index < offset:
+                continue
+            if len(page) == limit:
+                return page, index
+            page.append(DeadLetter({**letter.doc, "replayed": letter.id in replayed}))
+        return page, None
+
+    def mark_replayed(self, ids: list[str]) -> None:
+        try:
+            with open(self._replayed_path, "a", encoding="utf-8") as out:
+                out.write("".join(f"{i}\n" for i in ids))
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            raise DeadLetterError(f"cannot record replayed letters: {exc}") from exc
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,54 @@
+"""The package's public surface is exactly what we mean to export."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import pytest
+
+import velostream.sql
+
+
+def test_exported_names() -> None:
+    assert sorted(velostream.sql.__all__) == sorted(
+        [
+            "SINK_TYPES",
+            "SOURCE_TYPES",
+            "Application",
+            "ConnectorConfig",
+            "EmitMode",
+            "FailureStrategy",
+            "JobMode",
+            "JobSpec",
+            "MetricSpec",
+            "Position",
+            "StatementKind",
+            "parse_application",
+            "parse_duration_ms",
+        ]
+    )
+    for name in velostream.sql.__all__:
+        assert getattr(velostream.sql, name) is not None
+
+
+def test_connector_types() -> None:
+    assert velostream.sql.SOURCE_TYPES == ("file_source", "kafka_source", "memory_source")
+    assert velostream.sql.SINK_TYPES == ("file_sink", "kafka_sink", "stdout_sink", "memory_sink")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["velostream.sql.parser", "velostream.sql.properties", "velostream.sql.annotations"],
+)
+def test_modules_export_their_public_classes_and_functions(name: str) -> None:
+    module = importlib.import_module(name)
+    defined_here = {
+        attr
+        for attr, obj in vars(module).items()
+        if not attr.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and obj.__module__ == name
+    }
+    assert defined_here <= set(module.__all__)
+    assert all(hasattr(module, exported) for exported in module.__all__)

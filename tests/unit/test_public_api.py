@@ -1,0 +1,151 @@
+"""The public surface: each package's and core module's `__all__` is what we mean to export."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from types import ModuleType
+
+import prometheus_client
+import pytest
+
+import velostream
+
+EXPORTS: dict[str, set[str]] = {
+    "velostream": {"__version__"},
+    "velostream.errors": {
+        "BrokerConnectionError",
+        "ConfigurationError",
+        "DeadLetterError",
+        "ErrorKind",
+        "InternalError",
+        "JobStateError",
+        "OperationTimeoutError",
+        "QueryExecutionError",
+        "RecordError",
+        "ResourceExhaustedError",
+        "SchemaError",
+        "Severity",
+        "SinkError",
+        "SourceError",
+        "SqlValidationError",
+        "Stage",
+        "VelostreamError",
+        "classify",
+        "default_severity",
+    },
+    "velostream.observability": {
+        "DeploymentContext",
+        "ErrorCatalog",
+        "ErrorEntry",
+        "ErrorGroup",
+        "ErrorMessageBuffer",
+        "ErrorStats",
+        "MetricsProvider",
+        "ObservabilityManager",
+        "StreamingConfig",
+        "configure_logging",
+    },
+    "velostream.observability.error_tracker": {
+        "DEFAULT_BUFFER_CAPACITY",
+        "DeploymentContext",
+        "ErrorEntry",
+        "ErrorMessageBuffer",
+        "ErrorStats",
+    },
+    "velostream.observability.catalog": {
+        "DEFAULT_CATALOG_CAPACITY",
+        "ErrorCatalog",
+        "ErrorGroup",
+        "RecordOutcome",
+        "fingerprint",
+        "normalize_message",
+    },
+    "velostream.observability.metrics": {
+        "BATCH_DURATION_BUCKETS",
+        "JOB_STATUSES",
+        "MAX_MESSAGE_LABEL_CHARS",
+        "MetricsProvider",
+        "RecordedError",
+    },
+    "velostream.observability.manager": {"ObservabilityManager", "StreamingConfig"},
+    "velostream.observability.logging": {
+        "ERROR_LOGGER",
+        "JsonFormatter",
+        "LogThrottle",
+        "configure_logging",
+    },
+    "velostream.server": set(),
+    "velostream.server.processors": {"ErrorTracker"},
+    "velostream.server.processors.error_tracking_helper": {"ErrorTracker"},
+    "velostream.api": {"create_app"},
+    "velostream.api.app": {"create_app"},
+    "velostream.cli": set(),
+}
+
+CORE_MODULES = [name for name in EXPORTS if not hasattr(importlib.import_module(name), "__path__")]
+
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_all_is_what_we_mean_to_export(name: str) -> None:
+    module = importlib.import_module(name)
+    assert set(module.__all__) == EXPORTS[name]
+    assert len(module.__all__) == len(set(module.__all__))
+
+
+@pytest.mark.parametrize("name", EXPORTS)
+def test_every_exported_name_exists(name: str) -> None:
+    module = importlib.import_module(name)
+    for exported in module.__all__:
+        assert hasattr(module, exported), f"{name}.{exported}"
+
+
+def test_packages_re_export_the_same_objects() -> None:
+    from velostream import observability
+    from velostream.observability import catalog, error_tracker, logging, manager, metrics
+
+    assert observability.ErrorMessageBuffer is error_tracker.ErrorMessageBuffer
+    assert observability.ErrorCatalog is catalog.ErrorCatalog
+    assert observability.MetricsProvider is metrics.MetricsProvider
+    assert observability.ObservabilityManager is manager.ObservabilityManager
+    assert observability.configure_logging is logging.configure_logging
+
+
+@pytest.mark.parametrize("name", CORE_MODULES)
+def test_public_classes_and_functions_of_a_module_are_exported(name: str) -> None:
+    module = importlib.import_module(name)
+    defined_here = {
+        attr
+        for attr, obj in vars(module).items()
+        if not attr.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and obj.__module__ == name
+    }
+    assert defined_here <= set(module.__all__)
+
+
+def all_packages() -> list[ModuleType]:
+    packages = [velostream]
+    for info in pkgutil.walk_packages(velostream.__path__, "velostream."):
+        if info.ispkg:
+            packages.append(importlib.import_module(info.name))
+    return packages
+
+
+def test_every_package_declares_its_surface() -> None:
+    for package in all_packages():
+        assert hasattr(package, "__all__"), package.__name__
+        for exported in package.__all__:
+            assert hasattr(package, exported), f"{package.__name__}.{exported}"
+
+
+def test_importing_registers_nothing_globally() -> None:
+    for name in EXPORTS:
+        importlib.import_module(name)
+    assert not [f.name for f in prometheus_client.REGISTRY.collect() if f.name.startswith("velo")]
+
+
+def test_version_is_a_string() -> None:
+    assert isinstance(velostream.__version__, str)
+    assert velostream.__version__.count(".") == 2
