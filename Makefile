@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,dev,kafka]'
 	touch $(STAMP)
 
-# Debian packages the integration tests run for real (promtool, prometheus).
+# Debian packages the integration tests run for real (promtool, prometheus, amtool,
+# prometheus-alertmanager).
 system-deps:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
-	  echo "installing Debian package: prometheus"; \
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
+	   || ! command -v amtool >/dev/null 2>&1; then \
+	  echo "installing Debian packages: prometheus prometheus-alertmanager"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
 	fi
 
 demo: install
@@ -40,3 +42,9 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Prometheus and Alertmanager on loopback with monitoring/'s configuration, scraping a
+# local server (VELO_TARGET, default 127.0.0.1:8080); prints the URLs; Ctrl-C stops.
+.PHONY: monitor
+monitor: system-deps
+	bash scripts/monitor.sh

@@ -107,6 +107,7 @@ def test_health(client: TestClient, manager: ObservabilityManager) -> None:
     assert response.status_code == 200
     assert response.json() == {
         "status": "ok",
+        "jobs": {},
         "version": __version__,
         "node": {
             "node_id": "node-1",
