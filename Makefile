@@ -27,7 +27,7 @@ system-deps:
 	fi
 
 demo: install
-	$(BIN)/python demo/error_system_demo.py
+	bash demo/quickstart/run.sh $(CURDIR)/$(BIN)/velo-sql
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks demo

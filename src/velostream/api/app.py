@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -10,8 +13,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velostream import __version__
+from velostream.api.jobs import AuthError, jobs_router
 from velostream.errors import Stage
 from velostream.observability.manager import ObservabilityManager
+from velostream.server.stream_job_server import StreamJobServer
 
 __all__ = ["create_app"]
 
@@ -26,10 +31,32 @@ def _problem(status: int, title: str, detail: str) -> JSONResponse:
     )
 
 
-def create_app(observability: ObservabilityManager) -> FastAPI:
-    """Build the app around one server's observability manager."""
+def create_app(
+    observability: ObservabilityManager,
+    server: StreamJobServer | None = None,
+    *,
+    token: str | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> FastAPI:
+    """Build the app around one server's observability manager (and its jobs).
+
+    `on_shutdown` runs when the HTTP server stops (SIGTERM/SIGINT), before it exits.
+    """
     metrics = observability.require_metrics()
-    app = FastAPI(title="Velostream", version=__version__)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            await asyncio.to_thread(on_shutdown)
+
+    app = FastAPI(title="Velostream", version=__version__, lifespan=lifespan)
+
+    @app.exception_handler(AuthError)
+    async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
+        response = _problem(401, "Unauthorized", "this call needs Authorization: Bearer <token>")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -49,11 +76,14 @@ def create_app(observability: ObservabilityManager) -> FastAPI:
         body, content_type = metrics.exposition(request.headers.get("accept"))
         return Response(content=body, media_type=content_type)
 
-    @app.get("/health", tags=["observability"])
-    def health() -> dict[str, Any]:
-        """Liveness, with the error totals."""
-        return {
-            "status": "ok",
+    @app.get("/health", tags=["observability"], response_model=None)
+    def health() -> dict[str, Any] | JSONResponse:
+        """Liveness with the job summary; 503 when a job has failed (critical)."""
+        jobs = server.summary() if server is not None else {}
+        critical = jobs.get("failed", 0) > 0
+        doc = {
+            "status": "critical" if critical else "ok",
+            "jobs": jobs,
             "version": __version__,
             "node": observability.node_context.as_dict(),
             "errors": {
@@ -62,6 +92,14 @@ def create_app(observability: ObservabilityManager) -> FastAPI:
                 "buffered": metrics.get_buffered_error_count(),
             },
         }
+        return JSONResponse(doc, status_code=503) if critical else doc
+
+    @app.get("/ready", tags=["observability"], response_model=None)
+    def ready() -> dict[str, Any] | JSONResponse:
+        """Ready to take work (503 while shutting down)."""
+        if server is not None and not server.accepting:
+            return JSONResponse({"ready": False}, status_code=503)
+        return {"ready": True}
 
     @app.get("/errors", tags=["errors"], response_model=None)
     def errors(
@@ -105,4 +143,6 @@ def create_app(observability: ObservabilityManager) -> FastAPI:
         buffer = metrics.buffer if job is None else metrics.job_buffer(job)
         return buffer.format_for_report() if buffer is not None else "No errors recorded"
 
+    if server is not None:
+        app.include_router(jobs_router(server, token))
     return app

@@ -1,4 +1,4 @@
-"""`velo-sql`: run the server (and, as they land, applications)."""
+"""`velo-sql`: the job server, and applications run in the foreground."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import uvicorn
+from rich.console import Console
 
+from velostream.errors import VelostreamError
 from velostream.observability.logging import configure_logging
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
 
@@ -36,35 +39,246 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+Host = Annotated[str, typer.Option(envvar="VELO_HOST", help="bind address")]
+Port = Annotated[int, typer.Option(envvar="VELO_PORT")]
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", envvar="VELO_DATA_DIR", help="checkpoints and dead letters")
+]
+MaxJobs = Annotated[int, typer.Option("--max-jobs", envvar="VELO_MAX_JOBS")]
+Insecure = Annotated[
+    bool, typer.Option("--insecure", help="allow a non-loopback bind without VELO_API_TOKEN")
+]
+ShutdownDeadline = Annotated[
+    float, typer.Option("--shutdown-deadline", help="seconds jobs get to stop on SIGTERM")
+]
+
+
+def _serve(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    max_jobs: int,
+    insecure: bool,
+    shutdown_deadline: float,
+    log: tuple[str, str, str | None, str | None],
+    application: Path | None = None,
+    once: bool = False,
+) -> int:
+    """Run the job server until SIGTERM/SIGINT (or, with `once`, until its jobs end)."""
+    import os
+    import threading
+
+    from velostream.api.app import create_app
+    from velostream.server.stream_job_server import StreamJobServer
+
+    level, fmt, file, syslog = log
+    if fmt not in ("text", "json"):
+        raise typer.BadParameter(f"unknown log format {fmt!r}; valid: text, json")
+    token = os.environ.get("VELO_API_TOKEN") or None
+    if not _is_loopback(host) and token is None and not insecure:
+        Console(stderr=True).print(
+            f"[red]refusing to bind {host}: a non-loopback address needs VELO_API_TOKEN "
+            "(or --insecure to accept an unauthenticated API)[/red]"
+        )
+        return 2
+    configure_logging(level, fmt, file, syslog=syslog)  # type: ignore[arg-type]
+    data_dir.mkdir(parents=True, exist_ok=True)
+    observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
+    observability.initialize()
+    jobs = StreamJobServer(observability, data_dir, max_jobs=max_jobs)
+
+    def stop_jobs() -> None:
+        forced = jobs.shutdown(shutdown_deadline)
+        if forced:
+            _log.error("forced to abandon jobs at shutdown: %s", ", ".join(forced))
+
+    api = create_app(observability, jobs, token=token, on_shutdown=stop_jobs)
+    config = uvicorn.Config(
+        api, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+    )
+    http = uvicorn.Server(config)
+    outcome = {"code": 0}
+
+    if application is not None:
+
+        def deploy_then_wait() -> None:
+            try:
+                names = jobs.deploy(
+                    application.read_text(encoding="utf-8"), source_name=str(application)
+                )
+                _log.info("deployed %s", ", ".join(names))
+            except (OSError, VelostreamError) as exc:
+                _print_problems(Console(stderr=True), exc)  # type: ignore[arg-type]
+                outcome["code"] = 1
+                http.should_exit = True
+                return
+            if once:
+                jobs.wait_idle()
+                summary = jobs.summary()
+                print_summary_from_server(jobs, observability)
+                outcome["code"] = 1 if summary.get("failed") else 0
+                http.should_exit = True
+
+        threading.Thread(target=deploy_then_wait, name="deploy-app", daemon=True).start()
+    _log.info("velo-sql server on http://%s:%d (data dir %s)", host, port, data_dir)
+    try:
+        http.run()
+    finally:
+        observability.shutdown()
+    return outcome["code"]
+
+
+def print_summary_from_server(jobs: object, observability: ObservabilityManager) -> None:
+    """The `run` summary for the jobs of a server."""
+    from velostream.cli.run import JobRun, print_summary
+    from velostream.server.stream_job_server import StreamJobServer
+
+    assert isinstance(jobs, StreamJobServer)
+    runs = []
+    for info in jobs.list_jobs():
+        handle = jobs.job(info["name"])
+        run = JobRun(handle.spec)
+        if handle.processor is not None:
+            run.stats = handle.processor.stats
+        if info["state"] == "failed":
+            run.error = info["reason"] or "failed"
+        runs.append(run)
+    print_summary(runs, observability, Console())
+
+
 @app.command()
 def server(
-    host: Annotated[str, typer.Option(envvar="VELO_HOST")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(envvar="VELO_PORT")] = 8080,
-    data_dir: Annotated[Path, typer.Option("--data-dir", envvar="VELO_DATA_DIR")] = Path(
-        "./velo-data"
-    ),
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    data_dir: DataDir = Path("./velo-data"),
+    max_jobs: MaxJobs = 100,
+    insecure: Insecure = False,
+    shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
     log_file: LogFile = None,
     log_syslog: LogSyslog = None,
 ) -> None:
-    """Start the job server with its HTTP API and /metrics."""
-    import uvicorn
+    """Start the job server: the HTTP API, /metrics and the jobs deployed to it."""
+    code = _serve(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        max_jobs=max_jobs,
+        insecure=insecure,
+        shutdown_deadline=shutdown_deadline,
+        log=(log_level, log_format, log_file, log_syslog),
+    )
+    raise typer.Exit(code)
+
+
+@app.command("deploy-app")
+def deploy_app(
+    file: Annotated[Path, typer.Option("--file", "-f", help="SQL application file")],
+    once: Annotated[bool, typer.Option("--once", help="exit when its bounded jobs end")] = False,
+    host: Host = "127.0.0.1",
+    port: Port = 8080,
+    data_dir: DataDir = Path("./velo-data"),
+    max_jobs: MaxJobs = 100,
+    insecure: Insecure = False,
+    shutdown_deadline: ShutdownDeadline = 30.0,
+    log_level: LogLevel = "INFO",
+    log_format: LogFormat = "text",
+    log_file: LogFile = None,
+    log_syslog: LogSyslog = None,
+) -> None:
+    """Start a server with one application deployed (`--once`: run it to completion)."""
+    code = _serve(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        max_jobs=max_jobs,
+        insecure=insecure,
+        shutdown_deadline=shutdown_deadline,
+        log=(log_level, log_format, log_file, log_syslog),
+        application=file,
+        once=once,
+    )
+    raise typer.Exit(code)
+
+
+def _print_problems(console: Console, exc: VelostreamError) -> None:
+    problems = getattr(exc, "problems", None) or [str(exc)]
+    console.print(f"[red]{exc}[/red]" if len(problems) > 1 else "", end="")
+    for problem in problems:
+        console.print(f"[red]error:[/red] {problem}", highlight=False)
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="SQL application file")]) -> None:
+    """Check an application without running it."""
+    from velostream.cli.run import validate_application
+
+    console = Console(stderr=True)
+    try:
+        application = validate_application(file)
+    except VelostreamError as exc:
+        _print_problems(console, exc)
+        raise typer.Exit(1) from exc
+    for warning in application.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    jobs = ", ".join(j.name for j in application.jobs)
+    Console().print(f"{file}: valid ({len(application.jobs)} job(s): {jobs})")
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="SQL application file")],
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="serve /metrics while running")
+    ] = None,
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", envvar="VELO_DATA_DIR", help="dead letters go here")
+    ] = Path("./velo-data"),
+    log_level: LogLevel = "WARNING",
+    log_format: LogFormat = "text",
+    log_file: LogFile = None,
+    log_syslog: LogSyslog = None,
+) -> None:
+    """Run an application in the foreground until its bounded sources end."""
+    from velostream.cli.run import load_application, print_summary, run_application
+
+    configure_logging(log_level, log_format, log_file, syslog=log_syslog)  # type: ignore[arg-type]
+    err = Console(stderr=True)
+    try:
+        application = load_application(file)
+    except VelostreamError as exc:
+        _print_problems(err, exc)
+        raise typer.Exit(1) from exc
+    for warning in application.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
+    observability.initialize()
+    server = _serve_metrics(observability, metrics_port) if metrics_port else None
+    console = Console()
+    try:
+        runs = run_application(application, observability, console, data_dir)
+        print_summary(runs, observability, console)
+    finally:
+        observability.shutdown()
+        if server is not None:
+            server.should_exit = True
+    if any(r.failed for r in runs):
+        raise typer.Exit(1)
+
+
+def _serve_metrics(observability: ObservabilityManager, port: int) -> uvicorn.Server:
+    import threading
 
     from velostream.api.app import create_app
 
-    if log_format not in ("text", "json"):
-        raise typer.BadParameter(f"unknown log format {log_format!r}; valid: text, json")
-    configure_logging(log_level, log_format, log_file, syslog=log_syslog)  # type: ignore[arg-type]
-    data_dir.mkdir(parents=True, exist_ok=True)
-    observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
-    observability.initialize()
-    api = create_app(observability)
-    _log.info("velo-sql server on http://%s:%d (data dir %s)", host, port, data_dir)
-    try:
-        uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)
-    finally:
-        observability.shutdown()
+    config = uvicorn.Config(
+        create_app(observability), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    threading.Thread(target=server.run, name="metrics-http", daemon=True).start()
+    return server
 
 
 def main() -> None:

@@ -94,6 +94,10 @@ class Source(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files and connections."""
 
+    def decode_records(self, records: list[bytes]) -> SourceBatch:
+        """Decode original payloads (e.g. dead letters) as this source would."""
+        raise NotImplementedError(f"{type(self).__name__} cannot decode stored records")
+
 
 class Sink(ABC):
     """A destination for output rows. `write` is the one method to implement."""
@@ -114,3 +118,11 @@ class Sink(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and release the destination."""
+
+    def committed_offset(self) -> int | None:
+        """Length of what is durably written (after `flush`); None if it cannot roll back."""
+        return None
+
+    def truncate(self, offset: int) -> None:
+        """Roll back to a committed length (transactional mode)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot roll back")

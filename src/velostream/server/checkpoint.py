@@ -1,18 +1,24 @@
-"""Durable job checkpoints: source position plus committed sink and DLQ lengths.
+"""Durable job checkpoints: source position, committed sink and DLQ lengths, and the
+executor's state.
 
 A checkpoint is a small JSON document written to a temp file, fsynced and renamed
 over `<data_dir>/checkpoints/<job>.json`, so a crash leaves either the old or the new
-one, never half of either.
+one, never half of either. State tables (aggregates, row buffers) are Arrow IPC files
+in a directory named after the checkpoint's batch number, written before the JSON that
+points at them; older directories are removed after the switch.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
 from velostream.errors import ResourceExhaustedError, SourceError
 
@@ -28,6 +34,7 @@ class Checkpoint:
     dlq_offset: int | None = None
     version: str | None = None
     batches: int = 0
+    state: dict[str, Any] | None = None
 
 
 class CheckpointStore:
@@ -53,28 +60,75 @@ class CheckpointStore:
             dlq_offset=doc.get("dlq_offset"),
             version=doc.get("version"),
             batches=int(doc.get("batches", 0)),
+            state=self._load_state(job, doc.get("state")),
         )
 
+    def _state_dir(self, job: str, batches: int) -> Path:
+        return self.directory / f"{job}.state-{batches}"
+
+    def _load_state(self, job: str, doc: Any) -> dict[str, Any] | None:
+        if doc is None:
+            return None
+        state: dict[str, Any] = dict(doc.get("values", {}))
+        directory = self.directory / doc["dir"] if doc.get("dir") else None
+        for name in doc.get("tables", []):
+            assert directory is not None
+            path = directory / f"{name}.arrow"
+            try:
+                with pa.memory_map(str(path)) as source:
+                    state[name] = ipc.open_file(source).read_all()
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise SourceError(f"checkpoint state {path} is unreadable: {exc}", job=job) from exc
+        return state
+
+    def _save_state(self, job: str, checkpoint: Checkpoint) -> dict[str, Any] | None:
+        state = checkpoint.state
+        if state is None:
+            return None
+        tables = {k: v for k, v in state.items() if isinstance(v, pa.Table)}
+        values = {k: v for k, v in state.items() if not isinstance(v, pa.Table)}
+        doc: dict[str, Any] = {"values": values, "tables": sorted(tables)}
+        if tables:
+            directory = self._state_dir(job, checkpoint.batches)
+            directory.mkdir(parents=True, exist_ok=True)
+            for name, table in tables.items():
+                path = directory / f"{name}.arrow"
+                with open(path, "wb") as out:
+                    with ipc.new_file(out, table.schema) as writer:
+                        writer.write_table(table)
+                    out.flush()
+                    os.fsync(out.fileno())
+            doc["dir"] = directory.name
+        return doc
+
+    def _prune_state(self, job: str, keep: str | None) -> None:
+        for path in self.directory.glob(f"{job}.state-*"):
+            if path.name != keep:
+                shutil.rmtree(path, ignore_errors=True)
+
     def save(self, job: str, checkpoint: Checkpoint) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
         path = self.path(job)
         tmp = path.with_suffix(".json.tmp")
-        body = orjson.dumps(
-            {
-                "position": checkpoint.position,
-                "sink_offsets": checkpoint.sink_offsets,
-                "dlq_offset": checkpoint.dlq_offset,
-                "version": checkpoint.version,
-                "batches": checkpoint.batches,
-            },
-            default=_encode,
-        )
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            state = self._save_state(job, checkpoint)
+            body = orjson.dumps(
+                {
+                    "position": checkpoint.position,
+                    "sink_offsets": checkpoint.sink_offsets,
+                    "dlq_offset": checkpoint.dlq_offset,
+                    "version": checkpoint.version,
+                    "batches": checkpoint.batches,
+                    "state": state,
+                },
+                default=_encode,
+            )
             with open(tmp, "wb") as out:
                 out.write(body)
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
+            self._prune_state(job, state.get("dir") if state else None)
         except OSError as exc:
             raise ResourceExhaustedError(
                 f"cannot write checkpoint {path}: {exc.strerror or exc}", job=job
@@ -82,6 +136,7 @@ class CheckpointStore:
 
     def delete(self, job: str) -> None:
         self.path(job).unlink(missing_ok=True)
+        self._prune_state(job, None)
 
 
 def _encode(value: Any) -> Any:

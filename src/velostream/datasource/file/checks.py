@@ -1,0 +1,164 @@
+"""Vectorised checks of text values against a column type, as Arrow's CSV reader converts.
+
+Arrow's CSV conversion stops at the first bad value; to find every bad value of a
+column at once we cast the whole column and, only when that fails, mark values with a
+pattern that every valid value matches (a superset check, kernels only), then confirm
+the remaining values by casting, bisecting only if a value slipped past the pattern.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TypeAlias
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "FALSE_VALUES",
+    "TRUE_VALUES",
+    "check_column",
+    "inferred_type",
+    "mask_at",
+]
+
+TRUE_VALUES = ["1", "True", "TRUE", "true"]
+FALSE_VALUES = ["0", "False", "FALSE", "false"]
+_BOOL_VALUES = pa.array(TRUE_VALUES + FALSE_VALUES)
+_TRUE = pa.array(TRUE_VALUES)
+
+# Every value Arrow accepts matches these (after trimming spaces and tabs for numbers
+# and dates, as Arrow does); a few they match are still rejected by the cast.
+_INTEGER = r"^-?(?:[0-9]+|0[xX][0-9a-fA-F]+)$"
+_FLOAT = r"^[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))$"
+_DATE = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+_TIMESTAMP = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:\.[0-9]{1,9})?)?)?)?"
+    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?$"
+)
+
+Column: TypeAlias = pa.Array | pa.ChunkedArray
+
+
+def inferred_type(t: pa.DataType, *, nested: bool = False) -> pa.DataType:
+    """Narrow an Arrow-inferred type to the stream's types; unknown and null become text."""
+    if pa.types.is_integer(t):
+        return pa.int64()
+    if pa.types.is_floating(t):
+        return pa.float64()
+    if pa.types.is_boolean(t) or pa.types.is_timestamp(t) or pa.types.is_date32(t):
+        return t
+    if nested and (pa.types.is_struct(t) or pa.types.is_list(t)):
+        return t
+    return pa.string()
+
+
+def mask_at(n: int, positions: Iterable[int]) -> pa.Array:
+    """A boolean array of length `n`, true at `positions` (no Python per row)."""
+    flags = bytearray(n)
+    for i in positions:
+        flags[i] = 1
+    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)]), 0)
+
+
+def check_column(
+    column: Column, t: pa.DataType, *, expect_failures: bool = False
+) -> tuple[Column, Column | None]:
+    """The column converted to `t` (null where a value fails) and the failure mask.
+
+    The mask is None when every value converts. `expect_failures` skips the first,
+    optimistic cast of the whole column.
+    """
+    if pa.types.is_string(t):
+        return column, None
+    if pa.types.is_boolean(t):
+        known = pc.is_in(column, value_set=_BOOL_VALUES)
+        failed = pc.and_(pc.is_valid(column), pc.invert(known))
+        values = pc.if_else(known, pc.is_in(column, value_set=_TRUE), pa.scalar(None, t))
+        return values, failed if pc.any(failed).as_py() else None
+    if not expect_failures:
+        try:
+            return pc.cast(column, t), None  # a value that parses untrimmed parses the same
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    prepared = _prepare(column, t)
+    failed = _pattern_failures(prepared, t)
+    for exact in (True, False):
+        try:
+            return pc.cast(_null_where(prepared, failed), t), failed
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if exact:  # the first pass let an odd value through ("--5"): full pattern
+                failed = pc.or_(failed, _pattern_failures(prepared, t, exact=True))
+    # A value matched the pattern but still does not convert (overflow, 30 February).
+    masked = _null_where(prepared, failed)
+    failed = pc.or_(failed, mask_at(len(masked), _failing(masked, t, 0)))
+    return pc.cast(_null_where(prepared, failed), t), failed
+
+
+def _null_where(column: Column, mask: Column) -> Column:
+    return pc.if_else(mask, pa.scalar(None, column.type), column)
+
+
+def _prepare(column: Column, t: pa.DataType) -> Column:
+    """Trim spaces and tabs where Arrow does (numbers, dates), if there are any."""
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_date(t)):
+        return column
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    for chunk in chunks:
+        data = chunk.buffers()[2]
+        raw = b"" if data is None else data.to_pybytes()
+        if b" " in raw or b"\t" in raw:
+            return pc.ascii_trim(column, " \t")
+    return column
+
+
+def _pattern_failures(prepared: Column, t: pa.DataType, *, exact: bool = False) -> Column:
+    """True where a value cannot be valid for `t`; false for null.
+
+    Numbers get a cheap first pass and the pattern only on the values it flags; with
+    `exact`, the pattern runs on every value.
+    """
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        pattern = _INTEGER if pa.types.is_integer(t) else _FLOAT
+        if exact:
+            return pc.fill_null(pc.invert(pc.match_substring_regex(prepared, pattern)), False)
+        if pa.types.is_integer(t):
+            suspect = pc.invert(pc.ascii_is_decimal(pc.ascii_ltrim(prepared, "-")))
+        else:
+            # Something after the sign, then only digits and points.
+            head = pc.ascii_ltrim(prepared, "+-.")
+            rest = pc.ascii_ltrim(head, "0123456789.")
+            simple = pc.and_(
+                pc.greater(pc.binary_length(head), 0), pc.equal(pc.binary_length(rest), 0)
+            )
+            suspect = pc.invert(simple)
+        suspect = pc.fill_null(suspect, False)
+        suspects = pc.take(prepared, pc.indices_nonzero(suspect))
+        invalid = pc.invert(pc.match_substring_regex(suspects, pattern))
+        return pc.replace_with_mask(_flat(suspect), _flat(suspect), _flat(invalid))
+    shape = _DATE if pa.types.is_date(t) else _TIMESTAMP if pa.types.is_timestamp(t) else None
+    if shape is None:
+        return pc.is_null(prepared)  # everything else is confirmed by casting
+    return pc.fill_null(pc.invert(pc.match_substring_regex(prepared, shape)), False)
+
+
+def _failing(values: Column, t: pa.DataType, offset: int) -> list[int]:
+    """Positions of the values that do not cast, by bisection (they are expected rare)."""
+    if len(values) == 0:
+        return []
+    try:
+        pc.cast(values, t)
+        return []
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if len(values) == 1:
+            return [offset]
+    mid = len(values) // 2
+    left = _failing(values.slice(0, mid), t, offset)
+    return left + _failing(values.slice(mid), t, offset + mid)
+
+
+def _flat(column: Column) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        return column.combine_chunks()
+    return column

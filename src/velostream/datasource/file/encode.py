@@ -1,0 +1,205 @@
+"""Rows to CSV or JSON lines text with Arrow compute: no Python per row.
+
+CSV (spec/SQL.md "Output formats"): a header row, columns in table order, NULL as an
+empty field, floats in their shortest round-trip form (`2750.5`, `15025.0`, as Python
+and DuckDB print them), strings quoted only when needed (a delimiter, quote or line
+break inside, or the empty string, which must differ from NULL), timestamps ISO-8601.
+JSON lines: one object per row, keys in column order, non-finite floats as null.
+Values of rare types (nested, binary) are formatted one by one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["csv_header", "encode_csv", "encode_jsonl"]
+
+_MAX_ROWS = 1 << 18  # rows per formatted slice: keeps 32-bit string offsets safe
+_TEXTUAL_DELIMITERS = frozenset(",;\t|")  # cannot occur in numbers, booleans or times
+_FRACTION = r"(?:(\.[0-9]*[1-9])0*|\.0+)?"
+_JSON_SPECIAL = re.compile(rb'[\x00-\x1f"\\]')
+
+
+def csv_header(names: list[str], delimiter: str = ",") -> bytes:
+    """The header line, names quoted only when needed."""
+    cells = _quote_where_needed(pa.array(names, pa.string()), delimiter)
+    return (delimiter.join(cells.to_pylist()) + "\n").encode()
+
+
+def encode_csv(table: pa.Table, delimiter: str = ",") -> Iterator[pa.Buffer]:
+    """The table's rows as CSV lines (no header), in buffers to write in order."""
+    if table.num_columns == 0:
+        return
+    for batch in table.to_batches(max_chunksize=_MAX_ROWS):
+        if batch.num_rows == 0:
+            continue
+        cells = [_csv_cells(col, delimiter) for col in batch.columns]
+        # The newline goes on the last cell: cheaper than a pass over whole rows.
+        cells[-1] = pc.binary_join_element_wise(
+            cells[-1], "\n", "", null_handling="replace", null_replacement=""
+        )
+        yield _span(
+            pc.binary_join_element_wise(
+                *cells, delimiter, null_handling="replace", null_replacement=""
+            )
+        )
+
+
+def encode_jsonl(table: pa.Table) -> Iterator[pa.Buffer]:
+    """The table's rows as JSON lines, in buffers to write in order."""
+    keys = [orjson.dumps(name).decode() + ":" for name in table.column_names]
+    for batch in table.to_batches(max_chunksize=_MAX_ROWS):
+        if batch.num_rows == 0:
+            continue
+        pairs = [
+            pc.binary_join_element_wise(key, _json_values(col), "")
+            for key, col in zip(keys, batch.columns, strict=True)
+        ]
+        body = pc.binary_join_element_wise(*pairs, ",") if pairs else pa.array([""] * len(batch))
+        yield _span(pc.binary_join_element_wise("{", body, "}\n", ""))
+
+
+def _span(lines: pa.Array) -> pa.Buffer:
+    """The character data of a string array, from its first value to its last."""
+    bounds = pa.Array.from_buffers(
+        pa.int32(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset
+    )
+    return lines.buffers()[2][bounds[0].as_py() : bounds[-1].as_py()]
+
+
+# -- one column to text -------------------------------------------------------------
+
+
+def _csv_cells(col: pa.Array, delimiter: str) -> pa.Array:
+    t = col.type
+    if pa.types.is_dictionary(t):
+        return _csv_cells(col.dictionary_decode(), delimiter)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return _quote_where_needed(col.cast(pa.string()), delimiter)
+    text = _plain_text(col)
+    if text is None:
+        return _quote_where_needed(_each(col, _csv_text), delimiter)
+    if delimiter in _TEXTUAL_DELIMITERS:
+        return text
+    return _quote_where_needed(text, delimiter)
+
+
+def _json_values(col: pa.Array) -> pa.Array:
+    t = col.type
+    if pa.types.is_dictionary(t):
+        return _json_values(col.dictionary_decode())
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        values = _json_strings(col.cast(pa.string()))
+    elif pa.types.is_floating(t):
+        finite = pc.is_finite(col)
+        values = pc.if_else(finite, _floats(col), pa.scalar(None, pa.string()))
+    elif pa.types.is_temporal(t) and not pa.types.is_duration(t):
+        values = pc.binary_join_element_wise('"', _plain_text(col), '"', "")
+    elif pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
+        values = pc.cast(col, pa.string())
+    elif pa.types.is_null(t):
+        values = pa.nulls(len(col), pa.string())
+    else:
+        values = _each(col, _json_text)
+    return pc.fill_null(values, "null")
+
+
+def _plain_text(col: pa.Array) -> pa.Array | None:
+    """Numbers, booleans and times as text; None for types without a plain form."""
+    t = col.type
+    if pa.types.is_floating(t):
+        return _floats(col)
+    if pa.types.is_timestamp(t):
+        text = pc.replace_substring_regex(
+            pc.cast(col, pa.string()), rf"^(\S+) ([0-9:]+){_FRACTION}", r"\1T\2\3"
+        )
+        if t.tz is not None and t.tz.upper() not in {"UTC", "Z", "+00:00"}:
+            text = pc.replace_substring_regex(text, r"([+-][0-9]{2})([0-9]{2})$", r"\1:\2")
+        return text
+    if pa.types.is_time(t):
+        return pc.replace_substring_regex(
+            pc.cast(col, pa.string()), rf"^([0-9:]+){_FRACTION}$", r"\1\2"
+        )
+    if pa.types.is_null(t):
+        return pa.nulls(len(col), pa.string())
+    if (
+        pa.types.is_integer(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_date(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_duration(t)
+    ):
+        return pc.cast(col, pa.string())
+    return None
+
+
+def _floats(col: pa.Array) -> pa.Array:
+    """Shortest round-trip text, spelt as Python's repr: 15025.0, 1e-07, 1e+16."""
+    if pa.types.is_float16(col.type):
+        col = pc.cast(col, pa.float32())
+    text = pc.cast(col, pa.string())
+    # Arrow and Python agree on the digits; they differ on a trailing ".0" and on when
+    # to use an exponent. Values whose notation may differ are rare: redo those.
+    integral = pc.ascii_is_decimal(pc.ascii_ltrim(text, "-"))
+    if pc.any(integral).as_py():
+        text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
+    data = _data(text)
+    if pa.types.is_float64(col.type) and (b"e" in data or b"0.0000" in data):
+        exponent = pc.match_substring(text, "e")
+        tiny = pc.starts_with(pc.ascii_ltrim(text, "-"), "0.0000")
+        redo = pc.fill_null(pc.or_(exponent, tiny), False)
+        fixed = [repr(v) for v in pc.filter(col, redo).to_pylist()]
+        text = pc.replace_with_mask(text, redo, pa.array(fixed, pa.string()))
+    return text
+
+
+def _data(text: pa.Array) -> bytes:
+    """The character buffer of a string array (may include bytes of sliced-off values)."""
+    data = text.buffers()[2]
+    return b"" if data is None else data.to_pybytes()
+
+
+def _quote_where_needed(text: pa.Array, delimiter: str) -> pa.Array:
+    """Quote (RFC 4180) values holding the delimiter, a quote or a line break, and ''."""
+    raw = _data(text)
+    needs = pc.equal(pc.binary_length(text), 0)
+    for special in {delimiter, '"', "\n", "\r"}:
+        if special.encode() in raw:
+            needs = pc.or_(needs, pc.match_substring(text, special))
+    needs = pc.fill_null(needs, False)
+    if not pc.any(needs).as_py():
+        return text
+    chosen = pc.filter(text, needs)
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(chosen, '"', '""'), '"', "")
+    return pc.replace_with_mask(text, needs, quoted)
+
+
+def _json_strings(text: pa.Array) -> pa.Array:
+    quoted = pc.binary_join_element_wise('"', text, '"', "")
+    data = text.buffers()[2]
+    if data is None or not _JSON_SPECIAL.search(memoryview(data)):
+        return quoted
+    special = pc.fill_null(pc.match_substring_regex(text, r'[\x00-\x1f"\\]'), False)
+    escaped = [orjson.dumps(v).decode() for v in pc.filter(text, special).to_pylist()]
+    return pc.replace_with_mask(quoted, special, pa.array(escaped, pa.string()))
+
+
+def _csv_text(value: object) -> str:
+    return value if isinstance(value, str) else _json_text(value)
+
+
+def _json_text(value: object) -> str:
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _each(col: pa.Array, fmt: Callable[[object], str]) -> pa.Array:
+    """Format values one by one: only for types with no vectorised form."""
+    values = col.to_pylist()
+    if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+        values = [None if v is None else v.decode("utf-8", "backslashreplace") for v in values]
+    return pa.array([None if v is None else fmt(v) for v in values], pa.string())

@@ -1,0 +1,515 @@
+"""Decode blocks of whole lines (CSV or JSON lines) into Arrow tables, bad lines apart.
+
+A block is parsed once by Arrow with the stream's fixed schema. Only when that parse
+fails or its row count does not match the block's line count is the block taken
+apart (a large one as two halves, one on a worker thread): the lines are split by
+Arrow, lines with invalid UTF-8 are set aside, CSV is re-parsed with every column as
+text (rows with a wrong field count skipped by Arrow's handler) and each typed column
+is checked with vectorised compute (see `checks`), and JSON is re-parsed from just
+after each failing line (see `jsonl`). Good rows keep their order; each bad line
+becomes one `LineError`.
+
+Records are lines: a quoted CSV value may not contain a line break (such a line is a
+bad record). Empty lines are skipped; so are whitespace-only lines in JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from typing import NamedTuple, TypeAlias
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from velostream.datasource.file.checks import (
+    check_column,
+    inferred_type,
+    mask_at,
+)
+from velostream.errors import ErrorKind
+
+__all__ = [
+    "Block",
+    "CsvDecoder",
+    "Decoded",
+    "Decoder",
+    "LineError",
+    "join_lines",
+    "kept_lines",
+    "row_number",
+    "screen_lines",
+    "split_lines",
+    "valid_utf8",
+]
+
+Block: TypeAlias = bytes | bytearray
+_HALVES_FROM = 1 << 18  # bytes: a dirty block this large is taken apart in two halves
+
+
+class LineError(NamedTuple):
+    """Line `line` (0-based, within its block) is a bad record."""
+
+    line: int
+    kind: ErrorKind
+    message: str
+
+
+@dataclass(slots=True)
+class Decoded:
+    """A block's good rows; `rows[i]` is the block line of row i (None: row i is line i)."""
+
+    table: pa.Table
+    rows: pa.Array | None
+    errors: list[LineError]
+    lines: pa.Array | None = None
+
+
+class Decoder(ABC):
+    """Turns a block of complete lines into a `Decoded`, with a fixed schema."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._skip_fast = 0
+        self._backoff = 0
+
+    def decode(self, block: Block, n_lines: int) -> Decoded:
+        """Decode `block`, which holds exactly `n_lines` lines.
+
+        One optimistic Arrow parse first; after blocks with bad lines that parse is
+        skipped for a while (up to 64 blocks), since it would fail again.
+        """
+        if self._skip_fast > 0:
+            self._skip_fast -= 1
+        else:
+            fast = self._decode_fast(block, n_lines)
+            if fast is not None:
+                self._backoff = 0
+                return fast
+        decoded = self._decode_halves(block, n_lines)
+        self._backoff = min(max(1, self._backoff * 2), 64) if decoded.errors else 0
+        self._skip_fast = self._backoff
+        return decoded
+
+    def isolate(self, block: Block, n_lines: int) -> Decoded:
+        """The careful path only, leaving the stream's adaptive state alone (for replays)."""
+        return self._decode_halves(block, n_lines)
+
+    def _decode_halves(self, block: Block, n_lines: int) -> Decoded:
+        """The dirty path on two halves of a large block at once (one on a worker)."""
+        middle = block.find(b"\n", len(block) // 2) + 1 if len(block) >= _HALVES_FROM else 0
+        if not 0 < middle < len(block):
+            return self._decode_dirty(block, n_lines)
+        first_lines = block.count(b"\n", 0, middle)
+        second = _background().submit(self._decode_dirty, block[middle:], n_lines - first_lines)
+        head = self._decode_dirty(block[:middle], first_lines)
+        tail = second.result()
+        rows = None
+        if head.rows is not None or tail.rows is not None:
+            head_rows = _positions(head.table.num_rows) if head.rows is None else head.rows
+            tail_rows = _positions(tail.table.num_rows) if tail.rows is None else tail.rows
+            shifted = pc.add(pc.cast(tail_rows, pa.int64()), first_lines)
+            rows = pa.chunked_array([pc.cast(head_rows, pa.int64()), shifted]).combine_chunks()
+        errors = head.errors + [e._replace(line=e.line + first_lines) for e in tail.errors]
+        lines = None
+        if head.lines is not None and tail.lines is not None:
+            lines = pa.chunked_array([head.lines, tail.lines]).combine_chunks()
+        table = pa.concat_tables([head.table, tail.table])
+        return Decoded(table, rows, errors, lines)
+
+    @abstractmethod
+    def _decode_fast(self, block: Block, n_lines: int) -> Decoded | None:
+        """One parse with the schema; None unless every line became exactly one row."""
+
+    @abstractmethod
+    def _decode_dirty(self, block: Block, n_lines: int) -> Decoded:
+        """Take the block apart: every bad line becomes a `LineError`."""
+
+
+# -- lines ------------------------------------------------------------------------
+
+
+def split_lines(block: Block, n_lines: int) -> pa.Array:
+    """The block's `n_lines` lines (split at `\\n`, without `\\r\\n`), as binary."""
+    buf = pa.py_buffer(block)
+    offsets = pa.array([0, buf.size], pa.int32()).buffers()[1]
+    whole = pa.Array.from_buffers(pa.binary(), 1, [None, offsets, buf])
+    lines = pc.list_flatten(pc.split_pattern(whole, b"\n")).slice(0, n_lines)
+    if b"\r" in block:
+        crlf = pc.ends_with(lines.view(pa.string()), "\r")
+        lines = pc.if_else(crlf, pc.binary_slice(lines, 0, -1), lines)
+    return lines
+
+
+def join_lines(lines: pa.Array) -> pa.Buffer:
+    """Lines joined with `\\n` terminators, as one buffer (no per-line Python)."""
+    if len(lines) == 0:
+        return pa.py_buffer(b"")
+    joined = pc.binary_join_element_wise(lines, b"", b"\n")
+    bounds = pa.Array.from_buffers(
+        pa.int32(), len(joined) + 1, [None, joined.buffers()[1]], offset=joined.offset
+    )
+    return joined.buffers()[2][bounds[0].as_py() : bounds[-1].as_py()]
+
+
+@cache
+def _background() -> ThreadPoolExecutor:
+    """A worker thread for the second half of a dirty block; made on first use."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="velostream-decode")
+
+
+def _positions(n: int) -> pa.Array:
+    """0, 1, ..., n - 1."""
+    return pc.indices_nonzero(pc.invert(mask_at(n, ())))
+
+
+def _has_bare_cr(data: Block) -> bool:
+    return b"\r" in data and data.count(b"\r") != data.count(b"\r\n")
+
+
+def valid_utf8(data: Block) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def screen_lines(data: Block, lines: pa.Array, errors: dict[int, LineError]) -> None:
+    """Set aside lines with invalid UTF-8 or a carriage return inside them."""
+    if not valid_utf8(data):
+        where = pc.indices_nonzero(pc.invert(pc.string_is_ascii(lines.view(pa.string()))))
+        for i, raw in zip(where.to_pylist(), pc.take(lines, where).to_pylist(), strict=True):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                msg = f"invalid UTF-8 at byte {exc.start} of the line"
+                errors[i] = LineError(i, ErrorKind.PARSE, msg)
+    if _has_bare_cr(data):
+        has_cr = pc.match_substring(lines.view(pa.string()), "\r")
+        for i in pc.indices_nonzero(has_cr).to_pylist():
+            errors.setdefault(i, LineError(i, ErrorKind.PARSE, "carriage return inside a line"))
+
+
+def kept_lines(n: int, errors: dict[int, LineError]) -> pa.Array:
+    """Indices of the lines not yet set aside as errors."""
+    return pc.indices_nonzero(pc.invert(mask_at(n, errors)))
+
+
+def row_number(exc: Exception) -> int | None:
+    match = re.search(r" in row (\d+)$", str(exc))
+    return int(match.group(1)) if match else None
+
+
+# -- CSV --------------------------------------------------------------------------
+
+
+def _convert_options(schema: pa.Schema | None, *, as_text: bool = False) -> pa_csv.ConvertOptions:
+    types = None
+    if schema is not None:
+        types = {f.name: (pa.string() if as_text else f.type) for f in schema}
+    return pa_csv.ConvertOptions(
+        column_types=types,
+        null_values=[""],
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=False,
+        check_utf8=not as_text,
+    )
+
+
+class CsvDecoder(Decoder):
+    """CSV lines with a fixed schema; see the module docstring for the error path."""
+
+    def __init__(self, schema: pa.Schema, delimiter: str = ",") -> None:
+        super().__init__(schema)
+        self.delimiter = delimiter
+        self._names = schema.names
+        self._typed = _convert_options(schema)
+        self._text = _convert_options(schema, as_text=True)
+        self._failing: set[int] = set()  # columns with bad values in the last dirty block
+
+    @classmethod
+    def infer(
+        cls, block: bytes, names: list[str] | None, delimiter: str = ","
+    ) -> CsvDecoder | None:
+        """Infer column types from `block`; None when it holds no row to infer from."""
+        n = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+        if not valid_utf8(block) or _has_bare_cr(block):
+            lines = split_lines(block, n)
+            errors: dict[int, LineError] = {}
+            screen_lines(block, lines, errors)
+            block = join_lines(pc.take(lines, kept_lines(n, errors))).to_pybytes()
+        try:
+            table = pa_csv.read_csv(
+                pa.py_buffer(block),
+                read_options=pa_csv.ReadOptions(
+                    column_names=names, autogenerate_column_names=names is None
+                ),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=delimiter, invalid_row_handler=lambda row: "skip"
+                ),
+                convert_options=_convert_options(None),
+            )
+        except pa.ArrowInvalid:
+            return None  # nothing parseable (say, every line set aside)
+        if names is None:
+            if table.num_columns == 0 or table.num_rows == 0:
+                return None
+            names = [f"column{i}" for i in range(table.num_columns)]
+        types = [
+            _majority_type(table.column(i)) or inferred_type(t)
+            for i, t in enumerate(table.schema.types)
+        ]
+        fields = [pa.field(name, t) for name, t in zip(names, types, strict=True)]
+        return cls(pa.schema(fields), delimiter)
+
+    def _parse(
+        self,
+        data: Block | pa.Buffer,
+        convert: pa_csv.ConvertOptions,
+        threads: bool,
+        handler: Callable[[pa_csv.InvalidRow], str],
+    ) -> pa.Table:
+        buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+        try:
+            return pa_csv.read_csv(
+                buf,
+                read_options=pa_csv.ReadOptions(column_names=self._names, use_threads=threads),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=self.delimiter, invalid_row_handler=handler
+                ),
+                convert_options=convert,
+            )
+        except pa.ArrowInvalid as exc:
+            if not str(exc).startswith("Empty CSV file"):
+                raise
+            types = convert.column_types
+            return pa.schema([(n, types.get(n, pa.string())) for n in self._names]).empty_table()
+
+    def _decode_fast(self, block: Block, n_lines: int) -> Decoded | None:
+        if not valid_utf8(block) or _has_bare_cr(block):
+            return None
+        invalid: list[int] = []
+
+        def count(row: pa_csv.InvalidRow) -> str:
+            invalid.append(1)
+            return "skip"
+
+        try:
+            table = self._parse(block, self._typed, True, count)
+        except pa.ArrowInvalid as exc:
+            column = _failed_column(exc)
+            if column is not None:
+                self._failing.add(column)
+            return None
+        if table.num_rows != n_lines or invalid:
+            return None
+        return Decoded(table, None, [])
+
+    def _decode_dirty(self, block: Block, n_lines: int) -> Decoded:
+        errors: dict[int, LineError] = {}
+        text: pa.Table | None = None
+        row_lines: pa.Array | None = None
+        lines = split_lines(block, n_lines)
+        if valid_utf8(block) and not _has_bare_cr(block):
+            text, invalid = self._parse_text(block)
+            row_lines = self._row_lines(text, invalid, lines, None, errors)
+        else:
+            screen_lines(block, lines, errors)
+        for _ in range(3):
+            if row_lines is not None and text is not None:
+                return self._typed_rows(text, row_lines, lines, errors)
+            if text is not None and not self._set_aside_open_quotes(lines, errors):
+                break
+            kept = kept_lines(len(lines), errors) if errors else None
+            body = block if kept is None else join_lines(pc.take(lines, kept))
+            text, invalid = self._parse_text(body)
+            row_lines = self._row_lines(text, invalid, lines, kept, errors)
+        return self._decode_line_by_line(lines, errors)
+
+    def _parse_text(self, body: Block | pa.Buffer) -> tuple[pa.Table, list[tuple[int, int]]]:
+        """Every column as text; rows with a wrong field count as (position, fields).
+
+        Single-threaded: invalid rows then come with their positions among the
+        non-empty lines, and it beats Arrow's threads calling back into Python.
+        """
+        invalid: list[tuple[int, int]] = []
+
+        def collect(row: pa_csv.InvalidRow) -> str:
+            invalid.append((row.number - 1, row.actual_columns))
+            return "skip"
+
+        buf = body if isinstance(body, pa.Buffer) else pa.py_buffer(body)
+        return self._parse(buf, self._text, False, collect), invalid
+
+    def _row_lines(
+        self,
+        text: pa.Table,
+        invalid: list[tuple[int, int]],
+        lines: pa.Array,
+        kept: pa.Array | None,
+        errors: dict[int, LineError],
+    ) -> pa.Array | None:
+        """The line of each text row; None when rows and lines do not match up."""
+        rows = text.num_rows + len(invalid)
+        if kept is None and rows == len(lines):
+            nonempty = None  # every line is a row: no empty lines, nothing joined
+        else:
+            candidates = lines if kept is None else pc.take(lines, kept)
+            nonempty = pc.indices_nonzero(pc.greater(pc.binary_length(candidates), 0))
+            if kept is not None:
+                nonempty = pc.take(kept, nonempty)
+            if rows != len(nonempty):
+                return None  # a quote ran across lines
+        positions = [p for p, _ in invalid]
+        dropped = mask_at(rows, positions)
+        if nonempty is None:
+            row_lines = pc.indices_nonzero(pc.invert(dropped))
+            invalid_lines = positions
+        else:
+            row_lines = pc.filter(nonempty, pc.invert(dropped))
+            invalid_lines = pc.take(nonempty, pa.array(positions, pa.int64())).to_pylist()
+        width = len(self._names)
+        for line, (_, got) in zip(invalid_lines, invalid, strict=True):
+            msg = f"expected {width} fields, got {got}"
+            errors[line] = LineError(line, ErrorKind.PARSE, msg)
+        return row_lines
+
+    def _set_aside_open_quotes(self, lines: pa.Array, errors: dict[int, LineError]) -> bool:
+        """Lines whose quote never closes swallow the next line: make them bad records."""
+        odd = pc.equal(pc.bit_wise_and(pc.count_substring(lines.view(pa.string()), '"'), 1), 1)
+        found = False
+        for i in pc.indices_nonzero(odd).to_pylist():
+            if i in errors:
+                continue
+            one = self._parse(lines[i].as_py() + b"\n", self._text, False, lambda row: "skip")
+            if any(pc.any(pc.match_substring(col, "\n")).as_py() for col in one.columns):
+                msg = "unterminated quoted value (a value may not contain a line break)"
+                errors[i] = LineError(i, ErrorKind.PARSE, msg)
+                found = True
+        return found
+
+    def _decode_line_by_line(self, lines: pa.Array, errors: dict[int, LineError]) -> Decoded:
+        """Last resort when rows and lines cannot be matched up: one parse per line."""
+        rows: list[int] = []
+        pieces: list[pa.Table] = []
+        for i, raw in enumerate(lines.to_pylist()):
+            if i in errors or not raw:
+                continue
+            try:
+                one = self._parse(raw + b"\n", self._text, False, lambda row: "error")
+            except pa.ArrowInvalid as exc:
+                errors[i] = LineError(i, ErrorKind.PARSE, _csv_message(exc))
+                continue
+            if one.num_rows != 1:
+                errors[i] = LineError(i, ErrorKind.PARSE, "not a single CSV record")
+                continue
+            rows.append(i)
+            pieces.append(one)
+        text = pa.concat_tables(pieces) if pieces else self._text_schema().empty_table()
+        return self._typed_rows(text, pa.array(rows, pa.int64()), lines, errors)
+
+    def _text_schema(self) -> pa.Schema:
+        return pa.schema([(n, pa.string()) for n in self._names])
+
+    def _typed_rows(
+        self, text: pa.Table, row_lines: pa.Array, lines: pa.Array, errors: dict[int, LineError]
+    ) -> Decoded:
+        """Check and convert each typed column of the text rows; drop rows that fail."""
+        bad: pa.Array | None = None
+        columns = []
+        for j, field in enumerate(self.schema):
+            column = text.column(j)
+            if column.type == field.type:
+                columns.append(column)
+                continue
+            values, failed = check_column(column, field.type, expect_failures=j in self._failing)
+            columns.append(values)
+            if failed is None:
+                self._failing.discard(j)
+                continue
+            self._failing.add(j)
+            where = pc.indices_nonzero(failed)
+            messages = _type_messages(field, pc.take(column, where))
+            for line, msg in zip(pc.take(row_lines, where).to_pylist(), messages, strict=True):
+                if line not in errors:
+                    errors[line] = LineError(line, ErrorKind.TYPE, msg)
+            bad = failed if bad is None else pc.or_(bad, failed)
+        if bad is not None:
+            good = pc.invert(bad)
+            columns = [pc.filter(c, good) for c in columns]
+            row_lines = pc.filter(row_lines, good)
+        table = pa.Table.from_arrays(columns, schema=self.schema)
+        ordered = sorted(errors.values(), key=lambda e: e.line)
+        identity = len(row_lines) == len(lines)
+        return Decoded(table, None if identity else row_lines, ordered, lines)
+
+
+# A text column whose values are almost all of one type gets that type: the few that
+# are not become record errors, instead of one bad value turning a column into text.
+MAJORITY = 0.8
+_TYPE_PATTERNS: tuple[tuple[str, pa.DataType], ...] = (
+    (r"^\s*[-+]?\d{1,18}\s*$", pa.int64()),
+    (r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$", pa.float64()),
+    (r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$", pa.timestamp("us")),
+)
+
+
+def _majority_type(column: pa.ChunkedArray) -> pa.DataType | None:
+    """The type at least MAJORITY of a text column's non-empty values have, if any."""
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        return None
+    values = pc.drop_null(column)
+    values = values.filter(pc.not_equal(values, ""))
+    total = len(values)
+    if total < 2:
+        return None
+    for pattern, data_type in _TYPE_PATTERNS:
+        matched = pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0
+        if matched < total and matched >= MAJORITY * total:
+            return data_type
+    return None
+
+
+def _failed_column(exc: Exception) -> int | None:
+    match = re.match(r"In CSV column #(\d+): ", str(exc))
+    return int(match.group(1)) if match else None
+
+
+def _csv_message(exc: Exception) -> str:
+    text = str(exc)
+    text = re.sub(r"^CSV parse error: (Row #\d+: )?", "", text)
+    return text.split("\n")[0]
+
+
+def _label(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return f"integer ({t})"
+    if pa.types.is_floating(t):
+        return "double"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_timestamp(t):
+        return f"timestamp ({t})"
+    if pa.types.is_date(t):
+        return "date"
+    return str(t)
+
+
+def _type_messages(field: pa.Field, values: pa.Array) -> list[str]:
+    """`column 'x': 'value' is not a valid <type>` for each value (built by Arrow)."""
+    long = pc.greater(pc.utf8_length(values), 80)
+    shown = pc.if_else(
+        long, pc.binary_join_element_wise(pc.utf8_slice_codeunits(values, 0, 77), "...", ""), values
+    )
+    prefix = f"column '{field.name}': '"
+    suffix = f"' is not a valid {_label(field.type)}"
+    messages: list[str] = pc.binary_join_element_wise(prefix, shown, suffix, "").to_pylist()
+    return messages

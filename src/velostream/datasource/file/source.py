@@ -1,0 +1,532 @@
+"""`file_source`: CSV or JSON lines from a file or a glob, optionally followed as it grows.
+
+Files are read in blocks of whole lines (up to `max_records` lines per batch) and
+decoded by Arrow (see `formats`). Column types are inferred once, from the first
+`INFER_BYTES` of data of the first file with data, and then fixed; a restart infers
+the same schema from the same bytes. A batch's position is a `FilePosition`: the file's
+index in the sorted glob, the byte offset of the next unread line and the number of
+lines before it; `seek` resumes there.
+
+With `watch`, the source is unbounded: the last file is followed for new lines (a line
+is read once its newline is written) and files matching the glob that sort after it
+are picked up. A file that shrinks is read again from its start.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from velostream.datasource.file.formats import Block, CsvDecoder, Decoder, split_lines
+from velostream.datasource.file.jsonl import JsonDecoder
+from velostream.datasource.registry import bool_property, choice_property, duration_property
+from velostream.datasource.traits import BadRecord, RecordRefs, Source, SourceBatch
+from velostream.errors import (
+    ConfigurationError,
+    ResourceExhaustedError,
+    SchemaError,
+    SourceError,
+    Stage,
+)
+
+__all__ = ["INFER_BYTES", "FilePosition", "FileSource", "FileSourceConfig"]
+
+log = logging.getLogger(__name__)
+
+INFER_BYTES = 1 << 20
+_MIN_READ = 1 << 16
+_MAX_READ = 1 << 26
+_BOM = b"\xef\xbb\xbf"
+_FORMATS = {
+    "csv": "csv",
+    "csv_no_header": "csv_no_header",
+    "jsonl": "jsonl",
+    "json": "jsonl",
+    "jsonlines": "jsonl",
+}
+_JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_KEYS = frozenset(
+    {"type", "path", "format", "delimiter", "has_headers", "watch", "polling_interval"}
+)
+_DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+
+
+class FilePosition(NamedTuple):
+    """Where to resume: file index, byte offset of the next line, lines before it."""
+
+    file_index: int
+    offset: int
+    line: int
+
+    @classmethod
+    def coerce(cls, value: Any) -> FilePosition:
+        """From a FilePosition, a 3-sequence (e.g. JSON-decoded) or a mapping."""
+        if isinstance(value, FilePosition):
+            return value
+        try:
+            if isinstance(value, Mapping):
+                return cls(int(value["file_index"]), int(value["offset"]), int(value["line"]))
+            index, offset, line = value
+            return cls(int(index), int(offset), int(line))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SourceError(f"not a file position: {value!r}") from exc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileSourceConfig:
+    """The validated properties of a `file_source`."""
+
+    path: str
+    format: str
+    has_headers: bool
+    delimiter: str = ","
+    watch: bool = False
+    polling_interval: float = 1.0
+
+    @classmethod
+    def from_properties(cls, name: str, props: Mapping[str, str]) -> FileSourceConfig:
+        path = props.get("path")
+        if not path:
+            raise ConfigurationError(f"'{name}': file_source needs a 'path'", source=name)
+        default = "jsonl" if str(path).lower().endswith(_JSON_SUFFIXES) else "csv"
+        fmt = choice_property(props, "format", _FORMATS, default, name=name)
+        delimiter = str(props.get("delimiter", ","))
+        delimiter = _DELIMITER_NAMES.get(delimiter.lower(), delimiter)
+        if len(delimiter) != 1 or not delimiter.isascii() or delimiter in '"\r\n':
+            raise ConfigurationError(
+                f"'{name}': delimiter must be one ASCII character, not {delimiter!r}", source=name
+            )
+        unknown = sorted(set(props) - _KEYS)
+        if unknown:
+            log.warning("file_source '%s': ignoring unknown properties %s", name, unknown)
+        return cls(
+            path=str(path),
+            format="csv" if fmt == "csv_no_header" else fmt,
+            has_headers=fmt != "jsonl"
+            and bool_property(props, "has_headers", fmt == "csv", name=name),
+            delimiter=delimiter,
+            watch=bool_property(props, "watch", False, name=name),
+            polling_interval=duration_property(props, "polling_interval", 1.0, name=name),
+        )
+
+
+class _Cursor:
+    """Reads one file in blocks of whole lines from a byte offset."""
+
+    def __init__(
+        self, path: str, offset: int, line: int, skip_header: bool, avg: float = 64.0
+    ) -> None:
+        self.path = path
+        self.offset = offset  # file offset of `_pending[0]`
+        self.line = line  # lines before `offset`
+        self.header: bytes | None = None
+        self._skip_header = skip_header
+        self._started = offset > 0
+        self._pending = b""
+        self._pending_lines = 0
+        self._avg = avg  # mean line length, to size reads
+        try:
+            self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+            self._file.seek(offset)
+        except OSError as exc:
+            raise _source_error(path, exc) from exc
+
+    def close(self) -> None:
+        self._file.close()
+
+    def read_block(self, max_lines: int, final: bool) -> tuple[Block, int, int] | None:
+        """(block, its line count, lines before it), or None when no line is complete.
+
+        `final`: the file will not grow, so a last line without a newline counts.
+        """
+        if not self._started and not self._start(final):
+            return None
+        buf, have = self._fill(max_lines)
+        if have >= max_lines:
+            cut, n, rest = _after_line(buf, max_lines, have), max_lines, have - max_lines
+        elif final and buf:
+            cut, n, rest = len(buf), have + (0 if buf.endswith(b"\n") else 1), 0
+        elif have:
+            cut, n, rest = buf.rfind(b"\n") + 1, have, 0
+        else:
+            self._pending = bytes(buf)
+            if not final:
+                self._check_shrunk()
+            return None
+        self._pending, self._pending_lines = bytes(buf[cut:]), rest
+        del buf[cut:]
+        block = buf
+        first = self.line
+        self.offset += cut
+        self.line += n
+        self._avg = 0.5 * self._avg + 0.5 * (cut / n)
+        return block, n, first
+
+    def head(self, limit: int) -> bytes:
+        """Up to `limit` bytes of whole data lines from the start of the file."""
+        if not self._started and not self._start(True):
+            return b""
+        try:
+            data = self._pending + self._file.read(max(0, limit - len(self._pending)))
+        except OSError as exc:
+            raise _source_error(self.path, exc) from exc
+        if len(data) >= limit and b"\n" in data[:limit]:
+            data = data[: data.rfind(b"\n", 0, limit) + 1]
+        return data
+
+    def _start(self, final: bool) -> bool:
+        """At offset 0: skip a UTF-8 BOM and read the header line, once complete."""
+        buf, have = self._fill(1)
+        if len(buf) < len(_BOM) and _BOM.startswith(buf) and not final:
+            self._pending, self._pending_lines = bytes(buf), have
+            return False
+        skip = len(_BOM) if buf.startswith(_BOM) else 0
+        if self._skip_header and buf:
+            end = buf.find(b"\n", skip)
+            if end < 0 and not final:
+                self._pending, self._pending_lines = bytes(buf), have
+                return False
+            end = len(buf) if end < 0 else end + 1
+            self.header = bytes(buf[skip:end]).rstrip(b"\r\n")
+            self.line, skip, have = 1, end, max(0, have - 1)
+        self._pending, self._pending_lines = bytes(buf[skip:]), have
+        self.offset = skip
+        self._started = True
+        return True
+
+    def _fill(self, max_lines: int) -> tuple[bytearray, int]:
+        """Pending bytes plus reads until they hold `max_lines` newlines or the file ends.
+
+        Reads go straight into one buffer, which becomes the block: no copy of the data.
+        """
+        buf, have = bytearray(self._pending), self._pending_lines
+        self._pending, self._pending_lines = b"", 0
+        while have < max_lines:
+            want = min(max(int((max_lines - have) * self._avg * 1.02) + 1024, _MIN_READ), _MAX_READ)
+            start = len(buf)
+            grown = bytearray(start + want)
+            grown[:start] = buf
+            buf = grown
+            try:
+                got = self._file.readinto(memoryview(buf)[start:])
+            except OSError as exc:
+                raise _source_error(self.path, exc) from exc
+            del buf[start + (got or 0) :]
+            if not got:
+                break
+            have += buf.count(b"\n", start)
+        return buf, have
+
+    def _check_shrunk(self) -> None:
+        size = os.fstat(self._file.fileno()).st_size
+        if size < self.offset + len(self._pending):
+            log.warning("file_source: %s shrank; reading it again from the start", self.path)
+            self._file.seek(0)
+            self.offset = self.line = 0
+            self._pending, self._pending_lines = b"", 0
+            self._started = False
+
+
+def _after_line(buf: Block, n: int, total: int) -> int:
+    """Byte offset just after the `n`-th newline of `buf`, which holds `total`.
+
+    Guesses the spot from the mean line length, counts newlines on the short side of
+    the guess, then steps line by line over the (small) difference.
+    """
+    size = len(buf)
+    if n <= total - n:
+        guess = min(size, size * n // total)
+        seen = buf.count(b"\n", 0, guess)  # newlines before the guess
+    else:
+        guess = max(0, size - size * (total - n) // total)
+        seen = total - buf.count(b"\n", guess)
+    if seen >= n:
+        pos = guess
+        for _ in range(seen - n + 1):
+            pos = buf.rfind(b"\n", 0, pos)
+    else:
+        pos = guess - 1
+        for _ in range(n - seen):
+            pos = buf.find(b"\n", pos + 1)
+    return pos + 1
+
+
+class _BlockRefs(RecordRefs):
+    """file:line and raw bytes of a batch's good rows, computed only when asked."""
+
+    def __init__(
+        self,
+        path: str,
+        block: Block,
+        n_lines: int,
+        first: int,
+        rows: pa.Array | None,
+        lines: pa.Array | None,
+    ) -> None:
+        self._path, self._block, self._n = path, block, n_lines
+        self._first, self._rows, self._lines = first, rows, lines
+
+    def _line(self, index: int) -> int:
+        return index if self._rows is None else int(self._rows[index].as_py())
+
+    def ref(self, index: int) -> str:
+        return f"{self._path}:{self._first + self._line(index) + 1}"
+
+    def raw(self, index: int) -> bytes:
+        if self._lines is None:
+            self._lines = split_lines(self._block, self._n)
+        value: bytes = self._lines[self._line(index)].as_py()
+        return value
+
+
+class _NoRefs(RecordRefs):
+    def ref(self, index: int) -> str:
+        raise IndexError(index)
+
+    def raw(self, index: int) -> bytes:
+        raise IndexError(index)
+
+
+class FileSource(Source):
+    """Reads `path` (a file or a glob) as CSV or JSON lines; see the module docstring."""
+
+    def __init__(self, name: str, properties: Mapping[str, str]) -> None:
+        super().__init__(name, properties)
+        self.config = FileSourceConfig.from_properties(name, self.properties)
+        self.bounded = not self.config.watch
+        self._files: list[str] | None = None
+        self._index = 0
+        self._cursor: _Cursor | None = None
+        self._decoder: Decoder | None = None
+        self._names: list[str] | None = None
+        self._committed: FilePosition | None = None
+        self._avg_line = 64.0
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        """The inferred schema, once known."""
+        return None if self._decoder is None else self._decoder.schema
+
+    @property
+    def files(self) -> list[str]:
+        """The files read, in order."""
+        if self._files is None:
+            self.open()
+        return list(self._files or [])
+
+    def open(self) -> None:
+        self._files = self._glob()
+        if not self._files:
+            raise SourceError(
+                f"file_source '{self.name}': no file matches '{self.config.path}'", source=self.name
+            )
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+
+    def commit(self, position: Any) -> None:
+        """Remember `position` for `seek(None)`; the job server persists positions."""
+        self._committed = FilePosition.coerce(position)
+
+    def seek(self, position: Any) -> None:
+        """Resume at `position` (None: the last committed position, else the start)."""
+        if self._files is None:
+            self.open()
+        target = self._committed if position is None else position
+        pos = FilePosition(0, 0, 0) if target is None else FilePosition.coerce(target)
+        files = self._files or []
+        if not 0 <= pos.file_index <= len(files) or pos.offset < 0 or pos.line < 0:
+            raise SourceError(
+                f"file_source '{self.name}': position {tuple(pos)} is outside {len(files)} files",
+                source=self.name,
+            )
+        self.close()
+        self._index = pos.file_index
+        if pos.file_index < len(files):
+            skip_header = pos.offset == 0 and self.config.has_headers
+            path = files[pos.file_index]
+            self._cursor = _Cursor(path, pos.offset, pos.line, skip_header, self._avg_line)
+
+    def decode_records(self, records: list[bytes]) -> SourceBatch:
+        """Decode stored lines (dead letters) with this source's schema; refs `replay:<n>`."""
+        if self._files is None:
+            self.open()
+        if self._decoder is None and not self._infer():
+            raise SourceError(f"file_source '{self.name}': no schema yet to decode records")
+        assert self._decoder is not None
+        block = b"".join(r.rstrip(b"\r\n") + b"\n" for r in records)
+        decoded = self._decoder.isolate(block, len(records))
+        bad = [
+            BadRecord(records[e.line], f"replay:{e.line + 1}", e.message, e.kind)
+            for e in decoded.errors
+        ]
+        refs = _BlockRefs("replay", block, len(records), 0, decoded.rows, decoded.lines)
+        return SourceBatch(decoded.table, refs, bad, None)
+
+    def read_batch(self, max_records: int) -> SourceBatch | None:
+        if self._files is None:
+            self.open()
+        batch = self._read(max(1, max_records))
+        if batch is not None or self.bounded:
+            return batch
+        time.sleep(self.config.polling_interval)
+        batch = self._read(max(1, max_records))
+        if batch is not None:
+            return batch
+        schema = self.schema or pa.schema([])
+        return SourceBatch(schema.empty_table(), _NoRefs(), [], self._position())
+
+    def _position(self) -> FilePosition:
+        if self._cursor is None:
+            return FilePosition(self._index, 0, 0)
+        return FilePosition(self._index, self._cursor.offset, self._cursor.line)
+
+    def _read(self, max_records: int) -> SourceBatch | None:
+        if self.config.watch:
+            self._refresh()
+        files = self._files or []
+        while self._index < len(files):
+            if self._decoder is None and not self._infer():
+                return None
+            cursor = self._cursor_at(self._index)
+            final = not self.config.watch or self._index < len(files) - 1
+            got = cursor.read_block(max_records, final)
+            if cursor.header is not None:
+                self._check_header(cursor)
+            if got is not None:
+                return self._decode(cursor, *got)
+            if not final:
+                return None
+            cursor.close()
+            self._cursor = None
+            self._index += 1
+        return None
+
+    def _cursor_at(self, index: int) -> _Cursor:
+        if self._cursor is None:
+            files = self._files or []
+            self._cursor = _Cursor(files[index], 0, 0, self.config.has_headers, self._avg_line)
+        return self._cursor
+
+    def _decode(self, cursor: _Cursor, block: Block, n: int, first: int) -> SourceBatch:
+        assert self._decoder is not None
+        try:
+            decoded = self._decoder.decode(block, n)
+        except pa.ArrowMemoryError as exc:
+            raise ResourceExhaustedError(
+                f"file_source '{self.name}': out of memory decoding {cursor.path}",
+                source=self.name,
+                position=f"{cursor.path}:{first + 1}",
+            ) from exc
+        except pa.ArrowException as exc:
+            raise SourceError(
+                f"file_source '{self.name}': cannot decode {cursor.path}: {exc}",
+                source=self.name,
+                position=f"{cursor.path}:{first + 1}",
+            ) from exc
+        bad = []
+        if decoded.errors:
+            if decoded.lines is None:
+                decoded.lines = split_lines(block, n)
+            raws = pc.take(
+                decoded.lines, pa.array([e.line for e in decoded.errors], pa.int64())
+            ).to_pylist()
+            prefix, stage, base = f"{cursor.path}:", Stage.DESERIALIZE, first + 1
+            bad = [
+                BadRecord(raw, prefix + str(base + line), message, kind, stage)
+                for (line, kind, message), raw in zip(decoded.errors, raws, strict=True)
+            ]
+        refs = _BlockRefs(cursor.path, block, n, first, decoded.rows, decoded.lines)
+        position = FilePosition(self._index, cursor.offset, cursor.line)
+        return SourceBatch(decoded.table, refs, bad, position)
+
+    def _glob(self) -> list[str]:
+        pattern = os.path.expanduser(self.config.path)
+        if glob.has_magic(pattern):
+            return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+        if not os.path.exists(pattern):
+            raise SourceError(
+                f"file_source '{self.name}': no such file: {pattern}", source=self.name
+            )
+        if not os.path.isfile(pattern):
+            raise SourceError(f"file_source '{self.name}': not a file: {pattern}", source=self.name)
+        return [pattern]
+
+    def _refresh(self) -> None:
+        """Watch mode: pick up new files that sort after the ones known."""
+        files = self._files or []
+        if not glob.has_magic(os.path.expanduser(self.config.path)) or not files:
+            return
+        newer = [p for p in self._glob() if p > files[-1]]
+        if newer:
+            self._files = files + newer
+
+    def _infer(self) -> bool:
+        """Fix the schema from the first file with data; False when there is none yet."""
+        unusable = None
+        for path in self._files or []:
+            cursor = _Cursor(path, 0, 0, self.config.has_headers)
+            try:
+                block = cursor.head(INFER_BYTES)
+            finally:
+                cursor.close()
+            if cursor.header is not None and self._names is None:
+                self._names = _header_names(cursor.header, self.config.delimiter)
+            if not block.strip():
+                continue
+            self._avg_line = len(block) / max(1, block.count(b"\n"))
+            if self.config.format == "jsonl":
+                self._decoder = JsonDecoder.infer(block)
+            else:
+                self._decoder = CsvDecoder.infer(block, self._names, self.config.delimiter)
+            if self._decoder is not None:
+                return True
+            unusable = unusable or path
+        if self._names is not None and self.bounded:
+            schema = pa.schema([(n, pa.string()) for n in self._names])
+            self._decoder = CsvDecoder(schema, self.config.delimiter)
+            return True
+        if unusable is not None:
+            raise SourceError(
+                f"file_source '{self.name}': no valid {self.config.format} record in the first "
+                f"{INFER_BYTES} bytes of {unusable} to infer the columns from",
+                source=self.name,
+            )
+        return False
+
+    def _check_header(self, cursor: _Cursor) -> None:
+        header, cursor.header = cursor.header, None
+        names = _header_names(header or b"", self.config.delimiter)
+        if self._names is not None and names != self._names:
+            raise SchemaError(
+                f"file_source '{self.name}': {cursor.path} has columns {names}, "
+                f"but the first file has {self._names}",
+                source=self.name,
+            )
+
+
+def _header_names(header: bytes, delimiter: str) -> list[str]:
+    text = header.decode("utf-8", errors="replace")
+    row = next(csv.reader([text], delimiter=delimiter), [])
+    return [name.strip() or f"column{i}" for i, name in enumerate(row)]
+
+
+def _source_error(path: str, exc: OSError) -> SourceError:
+    if isinstance(exc, FileNotFoundError):
+        return SourceError(f"no such file: {path}", position=path)
+    if isinstance(exc, PermissionError):
+        return SourceError(f"permission denied: {path}", position=path)
+    if isinstance(exc, IsADirectoryError):
+        return SourceError(f"not a file: {path}", position=path)
+    return SourceError(f"cannot read {path}: {exc.strerror or exc}", position=path)

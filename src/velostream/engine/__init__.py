@@ -1,0 +1,42 @@
+"""Micro-batch execution of planned jobs on DuckDB and Arrow."""
+
+from __future__ import annotations
+
+import duckdb
+
+from velostream.engine.aggregate import AggregateExecutor
+from velostream.engine.core import BatchOutput, Executor, StatelessExecutor, sandboxed_connection
+from velostream.engine.row_window import RowWindowExecutor
+from velostream.sql.model import JobSpec
+from velostream.sql.planner import PlanKind, QueryPlan, parse_duration_ms
+
+__all__ = [
+    "AggregateExecutor",
+    "BatchOutput",
+    "Executor",
+    "RowWindowExecutor",
+    "StatelessExecutor",
+    "build_executor",
+    "sandboxed_connection",
+]
+
+
+def build_executor(
+    plan: QueryPlan, job: JobSpec, con: duckdb.DuckDBPyConnection | None = None
+) -> Executor:
+    """The executor for `plan`, configured from the job's WITH properties."""
+    if plan.kind == PlanKind.AGGREGATE:
+        ooo_ms = job.max_out_of_orderness_ms
+        if ooo_ms is None:
+            ooo = job.properties.get("watermark.max_out_of_orderness")
+            ooo_ms = parse_duration_ms(ooo) if ooo else 0
+        strategy = job.properties.get("late.data.strategy", job.late_data_strategy)
+        return AggregateExecutor(
+            plan,
+            con,
+            out_of_orderness_ms=ooo_ms,
+            late_to_dead_letter=strategy.lower() == "dead_letter",
+        )
+    if plan.kind == PlanKind.ROW_WINDOW:
+        return RowWindowExecutor(plan, con)
+    return StatelessExecutor(plan, con)

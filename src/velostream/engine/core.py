@@ -1,0 +1,276 @@
+"""Micro-batch execution on a sandboxed DuckDB connection, and row-error isolation.
+
+A batch runs as one DuckDB query over the Arrow table. When a row makes the query
+fail (a CAST that cannot convert, say), the failing rows are found without giving up
+the batch: first vectorised (every CAST of the query re-run as TRY_CAST to flag the
+rows that fail), then, if the failure is of another kind, by bisecting the batch. The
+bad rows become `BadRecord`s for the failure strategy; the good rows go on.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from velostream.datasource.traits import BadRecord, RecordRefs, SourceBatch
+from velostream.errors import ErrorKind, QueryExecutionError, Stage, classify
+from velostream.sql.planner import BATCH, ROW, QueryPlan
+
+__all__ = [
+    "BatchOutput",
+    "Executor",
+    "StatelessExecutor",
+    "isolate_rows",
+    "sandboxed_connection",
+]
+
+# DuckDB errors caused by a row's data; anything else is the query's own fault.
+_ROW_ERRORS = (
+    duckdb.ConversionException,
+    duckdb.OutOfRangeException,
+    duckdb.InvalidInputException,
+    duckdb.DataError,
+)
+_BISECT_LEAF = 1
+
+
+def sandboxed_connection(threads: int = 2) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that cannot read or write files, the network or its settings."""
+    con = duckdb.connect(
+        config={
+            "enable_external_access": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "threads": threads,
+            "preserve_insertion_order": True,
+        }
+    )
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    """What one micro-batch produced: output rows and rows that failed in the query."""
+
+    table: pa.Table
+    bad: list[BadRecord] = field(default_factory=list)
+    late: list[BadRecord] = field(default_factory=list)
+
+
+class Executor(ABC):
+    """Runs one job's plan over micro-batches, keeping whatever state it needs."""
+
+    def __init__(self, plan: QueryPlan, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        self.plan = plan
+        self.con = con if con is not None else sandboxed_connection()
+        self._lock = threading.Lock()
+        self._emitted = 0
+
+    @abstractmethod
+    def process(self, batch: SourceBatch) -> BatchOutput:
+        """Run one batch; return its output rows and the rows that failed."""
+
+    def finish(self) -> pa.Table | None:
+        """The rows due when a bounded source ends (EMIT FINAL, open windows, LEAD)."""
+        return None
+
+    def _apply_limit(self, table: pa.Table) -> pa.Table:
+        table = normalize_output(table)
+        limit = self.plan.limit
+        if limit is None:
+            return table
+        room = max(limit - self._emitted, 0)
+        if table.num_rows > room:
+            table = table.slice(0, room)
+        self._emitted += table.num_rows
+        return table
+
+    def snapshot(self) -> dict[str, Any]:
+        """The executor's state: plain values and Arrow tables, enough to `restore`."""
+        return {"emitted": self._emitted}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Return to a `snapshot` (after an abort, or from a checkpoint at restart)."""
+        self._emitted = int(state.get("emitted", 0))
+
+    @property
+    def limit_reached(self) -> bool:
+        return self.plan.limit is not None and self._emitted >= self.plan.limit
+
+    def sql(self, query: str) -> pa.Table:
+        """Run `query`, translating DuckDB errors that are not row errors."""
+        return self.con.sql(query).to_arrow_table()
+
+
+def normalize_output(table: pa.Table) -> pa.Table:
+    """Integer sums come back from DuckDB as DECIMAL(38,0): give them back as int64.
+
+    A sum beyond the int64 range stays DECIMAL(38,0): exact beats a uniform type.
+    """
+    for i, f in enumerate(table.schema):
+        if pa.types.is_decimal(f.type) and f.type.scale == 0:
+            try:
+                column = table.column(i).cast(pa.int64())
+            except pa.ArrowInvalid:
+                continue
+            table = table.set_column(i, pa.field(f.name, pa.int64(), f.nullable), column)
+    return table
+
+
+def with_row_numbers(table: pa.Table) -> pa.Table:
+    """The batch with `__rn`, each row's index in its batch."""
+    return table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+
+
+def isolate_rows(
+    executor: Executor,
+    table: pa.Table,
+    query: str,
+    refs: RecordRefs,
+) -> tuple[pa.Table, list[BadRecord], pa.Table]:
+    """Run `query` over `table` (registered as the batch), isolating rows that fail.
+
+    Returns (result, bad records, the input rows that remain). `table` must carry `__rn`.
+    """
+    con = executor.con
+    con.register(BATCH, table)
+    try:
+        return con.sql(query).to_arrow_table(), [], table
+    except _ROW_ERRORS as first_error:
+        bad_rows = _cast_failures(executor, table)
+        if not bad_rows:
+            bad_rows = {}
+        remaining = _drop_rows(table, bad_rows)
+        try:
+            con.register(BATCH, remaining)
+            result = con.sql(query).to_arrow_table()
+        except _ROW_ERRORS:
+            more = _bisect(executor, remaining, query)
+            bad_rows.update(more)
+            remaining = _drop_rows(table, bad_rows)
+            con.register(BATCH, remaining)
+            result = con.sql(query).to_arrow_table()
+        if not bad_rows:
+            raise QueryExecutionError(f"query failed: {first_error}") from first_error
+        bad = [
+            BadRecord(
+                raw=refs.raw(rn),
+                ref=refs.ref(rn),
+                message=message,
+                kind=kind,
+                stage=Stage.PROCESS,
+            )
+            for rn, (message, kind) in sorted(bad_rows.items())
+        ]
+        return result, bad, remaining
+    except duckdb.Error as exc:
+        raise QueryExecutionError(f"query failed: {exc}") from exc
+    finally:
+        con.unregister(BATCH)
+
+
+def _drop_rows(table: pa.Table, bad_rows: dict[int, tuple[str, ErrorKind]]) -> pa.Table:
+    if not bad_rows:
+        return table
+    rn = table.column(ROW).to_numpy()
+    keep = ~np.isin(rn, np.fromiter(bad_rows, dtype=np.int64))
+    return table.filter(pa.array(keep))
+
+
+def _cast_failures(executor: Executor, table: pa.Table) -> dict[int, tuple[str, ErrorKind]]:
+    """Rows where some CAST of the query cannot convert its argument (vectorised)."""
+    casts = executor.plan.casts
+    if not casts:
+        return {}
+    where = executor.plan.where_sql
+    conditions = []
+    for cast_sql, arg_sql, type_sql, in_where, context_sql in casts:
+        # The CAST cannot convert, and the expression around it really fails: a CAST
+        # that a CASE guards from this value is not this row's failure.
+        fails = (
+            f"(({arg_sql}) IS NOT NULL AND TRY_CAST(({arg_sql}) AS {type_sql}) IS NULL "
+            f"AND TRY(({context_sql}) IS NULL) IS NULL)"
+        )
+        if not in_where and where:
+            fails = f"({fails} AND COALESCE(TRY(({where})), FALSE))"
+        conditions.append((fails, arg_sql, type_sql, cast_sql))
+    flags = ", ".join(
+        f"{c[0]} AS __f{i}, CAST(({c[1]}) AS VARCHAR) AS __v{i}" for i, c in enumerate(conditions)
+    )
+    any_fail = " OR ".join(c[0] for c in conditions)
+    try:
+        found = executor.con.sql(f"SELECT {ROW}, {flags} FROM {BATCH} WHERE {any_fail}").fetchall()
+    except duckdb.Error:
+        return {}
+    out: dict[int, tuple[str, ErrorKind]] = {}
+    for row in found:
+        for i, (_, arg_sql, type_sql, _cast_sql) in enumerate(conditions):
+            if row[1 + 2 * i]:
+                value = row[2 + 2 * i]
+                out[int(row[0])] = (
+                    f"cannot CAST {arg_sql} = {value!r} to {type_sql}",
+                    ErrorKind.TYPE,
+                )
+                break
+    return out
+
+
+def _bisect(executor: Executor, table: pa.Table, query: str) -> dict[int, tuple[str, ErrorKind]]:
+    """Find failing rows by splitting the batch; only failing halves are split further."""
+    con = executor.con
+    out: dict[int, tuple[str, ErrorKind]] = {}
+    pending = [table]
+    while pending:
+        part = pending.pop()
+        con.register(BATCH, part)
+        try:
+            con.sql(query).to_arrow_table()
+            continue
+        except _ROW_ERRORS as exc:
+            if part.num_rows <= _BISECT_LEAF:
+                rn = int(part.column(ROW)[0].as_py())
+                message = str(exc).split("\n", 1)[0]
+                out[rn] = (message, classify(exc))
+                continue
+        half = part.num_rows // 2
+        pending.append(part.slice(half))
+        pending.append(part.slice(0, half))
+    return out
+
+
+class StatelessExecutor(Executor):
+    """Projection and WHERE, batch by batch; rows keep their input order."""
+
+    def __init__(self, plan: QueryPlan, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        super().__init__(plan, con)
+        where = f" WHERE {plan.where_sql}" if plan.where_sql else ""
+        items = ", ".join(f"* EXCLUDE ({ROW})" if item == "*" else item for item in plan.select_sql)
+        # preserve_insertion_order (on) keeps input order without a sort.
+        self._query = f"SELECT {items} FROM {BATCH}{where}"
+
+    def process(self, batch: SourceBatch) -> BatchOutput:
+        if self.limit_reached or batch.table.num_rows == 0:
+            return BatchOutput(_empty_like(self, batch.table))
+        table = with_row_numbers(batch.table)
+        result, bad, _ = isolate_rows(self, table, self._query, batch.refs)
+        return BatchOutput(self._apply_limit(result), bad)
+
+
+def _empty_like(executor: Executor, table: pa.Table) -> pa.Table:
+    """An empty output with the right columns (run the query on zero rows)."""
+    empty = with_row_numbers(table.slice(0, 0))
+    executor.con.register(BATCH, empty)
+    try:
+        if isinstance(executor, StatelessExecutor):
+            return executor.con.sql(executor._query).to_arrow_table()
+        return pa.table({})
+    finally:
+        executor.con.unregister(BATCH)

@@ -1,0 +1,119 @@
+"""What job SQL may touch: only its declared source, never files, network or settings.
+
+The DuckDB connection is also opened with external access off and its configuration
+locked (defence in depth); this check gives the user a clear message at validation.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from velostream.errors import SqlValidationError
+
+__all__ = ["FORBIDDEN_FUNCTIONS", "SandboxError", "check_sandbox"]
+
+# Table and scalar functions that read files, the network or the environment.
+FORBIDDEN_FUNCTIONS = frozenset(
+    {
+        "read_csv",
+        "read_csv_auto",
+        "read_json",
+        "read_json_auto",
+        "read_json_objects",
+        "read_ndjson",
+        "read_ndjson_auto",
+        "read_ndjson_objects",
+        "read_parquet",
+        "parquet_scan",
+        "parquet_metadata",
+        "parquet_schema",
+        "read_text",
+        "read_blob",
+        "glob",
+        "sniff_csv",
+        "iceberg_scan",
+        "delta_scan",
+        "sqlite_scan",
+        "postgres_scan",
+        "mysql_scan",
+        "getenv",
+        "current_setting",
+        "duckdb_settings",
+        "duckdb_extensions",
+        "duckdb_secrets",
+        "load_extension",
+        "query",
+        "query_table",
+        "http_get",
+        "httpfs",
+        "read_xlsx",
+        "st_read",
+    }
+)
+
+
+class SandboxError(SqlValidationError, ValueError):
+    """Job SQL tried to reach outside its declared sources."""
+
+
+def _function_name(node: exp.Expr) -> str:
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).lower()
+    return str(node.sql_name()).lower() if isinstance(node, exp.Func) else ""
+
+
+def _statement_name(tree: exp.Expr) -> str:
+    # sqlglot keeps statements it does not model (LOAD, CALL, ...) as a Command.
+    if isinstance(tree, exp.Command) and isinstance(tree.this, str):
+        return tree.this.upper()
+    return str(tree.key).upper()
+
+
+def check_sandbox(tree: exp.Expr, sources: set[str]) -> str:
+    """Check `tree` reads only from one declared source; return that source's name."""
+    if isinstance(tree, exp.Block):
+        raise SandboxError("a job's SQL is a single SELECT, not several statements")
+    if not isinstance(tree, exp.Select):
+        raise SandboxError(
+            f"{_statement_name(tree)} is not allowed in job SQL: a job is a single SELECT "
+            "over its declared sources (sources and sinks do all I/O)"
+        )
+    for node in tree.walk():
+        if isinstance(node, exp.Func):
+            name = _function_name(node)
+            if name in FORBIDDEN_FUNCTIONS or name.startswith(("read_", "pragma_")):
+                raise SandboxError(
+                    f"function {name}() is not allowed in job SQL: jobs read only their "
+                    "declared sources (configure a file_source or kafka_source instead)"
+                )
+        if isinstance(node, exp.Command | exp.Pragma | exp.Set | exp.Copy | exp.Attach):
+            raise SandboxError(f"{node.key.upper()} is not allowed in job SQL")
+    from_ = tree.args.get("from_") or tree.args.get("from")
+    if from_ is None:
+        raise SandboxError("a job's SELECT needs FROM <source>")
+    if tree.args.get("joins"):
+        raise SandboxError("JOIN is not supported yet (planned: stream-table LEFT JOIN)")
+    table = from_.this
+    if isinstance(table, exp.Subquery | exp.Select):
+        raise SandboxError("subqueries in FROM are not supported")
+    if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
+        raise SandboxError(
+            f"FROM {table.sql(dialect='duckdb')} is not allowed: jobs read only their "
+            "declared sources"
+        )
+    if table.args.get("db") or table.args.get("catalog"):
+        raise SandboxError(f"FROM {table.sql()} is not allowed: name a declared source")
+    name = table.name
+    if name not in sources and table.this.quoted and any(c in name for c in "/\\.:"):
+        raise SandboxError(
+            f"FROM '{name}' reads a file or URL: jobs read only their declared sources "
+            "(configure a file_source instead)"
+        )
+    if name not in sources:
+        valid = ", ".join(sorted(sources)) or "none declared"
+        raise SandboxError(f"FROM {name}: not a declared source (declared: {valid})")
+    for sub in tree.find_all(exp.Subquery, exp.Exists, exp.In):
+        if isinstance(sub, exp.In) and sub.args.get("query") is None:
+            continue
+        raise SandboxError("subqueries are not supported yet")
+    return name
