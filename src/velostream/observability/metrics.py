@@ -40,6 +40,7 @@ from velostream.observability.error_tracker import (
     ErrorStats,
 )
 from velostream.observability.logging import LogThrottle
+from velostream.observability.user_metrics import UserMetrics
 
 __all__ = [
     "BATCH_DURATION_BUCKETS",
@@ -223,6 +224,8 @@ class MetricsProvider:
         self.log_throttle = log_throttle or LogThrottle()
         self.error_counts = _ErrorCounts(self.log_throttle)
         r.register(self.error_counts)
+        self.user_metrics = UserMetrics()
+        r.register(self.user_metrics)
         r.register(_BufferedMessagesCollector(self.buffer))
 
         self.job_records_in = Counter(
@@ -450,6 +453,7 @@ class MetricsProvider:
             self.active_jobs.set(self._count_active())
         self.catalog.remove_job(job)
         self.error_counts.remove_job(job)
+        self.user_metrics.remove_job(job)
 
     def job_statuses(self) -> Iterator[tuple[str, str]]:
         with self._lock:
