@@ -27,11 +27,6 @@ def _ns_per_call(fn: Callable[[int], None], n: int) -> float:
     return (time.perf_counter_ns() - start) / n
 
 
-def _median(fn: Callable[[int], None], n: int) -> float:
-    fn(min(n, 1000))  # warm-up
-    return statistics.median(_ns_per_call(fn, n) for _ in range(ROUNDS))
-
-
 def main() -> None:
     logging.getLogger("velostream").addHandler(logging.NullHandler())
     logging.getLogger("velostream").propagate = False
@@ -69,13 +64,24 @@ def main() -> None:
             record(manager, "bench", msg, stage=Stage.DESERIALIZE, kind=ErrorKind.PARSE)
         seq[0] = base + n
 
-    base_ns = _median(bare, N)
-    rep_ns = _median(repeated, N)
-    new_ns = _median(always_new, N // 5)
+    # Interleave the cases round by round: on a shared, noisy machine a ratio taken
+    # within one round is steadier than one taken between separate phases.
+    for fn in (bare, repeated, always_new):
+        fn(1000)
+    bases, reps, news, ratios = [], [], [], []
+    for _ in range(ROUNDS):
+        b = _ns_per_call(bare, N)
+        r = _ns_per_call(repeated, N)
+        bases.append(b)
+        reps.append(r)
+        ratios.append(r / b)
+        news.append(_ns_per_call(always_new, N // 5))
+    base_ns, rep_ns, new_ns = (statistics.median(x) for x in (bases, reps, news))
+    ratio = statistics.median(ratios)
     print(f"bare Counter.inc()            {base_ns:10.0f} ns/call")
     print(
-        f"record_error repeated message {rep_ns:10.0f} ns/call  ratio {rep_ns / base_ns:5.1f}x"
-        f"  (goal <= 10x) {'OK' if rep_ns <= 10 * base_ns else 'MISSED'}"
+        f"record_error repeated message {rep_ns:10.0f} ns/call  median ratio {ratio:5.1f}x"
+        f"  (goal <= 10x) {'OK' if ratio <= 10 else 'MISSED'}"
     )
     print(
         f"record_error new message      {new_ns:10.0f} ns/call  ({new_ns / 1000:.1f} us;"

@@ -207,7 +207,6 @@ class ErrorCatalog:
         stage: Stage,
         kind: ErrorKind,
         message: str,
-        *,
         severity: Severity | None = None,
         context: DeploymentContext | None = None,
         record_ref: str | None = None,

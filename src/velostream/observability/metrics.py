@@ -118,7 +118,7 @@ class _ErrorCounts(Collector):
         self.recording_failures = 0
 
     def count(self, job: str, stage: Stage, kind: ErrorKind, now: float) -> None:
-        """Count one error (before anything else that could fail)."""
+        """Count one error whose filing failed (no catalog outcome)."""
         with self.lock:
             self.total += 1
             if job:
@@ -126,9 +126,16 @@ class _ErrorCounts(Collector):
                 self.by_job[key] = self.by_job.get(key, 0) + 1
                 self.last_error[job] = now
 
-    def grouped(self, job: str, outcome: RecordOutcome) -> tuple[bool, int]:
-        """Note the catalog's outcome; return the log throttle's verdict for it."""
+    def record(
+        self, job: str, stage: Stage, kind: ErrorKind, now: float, outcome: RecordOutcome
+    ) -> tuple[bool, int]:
+        """Count one error and the catalog's outcome; return the log throttle's verdict."""
         with self.lock:
+            self.total += 1
+            if job:
+                key = (job, stage._value_, kind._value_)
+                self.by_job[key] = self.by_job.get(key, 0) + 1
+                self.last_error[job] = now
             if outcome.new_group:
                 self.groups_created += 1
             if outcome.evicted:
@@ -342,22 +349,20 @@ class MetricsProvider:
         now = time.time()
         if not message.isascii():
             message = _printable(message)
-        self.error_counts.count(job, stage, kind, now)
-        self.buffer.add_error(f"[{job}] {message}" if job else message, context)
-        outcome = self.catalog.record(
-            job,
-            stage,
-            kind,
-            message,
-            severity=severity,
-            context=context,
-            record_ref=record_ref,
-            now=now,
-        )
-        if job:
-            buffer = self._job_buffers.get(job) or self._new_job_buffer(job, context)
-            buffer.add_error(message, context)
-        log, suppressed = self.error_counts.grouped(job, outcome)
+        try:
+            self.buffer.add_error(f"[{job}] {message}" if job else message, context)
+            # positional: keyword passing costs measurably on this path
+            outcome = self.catalog.record(
+                job, stage, kind, message, severity, context, record_ref, now
+            )
+            if job:
+                buffer = self._job_buffers.get(job) or self._new_job_buffer(job, context)
+                buffer.add_error(message, context)
+        except BaseException:
+            # The error still counts even when filing it failed.
+            self.error_counts.count(job, stage, kind, now)
+            raise
+        log, suppressed = self.error_counts.record(job, stage, kind, now, outcome)
         # tuple.__new__ skips the NamedTuple's Python-level __new__ on this hot path.
         return tuple.__new__(
             RecordedError, (outcome.fingerprint, outcome.new_group, log, suppressed)

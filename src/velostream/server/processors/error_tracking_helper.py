@@ -40,7 +40,7 @@ class ErrorTracker:
         try:
             if kind is None:
                 kind = classify(exc) if exc is not None else ErrorKind.INTERNAL
-            message = str(error_message)
+            message = error_message if type(error_message) is str else str(error_message)
             if observability is None:
                 _fallback_log.error(
                     "[%s] %s",
@@ -49,7 +49,7 @@ class ErrorTracker:
                     extra={"job": job_name, "stage": stage.value, "kind": kind.value},
                 )
                 return None
-            metrics = observability.require_metrics()
+            metrics = observability.metrics() or observability.require_metrics()
             context = observability.deployment_context_for_job(job_name)
             outcome = metrics.record_job_error(
                 job_name,
