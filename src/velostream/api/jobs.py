@@ -1,13 +1,19 @@
-"""Job routes: deploy, list, inspect, control, dead letters; and bearer-token auth."""
+"""Job routes: deploy, list, inspect, control, dead letters; and bearer-token auth.
+
+Every error is an RFC 9457 problem document (`application/problem+json`), raised as
+`ApiProblem` and rendered by the app; each route documents the problems it answers
+with, so the served OpenAPI describes every response.
+"""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 
 from velostream.errors import (
     ConfigurationError,
@@ -16,21 +22,86 @@ from velostream.errors import (
     SqlValidationError,
     VelostreamError,
 )
-from velostream.server.processors.dlq import DeadLetter
-from velostream.server.stream_job_server import StreamJobServer
+from velostream.server.processors.processor import ReplayError
+from velostream.server.stream_job_server import JobConflictError, StreamJobServer
 
-__all__ = ["AuthError", "DeployRequest", "jobs_router", "problem"]
+__all__ = [
+    "PROBLEM",
+    "ApiProblem",
+    "AuthError",
+    "DeployRequest",
+    "Problem",
+    "jobs_router",
+    "problem",
+    "problem_responses",
+]
 
 PROBLEM = "application/problem+json"
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+class Problem(BaseModel):
     """An RFC 9457 problem document."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    problems: list[str] | None = Field(None, description="every problem found (deploy)")
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    422: "Invalid request",
+    503: "Unavailable",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for problem documents with these statuses."""
+    schema = Problem.model_json_schema()
+    return {
+        status: {
+            "description": _TITLES.get(status, "Problem"),
+            "content": {PROBLEM: {"schema": schema}},
+        }
+        for status in statuses
+    }
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem document as a response."""
     return JSONResponse(
         {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra},
         status_code=status,
         media_type=PROBLEM,
     )
+
+
+class ApiProblem(Exception):
+    """Raised by a route; the app answers with the problem document."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+    def response(self) -> JSONResponse:
+        return problem(self.status, self.title, self.detail, **self.extra)
+
+
+class AuthError(Exception):
+    pass
+
+
+# --- request and response bodies -------------------------------------------------------
 
 
 class DeployRequest(BaseModel):
@@ -41,140 +112,258 @@ class ReplayRequest(BaseModel):
     ids: list[str] | None = Field(None, description="dead letters to replay; all if omitted")
 
 
-class AuthError(Exception):
-    pass
+class StateChangeModel(BaseModel):
+    state: str
+    at: float = Field(description="Unix time of the transition")
+    reason: str | None
+
+
+class JobInfo(BaseModel):
+    name: str
+    app: str
+    version: str | None
+    state: str = Field(description="starting, running, paused, completed, stopped or failed")
+    reason: str | None = Field(description="why the job is in its state (e.g. why it failed)")
+    state_since: float
+    mode: str
+    failure_strategy: str
+    deployed_at: float
+    source: str | None
+    sinks: list[str]
+    records_in: int
+    records_out: int
+    records_failed: int
+    dead_letters: int
+    batches: int
+    history: list[StateChangeModel]
+    sql: str
+
+
+class JobList(BaseModel):
+    jobs: list[JobInfo]
+    max_jobs: int
+
+
+class Deployed(BaseModel):
+    jobs: list[str] = Field(description="the names of the jobs deployed")
+
+
+class Undeployed(BaseModel):
+    job: str
+    undeployed: bool
+
+
+class DeadLetterModel(BaseModel):
+    """A dead letter: the original record and where and why it failed."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    job: str
+    app: str | None = None
+    version: str | None = None
+    stage: str
+    kind: str
+    message: str
+    fingerprint: str | None = None
+    source: str | None = None
+    position: str | None = None
+    timestamp: float
+    node_id: str | None = None
+    node_name: str | None = None
+    region: str | None = None
+    payload: str | None = Field(None, description="the original record, as text")
+    payload_base64: str | None = Field(None, description="the original record, when not text")
+    replayed: bool = False
+
+
+class DeadLetterPage(BaseModel):
+    job: str
+    letters: list[DeadLetterModel]
+    next_offset: int | None
+
+
+class Replayed(BaseModel):
+    job: str
+    replayed: int = Field(description="dead letters sent through the job again")
+    rows_out: int = Field(description="rows they produced")
+
+
+# --- auth and errors -------------------------------------------------------------------------
+
+
+# Module level: FastAPI resolves the (postponed) annotations below from module globals.
+_BEARER = HTTPBearer(
+    auto_error=False, scheme_name="bearer", description="the server's VELO_API_TOKEN"
+)
 
 
 def require_token(token: str | None) -> Any:
-    """A dependency: with a token configured, a mutating call needs `Bearer <token>`."""
+    """A dependency: with a token configured, a mutating call needs `Bearer <token>`.
 
-    def check(request: Request) -> None:
-        if token is None:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+    The token is declared as an HTTP bearer security scheme in the OpenAPI, on the
+    mutating operations only; without a token, nothing is declared or checked.
+    """
+    if token is None:
+
+        def open_call() -> None:
+            return None
+
+        return open_call
+    expected = token.encode("utf-8")
+
+    def check(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> None:
+        # Bytes: compare_digest raises TypeError on str with non-ASCII characters.
+        given = (
+            credentials.credentials.strip().encode("utf-8", "surrogateescape")
+            if credentials
+            else b""
+        )
+        if credentials is None or not hmac.compare_digest(given, expected):
             raise AuthError()
 
     return check
 
 
-def _error(exc: Exception, name: str | None = None) -> JSONResponse:
+def _problem_of(exc: Exception, name: str | None = None) -> ApiProblem:
+    """The problem document for an exception of the job server."""
     if isinstance(exc, KeyError):
-        return problem(404, "Job not found", f"no job named {name!r}")
+        return ApiProblem(404, "Job not found", f"no job named {name!r}")
     if isinstance(exc, SqlValidationError):
-        return problem(400, "Invalid application", str(exc), problems=exc.problems)
+        return ApiProblem(400, "Invalid application", str(exc), problems=exc.problems)
+    if isinstance(exc, JobConflictError):
+        return ApiProblem(409, "Job already deployed", str(exc))
     if isinstance(exc, JobStateError):
-        return problem(409, "Illegal state transition", str(exc))
+        return ApiProblem(409, "Illegal state transition", str(exc))
     if isinstance(exc, ResourceExhaustedError):
-        return problem(409, "Limit reached", str(exc))
+        return ApiProblem(409, "Limit reached", str(exc))
     if isinstance(exc, ConfigurationError):
-        return problem(400, "Invalid configuration", str(exc))
+        return ApiProblem(400, "Invalid configuration", str(exc))
+    if isinstance(exc, ReplayError):
+        return ApiProblem(
+            422,
+            "Dead letters still fail",
+            str(exc),
+            failures=[
+                {"ref": f.ref, "message": f.message, "kind": str(f.kind)} for f in exc.failures
+            ],
+        )
     if isinstance(exc, VelostreamError):
-        return problem(400, type(exc).__name__, str(exc))
+        return ApiProblem(400, type(exc).__name__, str(exc))
     raise exc
 
 
 def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     mutate = [Depends(require_token(token))]
+    auth = (401,) if token is not None else ()
 
-    @router.get("/jobs")
+    @router.get("/jobs", response_model=JobList)
     def list_jobs() -> dict[str, Any]:
-        """Every deployed job with its state and counts."""
+        """Every deployed job with its state, history and counts."""
         return {"jobs": server.list_jobs(), "max_jobs": server.max_jobs}
 
-    @router.post("/jobs", status_code=201, dependencies=mutate, response_model=None)
-    def deploy(body: DeployRequest) -> dict[str, Any] | JSONResponse:
-        """Deploy an application (all of its jobs or none)."""
+    @router.post(
+        "/jobs",
+        status_code=201,
+        dependencies=mutate,
+        response_model=Deployed,
+        responses=problem_responses(400, 409, 422, 503, *auth),
+    )
+    def deploy(body: DeployRequest) -> dict[str, Any]:
+        """Deploy an application (all of its jobs or none).
+
+        A job that exists is upgraded in place when its `@version` differs (it resumes
+        from its committed position), and refused (409) when it is the same.
+        """
+        if not server.accepting:
+            raise ApiProblem(503, "Shutting down", "the server is not accepting jobs")
         try:
             names = server.deploy(body.sql)
         except Exception as exc:
-            return _error(exc)
+            raise _problem_of(exc) from exc
         return {"jobs": names}
 
-    @router.get("/jobs/{name}", response_model=None)
-    def get_job(name: str) -> dict[str, Any] | JSONResponse:
+    @router.get("/jobs/{name}", response_model=JobInfo, responses=problem_responses(404, 422))
+    def get_job(name: str) -> dict[str, Any]:
+        """One job: its state, the history of its transitions, and its counts."""
         try:
             return server.get_job_status(name)
         except Exception as exc:
-            return _error(exc, name)
+            raise _problem_of(exc, name) from exc
 
-    @router.delete("/jobs/{name}", dependencies=mutate, response_model=None)
-    def undeploy(name: str) -> dict[str, Any] | JSONResponse:
-        """Stop the job and remove it."""
+    @router.delete(
+        "/jobs/{name}",
+        dependencies=mutate,
+        response_model=Undeployed,
+        responses=problem_responses(404, 422, *auth),
+    )
+    def undeploy(name: str) -> dict[str, Any]:
+        """Stop the job and remove it (its checkpoint and dead letters stay on disk)."""
         try:
             server.undeploy(name)
         except Exception as exc:
-            return _error(exc, name)
+            raise _problem_of(exc, name) from exc
         return {"job": name, "undeployed": True}
 
     def control(action: str) -> Any:
-        def handler(name: str) -> dict[str, Any] | JSONResponse:
+        def handler(name: str) -> dict[str, Any]:
             try:
                 getattr(server, action)(name)
                 return server.get_job_status(name)
             except Exception as exc:
-                return _error(exc, name)
+                raise _problem_of(exc, name) from exc
 
         handler.__name__ = f"{action}_job"
-        handler.__doc__ = f"{action.capitalize()} a job."
+        handler.__doc__ = f"{action.capitalize()} a job; answers with its new status."
         return handler
 
-    for action in ("pause", "resume", "restart"):
+    for action in ("pause", "resume", "restart", "stop"):
         router.add_api_route(
             f"/jobs/{{name}}/{action}",
             control(action),
             methods=["POST"],
             dependencies=mutate,
-            response_model=None,
+            response_model=JobInfo,
+            responses=problem_responses(404, 409, 422, *auth),
         )
 
-    @router.get("/jobs/{name}/dlq", response_model=None)
+    @router.get(
+        "/jobs/{name}/dlq", response_model=DeadLetterPage, responses=problem_responses(404, 422)
+    )
     def dead_letters(
         name: str,
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         fingerprint: str | None = None,
-    ) -> dict[str, Any] | JSONResponse:
-        """A page of the job's dead letters, oldest first."""
+    ) -> dict[str, Any]:
+        """A page of the job's dead letters, oldest first, each marked `replayed` or not."""
         try:
-            processor = server.job(name).processor
+            letters, nxt = server.dead_letters(name, offset, limit)
         except Exception as exc:
-            return _error(exc, name)
-        if processor is None or processor.dlq is None:
-            return {"job": name, "letters": [], "next_offset": None}
-        letters, nxt = processor.dlq.read(offset, limit)
+            raise _problem_of(exc, name) from exc
         docs = [
             d.doc for d in letters if fingerprint is None or d.doc.get("fingerprint") == fingerprint
         ]
         return {"job": name, "letters": docs, "next_offset": nxt}
 
-    @router.post("/jobs/{name}/dlq/replay", dependencies=mutate, response_model=None)
-    def replay(name: str, body: ReplayRequest | None = None) -> dict[str, Any] | JSONResponse:
-        """Send dead letters (not yet replayed) through the job again."""
+    @router.post(
+        "/jobs/{name}/dlq/replay",
+        dependencies=mutate,
+        response_model=Replayed,
+        responses=problem_responses(400, 404, 409, 422, *auth),
+    )
+    def replay(name: str, body: ReplayRequest | None = None) -> dict[str, Any]:
+        """Send dead letters not yet replayed (all, or `ids`) through the job again.
+
+        Their rows land in the job's sinks and they are marked replayed, so a second
+        replay sends nothing twice. If any still fails, none is replayed (422).
+        """
         try:
-            handle = server.job(name)
+            return server.replay_dead_letters(name, body.ids if body is not None else None)
         except Exception as exc:
-            return _error(exc, name)
-        processor = handle.processor
-        if processor is None or processor.dlq is None:
-            return problem(409, "No dead letters", f"job {name!r} has no dead-letter queue")
-        wanted = set(body.ids) if body is not None and body.ids else None
-        letters: list[DeadLetter] = []
-        offset = 0
-        while True:
-            page, nxt = processor.dlq.read(offset, 1000)
-            letters.extend(
-                d for d in page if not d.doc.get("replayed") and (wanted is None or d.id in wanted)
-            )
-            if nxt is None:
-                break
-            offset = nxt
-        try:
-            produced = processor.replay(letters)
-        except Exception as exc:
-            return _error(exc, name)
-        return {"job": name, "replayed": len(letters), "rows_out": produced}
+            raise _problem_of(exc, name) from exc
 
     return router

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import orjson
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Velostream client.")
 console = Console()
@@ -190,32 +194,219 @@ def errors(
     stage: Annotated[str | None, typer.Option("--stage")] = None,
     limit: Annotated[int, typer.Option("--limit")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per group")] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="keep watching: a live table, or with --json a line per new or changed group",
+        ),
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, help="seconds between polls with --follow")
+    ] = 1.0,
     url: Url = _DEFAULT_URL,
     token: Token = None,
 ) -> None:
-    """List error groups, most recently seen first."""
+    """List error groups, most recently seen first (`--follow`: live)."""
+    if follow:
+        watch = _ErrorWatch(url, token, job=job, stage=stage)
+        try:
+            if as_json:
+                _stream_groups(watch, limit, interval)
+            else:
+                _live_table(watch, limit, interval)
+        except KeyboardInterrupt:
+            pass
+        except BrokenPipeError:
+            # The reader went away (`| head`): stop quietly, and let the exit not flush.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        finally:
+            watch.close()
+        return
     doc = _get(url, token, "/errors", {"job": job, "stage": stage, "limit": limit})
     groups = doc["groups"]
     if as_json:
         for group in groups:
             sys.stdout.write(orjson.dumps(group).decode() + "\n")
         return
-    table = Table(title=f"Error groups ({doc['total_groups']} tracked)")
-    for column in ("job", "stage", "kind", "count", "first", "last", "node", "version", "message"):
-        table.add_column(column, overflow="fold")
+    console.print(_groups_table(groups, f"Error groups ({doc['total_groups']} tracked)"))
+
+
+def _groups_table(
+    groups: list[dict[str, Any]],
+    title: str,
+    changes: dict[str, str] | None = None,
+    width: int | None = None,
+) -> Table:
+    """Groups as a table.
+
+    With `changes` (follow mode) a "Δ" column marks new groups and risen counts, each
+    group takes one line so the live table stays in place, and a terminal narrower
+    than 120 columns drops first seen, node and version to leave the message room.
+    """
+    live = changes is not None
+    wide = width is None or width >= 120
+    columns = ["job", "stage", "kind", "count"]
+    columns += ["Δ"] if live else []
+    columns += ["first", "last", "node", "version"] if wide or not live else ["last"]
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        justify: Literal["left", "right"] = "right" if column in ("count", "Δ") else "left"
+        table.add_column(column, overflow="fold", justify=justify, no_wrap=live)
+    # Live, only the message shrinks (to an ellipsis) when the terminal is narrow.
+    table.add_column("message", overflow="fold")
     for g in groups:
-        table.add_row(
-            g["job"],
-            g["stage"],
-            g["kind"],
-            str(g["count"]),
-            _ts(g["first_seen"]),
-            _ts(g["last_seen"]),
-            g["node_id"] or "",
-            g["version"] or "",
-            g["message"],
+        change = changes.get(_group_key(g), "") if changes is not None else ""
+        values = {
+            "job": g["job"],
+            "stage": g["stage"],
+            "kind": g["kind"],
+            "count": str(g["count"]),
+            "Δ": change,
+            "first": _ts(g["first_seen"]),
+            "last": _ts(g["last_seen"]),
+            "node": g["node_id"] or "",
+            "version": g["version"] or "",
+        }
+        message: str | Text = g["message"]
+        if live:
+            message = Text(g["message"].split("\n", 1)[0], no_wrap=True, overflow="ellipsis")
+        style = "bold yellow" if change == "new" else "bold" if change else None
+        table.add_row(*(values[c] for c in columns), message, style=style)
+    return table
+
+
+def _group_key(group: dict[str, Any]) -> str:
+    return f"{group['job']}\x1f{group['fingerprint']}"
+
+
+class _ErrorWatch:
+    """Polls /errors with the cursor: each poll returns only the groups that changed."""
+
+    # A full poll now and then drops groups the server no longer has (evicted, undeployed).
+    FULL_EVERY = 30
+
+    def __init__(self, url: str, token: str | None, *, job: str | None, stage: str | None):
+        self.url = url
+        self.client = _client(url, token)
+        self.params = {k: v for k, v in {"job": job, "stage": stage}.items() if v is not None}
+        self.cursor: int | None = None
+        self.polls = 0
+        self.total = 0
+
+    def poll(self) -> tuple[list[dict[str, Any]], bool]:
+        """(groups changed since the last poll, oldest change first; whether a full list)."""
+        full = self.cursor is None or self.polls % self.FULL_EVERY == 0
+        params: dict[str, Any] = {**self.params, "limit": 10_000}
+        if not full:
+            params["cursor"] = self.cursor
+        response = self.client.get("/errors", params=params)
+        if response.status_code >= 400:
+            _print_problem(response)
+            raise typer.Exit(1)
+        doc = response.json()
+        self.polls += 1
+        self.cursor = doc["cursor"]
+        self.total = doc["total_groups"]
+        return list(reversed(doc["groups"])), full
+
+    def first_poll(self) -> tuple[list[dict[str, Any]], bool]:
+        try:
+            return self.poll()
+        except httpx.HTTPError as exc:
+            err.print(f"[red]cannot reach {self.url}: {exc}[/red]")
+            raise typer.Exit(2) from exc
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _stream_groups(watch: _ErrorWatch, limit: int, interval: float) -> None:
+    """One JSON line per group: the newest `limit` first, then each new or changed one."""
+    changed, _ = watch.first_poll()
+    seen = {_group_key(g): g["seq"] for g in changed}
+    for group in changed[-limit:]:
+        sys.stdout.write(orjson.dumps(group).decode() + "\n")
+    sys.stdout.flush()
+    down = False
+    while True:
+        time.sleep(interval)
+        try:
+            changed, _ = watch.poll()
+        except httpx.HTTPError as exc:
+            if not down:
+                err.print(f"[red]cannot reach {watch.url}: {exc}; retrying[/red]")
+            down = True
+            continue
+        down = False
+        for group in changed:
+            key = _group_key(group)
+            if seen.get(key) != group["seq"]:  # a full poll repeats unchanged groups
+                seen[key] = group["seq"]
+                sys.stdout.write(orjson.dumps(group).decode() + "\n")
+        sys.stdout.flush()
+
+
+def _live_table(watch: _ErrorWatch, limit: int, interval: float) -> None:
+    """A table of the newest groups, redrawn in place after every poll.
+
+    A group that is new, or whose count rose, is marked for a few seconds ("new",
+    "+3"), long enough to be noticed between two redraws.
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    # key -> (count when the mark began, None for a new group; when the mark ends)
+    marks: dict[str, tuple[int | None, float]] = {}
+    mark_seconds = max(5.0, 3 * interval)
+    status = ""
+
+    def merge(changed: list[dict[str, Any]], full: bool) -> None:
+        nonlocal groups
+        now = time.monotonic()
+        fresh = {} if full else dict(groups)
+        for group in changed:
+            key = _group_key(group)
+            before = groups.get(key)
+            mark = marks.get(key)
+            if mark is not None and mark[1] > now:
+                marks[key] = (mark[0], now + mark_seconds)
+            elif before is None and watch.polls > 1:
+                marks[key] = (None, now + mark_seconds)
+            elif before is not None and before["seq"] != group["seq"]:
+                marks[key] = (before["count"], now + mark_seconds)
+            fresh[key] = group
+        # Only the newest `limit` can be shown; an older group comes back when it changes.
+        newest = sorted(fresh.values(), key=lambda g: g["seq"], reverse=True)[:limit]
+        groups = {_group_key(g): g for g in newest}
+        for key in [k for k, (_, until) in marks.items() if until <= now or k not in groups]:
+            del marks[key]
+
+    def render() -> Table:
+        rows = list(groups.values())
+        if console.is_terminal:  # what fits under the title, header and caption
+            rows = rows[: max(console.height - 7, 1)]
+        changes = {
+            key: "new" if base is None else f"+{groups[key]['count'] - base}"
+            for key, (base, _) in marks.items()
+        }
+        where = ", ".join(f"{k} {v}" for k, v in watch.params.items())
+        title = f"Error groups ({watch.total} tracked{'; ' + where if where else ''})"
+        table = _groups_table(rows, title, changes, console.width)
+        table.caption = status or (
+            f"updated {datetime.now().strftime('%H:%M:%S')}; newest first; Ctrl-C to stop"
         )
-    console.print(table)
+        return table
+
+    merge(*watch.first_poll())
+    with Live(render(), console=console, auto_refresh=False) as live:
+        while True:
+            time.sleep(interval)
+            try:
+                merge(*watch.poll())
+                status = ""
+            except httpx.HTTPError as exc:
+                status = f"cannot reach {watch.url}: {exc}; retrying"
+            live.update(render(), refresh=True)
 
 
 def main() -> None:

@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from velostream.errors import VelostreamError
 from velostream.observability.logging import configure_logging
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
+
+if TYPE_CHECKING:
+    from velostream.server.stream_job_server import StreamJobServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Velostream streaming SQL.")
 
@@ -66,9 +77,6 @@ def _serve(
     once: bool = False,
 ) -> int:
     """Run the job server until SIGTERM/SIGINT (or, with `once`, until its jobs end)."""
-    import os
-    import threading
-
     from velostream.api.app import create_app
     from velostream.server.stream_job_server import StreamJobServer
 
@@ -88,8 +96,10 @@ def _serve(
     observability.initialize()
     jobs = StreamJobServer(observability, data_dir, max_jobs=max_jobs)
 
+    forced: list[str] = []
+
     def stop_jobs() -> None:
-        forced = jobs.shutdown(shutdown_deadline)
+        forced.extend(jobs.shutdown(shutdown_deadline))
         if forced:
             _log.error("forced to abandon jobs at shutdown: %s", ", ".join(forced))
 
@@ -97,27 +107,29 @@ def _serve(
     config = uvicorn.Config(
         api, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
-    http = uvicorn.Server(config)
+    http = _GracefulServer(config)
     outcome = {"code": 0}
 
     if application is not None:
 
         def deploy_then_wait() -> None:
+            # Not before the API listens: a server that cannot bind must not have run jobs.
+            while not http.started:
+                if http.should_exit:
+                    return
+                time.sleep(0.02)
             try:
                 names = jobs.deploy(
                     application.read_text(encoding="utf-8"), source_name=str(application)
                 )
                 _log.info("deployed %s", ", ".join(names))
             except (OSError, VelostreamError) as exc:
-                _print_problems(Console(stderr=True), exc)  # type: ignore[arg-type]
+                _print_problems(Console(stderr=True), exc)
                 outcome["code"] = 1
                 http.should_exit = True
                 return
             if once:
-                jobs.wait_idle()
-                summary = jobs.summary()
-                print_summary_from_server(jobs, observability)
-                outcome["code"] = 1 if summary.get("failed") else 0
+                outcome["code"] = _run_once(jobs, names, observability)
                 http.should_exit = True
 
         threading.Thread(target=deploy_then_wait, name="deploy-app", daemon=True).start()
@@ -126,15 +138,92 @@ def _serve(
         http.run()
     finally:
         observability.shutdown()
+    if forced:
+        _exit_now(outcome["code"])
     return outcome["code"]
 
 
-def print_summary_from_server(jobs: object, observability: ObservabilityManager) -> None:
+def _exit_now(code: int) -> None:
+    """Exit without finalising the interpreter, under jobs abandoned at shutdown.
+
+    Their threads may be inside DuckDB or Arrow; finalising the interpreter under them
+    aborts the process. What they had not committed is rolled back when they resume.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn, minus re-raising SIGTERM/SIGINT once it has shut down.
+
+    uvicorn re-raises a captured signal after its shutdown, so the process dies of it
+    (exit status -15). Our shutdown is the graceful one: the jobs have made their
+    final commit, and the process exits 0 (or with the `--once` outcome).
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+def _run_once(jobs: StreamJobServer, names: list[str], observability: ObservabilityManager) -> int:
+    """`--once`: wait until the bounded jobs among `names` end; print the summary.
+
+    Returns the exit code: 0 when every job completed, 1 when one failed, 2 when no
+    job is bounded (nothing would ever end). Unbounded jobs are stopped by the
+    shutdown that follows.
+    """
+    bounded = [n for n in names if _is_bounded(jobs, n)]
+    if not bounded:
+        Console(stderr=True).print(
+            "[red]--once: no job of the application reads a bounded source, so none would "
+            "ever end; deploy it without --once[/red]"
+        )
+        return 2
+    while any(_is_active(jobs, name) for name in bounded):
+        time.sleep(0.05)
+    print_summary_from_server(jobs, observability)
+    return 1 if any(_state(jobs, name) == "failed" for name in names) else 0
+
+
+def _is_bounded(jobs: StreamJobServer, name: str) -> bool:
+    try:
+        processor = jobs.job(name).processor
+    except KeyError:
+        return False
+    return processor is not None and processor.source.bounded
+
+
+def _state(jobs: StreamJobServer, name: str) -> str | None:
+    try:
+        return str(jobs.job(name).state.value)
+    except KeyError:  # undeployed meanwhile
+        return None
+
+
+def _is_active(jobs: StreamJobServer, name: str) -> bool:
+    try:
+        return bool(jobs.job(name).state.active)
+    except KeyError:
+        return False
+
+
+def print_summary_from_server(jobs: StreamJobServer, observability: ObservabilityManager) -> None:
     """The `run` summary for the jobs of a server."""
     from velostream.cli.run import JobRun, print_summary
-    from velostream.server.stream_job_server import StreamJobServer
 
-    assert isinstance(jobs, StreamJobServer)
     runs = []
     for info in jobs.list_jobs():
         handle = jobs.job(info["name"])
@@ -203,11 +292,15 @@ def deploy_app(
     raise typer.Exit(code)
 
 
-def _print_problems(console: Console, exc: VelostreamError) -> None:
-    problems = getattr(exc, "problems", None) or [str(exc)]
-    console.print(f"[red]{exc}[/red]" if len(problems) > 1 else "", end="")
+def _print_problems(console: Console, exc: Exception) -> None:
+    """The error's headline, then one `error:` line per problem (each with line:column)."""
+    problems = getattr(exc, "problems", None) or []
+    if not problems:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        return
+    console.print(f"[red]{escape(str(exc).splitlines()[0])}[/red]", highlight=False)
     for problem in problems:
-        console.print(f"[red]error:[/red] {problem}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(problem)}", highlight=False)
 
 
 @app.command()
@@ -269,8 +362,6 @@ def run(
 
 
 def _serve_metrics(observability: ObservabilityManager, port: int) -> uvicorn.Server:
-    import threading
-
     from velostream.api.app import create_app
 
     config = uvicorn.Config(

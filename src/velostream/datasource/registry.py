@@ -33,10 +33,12 @@ __all__ = [
 
 _SOURCES: dict[str, str] = {
     "file_source": "velostream.datasource.file.source:FileSource",
+    "kafka_source": "velostream.datasource.kafka.source:KafkaSource",
     "memory_source": "velostream.datasource.memory:MemorySource",
 }
 _SINKS: dict[str, str] = {
     "file_sink": "velostream.datasource.file.sink:FileSink",
+    "kafka_sink": "velostream.datasource.kafka.sink:KafkaSink",
     "stdout_sink": "velostream.datasource.stdout:StdoutSink",
     "memory_sink": "velostream.datasource.memory:MemorySink",
 }

@@ -24,6 +24,8 @@ import pyarrow.compute as pc
 
 from velostream.datasource.traits import BadRecord, SourceBatch
 from velostream.engine.core import BatchOutput, Executor, isolate_rows, with_row_numbers
+from velostream.engine.direct import picked_columns, renames
+from velostream.engine.running import RunningAggregates
 from velostream.errors import ErrorKind, Stage
 from velostream.sql.planner import (
     ARG,
@@ -177,6 +179,15 @@ class AggregateExecutor(Executor):
         self._max_event_ms: int | None = None
         self._time_is_timestamp = False
         self.late_records = 0
+        # EMIT CHANGES without a time window runs on numpy when its aggregates and
+        # types allow (see `running`); decided on the first batch, kept in snapshots.
+        self._running: RunningAggregates | None = None
+        self._mode: str | None = None if self._may_run() else "sql"
+        self._pending: dict[str, Any] | None = None
+        self._renames = None if plan.having_sql else renames(plan.select_sql)
+
+    def _may_run(self) -> bool:
+        return self._window is None and self.plan.emit == "CHANGES"
 
     # --- SQL pieces -------------------------------------------------------------
 
@@ -190,6 +201,20 @@ class AggregateExecutor(Executor):
         items.append(ROW)
         where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
         return f"SELECT {', '.join(items)} FROM {BATCH}{where}"
+
+    def _direct_pre(self, table: pa.Table) -> pa.Table | None:
+        """The pre-query's rows straight from the batch, when it only picks columns."""
+        if self.plan.where_sql:
+            return None
+        exprs = [(expr, KEY.format(i)) for i, expr in enumerate(self.plan.keys)]
+        exprs += [(c.arg, ARG.format(c.index)) for c in self.plan.aggregates if c.arg is not None]
+        if self._window is not None:
+            exprs.append((self._window.time_sql, EVENT_TIME))
+        if not self.plan.keys:  # a global aggregate: one group, keyed 0 (an INTEGER)
+            zeros = pa.array(np.zeros(table.num_rows, dtype=np.int32))
+            table = table.append_column(KEY.format(0), zeros)
+            exprs.insert(0, (f'"{KEY.format(0)}"', KEY.format(0)))
+        return picked_columns(table, [*exprs, (ROW, ROW)])
 
     def _match(self, left: str, right: str) -> str:
         return " AND ".join(f"{left}.{k} IS NOT DISTINCT FROM {right}.{k}" for k in self._key_cols)
@@ -220,13 +245,21 @@ class AggregateExecutor(Executor):
         if batch.table.num_rows == 0:
             return BatchOutput(pa.table({}))
         table = with_row_numbers(batch.table)
-        pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
+        pre = self._direct_pre(table)
+        bad: list[BadRecord] = []
+        if pre is None:
+            pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
         late: list[BadRecord] = []
         if self._window is not None:
             pre, more_bad, late = self._assign_windows(pre, batch)
             bad.extend(more_bad)
+        out = self._run_changes(pre) if self._mode != "sql" else self._process_sql(pre)
+        return BatchOutput(self._apply_limit(out), bad, late)
+
+    def _process_sql(self, pre: pa.Table) -> pa.Table:
+        """One batch on DuckDB: the state is a table merged with the batch's partials."""
         if pre.num_rows == 0:
-            return BatchOutput(self._emit_closed(), bad, late)
+            return self._emit_closed()
         partials = self._ensure_partials(pre)
         con = self.con
         con.register(_PRE, pre)
@@ -266,26 +299,54 @@ class AggregateExecutor(Executor):
                     f"CREATE OR REPLACE TEMP TABLE __upd AS SELECT * EXCLUDE ({ROW}) FROM __merged "
                     f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {ROW} DESC) = 1"
                 )
-            else:
-                grouped = ", ".join(f"{p.grouped} AS {p.name}" for p in partials)
-                bkeys = ", ".join(f"b.{k}" for k in self._key_cols)
                 con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE __upd AS SELECT {bkeys}, TRUE AS {_SEEN}, "
-                    f"{merged} FROM (SELECT {keys}, TRUE AS {_SEEN}, {grouped} FROM {_PRE} "
-                    f"GROUP BY {keys}) b LEFT JOIN {_STATE} s ON {self._match('b', 's')}"
+                    f"CREATE OR REPLACE TABLE {_STATE} AS SELECT s.* FROM {_STATE} s ANTI JOIN "
+                    f"__upd u ON {self._match('s', 'u')} UNION ALL BY NAME SELECT * FROM __upd"
+                )
+            else:
+                # One statement: the batch's partials, grouped, merged into the state.
+                grouped = ", ".join(f"{p.grouped} AS {p.name}" for p in partials)
+                either = ", ".join(f"COALESCE(b.{k}, s.{k}) AS {k}" for k in self._key_cols)
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {_STATE} AS SELECT {either}, TRUE AS {_SEEN}, "
+                    f"{merged} FROM {_STATE} s FULL JOIN (SELECT {keys}, TRUE AS {_SEEN}, "
+                    f"{grouped} FROM {_PRE} GROUP BY {keys}) b ON {self._match('b', 's')}"
                 )
                 out = None
-            con.execute(
-                f"CREATE OR REPLACE TABLE {_STATE} AS SELECT s.* FROM {_STATE} s ANTI JOIN "
-                f"__upd u ON {self._match('s', 'u')} UNION ALL BY NAME SELECT * FROM __upd"
-            )
         finally:
             con.unregister(_PRE)
         if out is None:
-            out = self._emit_closed()
-        elif self._window is not None:
+            return self._emit_closed()
+        if self._window is not None:
             self._drop_closed()
-        return BatchOutput(self._apply_limit(out), bad, late)
+        return out
+
+    def _run_changes(self, pre: pa.Table) -> pa.Table:
+        """EMIT CHANGES on numpy (`running`), or the decision to run it on DuckDB."""
+        if self._running is None:
+            self._running = RunningAggregates.build(self.plan, pre.schema)
+            if self._running is None:
+                self._mode = "sql"
+                return self._process_sql(pre)
+            self._mode = "running"
+            if self._pending is not None:
+                self._running.restore(self._pending)
+                self._pending = None
+        if pre.num_rows == 0:
+            return pa.table({})
+        values = self._running.process(pre)
+        if self._renames is not None:
+            picked = values.select([column for column, _ in self._renames])
+            return picked.rename_columns([name for _, name in self._renames])
+        having = f" WHERE {self.plan.having_sql}" if self.plan.having_sql else ""
+        self.con.register(_PRE, values)
+        try:
+            # A scan keeps its input order (preserve_insertion_order): rows stay in order.
+            return self.con.sql(
+                f"SELECT {', '.join(self.plan.select_sql)} FROM {_PRE}{having}"
+            ).to_arrow_table()
+        finally:
+            self.con.unregister(_PRE)
 
     def _flag_distinct(self, pre: pa.Table) -> pa.Table:
         con = self.con
@@ -410,7 +471,7 @@ class AggregateExecutor(Executor):
         closed = f"(SELECT * FROM {_STATE} WHERE {WINDOW_END} <= {wm})"
         out = self.con.sql(self._project(closed, self._order())).to_arrow_table()
         self._drop_closed()
-        return self._apply_limit(out)
+        return out
 
     def _drop_closed(self) -> None:
         wm = self._watermark_sql()
@@ -427,7 +488,12 @@ class AggregateExecutor(Executor):
             max_event_ms=self._max_event_ms,
             time_is_timestamp=self._time_is_timestamp,
             late_records=self.late_records,
+            mode=self._mode,
         )
+        if self._running is not None:
+            state.update(self._running.snapshot())
+        elif self._pending is not None:
+            state.update(self._pending)
         if self._has_state:
             state[_STATE] = self.con.sql(f"SELECT * FROM {_STATE}").to_arrow_table()
             for call in self._distinct:
@@ -440,6 +506,15 @@ class AggregateExecutor(Executor):
         self._max_event_ms = state.get("max_event_ms")
         self._time_is_timestamp = bool(state.get("time_is_timestamp", False))
         self.late_records = int(state.get("late_records", 0))
+        if self._may_run():
+            # (a snapshot without a mode, from before numpy ran EMIT CHANGES, is DuckDB's)
+            self._mode = state.get("mode", "sql" if state.get("has_state") else None)
+            if self._mode == "running" and self._running is not None:
+                self._running.restore(state)
+            elif self._mode == "running":  # rebuilt with the next batch's types
+                self._pending = {k: v for k, v in state.items() if k.startswith("running_")}
+            else:
+                self._running = self._pending = None
         self._has_state = bool(state.get("has_state", False)) and _STATE in state
         tables = [_STATE, *(f"__dstate{c.index}" for c in self._distinct)]
         for name in tables:

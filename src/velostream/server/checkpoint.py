@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ class CheckpointStore:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # The state directory each job's checkpoint points at, once this store has
+        # saved one: later saves remove just that one instead of listing the directory.
+        self._state_dirs: dict[str, str | None] = {}
+        self._lock = threading.Lock()
 
     def path(self, job: str) -> Path:
         return self.directory / f"{job}.json"
@@ -98,10 +103,22 @@ class CheckpointStore:
                         writer.write_table(table)
                     out.flush()
                     os.fsync(out.fileno())
+            _fsync_directory(directory)  # the files' names, before the JSON names them
             doc["dir"] = directory.name
         return doc
 
     def _prune_state(self, job: str, keep: str | None) -> None:
+        """Remove the job's state directories other than `keep`."""
+        with self._lock:
+            known = job in self._state_dirs
+            previous = self._state_dirs.get(job)
+            self._state_dirs[job] = keep
+        if known:
+            if previous is not None and previous != keep:
+                shutil.rmtree(self.directory / previous, ignore_errors=True)
+            return
+        # The first save of this process: clear what an earlier one left (a crash
+        # between writing a state directory and the checkpoint naming it).
         for path in self.directory.glob(f"{job}.state-*"):
             if path.name != keep:
                 shutil.rmtree(path, ignore_errors=True)
@@ -136,7 +153,17 @@ class CheckpointStore:
 
     def delete(self, job: str) -> None:
         self.path(job).unlink(missing_ok=True)
+        with self._lock:
+            self._state_dirs.pop(job, None)
         self._prune_state(job, None)
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _encode(value: Any) -> Any:

@@ -50,7 +50,8 @@ class StateMachine:
 
     job: str
     history: list[StateChange] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Held (re-entrantly) by whoever checks the state and then moves it.
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def __post_init__(self) -> None:
         if not self.history:
@@ -68,7 +69,7 @@ class StateMachine:
         return target in _ALLOWED[self.state]
 
     def move(self, target: JobState, reason: str | None = None) -> StateChange:
-        with self._lock:
+        with self.lock:
             current = self.state
             if target not in _ALLOWED[current]:
                 raise JobStateError(

@@ -4,12 +4,18 @@ Deploying an application is all-or-nothing: every statement is parsed, planned a
 its connectors created before any job starts. A job whose name exists is refused
 unless the version differs, which upgrades it in place from the old job's committed
 source position. Every state change is logged, metered (`velo_job_status`),
-timestamped and kept in the job's history; a job that crashes goes to Failed with its
-reason recorded as a `job`-stage error and never takes the server down.
+timestamped and kept in the job's history (an upgrade or a restart continues the
+same history); a job that crashes goes to Failed with its reason recorded as a
+`job`-stage error and never takes the server down.
+
+Each job's state is checked and moved under its state machine's lock, so a request
+(pause, stop) and the job's own thread (completed, failed) never race to a state the
+machine refuses.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -19,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from velostream.datasource.registry import create_sink, create_source
+from velostream.datasource.traits import Sink, Source
 from velostream.errors import (
     ConfigurationError,
     JobStateError,
@@ -27,21 +34,37 @@ from velostream.errors import (
     Stage,
     VelostreamError,
 )
-from velostream.observability.error_tracker import DeploymentContext
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.jobs import JobState, StateMachine
-from velostream.server.processors.dlq import FileDeadLetterQueue
+from velostream.server.processors.dlq import DeadLetter, FileDeadLetterQueue
 from velostream.server.processors.error_tracking_helper import ErrorTracker
+from velostream.server.processors.failure import BatchFailedError
 from velostream.server.processors.processor import JobProcessor
-from velostream.sql.model import Application, JobSpec
+from velostream.sql.model import Application, ConnectorConfig, JobSpec
 from velostream.sql.parser import parse_application
 from velostream.sql.planner import PlanError, plan_job
 
-__all__ = ["DEFAULT_MAX_JOBS", "JobHandle", "StreamJobServer"]
+
+def _sink_properties(job: JobSpec, sink: ConnectorConfig) -> dict[str, str]:
+    """A sink's properties; a Kafka sink also learns the PRIMARY KEY columns."""
+    props = dict(sink.properties)
+    if sink.type == "kafka_sink" and job.primary_keys:
+        props.setdefault("key.columns", ",".join(job.primary_keys))
+    return props
+
+
+__all__ = ["DEFAULT_MAX_JOBS", "DEPLOY_JOB", "JobConflictError", "JobHandle", "StreamJobServer"]
 
 DEFAULT_MAX_JOBS = 100
+#: The `job` a refused deployment's error is filed under when no deployed job is
+#: concerned (broken SQL, max_jobs, a new job's connector): one bounded series.
+DEPLOY_JOB = "(deploy)"
 _log = logging.getLogger("velostream.server")
+
+
+class JobConflictError(ConfigurationError):
+    """A job of that name and version is already deployed (HTTP 409)."""
 
 
 @dataclass(slots=True)
@@ -66,12 +89,14 @@ class JobHandle:
 
     def describe(self) -> dict[str, Any]:
         stats = self.processor.stats if self.processor is not None else None
+        history = list(self.machine.history)
         return {
             "name": self.name,
             "app": self.app.name,
             "version": self.spec.version,
-            "state": self.state.value,
-            "reason": self.machine.reason,
+            "state": history[-1].state.value,
+            "reason": history[-1].reason,
+            "state_since": history[-1].at,
             "mode": self.spec.job_mode.value,
             "failure_strategy": self.spec.failure_strategy.value,
             "deployed_at": self.deployed_at,
@@ -82,10 +107,7 @@ class JobHandle:
             "records_failed": stats.records_failed if stats else 0,
             "dead_letters": stats.dead_letters if stats else 0,
             "batches": stats.batches if stats else 0,
-            "history": [
-                {"state": c.state.value, "at": c.at, "reason": c.reason}
-                for c in self.machine.history
-            ],
+            "history": [{"state": c.state.value, "at": c.at, "reason": c.reason} for c in history],
             "sql": self.spec.text,
         }
 
@@ -121,10 +143,26 @@ class StreamJobServer:
             except PlanError as exc:
                 problems.append(f"statement {index} ({job.name}) at {job.select_position}: {exc}")
         if problems:
+            found = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
             raise SqlValidationError(
-                f"{source_name}: {len(problems)} problem(s) found", problems=problems
+                f"{source_name}: {found} found:\n" + "\n".join(f"  {p}" for p in problems),
+                problems=problems,
             )
         return app
+
+    def _refuse(self, job: str | None, exc: VelostreamError) -> VelostreamError:
+        """Record a refused deployment as a `deploy` error; return `exc` to raise.
+
+        The error is filed under `job` when that job is deployed (an upgrade), else
+        under DEPLOY_JOB, so that requests cannot grow the `job` label without bound.
+        """
+        if job is not None and job in self._jobs:
+            owner, message = job, f"deploy rejected: {exc}"
+        else:
+            owner = DEPLOY_JOB
+            message = f"deploy of job {job!r} rejected: {exc}" if job else f"deploy rejected: {exc}"
+        ErrorTracker.record_error(self.observability, owner, message, stage=Stage.DEPLOY, exc=exc)
+        return exc
 
     def deploy(self, sql: str, *, source_name: str = "<api>") -> list[str]:
         """Deploy every job of an application, or none; return the job names."""
@@ -133,52 +171,55 @@ class StreamJobServer:
         try:
             app = self.validate(sql, source_name=source_name)
         except VelostreamError as exc:
-            ErrorTracker.record_error(
-                self.observability, "", f"deploy rejected: {exc}", stage=Stage.DEPLOY, exc=exc
-            )
-            raise
+            raise self._refuse(None, exc) from None
         with self._lock:
-            upgrades: list[JobHandle] = []
+            upgrades: dict[str, JobHandle] = {}
             for job in app.jobs:
                 existing = self._jobs.get(job.name)
                 if existing is None:
                     continue
                 if existing.spec.version == job.version:
-                    raise ConfigurationError(
+                    conflict = JobConflictError(
                         f"job {job.name!r} version {job.version!r} is already deployed; "
                         "change @version to upgrade it, or undeploy it first",
                         job=job.name,
                     )
-                upgrades.append(existing)
-            new_count = len([j for j in app.jobs if j.name not in self._jobs])
+                    raise self._refuse(job.name, conflict)
+                upgrades[job.name] = existing
+            new_count = len(app.jobs) - len(upgrades)
             if len(self._jobs) + new_count > self.max_jobs:
-                raise ResourceExhaustedError(
+                limit = ResourceExhaustedError(
                     f"deploying {new_count} job(s) would exceed max_jobs={self.max_jobs} "
                     f"({len(self._jobs)} deployed)"
                 )
+                raise self._refuse(None, limit)
             handles = [self._prepare(job, app, sql) for job in app.jobs]
-            for old in upgrades:
-                _log.info("upgrading job %r from version %s", old.name, old.spec.version)
-                self._halt(old, JobState.STOPPED, "upgraded")
             for handle in handles:
+                old = upgrades.get(handle.name)
+                if old is not None:
+                    self._upgrade(old, handle)
                 self._jobs[handle.name] = handle
                 self._start(handle)
         return [h.name for h in handles]
+
+    def _upgrade(self, old: JobHandle, new: JobHandle) -> None:
+        """Stop `old` (its last commit is where `new` resumes) and continue its history."""
+        change = f"version {old.spec.version} -> {new.spec.version}"
+        _log.info("upgrading job %r: %s", old.name, change)
+        self._halt(old, JobState.STOPPED, f"upgrading: {change}")  # unless it had ended
+        new.machine = old.machine
+        with new.machine.lock:
+            new.machine.move(JobState.STARTING, f"upgraded: {change}")
 
     def _prepare(self, job: JobSpec, app: Application, sql: str) -> JobHandle:
         """Create the job's connectors and processor (no I/O beyond opening)."""
         try:
             src = job.sources[0]
             source = create_source(src.name, src.type, src.properties)
-            sinks = [create_sink(s.name, s.type, s.properties) for s in job.sinks]
+            sinks = [create_sink(s.name, s.type, _sink_properties(job, s)) for s in job.sinks]
+            dlq = self._dead_letter_queue(job, source, sinks)
         except VelostreamError as exc:
-            ErrorTracker.record_error(
-                self.observability, job.name, f"deploy failed: {exc}", stage=Stage.DEPLOY, exc=exc
-            )
-            raise
-        dlq_path = Path(
-            job.properties.get("dlq.path") or self.data_dir / "dlq" / f"{job.name}.jsonl"
-        )
+            raise self._refuse(job.name, exc) from None
         processor = JobProcessor(
             job,
             source,
@@ -186,46 +227,82 @@ class StreamJobServer:
             self.observability,
             app_name=app.name,
             checkpoints=self.checkpoints,
-            dlq=FileDeadLetterQueue(dlq_path),
+            dlq=dlq,
         )
         return JobHandle(
             spec=job, app=app, sql=sql, machine=StateMachine(job.name), processor=processor
         )
 
+    def _dead_letter_queue(self, job: JobSpec, source: Source, sinks: list[Sink]) -> Any:
+        """The job's DLQ: a Kafka topic with `dlq.type = kafka`, else a JSON-lines file."""
+        if job.properties.get("dlq.type") == "kafka":
+            from velostream.datasource.kafka import kafka_dead_letter_queue
+
+            return kafka_dead_letter_queue(
+                job.name,
+                job.properties,
+                [source, *sinks],
+                lookup=source if hasattr(source, "message") else None,
+                replayed_path=self.data_dir / "dlq" / f"{job.name}.kafka.replayed",
+            )
+        path = job.properties.get("dlq.path") or self.data_dir / "dlq" / f"{job.name}.jsonl"
+        return FileDeadLetterQueue(Path(path))
+
     def _transition(self, handle: JobHandle, state: JobState, reason: str | None = None) -> None:
-        handle.machine.move(state, reason)
-        self.metrics.set_job_status(handle.name, state.value)
+        with handle.machine.lock:
+            handle.machine.move(state, reason)
+            self.metrics.set_job_status(handle.name, state.value)
         log = _log.warning if state == JobState.FAILED else _log.info
         log("job %r -> %s%s", handle.name, state.value, f" ({reason})" if reason else "")
 
     def _start(self, handle: JobHandle) -> None:
+        """Announce the handle's Starting state and run its processor in a thread."""
         job = handle.spec
+        node = self.observability.node_context
         self.observability.set_deployment_context_for_job(
-            job.name, DeploymentContext.from_env(version=job.version)
+            job.name, dataclasses.replace(node, version=job.version or node.version)
         )
         self.metrics.set_job_status(job.name, JobState.STARTING.value)
+        reason = handle.machine.reason
+        _log.info("job %r -> starting%s", job.name, f" ({reason})" if reason else "")
         processor = handle.processor
         assert processor is not None
 
         def run() -> None:
             try:
-                self._transition(handle, JobState.RUNNING)
+                with handle.machine.lock:
+                    if handle.state.value != JobState.STARTING.value:
+                        return  # stopped before it ran
+                    self._transition(handle, JobState.RUNNING)
                 processor.run()
-                if handle.state in (JobState.RUNNING, JobState.PAUSED):
-                    if processor.stopped:
+                with handle.machine.lock:
+                    if handle.state.active and processor.stopped:
                         self._transition(handle, JobState.STOPPED, processor.stop_reason)
-                    else:
+                    elif handle.state.active:
+                        if handle.state == JobState.PAUSED:  # its source ended as it paused
+                            self._transition(handle, JobState.RUNNING, "ended while pausing")
                         self._transition(handle, JobState.COMPLETED)
             except Exception as exc:
-                reason = str(exc) or type(exc).__name__
-                ErrorTracker.record_error(
-                    self.observability, job.name, f"job failed: {reason}", stage=Stage.JOB, exc=exc
-                )
-                if handle.machine.can(JobState.FAILED):
-                    self._transition(handle, JobState.FAILED, reason)
+                self._crashed(handle, exc)
 
         handle.thread = threading.Thread(target=run, name=f"job-{job.name}", daemon=True)
         handle.thread.start()
+
+    def _crashed(self, handle: JobHandle, exc: Exception) -> None:
+        """A job's thread raised: record a `job` error and go to Failed with the reason."""
+        reason = str(exc) or type(exc).__name__
+        kind = exc.failed_kind if isinstance(exc, BatchFailedError) else None
+        ErrorTracker.record_error(
+            self.observability,
+            handle.name,
+            f"job failed: {reason}",
+            stage=Stage.JOB,
+            kind=kind,
+            exc=exc,
+        )
+        with handle.machine.lock:
+            if handle.machine.can(JobState.FAILED):
+                self._transition(handle, JobState.FAILED, reason)
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -236,14 +313,17 @@ class StreamJobServer:
         return handle
 
     def _halt(self, handle: JobHandle, state: JobState, reason: str, timeout: float = 30.0) -> None:
+        """Stop the job's loop after its batch in flight, wait for it, then move to `state`."""
         if handle.processor is not None:
             handle.processor.stop(reason)
+        # Not under the machine's lock: the job's thread needs it to finish.
         if handle.thread is not None and handle.thread is not threading.current_thread():
             handle.thread.join(timeout)
             if handle.thread.is_alive():
                 _log.warning("job %r did not stop within %.0fs", handle.name, timeout)
-        if handle.machine.can(state) and handle.state != state:
-            self._transition(handle, state, reason)
+        with handle.machine.lock:
+            if handle.state != state and handle.machine.can(state):
+                self._transition(handle, state, reason)
 
     def stop(self, name: str, reason: str = "stopped by request") -> None:
         handle = self._get(name)
@@ -259,22 +339,38 @@ class StreamJobServer:
                 self._halt(handle, JobState.STOPPED, "undeployed")
             del self._jobs[name]
         self.observability.remove_job(name)
+        _log.info("job %r undeployed", name)
 
     def pause(self, name: str) -> None:
+        """Pause a running job: once this returns it reads nothing more until resumed.
+
+        The job keeps its source position and its state (aggregates, windows).
+        """
         handle = self._get(name)
-        if handle.state != JobState.RUNNING:
-            raise JobStateError(f"job {name!r} is {handle.state}; only a running job pauses")
-        assert handle.processor is not None
-        handle.processor.pause()
-        self._transition(handle, JobState.PAUSED)
+        processor = handle.processor
+        assert processor is not None
+        with handle.machine.lock:
+            if handle.state != JobState.RUNNING:
+                raise JobStateError(
+                    f"job {name!r} is {handle.state}; only a running job pauses", job=name
+                )
+            processor.pause()
+            if processor.finished:
+                processor.resume()
+                raise JobStateError(f"job {name!r} ended before it could pause", job=name)
+            self._transition(handle, JobState.PAUSED, "paused by request")
 
     def resume(self, name: str) -> None:
         handle = self._get(name)
-        if handle.state != JobState.PAUSED:
-            raise JobStateError(f"job {name!r} is {handle.state}; only a paused job resumes")
-        assert handle.processor is not None
-        handle.processor.resume()
-        self._transition(handle, JobState.RUNNING)
+        processor = handle.processor
+        assert processor is not None
+        with handle.machine.lock:
+            if handle.state != JobState.PAUSED:
+                raise JobStateError(
+                    f"job {name!r} is {handle.state}; only a paused job resumes", job=name
+                )
+            processor.resume()
+            self._transition(handle, JobState.RUNNING, "resumed by request")
 
     def restart(self, name: str) -> None:
         """Stop the job if it runs, then start it again from its committed position."""
@@ -284,7 +380,9 @@ class StreamJobServer:
                 self._halt(handle, JobState.STOPPED, "restarting")
             fresh = self._prepare(handle.spec, handle.app, handle.sql)
             fresh.machine = handle.machine
-            self._transition(fresh, JobState.STARTING, "restart")
+            fresh.deployed_at = handle.deployed_at
+            with fresh.machine.lock:
+                fresh.machine.move(JobState.STARTING, "restarted by request")
             self._jobs[name] = fresh
             self._start(fresh)
 
@@ -298,6 +396,56 @@ class StreamJobServer:
 
     def job(self, name: str) -> JobHandle:
         return self._get(name)
+
+    # --- dead letters ---------------------------------------------------------------
+
+    def dead_letters(
+        self, name: str, offset: int = 0, limit: int = 100
+    ) -> tuple[list[DeadLetter], int | None]:
+        """A page of the job's dead letters (each with `replayed`) and the next offset."""
+        processor = self._get(name).processor
+        if processor is None or processor.dlq is None:
+            return [], None
+        return processor.dlq.read(offset, limit)
+
+    def replay_dead_letters(self, name: str, ids: list[str] | None = None) -> dict[str, Any]:
+        """Send the job's dead letters not yet replayed (or those of `ids`) through it again.
+
+        A running or paused job replays between two batches; a job that has ended
+        replays through a fresh processor resumed from its checkpoint, so the rows land
+        after its committed output. Replayed letters are marked and never replayed again.
+        """
+        with self._lock:  # no restart or upgrade while the sinks are being written
+            handle = self._get(name)
+            processor = handle.processor
+            if processor is None or processor.dlq is None:
+                raise JobStateError(f"job {name!r} has no dead-letter queue", job=name)
+            wanted = set(ids) if ids else None
+            letters = [
+                letter
+                for letter in _all_letters(processor)
+                if not letter.doc.get("replayed") and (wanted is None or letter.id in wanted)
+            ]
+            if not letters:
+                return {"job": name, "replayed": 0, "rows_out": 0}
+            if handle.state == JobState.STARTING:
+                raise JobStateError(f"job {name!r} is starting; replay when it runs", job=name)
+            rows: int | None = None
+            if handle.state.active:
+                try:
+                    rows = processor.replay(letters)
+                except JobStateError:
+                    if not processor.closed:
+                        raise  # not running yet
+                    rows = None  # it ended meanwhile: replay as for an ended job
+            if rows is None:
+                fresh = self._prepare(handle.spec, handle.app, handle.sql)
+                assert fresh.processor is not None
+                rows = fresh.processor.replay_offline(letters)
+            _log.info("job %r: replayed %d dead letters (%d rows out)", name, len(letters), rows)
+            return {"job": name, "replayed": len(letters), "rows_out": rows}
+
+    # --- server -----------------------------------------------------------------------
 
     @property
     def accepting(self) -> bool:
@@ -342,8 +490,11 @@ class StreamJobServer:
             for handle in active:
                 pool.submit(self._join, handle, ends_at, forced)
         for handle in active:
-            if handle.name not in forced and handle.state.active:
-                self._transition(handle, JobState.STOPPED, "server shutdown")
+            if handle.name in forced:
+                continue
+            with handle.machine.lock:
+                if handle.state.active:
+                    self._transition(handle, JobState.STOPPED, "server shutdown")
         if forced:
             _log.error("shutdown deadline passed; abandoned jobs: %s", ", ".join(forced))
         return forced
@@ -353,3 +504,13 @@ class StreamJobServer:
             handle.thread.join(max(ends_at - time.monotonic(), 0))
             if handle.thread.is_alive():
                 forced.append(handle.name)
+
+
+def _all_letters(processor: JobProcessor) -> list[DeadLetter]:
+    assert processor.dlq is not None
+    letters: list[DeadLetter] = []
+    offset: int | None = 0
+    while offset is not None:
+        page, offset = processor.dlq.read(offset, 1000)
+        letters.extend(page)
+    return letters

@@ -520,8 +520,7 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
     if "dlq.topic" in values:
         values.setdefault("dlq.type", "kafka")
     dlq = check.choice("dlq.type", DLQ_TYPES, aliases={"file_sink": "file", "kafka_sink": "kafka"})
-    if dlq == "kafka" and not values.get("dlq.topic", "").strip():
-        check.problem("dlq.type", "dlq.type 'kafka' needs 'dlq.topic'")
+    # dlq.type 'kafka' without dlq.topic writes to '<job>.dlq'.
     for key in values:
         if key not in _JOB_KEYS and not key.startswith("dlq."):
             warn(settings.at(key), _unknown_job_key(key))

@@ -46,8 +46,8 @@ def test_public_names() -> None:
 
 
 def test_builtin_types() -> None:
-    assert datasource.source_types() == ["file_source", "memory_source"]
-    assert datasource.sink_types() == ["file_sink", "memory_sink", "stdout_sink"]
+    assert datasource.source_types() == ["file_source", "kafka_source", "memory_source"]
+    assert datasource.sink_types() == ["file_sink", "kafka_sink", "memory_sink", "stdout_sink"]
 
 
 def test_creates_each_builtin(tmp_path: pytest.TempPathFactory) -> None:
@@ -64,14 +64,15 @@ def test_unknown_source_type_names_the_valid_ones() -> None:
     with pytest.raises(ConfigurationError) as info:
         datasource.create_source("trades", "parquet_source", {})
     assert str(info.value) == (
-        "source 'trades': unknown type 'parquet_source'; valid types: file_source, memory_source"
+        "source 'trades': unknown type 'parquet_source'; "
+        "valid types: file_source, kafka_source, memory_source"
     )
     assert info.value.source == "trades"
 
 
 def test_unknown_sink_type_names_the_valid_ones() -> None:
     with pytest.raises(
-        ConfigurationError, match="valid types: file_sink, memory_sink, stdout_sink"
+        ConfigurationError, match="valid types: file_sink, kafka_sink, memory_sink, stdout_sink"
     ):
         datasource.create_sink("out", "s3_sink", {})
 

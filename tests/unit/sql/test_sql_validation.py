@@ -277,11 +277,6 @@ SINGLE_PROBLEMS = [
         "unknown dlq.type 's3'; valid values: file, kafka, memory",
     ),
     (
-        _stmt(f"{SRC}, {OUT}, 'dlq.type' = 'kafka'"),
-        "'dlq.type'",
-        "dlq.type 'kafka' needs 'dlq.topic'",
-    ),
-    (
         _stmt(f"{SRC}, {OUT}, 'event.time.field' = ' '"),
         "'event.time.field'",
         "event.time.field must name a column",

@@ -26,6 +26,9 @@ TRUE_VALUES = ["1", "True", "TRUE", "true"]
 FALSE_VALUES = ["0", "False", "FALSE", "false"]
 _BOOL_VALUES = pa.array(TRUE_VALUES + FALSE_VALUES)
 _TRUE = pa.array(TRUE_VALUES)
+# typed: an untyped Python scalar makes pyarrow try optional imports on every call
+_ZERO = pa.scalar(0, pa.int64())
+_ZERO_U8 = pa.scalar(0, pa.uint8())
 
 # Every value Arrow accepts matches these (after trimming spaces and tabs for numbers
 # and dates, as Arrow does); a few they match are still rejected by the cast.
@@ -59,7 +62,8 @@ def mask_at(n: int, positions: Iterable[int]) -> pa.Array:
     flags = bytearray(n)
     for i in positions:
         flags[i] = 1
-    return pc.not_equal(pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)]), 0)
+    flagged = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)])
+    return pc.not_equal(flagged, _ZERO_U8)
 
 
 def check_column(
@@ -130,7 +134,7 @@ def _pattern_failures(prepared: Column, t: pa.DataType, *, exact: bool = False) 
             head = pc.ascii_ltrim(prepared, "+-.")
             rest = pc.ascii_ltrim(head, "0123456789.")
             simple = pc.and_(
-                pc.greater(pc.binary_length(head), 0), pc.equal(pc.binary_length(rest), 0)
+                pc.greater(pc.binary_length(head), _ZERO), pc.equal(pc.binary_length(rest), _ZERO)
             )
             suspect = pc.invert(simple)
         suspect = pc.fill_null(suspect, False)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,9 +23,23 @@ import pyarrow.compute as pc
 __all__ = ["csv_header", "encode_csv", "encode_jsonl"]
 
 _MAX_ROWS = 1 << 18  # rows per formatted slice: keeps 32-bit string offsets safe
+_PARALLEL_ROWS = 1 << 16  # a table this large is encoded in two halves at once
 _TEXTUAL_DELIMITERS = frozenset(",;\t|")  # cannot occur in numbers, booleans or times
 _FRACTION = r"(?:(\.[0-9]*[1-9])0*|\.0+)?"
 _JSON_SPECIAL = re.compile(rb'[\x00-\x1f"\\]')
+
+
+@cache
+def _lit(value: str) -> pa.Scalar:
+    """`value` as a typed Arrow scalar: an untyped Python one passed to a kernel makes
+    pyarrow try to import optional modules (dateutil) on every call, at ~1 ms each."""
+    return pa.scalar(value, pa.string())
+
+
+@cache
+def _special_pattern(delimiter: str) -> re.Pattern[bytes]:
+    """What makes a CSV value need quotes: the delimiter, a quote or a line break."""
+    return re.compile(b"[" + re.escape(delimiter.encode()) + b'"\r\n]')
 
 
 def csv_header(names: list[str], delimiter: str = ",") -> bytes:
@@ -35,33 +52,69 @@ def encode_csv(table: pa.Table, delimiter: str = ",") -> Iterator[pa.Buffer]:
     """The table's rows as CSV lines (no header), in buffers to write in order."""
     if table.num_columns == 0:
         return
+    yield from _in_halves(table, lambda part: _encode_csv(part, delimiter))
+
+
+def encode_jsonl(table: pa.Table) -> Iterator[pa.Buffer]:
+    """The table's rows as JSON lines, in buffers to write in order."""
+    yield from _in_halves(table, _encode_jsonl)
+
+
+def _in_halves(
+    table: pa.Table, encode: Callable[[pa.Table], Iterator[pa.Buffer]]
+) -> Iterator[pa.Buffer]:
+    """Encode a large table's second half on a worker thread while this one does the
+    first (Arrow's kernels release the GIL); the buffers come out in row order."""
+    if table.num_rows < _PARALLEL_ROWS:
+        yield from encode(table)
+        return
+    half = table.num_rows // 2
+    second = _worker().submit(lambda: list(encode(table.slice(half))))
+    try:
+        first = list(encode(table.slice(0, half)))
+    finally:
+        rest = second.result()
+    yield from first
+    yield from rest
+
+
+@cache
+def _worker() -> ThreadPoolExecutor:
+    """The thread that encodes second halves; made on first use."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="velostream-encode")
+
+
+def _encode_csv(table: pa.Table, delimiter: str) -> Iterator[pa.Buffer]:
     for batch in table.to_batches(max_chunksize=_MAX_ROWS):
         if batch.num_rows == 0:
             continue
         cells = [_csv_cells(col, delimiter) for col in batch.columns]
         # The newline goes on the last cell: cheaper than a pass over whole rows.
         cells[-1] = pc.binary_join_element_wise(
-            cells[-1], "\n", "", null_handling="replace", null_replacement=""
+            cells[-1], _lit("\n"), _lit(""), null_handling="replace", null_replacement=""
         )
         yield _span(
             pc.binary_join_element_wise(
-                *cells, delimiter, null_handling="replace", null_replacement=""
+                *cells, _lit(delimiter), null_handling="replace", null_replacement=""
             )
         )
 
 
-def encode_jsonl(table: pa.Table) -> Iterator[pa.Buffer]:
-    """The table's rows as JSON lines, in buffers to write in order."""
+def _encode_jsonl(table: pa.Table) -> Iterator[pa.Buffer]:
     keys = [orjson.dumps(name).decode() + ":" for name in table.column_names]
     for batch in table.to_batches(max_chunksize=_MAX_ROWS):
         if batch.num_rows == 0:
             continue
         pairs = [
-            pc.binary_join_element_wise(key, _json_values(col), "")
+            pc.binary_join_element_wise(_lit(key), _json_values(col), _lit(""))
             for key, col in zip(keys, batch.columns, strict=True)
         ]
-        body = pc.binary_join_element_wise(*pairs, ",") if pairs else pa.array([""] * len(batch))
-        yield _span(pc.binary_join_element_wise("{", body, "}\n", ""))
+        body = (
+            pc.binary_join_element_wise(*pairs, _lit(","))
+            if pairs
+            else pa.array([""] * len(batch), pa.string())
+        )
+        yield _span(pc.binary_join_element_wise(_lit("{"), body, _lit("}\n"), _lit("")))
 
 
 def _span(lines: pa.Array) -> pa.Buffer:
@@ -99,7 +152,7 @@ def _json_values(col: pa.Array) -> pa.Array:
         finite = pc.is_finite(col)
         values = pc.if_else(finite, _floats(col), pa.scalar(None, pa.string()))
     elif pa.types.is_temporal(t) and not pa.types.is_duration(t):
-        values = pc.binary_join_element_wise('"', _plain_text(col), '"', "")
+        values = pc.binary_join_element_wise(_lit('"'), _plain_text(col), _lit('"'), _lit(""))
     elif pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t):
         values = pc.cast(col, pa.string())
     elif pa.types.is_null(t):
@@ -145,42 +198,49 @@ def _floats(col: pa.Array) -> pa.Array:
     text = pc.cast(col, pa.string())
     # Arrow and Python agree on the digits; they differ on a trailing ".0" and on when
     # to use an exponent. Values whose notation may differ are rare: redo those.
-    integral = pc.ascii_is_decimal(pc.ascii_ltrim(text, "-"))
-    if pc.any(integral).as_py():
-        text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
-    data = _data(text)
-    if pa.types.is_float64(col.type) and (b"e" in data or b"0.0000" in data):
-        exponent = pc.match_substring(text, "e")
-        tiny = pc.starts_with(pc.ascii_ltrim(text, "-"), "0.0000")
-        redo = pc.fill_null(pc.or_(exponent, tiny), False)
-        fixed = [repr(v) for v in pc.filter(col, redo).to_pylist()]
-        text = pc.replace_with_mask(text, redo, pa.array(fixed, pa.string()))
+    values = np.asarray(col.to_numpy(zero_copy_only=False), dtype=np.float64)  # NULL: NaN
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(values)
+        integral = finite & (values == np.floor(values))
+        redo = None
+        if pa.types.is_float64(col.type):
+            magnitude = np.abs(values)
+            redo = finite & ((magnitude >= 1e16) | ((magnitude < 1e-4) & (values != 0)))
+            exponent = pc.fill_null(pc.match_substring(text, "e"), False)
+            redo |= np.asarray(exponent.to_numpy(zero_copy_only=False), dtype=bool)
+            integral &= ~redo
+    if integral.any():
+        text = pc.if_else(integral, pc.binary_join_element_wise(text, _lit(".0"), _lit("")), text)
+    if redo is not None and redo.any():
+        fixed = [repr(v) for v in values[redo].tolist()]
+        text = pc.replace_with_mask(text, pa.array(redo), pa.array(fixed, pa.string()))
     return text
 
 
-def _data(text: pa.Array) -> bytes:
-    """The character buffer of a string array (may include bytes of sliced-off values)."""
+def _has_any(text: pa.Array, pattern: re.Pattern[bytes]) -> bool:
+    """Whether the character data of `text` may hold a match (no copy of the data)."""
     data = text.buffers()[2]
-    return b"" if data is None else data.to_pybytes()
+    return data is not None and pattern.search(memoryview(data)) is not None
 
 
 def _quote_where_needed(text: pa.Array, delimiter: str) -> pa.Array:
     """Quote (RFC 4180) values holding the delimiter, a quote or a line break, and ''."""
-    raw = _data(text)
-    needs = pc.equal(pc.binary_length(text), 0)
-    for special in {delimiter, '"', "\n", "\r"}:
-        if special.encode() in raw:
+    needs = pc.equal(pc.binary_length(text), pa.scalar(0, pa.int32()))
+    specials = {delimiter, '"', "\n", "\r"}
+    if _has_any(text, _special_pattern(delimiter)):
+        for special in specials:
             needs = pc.or_(needs, pc.match_substring(text, special))
     needs = pc.fill_null(needs, False)
     if not pc.any(needs).as_py():
         return text
     chosen = pc.filter(text, needs)
-    quoted = pc.binary_join_element_wise('"', pc.replace_substring(chosen, '"', '""'), '"', "")
+    escaped = pc.replace_substring(chosen, '"', '""')
+    quoted = pc.binary_join_element_wise(_lit('"'), escaped, _lit('"'), _lit(""))
     return pc.replace_with_mask(text, needs, quoted)
 
 
 def _json_strings(text: pa.Array) -> pa.Array:
-    quoted = pc.binary_join_element_wise('"', text, '"', "")
+    quoted = pc.binary_join_element_wise(_lit('"'), text, _lit('"'), _lit(""))
     data = text.buffers()[2]
     if data is None or not _JSON_SPECIAL.search(memoryview(data)):
         return quoted

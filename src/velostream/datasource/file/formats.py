@@ -50,6 +50,12 @@ __all__ = [
 
 Block: TypeAlias = bytes | bytearray
 _HALVES_FROM = 1 << 18  # bytes: a dirty block this large is taken apart in two halves
+# Typed scalars for kernels: an untyped Python one makes pyarrow try to import
+# optional modules (dateutil) on every call.
+_ZERO = pa.scalar(0, pa.int64())
+_ONE = pa.scalar(1, pa.int64())
+_BYTES_EMPTY = pa.scalar(b"", pa.binary())
+_BYTES_NEWLINE = pa.scalar(b"\n", pa.binary())
 
 
 class LineError(NamedTuple):
@@ -113,9 +119,13 @@ class Decoder(ABC):
         if head.rows is not None or tail.rows is not None:
             head_rows = _positions(head.table.num_rows) if head.rows is None else head.rows
             tail_rows = _positions(tail.table.num_rows) if tail.rows is None else tail.rows
-            shifted = pc.add(pc.cast(tail_rows, pa.int64()), first_lines)
+            shifted = pc.add(pc.cast(tail_rows, pa.int64()), pa.scalar(first_lines, pa.int64()))
             rows = pa.chunked_array([pc.cast(head_rows, pa.int64()), shifted]).combine_chunks()
-        errors = head.errors + [e._replace(line=e.line + first_lines) for e in tail.errors]
+        new = tuple.__new__  # a NamedTuple's own constructor costs more, per bad line
+        errors = head.errors + [
+            new(LineError, (line + first_lines, kind, message))
+            for line, kind, message in tail.errors
+        ]
         lines = None
         if head.lines is not None and tail.lines is not None:
             lines = pa.chunked_array([head.lines, tail.lines]).combine_chunks()
@@ -150,7 +160,7 @@ def join_lines(lines: pa.Array) -> pa.Buffer:
     """Lines joined with `\\n` terminators, as one buffer (no per-line Python)."""
     if len(lines) == 0:
         return pa.py_buffer(b"")
-    joined = pc.binary_join_element_wise(lines, b"", b"\n")
+    joined = pc.binary_join_element_wise(lines, _BYTES_EMPTY, _BYTES_NEWLINE)
     bounds = pa.Array.from_buffers(
         pa.int32(), len(joined) + 1, [None, joined.buffers()[1]], offset=joined.offset
     )
@@ -363,7 +373,7 @@ class CsvDecoder(Decoder):
             nonempty = None  # every line is a row: no empty lines, nothing joined
         else:
             candidates = lines if kept is None else pc.take(lines, kept)
-            nonempty = pc.indices_nonzero(pc.greater(pc.binary_length(candidates), 0))
+            nonempty = pc.indices_nonzero(pc.greater(pc.binary_length(candidates), _ZERO))
             if kept is not None:
                 nonempty = pc.take(kept, nonempty)
             if rows != len(nonempty):
@@ -377,14 +387,19 @@ class CsvDecoder(Decoder):
             row_lines = pc.filter(nonempty, pc.invert(dropped))
             invalid_lines = pc.take(nonempty, pa.array(positions, pa.int64())).to_pylist()
         width = len(self._names)
+        new = tuple.__new__
+        messages: dict[int, str] = {}
         for line, (_, got) in zip(invalid_lines, invalid, strict=True):
-            msg = f"expected {width} fields, got {got}"
-            errors[line] = LineError(line, ErrorKind.PARSE, msg)
+            msg = messages.get(got) or messages.setdefault(
+                got, f"expected {width} fields, got {got}"
+            )
+            errors[line] = new(LineError, (line, ErrorKind.PARSE, msg))
         return row_lines
 
     def _set_aside_open_quotes(self, lines: pa.Array, errors: dict[int, LineError]) -> bool:
         """Lines whose quote never closes swallow the next line: make them bad records."""
-        odd = pc.equal(pc.bit_wise_and(pc.count_substring(lines.view(pa.string()), '"'), 1), 1)
+        quotes = pc.count_substring(lines.view(pa.string()), '"')
+        odd = pc.equal(pc.bit_wise_and(quotes, _ONE), _ONE)
         found = False
         for i in pc.indices_nonzero(odd).to_pylist():
             if i in errors:
@@ -438,16 +453,17 @@ class CsvDecoder(Decoder):
             self._failing.add(j)
             where = pc.indices_nonzero(failed)
             messages = _type_messages(field, pc.take(column, where))
+            new, kind = tuple.__new__, ErrorKind.TYPE
             for line, msg in zip(pc.take(row_lines, where).to_pylist(), messages, strict=True):
                 if line not in errors:
-                    errors[line] = LineError(line, ErrorKind.TYPE, msg)
+                    errors[line] = new(LineError, (line, kind, msg))
             bad = failed if bad is None else pc.or_(bad, failed)
         if bad is not None:
             good = pc.invert(bad)
             columns = [pc.filter(c, good) for c in columns]
             row_lines = pc.filter(row_lines, good)
         table = pa.Table.from_arrays(columns, schema=self.schema)
-        ordered = sorted(errors.values(), key=lambda e: e.line)
+        ordered = [errors[line] for line in sorted(errors)]
         identity = len(row_lines) == len(lines)
         return Decoded(table, None if identity else row_lines, ordered, lines)
 
@@ -467,7 +483,7 @@ def _majority_type(column: pa.ChunkedArray) -> pa.DataType | None:
     if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
         return None
     values = pc.drop_null(column)
-    values = values.filter(pc.not_equal(values, ""))
+    values = values.filter(pc.not_equal(values, pa.scalar("", values.type)))
     total = len(values)
     if total < 2:
         return None
@@ -505,11 +521,15 @@ def _label(t: pa.DataType) -> str:
 
 def _type_messages(field: pa.Field, values: pa.Array) -> list[str]:
     """`column 'x': 'value' is not a valid <type>` for each value (built by Arrow)."""
-    long = pc.greater(pc.utf8_length(values), 80)
-    shown = pc.if_else(
-        long, pc.binary_join_element_wise(pc.utf8_slice_codeunits(values, 0, 77), "...", ""), values
-    )
+    long = pc.greater(pc.utf8_length(values), pa.scalar(80, pa.int32()))
+    cut = pc.utf8_slice_codeunits(values, 0, 77)
+    text = pa.string()
+    ellipsis, empty = pa.scalar("...", text), pa.scalar("", text)
+    shown = pc.if_else(long, pc.binary_join_element_wise(cut, ellipsis, empty), values)
     prefix = f"column '{field.name}': '"
     suffix = f"' is not a valid {_label(field.type)}"
-    messages: list[str] = pc.binary_join_element_wise(prefix, shown, suffix, "").to_pylist()
+    joined = pc.binary_join_element_wise(
+        pa.scalar(prefix, text), shown, pa.scalar(suffix, text), empty
+    )
+    messages: list[str] = joined.to_pylist()
     return messages

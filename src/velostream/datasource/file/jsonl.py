@@ -102,7 +102,7 @@ class JsonDecoder(Decoder):
         # Whitespace-only lines are skipped, as Arrow skips them; any other line must
         # hold one object, so that rows and lines stay in step.
         trimmed = pc.ascii_trim_whitespace(lines.view(pa.string()))
-        blank = pc.equal(pc.binary_length(trimmed), 0)
+        blank = pc.equal(pc.binary_length(trimmed), pa.scalar(0, pa.int32()))
         shaped = pc.and_(pc.starts_with(trimmed, "{"), pc.ends_with(trimmed, "}"))
         for i in pc.indices_nonzero(pc.invert(pc.or_(blank, shaped))).to_pylist():
             errors.setdefault(i, LineError(i, ErrorKind.PARSE, _NOT_AN_OBJECT))
@@ -128,7 +128,7 @@ class _Scan:
         self.decoder = decoder
         self.lines = pc.take(lines, records)
         self.body = join_lines(self.lines)
-        lengths = pc.add(pc.binary_length(self.lines), 1)
+        lengths = pc.add(pc.binary_length(self.lines), pa.scalar(1, pa.int64()))
         ends = pc.cumulative_sum(lengths).to_pylist() if len(records) else []
         self.offsets = [0, *ends]
         self.pieces: list[pa.Table] = []

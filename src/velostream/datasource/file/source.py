@@ -7,6 +7,10 @@ the same schema from the same bytes. A batch's position is a `FilePosition`: the
 index in the sorted glob, the byte offset of the next unread line and the number of
 lines before it; `seek` resumes there.
 
+Without `watch`, the next batch is read and decoded on a worker thread while the
+current one is processed (Arrow's parser releases the GIL); `seek` and `close` drop
+that read-ahead, so positions mean the same as without it.
+
 With `watch`, the source is unbounded: the last file is followed for new lines (a line
 is read once its newline is written) and files matching the glob that sort after it
 are picked up. A file that shrinks is read again from its start.
@@ -20,6 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -310,6 +315,11 @@ class FileSource(Source):
         self._names: list[str] | None = None
         self._committed: FilePosition | None = None
         self._avg_line = 64.0
+        # read-ahead (bounded sources): the next batch, being read on `_worker`
+        self._ahead: Future[SourceBatch | None] | None = None
+        self._ahead_size = 0
+        self._ahead_from = FilePosition(0, 0, 0)
+        self._worker: ThreadPoolExecutor | None = None
 
     @property
     def schema(self) -> pa.Schema | None:
@@ -331,6 +341,10 @@ class FileSource(Source):
             )
 
     def close(self) -> None:
+        self._drop_read_ahead()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+            self._worker = None
         if self._cursor is not None:
             self._cursor.close()
             self._cursor = None
@@ -343,6 +357,7 @@ class FileSource(Source):
         """Resume at `position` (None: the last committed position, else the start)."""
         if self._files is None:
             self.open()
+        self._drop_read_ahead()
         target = self._committed if position is None else position
         pos = FilePosition(0, 0, 0) if target is None else FilePosition.coerce(target)
         files = self._files or []
@@ -362,6 +377,7 @@ class FileSource(Source):
         """Decode stored lines (dead letters) with this source's schema; refs `replay:<n>`."""
         if self._files is None:
             self.open()
+        self._wait_read_ahead()
         if self._decoder is None and not self._infer():
             raise SourceError(f"file_source '{self.name}': no schema yet to decode records")
         assert self._decoder is not None
@@ -377,8 +393,10 @@ class FileSource(Source):
     def read_batch(self, max_records: int) -> SourceBatch | None:
         if self._files is None:
             self.open()
+        if self.bounded:
+            return self._read_ahead(max(1, max_records))
         batch = self._read(max(1, max_records))
-        if batch is not None or self.bounded:
+        if batch is not None:
             return batch
         time.sleep(self.config.polling_interval)
         batch = self._read(max(1, max_records))
@@ -386,6 +404,44 @@ class FileSource(Source):
             return batch
         schema = self.schema or pa.schema([])
         return SourceBatch(schema.empty_table(), _NoRefs(), [], self._position())
+
+    def _read_ahead(self, max_records: int) -> SourceBatch | None:
+        """The batch read ahead (its error, if it failed), then start reading the next."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and self._ahead_size != max_records:
+            ahead.exception()  # wait for it, then read again from where it started
+            self.seek(self._ahead_from)
+            ahead = None
+        batch = ahead.result() if ahead is not None else self._read(max_records)
+        if batch is not None:
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.name}")
+            self._ahead_from = self._position()
+            self._ahead_size = max_records
+            self._ahead = self._worker.submit(self._read, max_records)
+        return batch
+
+    def _wait_read_ahead(self) -> None:
+        """Let the read in flight finish (the decoder and cursor are then ours)."""
+        if self._ahead is not None:
+            self._ahead.exception()
+
+    def _drop_read_ahead(self) -> None:
+        """Forget the batch read ahead: the next read starts where the last batch ended."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        ahead.exception()
+        position = self._ahead_from
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
+        self._index = position.file_index
+        files = self._files or []
+        if position.file_index < len(files) and (position.offset or position.line):
+            self._cursor = _Cursor(
+                files[position.file_index], position.offset, position.line, False, self._avg_line
+            )
 
     def _position(self) -> FilePosition:
         if self._cursor is None:

@@ -143,15 +143,16 @@ class FileDeadLetterQueue:
         """Make pending letters durable; return the committed length of the live file."""
         with self._lock:
             pending, self._pending = self._pending, []
+            if not pending:  # a job without dead letters leaves no file behind
+                return self._size()
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                if pending and self._size() >= self.max_bytes:
+                if self._size() >= self.max_bytes:
                     self._rotate()
                 with open(self.path, "ab") as out:
-                    if pending:
-                        out.write(b"".join(pending))
-                        out.flush()
-                        os.fsync(out.fileno())
+                    out.write(b"".join(pending))
+                    out.flush()
+                    os.fsync(out.fileno())
                     return out.tell()
             except OSError as exc:
                 raise DeadLetterError(

@@ -3,6 +3,10 @@ write, flush, commit — with pause, stop, retries and dead letters.
 
 What differs between modes is how a batch commits and how an abort rewinds; that is
 the `Committer` (simple.py: at-least-once; transactional.py: all or nothing).
+
+Counts are per source record, not per attempt: a batch that is retried counts its
+records in (and its bad records failed) once, and its rows out and dead letters only
+when they are committed. Each attempt's errors are recorded, since each happened.
 """
 
 from __future__ import annotations
@@ -16,8 +20,15 @@ from typing import Protocol
 import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
-from velostream.engine import Executor, build_executor
-from velostream.errors import DeadLetterError, ErrorKind, Stage, VelostreamError
+from velostream.engine import BatchOutput, Executor, build_executor
+from velostream.errors import (
+    DeadLetterError,
+    ErrorKind,
+    JobStateError,
+    Stage,
+    VelostreamError,
+    classify,
+)
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.processors.dlq import DeadLetter, dead_letter
@@ -32,15 +43,35 @@ __all__ = [
     "DeadLetterQueue",
     "JobProcessor",
     "JobStats",
+    "ReplayError",
     "RetryableBatchError",
 ]
 
 DEFAULT_BATCH_SIZE = 100_000
+# How long the loop waits after an empty batch: a source that answers "nothing new"
+# at once (an idle memory source) must not turn the loop into a busy spin.
+IDLE_WAIT_SECONDS = 0.05
+# How long `pause()` waits for the batch in flight to finish.
+PAUSE_WAIT_SECONDS = 30.0
 _log = logging.getLogger("velostream.processor")
 
 
 class RetryableBatchError(VelostreamError):
-    """A batch failed in a way RetryWithBackoff may retry (already recorded)."""
+    """A batch had bad records and RetryWithBackoff will try it again (already recorded)."""
+
+    def __init__(self, message: str, *, failed_kind: ErrorKind, job: str | None = None) -> None:
+        super().__init__(message, job=job)
+        self.failed_kind = failed_kind
+
+
+class ReplayError(VelostreamError):
+    """Dead letters sent through the job again still fail; none of them was replayed."""
+
+    kind = ErrorKind.EXECUTION
+
+    def __init__(self, message: str, *, failures: list[BadRecord], job: str | None = None) -> None:
+        super().__init__(message, job=job)
+        self.failures = failures
 
 
 class DeadLetterQueue(Protocol):
@@ -113,10 +144,24 @@ class JobProcessor:
         self._running = threading.Event()
         self._running.set()
         self._batch_lock = threading.Lock()
+        # `pause()` waits on this until the loop is parked (or has ended).
+        self._loop_state = threading.Condition()
+        self._parked = False
+        self._finished = False
+        self._ready = False  # recovered and opened: a replay may use the sinks
+        self._closed = False  # sinks closed: a replay needs a fresh processor
+        self._dlq_pending = 0  # dead letters written but not yet flushed
         self.committer = self._committer()
 
     def _committer(self) -> Committer:
         if self.job.job_mode == JobMode.TRANSACTIONAL:
+            # By module name, so file jobs never import confluent-kafka.
+            if type(self.source).__module__.startswith("velostream.datasource.kafka."):
+                from velostream.server.processors.kafka_transactional import (
+                    KafkaTransactionalCommitter,
+                )
+
+                return KafkaTransactionalCommitter(self)
             from velostream.server.processors.transactional import TransactionalCommitter
 
             return TransactionalCommitter(self)
@@ -127,16 +172,46 @@ class JobProcessor:
     # --- control --------------------------------------------------------------
 
     def stop(self, reason: str = "stopped") -> None:
+        """End the loop after the batch in flight (committed); a paused loop ends too."""
         self.stopped = True
         self.stop_reason = reason
         self._stop.set()
         self._running.set()
 
-    def pause(self) -> None:
+    def pause(self, timeout: float = PAUSE_WAIT_SECONDS) -> bool:
+        """Read nothing more; return once the batch in flight is committed.
+
+        True when the loop is parked before its next read (it keeps its position and
+        state); False when the loop has ended instead, or `timeout` passed first (it
+        then parks after its batch).
+        """
         self._running.clear()
+        with self._loop_state:
+            self._loop_state.wait_for(lambda: self._parked or self._finished, timeout)
+            return self._parked
 
     def resume(self) -> None:
         self._running.set()
+
+    @property
+    def finished(self) -> bool:
+        """Whether `run()` has returned (or raised)."""
+        return self._finished
+
+    @property
+    def closed(self) -> bool:
+        """Whether the sinks are closed (the loop has ended)."""
+        return self._closed
+
+    def _wait_while_paused(self) -> None:
+        if self._running.is_set():
+            return
+        with self._loop_state:
+            self._parked = True
+            self._loop_state.notify_all()
+        self._running.wait()
+        with self._loop_state:
+            self._parked = False
 
     def record_error(
         self,
@@ -162,25 +237,32 @@ class JobProcessor:
     def run(self) -> JobStats:
         """Process until the source ends (bounded), `stop()`, or a failure (raised)."""
         try:
-            self._open()
-            self.committer.recover()
+            with self._batch_lock:  # a replay waits until the job has resumed
+                self.committer.recover()  # first: a sink that opens by truncating must resume
+                self._open()
+                self._ready = True
             while not self._stop.is_set() and not self.executor.limit_reached:
-                self._running.wait()
+                self._wait_while_paused()
                 if self._stop.is_set():
                     break
                 batch = self._read()
                 if batch is None:
                     break
                 if batch.num_records == 0:
+                    self._stop.wait(IDLE_WAIT_SECONDS)
                     continue
                 self._process_with_policy(batch)
             if not self._stop.is_set():
                 with self._batch_lock:
-                    self._write(self.executor.finish())
+                    written = self._write(self.executor.finish())
                     self.committer.commit(None)
+                    self._count_out(written)
         finally:
             self.stats.finished = time.time()
             self._close()
+            with self._loop_state:
+                self._finished = True
+                self._loop_state.notify_all()
             _log.info(
                 "job %r: %d in, %d out, %d failed, %d dead letters in %.2fs",
                 self.job.name,
@@ -208,11 +290,13 @@ class JobProcessor:
     def _close(self) -> None:
         closers = [(Stage.SINK, s.name, s.close) for s in self.sinks]
         closers.append((Stage.SOURCE, self.source.name, self.source.close))
-        for stage, name, close in closers:
-            try:
-                close()
-            except Exception as exc:
-                self.record_error(stage, f"closing {name}: {exc}", exc=exc)
+        with self._batch_lock:
+            self._closed = True
+            for stage, name, close in closers:
+                try:
+                    close()
+                except Exception as exc:
+                    self.record_error(stage, f"closing {name}: {exc}", exc=exc)
 
     def _read(self) -> SourceBatch | None:
         attempt = 0
@@ -222,8 +306,16 @@ class JobProcessor:
             except Exception as exc:
                 self.record_error(Stage.SOURCE, f"reading {self.source.name}: {exc}", exc=exc)
                 attempt += 1
-                if not self.policy.retries or attempt > self.policy.max_retries:
+                # A broker or network blip is retried under every strategy.
+                if not self.policy.retries and not _transient(exc):
                     raise
+                if attempt > self.policy.max_retries:
+                    raise BatchFailedError(
+                        f"RetryWithBackoff: reading {self.source.name} still fails after "
+                        f"{self.policy.max_retries} retries: {exc}",
+                        failed_kind=classify(exc),
+                        job=self.job.name,
+                    ) from exc
                 self._backoff(attempt)
                 if self._stop.is_set():
                     return None
@@ -237,16 +329,25 @@ class JobProcessor:
         while True:
             try:
                 with self._batch_lock:
-                    self._attempt(batch)
+                    self._attempt(batch, first=attempt == 0)
                 return
             except (DeadLetterError, BatchFailedError):
                 raise
-            except Exception:
+            except Exception as exc:
                 with self._batch_lock:
+                    self._dlq_pending = 0  # the abort drops the unflushed dead letters
                     self.committer.abort()
                 attempt += 1
-                if not self.policy.retries or attempt > self.policy.max_retries:
+                if not self.policy.retries and not _transient(exc):
                     raise
+                if attempt > self.policy.max_retries:
+                    kind = exc.failed_kind if isinstance(exc, RetryableBatchError) else None
+                    raise BatchFailedError(
+                        f"RetryWithBackoff: the batch still fails after "
+                        f"{self.policy.max_retries} retries: {exc}",
+                        failed_kind=kind or classify(exc),
+                        job=self.job.name,
+                    ) from exc
                 _log.warning(
                     "job %r: batch failed, retry %d of %d",
                     self.job.name,
@@ -254,6 +355,7 @@ class JobProcessor:
                     self.policy.max_retries,
                 )
                 self._backoff(attempt)
+                self._wait_while_paused()
                 if self._stop.is_set():
                     return
                 again = self._read()
@@ -261,40 +363,57 @@ class JobProcessor:
                     return
                 batch = again
 
-    def _attempt(self, batch: SourceBatch) -> None:
+    def _attempt(self, batch: SourceBatch, *, first: bool = True) -> None:
+        """Process, write and commit one batch; `first`: not a retry (counts its input)."""
         started = time.perf_counter()
         job = self.job.name
-        self.stats.batches += 1
-        self.stats.records_in += batch.num_records
-        self.metrics.add_records_in(job, batch.num_records)
+        if first:
+            self.stats.records_in += batch.num_records
+            self.metrics.add_records_in(job, batch.num_records)
         try:
-            output = self.executor.process(batch)
+            # A batch of only bad records may come before any schema is known.
+            output = (
+                self.executor.process(batch)
+                if batch.table.num_rows
+                else BatchOutput(batch.table.slice(0, 0))
+            )
         except Exception as exc:
             self.record_error(Stage.PROCESS, str(exc) or type(exc).__name__, exc=exc)
             raise
         bad = [*batch.bad, *output.bad, *output.late]
-        self.stats.late_records += len(output.late)
+        if first:
+            self.stats.late_records += len(output.late)
         if bad:
-            self._handle_bad(bad)
-        self._write(output.table)
+            self._handle_bad(bad, count=first)
+        written = self._write(output.table)
         self.committer.commit(batch)
+        self._count_out(written)
         self.metrics.observe_batch(job, time.perf_counter() - started)
 
-    def _handle_bad(self, bad: list[BadRecord]) -> None:
+    def _count_out(self, rows: int) -> None:
+        """A batch committed: count it and its rows out."""
+        self.stats.batches += 1
+        self.stats.records_out += rows
+        self.metrics.add_records_out(self.job.name, rows)
+
+    def _handle_bad(self, bad: list[BadRecord], *, count: bool = True) -> None:
         """Record every bad record, then do what the failure strategy says."""
         fingerprints = [
             self.record_error(r.stage, r.message, kind=r.kind, record_ref=r.ref) for r in bad
         ]
-        self.stats.records_failed += len(bad)
-        self.metrics.add_records_failed(self.job.name, len(bad))
+        if count:
+            self.stats.records_failed += len(bad)
+            self.metrics.add_records_failed(self.job.name, len(bad))
         if self.policy.dead_letters:
             self._dead_letter(bad, fingerprints)
         elif not self.policy.skips_bad_records:
             first = bad[0]
             reason = f"{len(bad)} bad record(s) in the batch; first at {first.ref}: {first.message}"
             if self.policy.retries:
-                raise RetryableBatchError(reason, job=self.job.name)
-            raise BatchFailedError(f"FailBatch: {reason}")
+                raise RetryableBatchError(reason, failed_kind=first.kind, job=self.job.name)
+            raise BatchFailedError(
+                f"FailBatch: {reason}", failed_kind=first.kind, job=self.job.name
+            )
 
     def _dead_letter(self, bad: list[BadRecord], fingerprints: list[str | None]) -> None:
         if self.dlq is None:
@@ -313,35 +432,42 @@ class JobProcessor:
             for record, fp in zip(bad, fingerprints, strict=True)
         ]
         self.dlq.write(letters)
-        self.stats.dead_letters += len(letters)
+        self._dlq_pending += len(letters)
 
     def flush_dead_letters(self) -> int | None:
         """Make pending dead letters durable; a failure fails the job."""
         if self.dlq is None:
             return None
+        pending, self._dlq_pending = self._dlq_pending, 0
         try:
             offset = self.dlq.flush()
         except Exception as exc:
             self.metrics.add_dlq_write_failure(self.job.name)
             self.record_error(Stage.DLQ, f"dead-letter write failed: {exc}", exc=exc)
             raise DeadLetterError(f"dead-letter write failed: {exc}", job=self.job.name) from exc
-        pending = self.stats.dead_letters - getattr(self, "_dlq_counted", 0)
         if pending:
+            self.stats.dead_letters += pending
             self.metrics.add_dlq_records(self.job.name, pending)
-            self._dlq_counted = self.stats.dead_letters
         return offset
 
-    def _write(self, table: pa.Table | None) -> None:
+    def _write(self, table: pa.Table | None) -> int:
+        """Write `table` to every sink; return its rows (counted once committed)."""
         if table is None or table.num_rows == 0:
-            return
+            return 0
         for sink in self.sinks:
             try:
                 sink.write(table)
             except Exception as exc:
                 self.record_error(Stage.SINK, f"writing {sink.name}: {exc}", exc=exc)
                 raise
-        self.stats.records_out += table.num_rows
-        self.metrics.add_records_out(self.job.name, table.num_rows)
+        if self.job.metrics:
+            try:
+                self.metrics.user_metrics.observe(
+                    self.job.name, self.job.metrics, table, self.executor.con
+                )
+            except Exception as exc:  # a metric never costs the batch; it is an error
+                self.record_error(Stage.PROCESS, f"user metric: {exc}", exc=exc)
+        return int(table.num_rows)
 
     def flush_sinks(self) -> None:
         for sink in self.sinks:
@@ -354,20 +480,54 @@ class JobProcessor:
     # --- dead-letter replay ------------------------------------------------------
 
     def replay(self, letters: list[DeadLetter]) -> int:
-        """Send dead letters through the job again; return the rows they produced."""
+        """Send dead letters through the running job again; return the rows they produced.
+
+        Between two batches, the rows are written and committed with the job's
+        position unchanged, then the letters are marked replayed. If any letter still
+        fails, none is replayed (ReplayError lists the failures).
+        """
         if not letters:
             return 0
         with self._batch_lock:
-            batch = self.source.decode_records([letter.payload for letter in letters])
-            output = self.executor.process(batch)
-            bad = [*batch.bad, *output.bad]
-            if bad:
-                raise VelostreamError(
-                    f"{len(bad)} of {len(letters)} dead letters still fail: {bad[0].message}",
-                    job=self.job.name,
-                )
-            self._write(output.table)
-            self.flush_sinks()
+            if self._closed or not self._ready:
+                state = "has ended" if self._closed else "is not running yet"
+                raise JobStateError(f"job {self.job.name!r} {state}", job=self.job.name)
+            try:
+                batch = self.source.decode_records([letter.payload for letter in letters])
+                output = self.executor.process(batch)
+                bad = [*batch.bad, *output.bad]
+                if bad:
+                    raise ReplayError(
+                        f"{len(bad)} of {len(letters)} dead letters still fail; none was "
+                        f"replayed. First: {bad[0].message}",
+                        failures=bad,
+                        job=self.job.name,
+                    )
+                written = self._write(output.table)
+                self.committer.commit(None)
+            except BaseException:
+                # Between batches the source sits at the committed position, so the
+                # abort only undoes the replay's state changes and uncommitted output.
+                self._dlq_pending = 0
+                self.committer.abort()
+                raise
+            self._count_out(written)
             if self.dlq is not None:
                 self.dlq.mark_replayed([letter.id for letter in letters])
-            return int(output.table.num_rows)
+            return written
+
+    def replay_offline(self, letters: list[DeadLetter]) -> int:
+        """`replay` for a job whose loop is not running: resume its sinks, replay, close."""
+        try:
+            with self._batch_lock:
+                self.committer.recover()
+                self._open()
+                self._ready = True
+            return self.replay(letters)
+        finally:
+            self._close()
+
+
+def _transient(exc: BaseException) -> bool:
+    """A connection or timeout error: worth retrying whatever the strategy."""
+    return classify(exc) in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)

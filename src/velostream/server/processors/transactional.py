@@ -10,30 +10,30 @@ lengths and rewinds the source, so the batch is processed again exactly once.
 
 from __future__ import annotations
 
-from velostream.datasource.traits import SourceBatch
 from velostream.errors import ConfigurationError
-from velostream.server.checkpoint import Checkpoint
 from velostream.server.processors.simple import SimpleCommitter
 
 __all__ = ["TransactionalCommitter"]
 
 
 class TransactionalCommitter(SimpleCommitter):
-    """All-or-nothing commits over sinks that can be truncated to a committed length."""
+    """All-or-nothing commits over sinks that can be truncated to a committed length.
+
+    Like `SimpleCommitter.recover`, `recover` runs before the sinks are opened.
+    """
 
     def recover(self) -> None:
         p = self.p
-        self.sink_offsets: dict[str, int] = {}
-        self.dlq_offset: int | None = None
         for sink in p.sinks:
-            offset = sink.committed_offset()
-            if offset is None:
+            if sink.committed_offset() is None:
                 raise ConfigurationError(
                     f"sink {sink.name!r} cannot take part in transactional mode "
                     "(it cannot roll back); use job_mode simple",
                     job=p.job.name,
                 )
-            self.sink_offsets[sink.name] = offset
+        # Before any checkpoint, a sink's committed length is what its open keeps.
+        self.sink_offsets = self.sink_lengths()
+        self.dlq_offset = None
         self.state = p.executor.snapshot()
         checkpoint = p.checkpoints.load(p.job.name) if p.checkpoints is not None else None
         if checkpoint is not None:
@@ -48,24 +48,6 @@ class TransactionalCommitter(SimpleCommitter):
             sink.truncate(self.sink_offsets.get(sink.name, 0))
         if p.dlq is not None:
             p.dlq.truncate(self.dlq_offset)
-
-    def commit(self, batch: SourceBatch | None) -> None:
-        p = self.p
-        p.flush_sinks()
-        offsets = {}
-        for sink in p.sinks:
-            offset = sink.committed_offset()
-            assert offset is not None
-            offsets[sink.name] = offset
-        dlq_offset = p.flush_dead_letters()
-        position = batch.position if batch is not None else self.position
-        state = p.executor.snapshot()
-        self.batches += 1
-        self.save(
-            Checkpoint(position=position, sink_offsets=offsets, dlq_offset=dlq_offset, state=state)
-        )
-        self.position, self.state = position, state
-        self.sink_offsets, self.dlq_offset = offsets, dlq_offset
 
     def abort(self) -> None:
         """Undo everything since the last commit: outputs, dead letters, position, state."""

@@ -1,0 +1,197 @@
+"""KafkaSource over a scripted consumer: batches, positions, commits, rebalances."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyarrow as pa
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from tests.unit.datasource.kafka.conftest import FakeConsumer, message
+from velostream.datasource.kafka.codec import HEADERS_TYPE
+from velostream.datasource.kafka.source import KafkaSource, parse_position
+from velostream.errors import BrokerConnectionError, ConfigurationError, ErrorKind, SourceError
+
+MakeSource = Callable[..., KafkaSource]
+
+
+def test_batch_has_values_system_columns_refs_and_position(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    consumer.results = [
+        [
+            message(b'{"id": 1}', partition=0, offset=10, key=b"a", headers=[("h", b"1")]),
+            message(b"oops", partition=1, offset=4, key=b"b"),
+            message(b'{"id": 3}', partition=0, offset=11, timestamp=5),
+        ]
+    ]
+    batch = make_source().read_batch(100)
+    assert batch is not None
+    assert batch.table.schema == pa.schema(
+        [
+            ("id", pa.int64()),
+            ("_key", pa.string()),
+            ("_partition", pa.int32()),
+            ("_offset", pa.int64()),
+            ("_timestamp", pa.timestamp("ms")),
+            ("_headers", HEADERS_TYPE),
+        ]
+    )
+    rows = batch.table.to_pylist()
+    assert [(r["id"], r["_key"], r["_partition"], r["_offset"]) for r in rows] == [
+        (1, "a", 0, 10),
+        (3, None, 0, 11),
+    ]
+    assert rows[0]["_headers"] == [{"key": "h", "value": b"1"}]
+    assert [batch.refs.ref(i) for i in range(2)] == ["t/0/10", "t/0/11"]
+    assert batch.refs.raw(1) == b'{"id": 3}'
+    assert [(b.raw, b.ref, b.kind) for b in batch.bad] == [(b"oops", "t/1/4", ErrorKind.PARSE)]
+    assert batch.position == {"t-0": 12, "t-1": 5}
+    assert batch.num_records == 3
+
+
+def test_value_field_named_like_a_system_column_wins(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    consumer.results = [[message(b'{"_key": "inside", "x": 1}', key=b"outside")]]
+    batch = make_source().read_batch(10)
+    assert batch is not None and batch.table.column("_key").to_pylist() == ["inside"]
+
+
+def test_nothing_new_is_an_empty_batch_with_the_position(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source()
+    consumer.results = [[message(b'{"a": 1}', offset=3)], []]
+    source.read_batch(10)
+    empty = source.read_batch(10)
+    assert empty is not None and empty.num_records == 0
+    assert empty.table.column_names[0] == "a"
+    assert empty.position == {"t-0": 4}
+
+
+def test_client_errors_are_raised_when_nothing_arrives(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source()
+    source._errors.callback()(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    consumer.results = [[]]
+    with pytest.raises(BrokerConnectionError, match="brokers are down") as info:
+        source.read_batch(10)
+    assert info.value.stage == "source"
+    # The source stays usable: the next read carries on.
+    consumer.results = [[message(b'{"a": 1}')]]
+    batch = source.read_batch(10)
+    assert batch is not None and batch.num_records == 1
+
+
+def test_error_events_in_a_consume_are_kept_apart_from_data(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source()
+    auth = KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "not allowed")
+    consumer.results = [[message(None, error=auth)]]
+    with pytest.raises(ConfigurationError, match="not allowed"):
+        source.read_batch(10)
+
+
+def test_commit_is_synchronous_and_only_for_owned_partitions(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source(partitions={0})
+    source.commit({"t-0": 7, "t-1": 9, "other-0": 3})
+    assert consumer.commits == [{0: 7}]
+    source.commit({"t-0": 7})  # already acknowledged: nothing to send
+    assert consumer.commits == [{0: 7}]
+
+
+def test_a_commit_refused_during_a_rebalance_waits_for_the_revocation(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source()
+    consumer.commit_error = KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+    source.commit({"t-0": 5, "t-1": 6})
+    assert consumer.commits == []
+    consumer.commit_error = None
+    source._on_revoke(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
+    assert consumer.commits == [{0: 5, 1: 6}]
+    assert source.assignment == set()
+
+
+def test_other_commit_failures_are_raised(make_source: MakeSource, consumer: FakeConsumer) -> None:
+    source = make_source()
+    consumer.commit_error = KafkaException(KafkaError(KafkaError._TRANSPORT, "gone"))
+    with pytest.raises(BrokerConnectionError, match="gone") as info:
+        source.commit({"t-0": 5})
+    assert info.value.stage == "commit"
+
+
+def test_messages_of_partitions_revoked_in_the_same_consume_are_dropped(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source()
+    source.commit({"t-0": 10, "t-1": 20})
+
+    def rebalance() -> list:
+        # Fetched before the revocation; partition 1 then goes to another member,
+        # partition 0 comes back and is fetched again from its committed offset.
+        source._on_revoke(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
+        source._on_assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+        return [
+            message(b'{"a": 1}', partition=0, offset=10),
+            message(b'{"a": 2}', partition=1, offset=20),
+            message(b'{"a": 1}', partition=0, offset=11),
+            message(b'{"a": 1}', partition=0, offset=10),
+            message(b'{"a": 1}', partition=0, offset=11),
+        ]
+
+    consumer.results = [rebalance]
+    batch = source.read_batch(10)
+    assert batch is not None
+    assert [batch.refs.ref(i) for i in range(batch.table.num_rows)] == ["t/0/10", "t/0/11"]
+    assert batch.position == {"t-0": 12}
+
+
+def test_seek_rewinds_what_was_read_since_the_position(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source()
+    consumer.results = [[message(b'{"a": 1}', partition=0, offset=i) for i in range(5, 8)]]
+    source.read_batch(10)
+    consumer.results = [[message(b'{"a": 1}', partition=1, offset=i) for i in range(0, 3)]]
+    source.read_batch(10)
+    source.seek({"t-0": 6})  # partition 1 was not read at that position: back to its start
+    assert sorted(consumer.seeks) == [(0, 6), (1, 0)]
+    assert source.position == {"t-0": 6, "t-1": 0}
+    consumer.seeks.clear()
+    source.commit({"t-0": 6, "t-1": 0})
+    consumer.results = [[message(b'{"a": 1}', partition=0, offset=6)]]
+    source.read_batch(10)
+    source.seek(None)  # the last commit
+    assert consumer.seeks == [(0, 6)]
+
+
+def test_dead_letter_lookup_and_replay_decoding(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source()
+    consumer.results = [[message(b"bad", offset=3, key=b"k", headers=[("h", b"v")])]]
+    source.read_batch(10)
+    assert source.message("t/0/3") == (b"k", [("h", b"v")])
+    assert source.message("t/0/4") is None and source.message("x/0/3") is None
+    replay = source.decode_records([b'{"a": 2}', b"nope"])
+    assert replay.table.column("a").to_pylist() == [2]
+    assert [b.ref for b in replay.bad] == ["replay:2"]
+
+
+def test_close_closes_the_consumer(make_source: MakeSource, consumer: FakeConsumer) -> None:
+    make_source().close()
+    assert consumer.closed
+
+
+def test_positions_parse_only_their_topic() -> None:
+    assert parse_position({"my-topic-3": 9, "other-1": 2}, "my-topic") == {3: 9}
+    assert parse_position(None, "t") == {}
+    with pytest.raises(SourceError):
+        parse_position([1, 2], "t")
