@@ -519,8 +519,8 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
         event_time = None
     if "dlq.topic" in values:
         values.setdefault("dlq.type", "kafka")
-    dlq = check.choice("dlq.type", DLQ_TYPES, aliases={"file_sink": "file", "kafka_sink": "kafka"})
-    # dlq.type 'kafka' without dlq.topic writes to '<job>.dlq'.
+    check.choice("dlq.type", DLQ_TYPES, aliases={"file_sink": "file", "kafka_sink": "kafka"})
+    # dlq.type kafka without dlq.topic writes to the <job>.dlq topic.
     for key in values:
         if key not in _JOB_KEYS and not key.startswith("dlq."):
             warn(settings.at(key), _unknown_job_key(key))
