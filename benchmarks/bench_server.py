@@ -123,7 +123,7 @@ def _wait_healthy(client: httpx.Client, process: subprocess.Popen[bytes]) -> Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=300)
     parser.add_argument(
         "--rows-per-tick",
         type=int,

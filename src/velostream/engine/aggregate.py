@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from velostream.datasource.traits import BadRecord, SourceBatch
 from velostream.engine.core import BatchOutput, Executor, isolate_rows, with_row_numbers
 from velostream.engine.direct import picked_columns, renames
+from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
 from velostream.errors import ErrorKind, Stage
 from velostream.sql.planner import (
@@ -179,15 +180,17 @@ class AggregateExecutor(Executor):
         self._max_event_ms: int | None = None
         self._time_is_timestamp = False
         self.late_records = 0
-        # EMIT CHANGES without a time window runs on numpy when its aggregates and
-        # types allow (see `running`); decided on the first batch, kept in snapshots.
+        # Without a time window, EMIT CHANGES runs on numpy (`running`) and EMIT FINAL
+        # on Arrow's grouping (`final`) when the aggregates and types allow; decided on
+        # the first batch, kept in snapshots. Otherwise ("sql") the state is in DuckDB.
         self._running: RunningAggregates | None = None
+        self._final: FinalAggregates | None = None
         self._mode: str | None = None if self._may_run() else "sql"
         self._pending: dict[str, Any] | None = None
         self._renames = None if plan.having_sql else renames(plan.select_sql)
 
     def _may_run(self) -> bool:
-        return self._window is None and self.plan.emit == "CHANGES"
+        return self._window is None
 
     # --- SQL pieces -------------------------------------------------------------
 
@@ -253,7 +256,12 @@ class AggregateExecutor(Executor):
         if self._window is not None:
             pre, more_bad, late = self._assign_windows(pre, batch)
             bad.extend(more_bad)
-        out = self._run_changes(pre) if self._mode != "sql" else self._process_sql(pre)
+        if self._mode == "sql":
+            out = self._process_sql(pre)
+        elif self.plan.emit == "CHANGES":
+            out = self._run_changes(pre)
+        else:
+            out = self._run_final(pre)
         return BatchOutput(self._apply_limit(out), bad, late)
 
     def _process_sql(self, pre: pa.Table) -> pa.Table:
@@ -347,6 +355,20 @@ class AggregateExecutor(Executor):
             ).to_arrow_table()
         finally:
             self.con.unregister(_PRE)
+
+    def _run_final(self, pre: pa.Table) -> pa.Table:
+        """EMIT FINAL: merge the batch into the grouped partials (`final`); emits nothing."""
+        if self._final is None:
+            self._final = FinalAggregates.build(self.plan, pre.schema)
+            if self._final is None:
+                self._mode = "sql"
+                return self._process_sql(pre)
+            self._mode = "grouped"
+            if self._pending is not None:
+                self._final.restore(self._pending)
+                self._pending = None
+        self._final.add(pre)
+        return pa.table({})
 
     def _flag_distinct(self, pre: pa.Table) -> pa.Table:
         con = self.con
@@ -492,6 +514,8 @@ class AggregateExecutor(Executor):
         )
         if self._running is not None:
             state.update(self._running.snapshot())
+        elif self._final is not None:
+            state.update(self._final.snapshot())
         elif self._pending is not None:
             state.update(self._pending)
         if self._has_state:
@@ -509,12 +533,14 @@ class AggregateExecutor(Executor):
         if self._may_run():
             # (a snapshot without a mode, from before numpy ran EMIT CHANGES, is DuckDB's)
             self._mode = state.get("mode", "sql" if state.get("has_state") else None)
-            if self._mode == "running" and self._running is not None:
-                self._running.restore(state)
-            elif self._mode == "running":  # rebuilt with the next batch's types
-                self._pending = {k: v for k, v in state.items() if k.startswith("running_")}
+            fast = self._running or self._final
+            if self._mode in ("running", "grouped") and fast is not None:
+                fast.restore(state)
+            elif self._mode in ("running", "grouped"):  # rebuilt with the next batch's types
+                prefixes = ("running_", "final_")
+                self._pending = {k: v for k, v in state.items() if k.startswith(prefixes)}
             else:
-                self._running = self._pending = None
+                self._running = self._final = self._pending = None
         self._has_state = bool(state.get("has_state", False)) and _STATE in state
         tables = [_STATE, *(f"__dstate{c.index}" for c in self._distinct)]
         for name in tables:
@@ -529,6 +555,17 @@ class AggregateExecutor(Executor):
                 self.con.unregister("__restore")
 
     def finish(self) -> pa.Table | None:
+        if self._final is not None:
+            state = self._final.table()
+            self._final = FinalAggregates(self.plan, self._final.schema)
+            if state.num_rows == 0:
+                return None
+            self.con.register(_PRE, state)
+            try:
+                out = self.con.sql(self._project(_PRE, self._order())).to_arrow_table()
+            finally:
+                self.con.unregister(_PRE)
+            return self._apply_limit(out)
         if not self._has_state or self.plan.emit == "CHANGES":
             return None
         out = self.con.sql(self._project(_STATE, self._order())).to_arrow_table()

@@ -23,10 +23,11 @@ import pyarrow.compute as pc
 __all__ = ["csv_header", "encode_csv", "encode_jsonl"]
 
 _MAX_ROWS = 1 << 18  # rows per formatted slice: keeps 32-bit string offsets safe
-_PARALLEL_ROWS = 1 << 16  # a table this large is encoded in two halves at once
+_PARALLEL_ROWS = 1 << 14  # a table this large is encoded in two halves at once
 _TEXTUAL_DELIMITERS = frozenset(",;\t|")  # cannot occur in numbers, booleans or times
 _FRACTION = r"(?:(\.[0-9]*[1-9])0*|\.0+)?"
 _JSON_SPECIAL = re.compile(rb'[\x00-\x1f"\\]')
+_EXPONENT = re.compile(b"e")
 
 
 @cache
@@ -202,16 +203,20 @@ def _floats(col: pa.Array) -> pa.Array:
     with np.errstate(invalid="ignore"):
         finite = np.isfinite(values)
         integral = finite & (values == np.floor(values))
-        redo = None
+        redo = np.zeros(len(values), dtype=bool)
         if pa.types.is_float64(col.type):
             magnitude = np.abs(values)
             redo = finite & ((magnitude >= 1e16) | ((magnitude < 1e-4) & (values != 0)))
-            exponent = pc.fill_null(pc.match_substring(text, "e"), False)
-            redo |= np.asarray(exponent.to_numpy(zero_copy_only=False), dtype=bool)
+            if _has_any(text, _EXPONENT):
+                exponent = pc.fill_null(pc.match_substring(text, "e"), False)
+                redo |= np.asarray(exponent.to_numpy(zero_copy_only=False), dtype=bool)
             integral &= ~redo
-    if integral.any():
+    count = int(integral.sum())
+    if count and count > len(values) // 8:
         text = pc.if_else(integral, pc.binary_join_element_wise(text, _lit(".0"), _lit("")), text)
-    if redo is not None and redo.any():
+    elif count:  # a few whole numbers: Python spells them, with the rest to redo
+        redo |= integral
+    if redo.any():
         fixed = [repr(v) for v in values[redo].tolist()]
         text = pc.replace_with_mask(text, pa.array(redo), pa.array(fixed, pa.string()))
     return text

@@ -2,7 +2,7 @@
 
 A block is parsed once by Arrow with the stream's fixed schema. Only when that parse
 fails or its row count does not match the block's line count is the block taken
-apart (a large one as two halves, one on a worker thread): the lines are split by
+apart (a large JSON one as two halves, one on a worker thread): the lines are split by
 Arrow, lines with invalid UTF-8 are set aside, CSV is re-parsed with every column as
 text (rows with a wrong field count skipped by Arrow's handler) and each typed column
 is checked with vectorised compute (see `checks`), and JSON is re-parsed from just
@@ -79,6 +79,9 @@ class Decoded:
 class Decoder(ABC):
     """Turns a block of complete lines into a `Decoded`, with a fixed schema."""
 
+    #: Whether a large dirty block is taken apart as two halves at once.
+    halves = True
+
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self._skip_fast = 0
@@ -108,7 +111,8 @@ class Decoder(ABC):
 
     def _decode_halves(self, block: Block, n_lines: int) -> Decoded:
         """The dirty path on two halves of a large block at once (one on a worker)."""
-        middle = block.find(b"\n", len(block) // 2) + 1 if len(block) >= _HALVES_FROM else 0
+        large = self.halves and len(block) >= _HALVES_FROM
+        middle = block.find(b"\n", len(block) // 2) + 1 if large else 0
         if not 0 < middle < len(block):
             return self._decode_dirty(block, n_lines)
         first_lines = block.count(b"\n", 0, middle)
@@ -237,6 +241,11 @@ def _convert_options(schema: pa.Schema | None, *, as_text: bool = False) -> pa_c
 class CsvDecoder(Decoder):
     """CSV lines with a fixed schema; see the module docstring for the error path."""
 
+    # Two halves bring no speed here: the text parse calls back into Python for every
+    # row with a wrong field count, and the halves then wait on each other for the GIL
+    # (measured: the same wall time for a third more CPU, which the job's thread needs).
+    halves = False
+
     def __init__(self, schema: pa.Schema, delimiter: str = ",") -> None:
         super().__init__(schema)
         self.delimiter = delimiter
@@ -285,7 +294,7 @@ class CsvDecoder(Decoder):
         data: Block | pa.Buffer,
         convert: pa_csv.ConvertOptions,
         threads: bool,
-        handler: Callable[[pa_csv.InvalidRow], str],
+        handler: Callable[[pa_csv.InvalidRow], str] | None,
     ) -> pa.Table:
         buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
         try:
@@ -328,7 +337,12 @@ class CsvDecoder(Decoder):
         text: pa.Table | None = None
         row_lines: pa.Array | None = None
         lines = split_lines(block, n_lines)
-        if valid_utf8(block) and not _has_bare_cr(block):
+        plain = valid_utf8(block) and not _has_bare_cr(block)
+        if plain and b'"' not in block:
+            unquoted = self._decode_unquoted(block, lines)
+            if unquoted is not None:
+                return unquoted
+        if plain:
             text, invalid = self._parse_text(block)
             row_lines = self._row_lines(text, invalid, lines, None, errors)
         else:
@@ -343,6 +357,38 @@ class CsvDecoder(Decoder):
             text, invalid = self._parse_text(body)
             row_lines = self._row_lines(text, invalid, lines, kept, errors)
         return self._decode_line_by_line(lines, errors)
+
+    def _decode_unquoted(self, block: Block, lines: pa.Array) -> Decoded | None:
+        """Without quotes, a line's fields are its delimiters plus one: lines with a
+        wrong count are found by kernels, and the rest is parsed as text on Arrow's
+        threads. No row calls back into Python, so this runs beside a job thread that
+        is busy in Python (a callback per bad row would wait for the GIL each time).
+        None if the parse still meets a bad row.
+        """
+        width = len(self._names)
+        fields = pc.add(pc.count_substring(lines, self.delimiter), _ONE)
+        nonempty = pc.greater(pc.binary_length(lines), _ZERO)
+        wrong = pc.and_(nonempty, pc.not_equal(fields, pa.scalar(width, pa.int64())))
+        errors: dict[int, LineError] = {}
+        where = pc.indices_nonzero(wrong)
+        if len(where):
+            new = tuple.__new__
+            messages: dict[int, str] = {}
+            counts = pc.take(fields, where).to_pylist()
+            for line, got in zip(where.to_pylist(), counts, strict=True):
+                message = messages.get(got) or messages.setdefault(
+                    got, f"expected {width} fields, got {got}"
+                )
+                errors[line] = new(LineError, (line, ErrorKind.PARSE, message))
+        row_lines = pc.indices_nonzero(pc.and_(nonempty, pc.invert(wrong)))
+        body = block if len(row_lines) == len(lines) else join_lines(pc.take(lines, row_lines))
+        try:
+            text = self._parse(body, self._text, True, None)
+        except pa.ArrowInvalid:
+            return None
+        if text.num_rows != len(row_lines):
+            return None
+        return self._typed_rows(text, row_lines, lines, errors)
 
     def _parse_text(self, body: Block | pa.Buffer) -> tuple[pa.Table, list[tuple[int, int]]]:
         """Every column as text; rows with a wrong field count as (position, fields).

@@ -1,0 +1,137 @@
+"""EMIT FINAL on Arrow's grouping (`engine.final`) gives what the DuckDB path gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.unit.engine.harness import LineRefs, cut, make_job, run_job
+from tests.unit.engine.test_running import assert_same, table
+from velostream.datasource.traits import SourceBatch
+from velostream.engine import aggregate, build_executor
+from velostream.sql.model import EmitMode
+from velostream.sql.planner import plan_job
+
+QUERIES = [
+    "SELECT k, COUNT(*) AS c, COUNT(i) AS ci, SUM(i) AS si, AVG(i) AS ai FROM t GROUP BY k",
+    "SELECT k, SUM(f) AS sf, AVG(f) AS af, MIN(f) AS mnf, MAX(f) AS mxf FROM t GROUP BY k",
+    "SELECT k, g, MIN(i) AS mi, MAX(g) AS mg, MIN(ts) AS first_ts, MAX(ts) AS last_ts "
+    "FROM t GROUP BY k, g",
+    "SELECT fk, COUNT(*) AS c, SUM(f32) AS s32, MAX(f32) AS m32, MIN(f) AS mf FROM t GROUP BY fk",
+    "SELECT COUNT(*) AS c, SUM(u) AS su, SUM(i) AS si, MAX(f) AS mf FROM t",
+    "SELECT UPPER(k) AS uk, COUNT(*) + 1 AS c1, ROUND(AVG(f), 1) AS af FROM t "
+    "WHERE i IS NOT NULL GROUP BY UPPER(k) HAVING COUNT(*) > 1 ORDER BY uk DESC LIMIT 3",
+    "SELECT ts, COUNT(*) AS c FROM t GROUP BY ts",
+]
+
+
+def run_both(
+    sql: str, data: pa.Table, sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    ours = run_job(sql, data, batch_size=sizes, emit=EmitMode.FINAL)
+    assert ours.executor is not None
+    assert ours.executor._mode == "grouped"  # type: ignore[attr-defined]
+    with monkeypatch.context() as patch:
+        patch.setattr(aggregate.FinalAggregates, "build", classmethod(lambda *a: None))
+        reference = run_job(sql, data, batch_size=sizes, emit=EmitMode.FINAL)
+    assert reference.executor is not None
+    assert reference.executor._mode == "sql"  # type: ignore[attr-defined]
+    return ours.rows, reference.rows
+
+
+@pytest.mark.parametrize("sql", QUERIES)
+@pytest.mark.parametrize("sizes", [[1], [7, 3], [60]])
+def test_grouped_partials_equal_the_duckdb_path(
+    sql: str, sizes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ours, reference = run_both(sql, table(), sizes, monkeypatch)
+    assert_same(ours, reference, sql)
+
+
+def test_integer_sums_beyond_int64_stay_exact(monkeypatch: pytest.MonkeyPatch) -> None:
+    big = 2**62
+    data = pa.table(
+        {
+            "k": ["a", "a", "b", "a", "b", "a"],
+            "i": pa.array([big, big, -big, big, -big, -(2**63)], pa.int64()),
+        }
+    )
+    sql = "SELECT k, SUM(i) AS s, AVG(i) AS a FROM t GROUP BY k"
+    for sizes in ([1], [2], [6]):
+        ours, reference = run_both(sql, data, sizes, monkeypatch)
+        assert_same(ours, reference, sql)
+        assert [r["s"] for r in ours] == [3 * big - 2**63, -2 * big]
+
+
+def test_max_is_nan_once_a_nan_is_seen_and_min_skips_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    nan = float("nan")
+    data = pa.table(
+        {"k": ["a", "a", "a", "b", "b"], "f": pa.array([1.0, nan, 3.0, nan, None], pa.float64())}
+    )
+    sql = "SELECT k, MIN(f) AS lo, MAX(f) AS hi FROM t GROUP BY k"
+    for sizes in ([1], [2], [5]):
+        ours, reference = run_both(sql, data, sizes, monkeypatch)
+        assert_same(ours, reference, sql)
+        assert ours[0]["lo"] == 1.0 and ours[0]["hi"] != ours[0]["hi"]  # NaN
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT k, COUNT(DISTINCT s) AS d FROM t GROUP BY k",
+        "SELECT k, STDDEV(f) AS sd FROM t GROUP BY k",
+        "SELECT k, FIRST_VALUE(s) AS fs FROM t GROUP BY k",
+        "SELECT k, MAX(s) AS ms FROM t GROUP BY k",
+    ],
+)
+def test_aggregates_arrow_does_not_group_run_on_duckdb(sql: str) -> None:
+    run = run_job(sql, table(), batch_size=[7], emit=EmitMode.FINAL)
+    assert run.executor is not None
+    assert run.executor._mode == "sql"  # type: ignore[attr-defined]
+
+
+def test_snapshot_restore_and_a_restart_from_a_checkpoint() -> None:
+    data = table(40)
+    sql = (
+        "SELECT k, COUNT(*) AS c, SUM(i) AS si, MAX(f) AS mf, AVG(f32) AS a, MIN(g) AS mg, "
+        "MAX(ts) AS mt FROM t GROUP BY k"
+    )
+    expected = run_job(sql, data, batch_size=[6], emit=EmitMode.FINAL).rows
+    job = make_job(sql, emit=EmitMode.FINAL)
+    executor = build_executor(plan_job(job), job)
+    for number, (offset, batch) in enumerate(cut(data, [6])):
+        state = executor.snapshot()
+        executor.process(SourceBatch(batch, LineRefs(offset)))
+        executor.restore(state)  # an abort: the batch runs again
+        executor.process(SourceBatch(batch, LineRefs(offset)))
+        if number == 2:  # a restart: a new executor resumes from the checkpoint
+            checkpoint = executor.snapshot()
+            executor = build_executor(plan_job(job), job)
+            executor.restore(checkpoint)
+    final = executor.finish()
+    assert final is not None
+    assert_same(final.to_pylist(), expected, sql)
+
+
+def test_float_group_keys_join_zero_and_negative_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = pa.table({"x": pa.array(np.array([0.0, -0.0, 1.5, np.nan, np.nan, 0.0]))})
+    sql = "SELECT x, COUNT(*) AS c FROM t GROUP BY x"
+    ours, reference = run_both(sql, data, [2], monkeypatch)
+    assert_same(ours, reference, sql)
+    assert sorted(r["c"] for r in ours) == [1, 2, 3]
+
+
+def test_limit_counts_each_closed_window_row_once() -> None:
+    # windows close batch by batch; LIMIT must count every emitted row exactly once
+    data = pa.table(
+        {
+            "k": ["a", "b", "a", "b", "a", "b", "a", "b"],
+            "et": pa.array([0, 10, 1000, 1010, 2000, 2010, 3000, 3010], pa.int64()),
+        }
+    )
+    query = "SELECT k, _window_start AS ws, COUNT(*) AS c FROM t GROUP BY k WINDOW TUMBLING(et, 1s)"
+    whole = run_job(query, data, batch_size=[2]).rows
+    limited = run_job(query + " LIMIT 5", data, batch_size=[2]).rows
+    assert len(whole) == 8
+    assert limited == whole[:5]
