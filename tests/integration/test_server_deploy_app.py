@@ -154,6 +154,35 @@ def test_a_server_that_cannot_bind_runs_no_job(tmp_path: Path, launcher: Launche
         port = taken.getsockname()[1]
         server = launcher.deploy_app(app, tmp_path / "data", args=["--once", "--port", str(port)])
         code = server.wait_exit()
-    assert code != 0, server.log()
-    assert "address already in use" in server.log()
+    output = " ".join(server.log().split())
+    assert code == 1, output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in output
     assert not (tmp_path / "out").exists(), "a job ran although the server never started"
+
+
+def test_config_files_resolve_against_the_application_folder(
+    tmp_path: Path, launcher: Launcher
+) -> None:
+    """Like `velo-sql run`: `config_file` paths are relative to the .sql file, not to
+    the directory the server was started in (the test's, here)."""
+    source = write_trades(tmp_path / "trades.csv", ROWS)
+    app_dir = tmp_path / "apps" / "nested"
+    (app_dir / "conf").mkdir(parents=True)
+    (app_dir / "conf" / "trades.yaml").write_text(
+        f"type: file_source\npath: {source}\nformat: csv\n", encoding="utf-8"
+    )
+    out = tmp_path / "out" / "copy.csv"
+    app = app_dir / "app.sql"
+    app.write_text(
+        f"""-- @app: conf_app
+-- @version: 1
+CREATE STREAM conf_copy AS SELECT id, symbol FROM src EMIT CHANGES
+WITH ('src.config_file' = 'conf/trades.yaml',
+      'conf_copy.type' = 'file_sink', 'conf_copy.path' = '{out}');
+""",
+        encoding="utf-8",
+    )
+    assert not (Path.cwd() / "conf" / "trades.yaml").exists()
+    server = launcher.deploy_app(app, tmp_path / "data", args=["--once", "--processing-slots", "1"])
+    assert server.wait_exit() == 0, server.log()
+    assert read_ids(out) == list(range(ROWS))

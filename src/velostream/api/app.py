@@ -81,14 +81,17 @@ def create_app(
         # Keep the exception's headers (e.g. `Allow` on a 405).
         return _problem(exc.status_code, str(exc.detail), str(exc.detail), exc.headers)
 
+    # The observability endpoints are `async`: they run on the event loop, with no hand-off
+    # to a worker thread, which under busy jobs means a wait for the GIL each way. They
+    # only take short in-memory locks.
     @app.get("/metrics", response_class=Response, tags=["observability"])
-    def get_metrics(request: Request) -> Response:
+    async def get_metrics(request: Request) -> Response:
         """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
         body, content_type = metrics.exposition(request.headers.get("accept"))
         return Response(content=body, media_type=content_type)
 
     @app.get("/health", tags=["observability"], response_model=None, responses={503: _CRITICAL})
-    def health() -> dict[str, Any] | JSONResponse:
+    async def health() -> dict[str, Any] | JSONResponse:
         """Liveness with the job summary; 503 when a job has failed (critical)."""
         jobs = server.summary() if server is not None else {}
         critical = jobs.get("failed", 0) > 0
@@ -106,14 +109,14 @@ def create_app(
         return JSONResponse(doc, status_code=503) if critical else doc
 
     @app.get("/ready", tags=["observability"], response_model=None, responses={503: _NOT_READY})
-    def ready() -> dict[str, Any] | JSONResponse:
+    async def ready() -> dict[str, Any] | JSONResponse:
         """Ready to take work (503 while shutting down)."""
         if server is not None and not server.accepting:
             return JSONResponse({"ready": False}, status_code=503)
         return {"ready": True}
 
     @app.get("/errors", tags=["errors"], response_model=None, responses=problem_responses(400, 422))
-    def errors(
+    async def errors(
         job: str | None = None,
         stage: str | None = None,
         since: Annotated[float | None, Query(description="Unix time; groups seen since")] = None,
@@ -135,7 +138,7 @@ def create_app(
         }
 
     @app.get("/errors/recent", tags=["errors"], responses=problem_responses(422))
-    def errors_recent(job: str | None = None) -> dict[str, Any]:
+    async def errors_recent(job: str | None = None) -> dict[str, Any]:
         """The rolling buffer, newest first (the server's, or one job's)."""
         buffer = metrics.buffer if job is None else metrics.job_buffer(job)
         if buffer is None:
@@ -154,7 +157,7 @@ def create_app(
         tags=["errors"],
         responses=problem_responses(422),
     )
-    def errors_report(job: str | None = None) -> str:
+    async def errors_report(job: str | None = None) -> str:
         """The seed's text report."""
         buffer = metrics.buffer if job is None else metrics.job_buffer(job)
         return buffer.format_for_report() if buffer is not None else "No errors recorded"

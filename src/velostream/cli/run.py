@@ -19,9 +19,8 @@ from velostream.observability.manager import ObservabilityManager
 from velostream.server.processors.dlq import FileDeadLetterQueue
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.processor import JobProcessor, JobStats
+from velostream.sql.check import check_application
 from velostream.sql.model import Application, JobSpec
-from velostream.sql.parser import parse_application
-from velostream.sql.planner import PlanError, plan_job
 
 __all__ = ["JobRun", "load_application", "run_application", "validate_application"]
 
@@ -43,23 +42,11 @@ class JobRun:
 
 def load_application(path: Path) -> Application:
     """Parse and plan an application file; raises VelostreamError listing every problem."""
-    from velostream.errors import SqlValidationError
-
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise VelostreamError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    app = parse_application(text, base_dir=path.parent, source_name=str(path))
-    problems = []
-    for index, job in enumerate(app.jobs, start=1):
-        try:
-            plan_job(job)
-        except PlanError as exc:
-            pos = job.select_position
-            problems.append(f"statement {index} ({job.name}) at {pos}: {exc}")
-    if problems:
-        raise SqlValidationError(f"{path}: {len(problems)} problem(s) found", problems=problems)
-    return app
+    return check_application(text, base_dir=path.parent, source_name=str(path))
 
 
 def validate_application(path: Path) -> Application:

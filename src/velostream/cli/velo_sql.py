@@ -7,10 +7,12 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -56,6 +58,15 @@ DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="VELO_DATA_DIR", help="checkpoints and dead letters")
 ]
 MaxJobs = Annotated[int, typer.Option("--max-jobs", envvar="VELO_MAX_JOBS")]
+ProcessingSlots = Annotated[
+    int | None,
+    typer.Option(
+        "--processing-slots",
+        envvar="VELO_PROCESSING_SLOTS",
+        min=1,
+        help="jobs processing a batch at once (default: the CPU count)",
+    ),
+]
 Insecure = Annotated[
     bool, typer.Option("--insecure", help="allow a non-loopback bind without VELO_API_TOKEN")
 ]
@@ -64,42 +75,59 @@ ShutdownDeadline = Annotated[
 ]
 
 
-def _serve(
-    *,
-    host: str,
-    port: int,
-    data_dir: Path,
-    max_jobs: int,
-    insecure: bool,
-    shutdown_deadline: float,
-    log: tuple[str, str, str | None, str | None],
-    application: Path | None = None,
-    once: bool = False,
-) -> int:
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    """What `velo-sql server` and `velo-sql deploy-app` share."""
+
+    host: str
+    port: int
+    data_dir: Path
+    max_jobs: int
+    processing_slots: int | None
+    insecure: bool
+    shutdown_deadline: float
+    log_level: str
+    log_format: str
+    log_file: str | None
+    log_syslog: str | None
+
+
+def _serve(options: ServeOptions, application: Path | None = None, once: bool = False) -> int:
     """Run the job server until SIGTERM/SIGINT (or, with `once`, until its jobs end)."""
     from velostream.api.app import create_app
     from velostream.server.stream_job_server import StreamJobServer
 
-    level, fmt, file, syslog = log
+    host, port, data_dir = options.host, options.port, options.data_dir
+    fmt = options.log_format
     if fmt not in ("text", "json"):
         raise typer.BadParameter(f"unknown log format {fmt!r}; valid: text, json")
     token = os.environ.get("VELO_API_TOKEN") or None
-    if not _is_loopback(host) and token is None and not insecure:
+    if not _is_loopback(host) and token is None and not options.insecure:
         Console(stderr=True).print(
             f"[red]refusing to bind {host}: a non-loopback address needs VELO_API_TOKEN "
             "(or --insecure to accept an unauthenticated API)[/red]"
         )
         return 2
-    configure_logging(level, fmt, file, syslog=syslog)  # type: ignore[arg-type]
+    configure_logging(
+        options.log_level,
+        fmt,  # type: ignore[arg-type]
+        options.log_file,
+        syslog=options.log_syslog,
+    )
     data_dir.mkdir(parents=True, exist_ok=True)
     observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
     observability.initialize()
-    jobs = StreamJobServer(observability, data_dir, max_jobs=max_jobs)
+    jobs = StreamJobServer(
+        observability,
+        data_dir,
+        max_jobs=options.max_jobs,
+        processing_slots=options.processing_slots,
+    )
 
     forced: list[str] = []
 
     def stop_jobs() -> None:
-        forced.extend(jobs.shutdown(shutdown_deadline))
+        forced.extend(jobs.shutdown(options.shutdown_deadline))
         if forced:
             _log.error("forced to abandon jobs at shutdown: %s", ", ".join(forced))
 
@@ -109,38 +137,59 @@ def _serve(
     )
     http = _GracefulServer(config)
     outcome = {"code": 0}
-
-    if application is not None:
-
-        def deploy_then_wait() -> None:
-            # Not before the API listens: a server that cannot bind must not have run jobs.
-            while not http.started:
-                if http.should_exit:
-                    return
-                time.sleep(0.02)
+    try:
+        # Bound before any job runs (a server that cannot listen must not run jobs);
+        # listening before the application is deployed, so that a client that connects
+        # at once is answered once the jobs exist.
+        sock = _listen(host, port)
+    except OSError as exc:
+        Console(stderr=True).print(
+            f"[red]cannot listen on {host}:{port}: {escape(exc.strerror or str(exc))}[/red]"
+        )
+        observability.shutdown()
+        return 1
+    try:
+        if application is not None:
             try:
                 names = jobs.deploy(
-                    application.read_text(encoding="utf-8"), source_name=str(application)
+                    application.read_text(encoding="utf-8"),
+                    source_name=str(application),
+                    base_dir=application.parent,
                 )
-                _log.info("deployed %s", ", ".join(names))
             except (OSError, VelostreamError) as exc:
                 _print_problems(Console(stderr=True), exc)
-                outcome["code"] = 1
-                http.should_exit = True
-                return
+                return 1
+            _log.info("deployed %s", ", ".join(names))
             if once:
-                outcome["code"] = _run_once(jobs, names, observability)
-                http.should_exit = True
 
-        threading.Thread(target=deploy_then_wait, name="deploy-app", daemon=True).start()
-    _log.info("velo-sql server on http://%s:%d (data dir %s)", host, port, data_dir)
-    try:
-        http.run()
+                def wait_then_exit() -> None:
+                    outcome["code"] = _run_once(jobs, names, observability)
+                    http.should_exit = True
+
+                threading.Thread(target=wait_then_exit, name="deploy-app", daemon=True).start()
+        _log.info("velo-sql server on http://%s:%d (data dir %s)", host, port, data_dir)
+        http.run(sockets=[sock])
     finally:
+        sock.close()
         observability.shutdown()
     if forced:
         _exit_now(outcome["code"])
     return outcome["code"]
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv6 when the host is an IPv6 address)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def _exit_now(code: int) -> None:
@@ -242,6 +291,7 @@ def server(
     port: Port = 8080,
     data_dir: DataDir = Path("./velo-data"),
     max_jobs: MaxJobs = 100,
+    processing_slots: ProcessingSlots = None,
     insecure: Insecure = False,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
@@ -250,16 +300,7 @@ def server(
     log_syslog: LogSyslog = None,
 ) -> None:
     """Start the job server: the HTTP API, /metrics and the jobs deployed to it."""
-    code = _serve(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        max_jobs=max_jobs,
-        insecure=insecure,
-        shutdown_deadline=shutdown_deadline,
-        log=(log_level, log_format, log_file, log_syslog),
-    )
-    raise typer.Exit(code)
+    raise typer.Exit(_serve(ServeOptions(**locals())))
 
 
 @app.command("deploy-app")
@@ -270,6 +311,7 @@ def deploy_app(
     port: Port = 8080,
     data_dir: DataDir = Path("./velo-data"),
     max_jobs: MaxJobs = 100,
+    processing_slots: ProcessingSlots = None,
     insecure: Insecure = False,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
@@ -278,18 +320,8 @@ def deploy_app(
     log_syslog: LogSyslog = None,
 ) -> None:
     """Start a server with one application deployed (`--once`: run it to completion)."""
-    code = _serve(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        max_jobs=max_jobs,
-        insecure=insecure,
-        shutdown_deadline=shutdown_deadline,
-        log=(log_level, log_format, log_file, log_syslog),
-        application=file,
-        once=once,
-    )
-    raise typer.Exit(code)
+    options = {k: v for k, v in locals().items() if k not in ("file", "once")}
+    raise typer.Exit(_serve(ServeOptions(**options), application=file, once=once))
 
 
 def _print_problems(console: Console, exc: Exception) -> None:

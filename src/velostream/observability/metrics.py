@@ -13,14 +13,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from prometheus_client import (
     CollectorRegistry,
-    Counter,
     Gauge,
     GCCollector,
-    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
@@ -39,6 +37,16 @@ from velostream.observability.error_tracker import (
     ErrorMessageBuffer,
     ErrorStats,
 )
+from velostream.observability.job_metrics import (
+    BATCH_DURATION_BUCKETS,
+    DLQ_RECORDS,
+    DLQ_WRITE_FAILURES,
+    JOB_STATUSES,
+    RECORDS_FAILED,
+    RECORDS_IN,
+    RECORDS_OUT,
+    JobFamilies,
+)
 from velostream.observability.logging import LogThrottle
 from velostream.observability.user_metrics import UserMetrics
 
@@ -50,8 +58,6 @@ __all__ = [
     "RecordedError",
 ]
 
-JOB_STATUSES: tuple[str, ...] = ("starting", "running", "paused", "completed", "stopped", "failed")
-BATCH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A label value is not a log line: long messages are cut (the catalog keeps the text).
 MAX_MESSAGE_LABEL_CHARS = 300
 _UNATTRIBUTED_JOB = ""
@@ -193,6 +199,22 @@ class _ErrorCounts(Collector):
         yield last
 
 
+class _Tee(CollectorRegistry):
+    """A registry whose collectors are also registered in `also` (the public one)."""
+
+    def __init__(self, also: CollectorRegistry) -> None:
+        super().__init__()
+        self._also = also
+
+    def register(self, collector: Collector) -> None:
+        super().register(collector)
+        self._also.register(collector)
+
+    def unregister(self, collector: Collector) -> None:
+        super().unregister(collector)
+        self._also.unregister(collector)
+
+
 class MetricsProvider:
     """Error tracking (buffer + catalog) and every Prometheus family of the server."""
 
@@ -208,6 +230,8 @@ class MetricsProvider:
         log_throttle: LogThrottle | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # What `exposition` renders through prometheus_client: all but the job families.
+        self._rest = _Tee(self.registry)
         self.buffer = ErrorMessageBuffer(buffer_capacity)
         self.catalog = ErrorCatalog(catalog_capacity)
         self._buffer_capacity = buffer_capacity
@@ -216,9 +240,7 @@ class MetricsProvider:
             self.buffer.set_deployment_context(deployment_context)
         self._lock = threading.Lock()
         self._job_buffers: dict[str, ErrorMessageBuffer] = {}
-        self._job_children: dict[str, dict[str, Any]] = {}
-        self._job_status: dict[str, str] = {}
-        r = self.registry
+        r = self._rest
 
         self.unique_error_types = Gauge(
             "velo_unique_error_types", "Distinct error groups (fingerprints) tracked", registry=r
@@ -235,34 +257,8 @@ class MetricsProvider:
         r.register(self.user_metrics)
         r.register(_BufferedMessagesCollector(self.buffer))
 
-        self.job_records_in = Counter(
-            "velo_job_records_in", "Records read by a job", ["job"], registry=r
-        )
-        self.job_records_out = Counter(
-            "velo_job_records_out", "Records written by a job", ["job"], registry=r
-        )
-        self.job_records_failed = Counter(
-            "velo_job_records_failed", "Records that failed in a job", ["job"], registry=r
-        )
-        self.dlq_records = Counter(
-            "velo_dlq_records", "Records written to a job's dead-letter queue", ["job"], registry=r
-        )
-        self.dlq_write_failures = Counter(
-            "velo_dlq_write_failures", "Failed dead-letter writes", ["job"], registry=r
-        )
-        self.job_status = Gauge(
-            "velo_job_status",
-            "1 for a job's current state, 0 otherwise",
-            ["job", "status"],
-            registry=r,
-        )
-        self.job_batch_duration = Histogram(
-            "velo_job_batch_duration_seconds",
-            "Time to process one micro-batch",
-            ["job"],
-            buckets=BATCH_DURATION_BUCKETS,
-            registry=r,
-        )
+        self.jobs = JobFamilies()
+        self.registry.register(self.jobs)  # rendered apart by `exposition`, see job_metrics
         self.active_jobs = Gauge("velo_active_jobs", "Jobs deployed and not finished", registry=r)
         self.build_info = Gauge(
             "velo_build_info",
@@ -328,9 +324,10 @@ class MetricsProvider:
         """The scrape body and its content type for an HTTP Accept header."""
         self.sync_error_metrics()
         if accept and "application/openmetrics-text" in accept:
-            body: bytes = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
-            return body, OPENMETRICS_TYPE
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            rest: bytes = generate_openmetrics(self._rest)  # type: ignore[no-untyped-call]
+            jobs = self.jobs.render(openmetrics=True).encode()
+            return rest.removesuffix(b"# EOF\n") + jobs + b"# EOF\n", OPENMETRICS_TYPE
+        return generate_latest(self._rest) + self.jobs.render().encode(), CONTENT_TYPE_LATEST
 
     # --- attributed errors ----------------------------------------------------
 
@@ -390,70 +387,43 @@ class MetricsProvider:
                 self._job_buffers[job] = buf
         return buf
 
-    def _child(self, metric: Any, job: str) -> Any:
-        per_job = self._job_children.get(job)
-        if per_job is None:
-            with self._lock:
-                per_job = self._job_children.setdefault(job, {})
-        child = per_job.get(metric._name)
-        if child is None:
-            child = metric.labels(job)
-            per_job[metric._name] = child
-        return child
-
     # --- job-level families -----------------------------------------------------
 
     def add_records_in(self, job: str, n: int = 1) -> None:
         if n:
-            self._child(self.job_records_in, job).inc(n)
+            self.jobs.add(job, RECORDS_IN, n)
 
     def add_records_out(self, job: str, n: int = 1) -> None:
         if n:
-            self._child(self.job_records_out, job).inc(n)
+            self.jobs.add(job, RECORDS_OUT, n)
 
     def add_records_failed(self, job: str, n: int = 1) -> None:
         if n:
-            self._child(self.job_records_failed, job).inc(n)
+            self.jobs.add(job, RECORDS_FAILED, n)
 
     def add_dlq_records(self, job: str, n: int = 1) -> None:
         if n:
-            self._child(self.dlq_records, job).inc(n)
+            self.jobs.add(job, DLQ_RECORDS, n)
 
     def add_dlq_write_failure(self, job: str) -> None:
-        self._child(self.dlq_write_failures, job).inc()
+        self.jobs.add(job, DLQ_WRITE_FAILURES)
 
     def observe_batch(self, job: str, seconds: float) -> None:
-        self._child(self.job_batch_duration, job).observe(seconds)
+        self.jobs.observe_batch(job, seconds)
 
     def set_job_status(self, job: str, status: str) -> None:
         """Mark `status` as the job's current state (a Prometheus state set)."""
-        if status not in JOB_STATUSES:
-            raise ValueError(f"unknown job status {status!r}; valid: {', '.join(JOB_STATUSES)}")
         with self._lock:
-            self._job_status[job] = status
-            for s in JOB_STATUSES:
-                self.job_status.labels(job, s).set(1 if s == status else 0)
+            self.jobs.set_status(job, status)
             self.active_jobs.set(self._count_active())
 
     def _count_active(self) -> int:
-        return sum(1 for st in self._job_status.values() if st in _ACTIVE_STATUSES)
+        return sum(1 for _, st in self.jobs.statuses() if st in _ACTIVE_STATUSES)
 
     def remove_job(self, job: str) -> None:
         """Drop every series and buffer of an undeployed job."""
         with self._lock:
-            for metric in (
-                self.job_records_in,
-                self.job_records_out,
-                self.job_records_failed,
-                self.dlq_records,
-                self.dlq_write_failures,
-                self.job_batch_duration,
-            ):
-                metric.remove(job)
-            self._job_children.pop(job, None)
-            for s in JOB_STATUSES:
-                self.job_status.remove(job, s)
-            self._job_status.pop(job, None)
+            self.jobs.remove(job)
             self._job_buffers.pop(job, None)
             self.active_jobs.set(self._count_active())
         self.catalog.remove_job(job)
@@ -461,5 +431,4 @@ class MetricsProvider:
         self.user_metrics.remove_job(job)
 
     def job_statuses(self) -> Iterator[tuple[str, str]]:
-        with self._lock:
-            yield from list(self._job_status.items())
+        yield from self.jobs.statuses()

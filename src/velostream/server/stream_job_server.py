@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,6 @@ from velostream.errors import (
     ConfigurationError,
     JobStateError,
     ResourceExhaustedError,
-    SqlValidationError,
     Stage,
     VelostreamError,
 )
@@ -41,9 +41,8 @@ from velostream.server.processors.dlq import DeadLetter, FileDeadLetterQueue
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.failure import BatchFailedError
 from velostream.server.processors.processor import JobProcessor
+from velostream.sql.check import check_application
 from velostream.sql.model import Application, ConnectorConfig, JobSpec
-from velostream.sql.parser import parse_application
-from velostream.sql.planner import PlanError, plan_job
 
 
 def _sink_properties(job: JobSpec, sink: ConnectorConfig) -> dict[str, str]:
@@ -121,34 +120,35 @@ class StreamJobServer:
         data_dir: Path,
         *,
         max_jobs: int = DEFAULT_MAX_JOBS,
+        processing_slots: int | None = None,
     ) -> None:
+        """`processing_slots`: how many jobs process a batch at the same time (default:
+        the CPU count); the others wait with their batch read. Python runs one thread at
+        a time, so more would only make every job, and the API, wait longer."""
         self.observability = observability
         self.metrics = observability.require_metrics()
         self.data_dir = data_dir
         self.max_jobs = max_jobs
         self.checkpoints = CheckpointStore(data_dir / "checkpoints")
+        self.processing_slots = max(1, processing_slots or os.cpu_count() or 2)
+        self._slots = threading.BoundedSemaphore(self.processing_slots)
         self._jobs: dict[str, JobHandle] = {}
         self._lock = threading.RLock()
         self._accepting = True
 
     # --- deploy ---------------------------------------------------------------
 
-    def validate(self, sql: str, *, source_name: str = "<api>") -> Application:
-        """Parse and plan an application; raise SqlValidationError with every problem."""
-        app = parse_application(sql, base_dir=Path.cwd(), source_name=source_name)
-        problems = []
-        for index, job in enumerate(app.jobs, start=1):
-            try:
-                plan_job(job)
-            except PlanError as exc:
-                problems.append(f"statement {index} ({job.name}) at {job.select_position}: {exc}")
-        if problems:
-            found = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
-            raise SqlValidationError(
-                f"{source_name}: {found} found:\n" + "\n".join(f"  {p}" for p in problems),
-                problems=problems,
-            )
-        return app
+    def validate(
+        self, sql: str, *, source_name: str = "<api>", base_dir: Path | None = None
+    ) -> Application:
+        """Parse and plan an application; raise SqlValidationError with every problem.
+
+        `base_dir` resolves relative `config_file` paths (default: the server's working
+        directory; `deploy-app` passes the application file's folder).
+        """
+        return check_application(
+            sql, base_dir=Path.cwd() if base_dir is None else base_dir, source_name=source_name
+        )
 
     def _refuse(self, job: str | None, exc: VelostreamError) -> VelostreamError:
         """Record a refused deployment as a `deploy` error; return `exc` to raise.
@@ -164,12 +164,14 @@ class StreamJobServer:
         ErrorTracker.record_error(self.observability, owner, message, stage=Stage.DEPLOY, exc=exc)
         return exc
 
-    def deploy(self, sql: str, *, source_name: str = "<api>") -> list[str]:
+    def deploy(
+        self, sql: str, *, source_name: str = "<api>", base_dir: Path | None = None
+    ) -> list[str]:
         """Deploy every job of an application, or none; return the job names."""
         if not self._accepting:
             raise ResourceExhaustedError("the server is shutting down; not accepting jobs")
         try:
-            app = self.validate(sql, source_name=source_name)
+            app = self.validate(sql, source_name=source_name, base_dir=base_dir)
         except VelostreamError as exc:
             raise self._refuse(None, exc) from None
         with self._lock:
@@ -228,6 +230,7 @@ class StreamJobServer:
             app_name=app.name,
             checkpoints=self.checkpoints,
             dlq=dlq,
+            slots=self._slots,
         )
         return JobHandle(
             spec=job, app=app, sql=sql, machine=StateMachine(job.name), processor=processor
@@ -452,10 +455,11 @@ class StreamJobServer:
         return self._accepting
 
     def summary(self) -> dict[str, int]:
+        """Jobs per state. Without the server lock (a deploy may hold it for long):
+        copying the values of a dict is one step under the GIL."""
         counts: dict[str, int] = {s.value: 0 for s in JobState}
-        with self._lock:
-            for handle in self._jobs.values():
-                counts[handle.state.value] += 1
+        for handle in tuple(self._jobs.values()):
+            counts[handle.state.value] += 1
         return counts
 
     def wait_idle(self, timeout: float | None = None) -> bool:

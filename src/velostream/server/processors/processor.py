@@ -11,6 +11,7 @@ when they are committed. Each attempt's errors are recorded, since each happened
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -125,6 +126,7 @@ class JobProcessor:
         dlq: DeadLetterQueue | None = None,
         executor: Executor | None = None,
         batch_size: int | None = None,
+        slots: threading.Semaphore | None = None,
     ) -> None:
         self.job = job
         self.app_name = app_name
@@ -137,6 +139,8 @@ class JobProcessor:
         self.policy = FailurePolicy.for_job(job)
         self.checkpoints = checkpoints
         self.dlq = dlq
+        # Shared by the server's jobs: how many process a batch at once (see `_attempt`).
+        self._slots = slots or contextlib.nullcontext()
         self.stats = JobStats()
         self.stopped = False
         self.stop_reason: str | None = None
@@ -370,22 +374,26 @@ class JobProcessor:
         if first:
             self.stats.records_in += batch.num_records
             self.metrics.add_records_in(job, batch.num_records)
-        try:
-            # A batch of only bad records may come before any schema is known.
-            output = (
-                self.executor.process(batch)
-                if batch.table.num_rows
-                else BatchOutput(batch.table.slice(0, 0))
-            )
-        except Exception as exc:
-            self.record_error(Stage.PROCESS, str(exc) or type(exc).__name__, exc=exc)
-            raise
-        bad = [*batch.bad, *output.bad, *output.late]
-        if first:
-            self.stats.late_records += len(output.late)
-        if bad:
-            self._handle_bad(bad, count=first)
-        written = self._write(output.table)
+        # A processing slot bounds how many job threads compute at once (the commit,
+        # mostly fsync, is outside it): with 50 busy jobs the API thread would otherwise
+        # wait for the GIL behind all of them.
+        with self._slots:
+            try:
+                # A batch of only bad records may come before any schema is known.
+                output = (
+                    self.executor.process(batch)
+                    if batch.table.num_rows
+                    else BatchOutput(batch.table.slice(0, 0))
+                )
+            except Exception as exc:
+                self.record_error(Stage.PROCESS, str(exc) or type(exc).__name__, exc=exc)
+                raise
+            bad = [*batch.bad, *output.bad, *output.late]
+            if first:
+                self.stats.late_records += len(output.late)
+            if bad:
+                self._handle_bad(bad, count=first)
+            written = self._write(output.table)
         self.committer.commit(batch)
         self._count_out(written)
         self.metrics.observe_batch(job, time.perf_counter() - started)

@@ -1,0 +1,181 @@
+"""The per-job families, kept in plain Python and rendered straight to exposition text.
+
+Records in/out/failed, dead letters, DLQ write failures, the job status state set
+and the batch duration histogram: with 50 jobs these are ~1,250 samples. Formatting
+them through prometheus_client's generic exposition costs ~8 µs a sample — about
+10 ms of every scrape, under the GIL the busy jobs compete for, so a scrape took
+hundreds of milliseconds. Here each job's label is escaped once and a scrape is string
+joins (~0.5 ms for 50 jobs). `collect()` hands the same families to a registry, so
+`get_sample_value` and any other exporter see them as usual.
+
+Every series of a job exists from its first update (counters start at 0, so `rate()`
+and `increase()` work from the first scrape). `_created` samples are rendered in the
+OpenMetrics format only, where they belong.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+__all__ = ["BATCH_DURATION_BUCKETS", "JOB_STATUSES", "JobFamilies"]
+
+JOB_STATUSES: tuple[str, ...] = ("starting", "running", "paused", "completed", "stopped", "failed")
+BATCH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+# (family name without `_total`, help): the counters, in the order of `_Series.counts`.
+COUNTERS: tuple[tuple[str, str], ...] = (
+    ("velo_job_records_in", "Records read by a job"),
+    ("velo_job_records_out", "Records written by a job"),
+    ("velo_job_records_failed", "Records that failed in a job"),
+    ("velo_dlq_records", "Records written to a job's dead-letter queue"),
+    ("velo_dlq_write_failures", "Failed dead-letter writes"),
+)
+RECORDS_IN, RECORDS_OUT, RECORDS_FAILED, DLQ_RECORDS, DLQ_WRITE_FAILURES = range(len(COUNTERS))
+STATUS = ("velo_job_status", "1 for a job's current state, 0 otherwise")
+BATCH_DURATION = ("velo_job_batch_duration_seconds", "Time to process one micro-batch")
+_LE = [*(repr(float(b)) for b in BATCH_DURATION_BUCKETS), "+Inf"]
+
+
+def escape_label_value(value: str) -> str:
+    """A label value as the text formats quote it."""
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class _Series:
+    """One job's values; `label` is its `job="..."` text, escaped once."""
+
+    __slots__ = ("buckets", "count", "counts", "created", "label", "status", "sum")
+
+    def __init__(self, job: str) -> None:
+        self.label = f'job="{escape_label_value(job)}"'
+        self.counts = [0] * len(COUNTERS)
+        self.created = time.time()
+        self.buckets = [0] * (len(BATCH_DURATION_BUCKETS) + 1)  # per bucket; the last is +Inf
+        self.sum = 0.0
+        self.count = 0
+        self.status: str | None = None
+
+
+class JobFamilies(Collector):
+    """Thread-safe per-job series with a fast exposition (`render`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Series] = {}
+
+    def _series(self, job: str) -> _Series:
+        series = self._jobs.get(job)
+        if series is None:
+            series = self._jobs[job] = _Series(job)
+        return series
+
+    def add(self, job: str, counter: int, n: int = 1) -> None:
+        """Add `n` to one of the COUNTERS (by index) of `job`."""
+        if n < 0:
+            raise ValueError("counters only go up")
+        with self._lock:
+            self._series(job).counts[counter] += n
+
+    def observe_batch(self, job: str, seconds: float) -> None:
+        index = bisect.bisect_left(BATCH_DURATION_BUCKETS, seconds)
+        with self._lock:
+            series = self._series(job)
+            series.buckets[index] += 1
+            series.sum += seconds
+            series.count += 1
+
+    def set_status(self, job: str, status: str) -> None:
+        if status not in JOB_STATUSES:
+            raise ValueError(f"unknown job status {status!r}; valid: {', '.join(JOB_STATUSES)}")
+        with self._lock:
+            self._series(job).status = status
+
+    def statuses(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(job, s.status) for job, s in self._jobs.items() if s.status is not None]
+
+    def remove(self, job: str) -> None:
+        with self._lock:
+            self._jobs.pop(job, None)
+
+    # --- exposition -------------------------------------------------------------
+
+    def render(self, *, openmetrics: bool = False) -> str:
+        """The families in the Prometheus text format (or OpenMetrics, without `# EOF`)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+            lines: list[str] = []
+            for index, (name, help_text) in enumerate(COUNTERS):
+                family = name if openmetrics else f"{name}_total"
+                lines += (f"# HELP {family} {help_text}", f"# TYPE {family} counter")
+                for s in jobs:
+                    lines.append(f"{name}_total{{{s.label}}} {float(s.counts[index])!r}")
+                    if openmetrics:
+                        lines.append(f"{name}_created{{{s.label}}} {s.created!r}")
+            name, help_text = STATUS
+            lines += (f"# HELP {name} {help_text}", f"# TYPE {name} gauge")
+            for s in jobs:
+                if s.status is not None:
+                    lines += (
+                        f'{name}{{{s.label},status="{st}"}} {"1.0" if st == s.status else "0.0"}'
+                        for st in JOB_STATUSES
+                    )
+            name, help_text = BATCH_DURATION
+            lines += (f"# HELP {name} {help_text}", f"# TYPE {name} histogram")
+            for s in jobs:
+                cumulative = 0
+                for le, n in zip(_LE, s.buckets, strict=True):
+                    cumulative += n
+                    lines.append(f'{name}_bucket{{{s.label},le="{le}"}} {float(cumulative)!r}')
+                lines.append(f"{name}_count{{{s.label}}} {float(s.count)!r}")
+                lines.append(f"{name}_sum{{{s.label}}} {s.sum!r}")
+                if openmetrics:
+                    lines.append(f"{name}_created{{{s.label}}} {s.created!r}")
+        lines.append("")
+        return "\n".join(lines)
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families({})
+
+    def collect(self) -> Iterable[Metric]:
+        with self._lock:
+            snapshot = {
+                job: (list(s.counts), s.created, list(s.buckets), s.sum, s.status)
+                for job, s in self._jobs.items()
+            }
+        return self._families(snapshot)
+
+    @staticmethod
+    def _families(
+        snapshot: dict[str, tuple[list[int], float, list[int], float, str | None]],
+    ) -> Iterator[Metric]:
+        for index, (name, help_text) in enumerate(COUNTERS):
+            counter = CounterMetricFamily(name, help_text, labels=["job"])
+            for job, (counts, created, _, _, _) in snapshot.items():
+                counter.add_metric([job], counts[index], created=created)
+            yield counter
+        status = GaugeMetricFamily(*STATUS, labels=["job", "status"])
+        for job, (_, _, _, _, current) in snapshot.items():
+            if current is not None:
+                for st in JOB_STATUSES:
+                    status.add_metric([job, st], 1 if st == current else 0)
+        yield status
+        histogram = HistogramMetricFamily(*BATCH_DURATION, labels=["job"])
+        for job, (_, _, buckets, total, _) in snapshot.items():
+            cumulative, pairs = 0, []
+            for le, n in zip(_LE, buckets, strict=True):
+                cumulative += n
+                pairs.append((le, float(cumulative)))
+            histogram.add_metric([job], pairs, total, timestamp=None)
+        yield histogram
