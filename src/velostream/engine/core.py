@@ -23,11 +23,13 @@ from velostream.errors import ErrorKind, QueryExecutionError, Stage, classify
 from velostream.sql.planner import BATCH, ROW, QueryPlan
 
 __all__ = [
+    "SYSTEM_COLUMNS",
     "BatchOutput",
     "Executor",
     "StatelessExecutor",
     "isolate_rows",
     "sandboxed_connection",
+    "star",
 ]
 
 # DuckDB errors caused by a row's data; anything else is the query's own fault.
@@ -246,13 +248,32 @@ def _bisect(executor: Executor, table: pa.Table, query: str) -> dict[int, tuple[
     return out
 
 
+# Not part of `SELECT *` (SQL.md); a query that wants one names it.
+SYSTEM_COLUMNS = (
+    "_event_time",
+    "_timestamp",
+    "_key",
+    "_partition",
+    "_offset",
+    "_headers",
+    "_window_start",
+    "_window_end",
+)
+
+
+def star(*internal: str) -> str:
+    """`*` for a select list: every column but the system ones and `internal`."""
+    names = ", ".join(f"'{name}'" for name in (*SYSTEM_COLUMNS, *internal))
+    return f"COLUMNS(lambda c: c NOT IN ({names}))"
+
+
 class StatelessExecutor(Executor):
     """Projection and WHERE, batch by batch; rows keep their input order."""
 
     def __init__(self, plan: QueryPlan, con: duckdb.DuckDBPyConnection | None = None) -> None:
         super().__init__(plan, con)
         where = f" WHERE {plan.where_sql}" if plan.where_sql else ""
-        items = ", ".join(f"* EXCLUDE ({ROW})" if item == "*" else item for item in plan.select_sql)
+        items = ", ".join(star(ROW) if item == "*" else item for item in plan.select_sql)
         # preserve_insertion_order (on) keeps input order without a sort.
         self._query = f"SELECT {items} FROM {BATCH}{where}"
 

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from velostream.datasource.traits import SourceBatch
-from velostream.engine.core import BatchOutput, Executor, isolate_rows, with_row_numbers
+from velostream.engine.core import BatchOutput, Executor, isolate_rows, star, with_row_numbers
 from velostream.sql.planner import BATCH, ROW, QueryPlan, RowWindowCall
 
 __all__ = ["RowWindowExecutor"]
@@ -190,11 +190,8 @@ class RowWindowExecutor(Executor):
                 "CREATE OR REPLACE TEMP TABLE __computed AS SELECT *, "
                 f"{', '.join(cols + ready_cols)} FROM {source}"
             )
-            internal = self._internal_columns(carried)
-            items = ", ".join(
-                f"* EXCLUDE ({ROW}, {_SEQ}, {_HIST}, {_EMITTED}{internal})" if item == "*" else item
-                for item in self.plan.select_sql
-            )
+            everything = star(ROW, _SEQ, _HIST, _EMITTED, *self._internal_columns(carried))
+            items = ", ".join(everything if item == "*" else item for item in self.plan.select_sql)
             out = con.sql(
                 f"SELECT {items} FROM __computed WHERE NOT {_EMITTED} AND {ready} ORDER BY {_SEQ}"
             ).to_arrow_table()
@@ -234,14 +231,14 @@ class RowWindowExecutor(Executor):
         names += [f"__rank{c.index}" for c in self._calls if c.func in ("rank", "dense_rank")]
         return "".join(f", {n}" for n in names)
 
-    def _internal_columns(self, carried: bool) -> str:
+    def _internal_columns(self, carried: bool) -> list[str]:
         names = [c.column for c in self._calls]
         names += [f"__abs{c.index}" for c in self._calls if c.func == "row_number"]
         names += [f"__rank{c.index}" for c in self._calls if c.func in ("rank", "dense_rank")]
         names += [f"__rd{c.index}" for c in self._calls if c.func == "lead"]
         if carried:
             names += self._value_columns()
-        return "".join(f", {n}" for n in names)
+        return names
 
     def snapshot(self) -> dict[str, Any]:
         state = super().snapshot()

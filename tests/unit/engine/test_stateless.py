@@ -153,6 +153,19 @@ def test_select_star_keeps_source_columns_and_no_internal_ones() -> None:
     assert run.rows == TRADES.to_pylist()
 
 
+def test_select_star_leaves_out_system_columns_unless_named() -> None:
+    """SQL.md: `_key`, `_partition`, `_offset`, `_timestamp` (and `_headers`) are not
+    part of `*`; naming them selects them."""
+    kafka_like = TRADES.append_column("_key", pa.array(["k1", "k2", "k3", "k4"]))
+    kafka_like = kafka_like.append_column("_partition", pa.array([0, 0, 1, 1], pa.int32()))
+    kafka_like = kafka_like.append_column("_offset", pa.array([5, 6, 7, 8], pa.int64()))
+    hidden = run_job("SELECT * FROM t", kafka_like, batch_size=3)
+    assert hidden.columns == TRADES.column_names
+    named = run_job("SELECT *, _key, _offset FROM t WHERE _partition = 1", kafka_like)
+    assert named.columns == [*TRADES.column_names, "_key", "_offset"]
+    assert named.column("_key") == ["k3", "k4"]
+
+
 def test_qualified_columns_name_the_source_or_its_alias() -> None:
     plain = run_job("SELECT t.id, t.sym FROM t WHERE t.qty > 0", TRADES)
     aliased = run_job("SELECT x.id, x.sym FROM t AS x WHERE x.qty > 0", TRADES)
