@@ -47,10 +47,22 @@ def trades_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_trades(tmp_path_factory.mktemp("input") / "trades.csv", ROWS)
 
 
+# A WHERE that holds for every row but costs CPU: the jobs take seconds, not a
+# fraction of one, so that a signal can land while they are mid-stream.
+HEAVY = "WHERE md5(repeat(CAST(id AS VARCHAR), 400)) <> ''"
+
+
 def application(
-    source: Path, out: Path, *, mode: str, batch_size: int, jobs: tuple[str, ...] = JOBS
+    source: Path,
+    out: Path,
+    *,
+    mode: str,
+    batch_size: int,
+    jobs: tuple[str, ...] = JOBS,
+    heavy: bool = False,
 ) -> str:
     """The application text, with the statements of `jobs` (default: all three)."""
+    where = f"\n{HEAVY}" if heavy else ""
     with_source = f"""'src.type' = 'file_source',
     'src.path' = '{source}',
     'src.format' = 'csv',"""
@@ -62,7 +74,7 @@ def application(
 
     statements = {
         "copy": f"""CREATE STREAM copy AS
-SELECT id, symbol, qty FROM src
+SELECT id, symbol, qty FROM src{where}
 EMIT CHANGES
 WITH ({with_source}
     {sink("copy")});
@@ -70,7 +82,7 @@ WITH ({with_source}
         "per_symbol": f"""CREATE TABLE per_symbol AS
 SELECT symbol PRIMARY KEY, COUNT(*) AS n, SUM(qty) AS qty, MIN(id) AS first_id,
        MAX(id) AS last_id
-FROM src
+FROM src{where}
 GROUP BY symbol
 EMIT FINAL
 WITH ({with_source}
@@ -78,7 +90,7 @@ WITH ({with_source}
 """,
         "per_hour": f"""CREATE TABLE per_hour AS
 SELECT symbol PRIMARY KEY, _window_start AS hour_start, COUNT(*) AS n, SUM(qty) AS qty
-FROM src
+FROM src{where}
 GROUP BY symbol
 WINDOW TUMBLING(ts, 1h)
 EMIT FINAL
@@ -217,8 +229,8 @@ def test_sigterm_mid_batch_commits_then_restart_completes(
     mode: str, trades_csv: Path, tmp_path: Path, launcher: Launcher
 ) -> None:
     data_dir, out = tmp_path / "data", tmp_path / "out"
-    # Large batches, so the signal lands while one is being processed.
-    sql = application(trades_csv, out, mode=mode, batch_size=40_000)
+    # Large, slow batches, so the signal lands while one is being processed.
+    sql = application(trades_csv, out, mode=mode, batch_size=40_000, heavy=True)
 
     server = launcher.server(data_dir)
     run_until_mid_stream(server, sql, at_least=ROWS // 5)

@@ -4,6 +4,9 @@ A source yields `SourceBatch`es: the decoded good rows as an Arrow table plus th
 records that could not be decoded, as values (`BadRecord`), never as exceptions. A
 batch also knows each good row's reference (file:line, topic/partition/offset) and
 original bytes, looked up lazily: the clean path never builds per-row Python objects.
+
+A `StagingSink` can also hold a batch aside and publish it only once the batch is
+committed, so readers of its destination never see rows that are rolled back.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "Sink",
     "Source",
     "SourceBatch",
+    "StagingSink",
 ]
 
 
@@ -126,3 +130,26 @@ class Sink(ABC):
     def truncate(self, offset: int) -> None:
         """Roll back to a committed length (transactional mode)."""
         raise NotImplementedError(f"{type(self).__name__} cannot roll back")
+
+
+class StagingSink(Sink):
+    """A sink that can stage a batch aside and publish it on commit (read-committed).
+
+    Transactional mode calls `begin_staging` before `open`; from then on `write`
+    stages, `flush` prepares (makes the staged batch durable; `committed_offset` then
+    counts it), `publish` moves it into the destination once the checkpoint names it,
+    and `discard` drops it on abort. A sink that is never told to stage writes
+    directly, as any `Sink`.
+    """
+
+    @abstractmethod
+    def begin_staging(self, committed: int) -> None:
+        """Stage from now on, the destination committed up to `committed` (recovery)."""
+
+    @abstractmethod
+    def publish(self) -> None:
+        """Move the batch the last `flush` prepared into the destination."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Drop the staged batch; the destination is untouched."""

@@ -6,6 +6,7 @@ import datetime as dt
 import errno
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -294,3 +295,192 @@ def test_truncate_after_a_restart_keeps_committed_output(tmp_path: Path) -> None
     with pytest.raises(SinkError, match=r"cannot roll .* back to 999 bytes"):
         appending.truncate(999)
     appending.close()
+
+
+# --- staged writes (transactional mode) ---------------------------------------------
+
+ROWS_1, ROWS_2 = pa.table({"a": [1, 2]}), pa.table({"a": [3]})
+BATCH_1, BATCH_2 = b"a\n1\n2\n", b"3\n"
+
+
+def _staged(path: Path, committed: int = 0, **props: str) -> FileSink:
+    sink = _sink(path, **props)
+    sink.begin_staging(committed)
+    sink.open()
+    return sink
+
+
+def _inode(path: str | Path) -> int:
+    return os.stat(path).st_ino
+
+
+def _raising(exc: OSError) -> Callable[..., Any]:
+    def fail(*args: Any) -> Any:
+        raise exc
+
+    return fail
+
+
+def test_staged_rows_reach_the_file_only_when_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "o.csv"
+    sink = _staged(path)
+    staging = Path(sink.staging_path)
+    assert staging == tmp_path / ".o.csv.velo-pending"
+    sink.write(ROWS_1)
+    sink.flush()  # prepared: counted as committed once published, not yet visible
+    assert sink.committed_offset() == len(BATCH_1)
+    assert path.read_bytes() == b"" and staging.read_bytes() == BATCH_1
+
+    staged_inode = _inode(staging)
+    sink.publish()  # the file holds nothing committed: the staging file is renamed
+    assert _inode(path) == staged_inode and not staging.exists()
+    assert path.read_bytes() == BATCH_1
+
+    copies: list[int] = []
+    real_copy = os.copy_file_range
+
+    def copy(src: int, dst: int, count: int, offset_src: int, offset_dst: int) -> int:
+        copies.append(count)
+        return real_copy(src, dst, count, offset_src, offset_dst)
+
+    monkeypatch.setattr(os, "copy_file_range", copy)
+    sink.write(ROWS_2)
+    sink.flush()
+    assert sink.committed_offset() == len(BATCH_1 + BATCH_2)
+    assert path.read_bytes() == BATCH_1
+    sink.publish()  # committed rows in the file: the staged bytes are appended to it
+    assert copies == [len(BATCH_2)], "a kernel-side copy"
+    assert _inode(path) == staged_inode and staging.read_bytes() == b""
+    assert path.read_bytes() == BATCH_1 + BATCH_2
+    sink.close()
+    assert not staging.exists(), "an empty staging file goes with the sink"
+
+
+def test_discard_leaves_the_file_byte_identical(tmp_path: Path) -> None:
+    path = tmp_path / "o.csv"
+    sink = _staged(path)
+    sink.write(ROWS_2)
+    sink.flush()
+    sink.discard()  # the first batch aborted: the header comes again with the next
+    assert sink.committed_offset() == 0 and path.read_bytes() == b""
+    sink.write(ROWS_1)
+    sink.flush()
+    sink.publish()
+    before = path.read_bytes()
+    sink.write(ROWS_2)
+    sink.flush()
+    sink.discard()
+    assert path.read_bytes() == before == BATCH_1
+    assert sink.committed_offset() == len(BATCH_1)
+    assert Path(sink.staging_path).read_bytes() == b""
+    sink.write(pa.table({"a": [4]}))
+    sink.flush()
+    sink.publish()
+    sink.close()
+    assert path.read_bytes() == BATCH_1 + b"4\n"
+
+
+def test_publish_without_a_kernel_copy_and_after_a_torn_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "o.csv"
+    sink = _staged(path)
+    sink.write(ROWS_1)
+    sink.flush()
+    sink.publish()
+    big = pa.table({"a": list(range(100_000))})
+    sink.write(big)
+    sink.flush()
+
+    def torn(src: int, dst: int, count: int, offset_src: int, offset_dst: int) -> int:
+        os.pwrite(dst, os.pread(src, count // 2, offset_src), offset_dst)
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "copy_file_range", torn)
+    with pytest.raises(SinkError, match=r"cannot write .*o\.csv: Input/output error"):
+        sink.publish()
+    staged = Path(sink.staging_path).stat().st_size
+    assert len(BATCH_1) < path.stat().st_size < len(BATCH_1) + staged, "torn"
+    assert sink.committed_offset() == len(BATCH_1) + staged, "the batch is still prepared"
+    no_copy = OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "copy_file_range", _raising(no_copy))
+    sink.publish()  # again: cut back to the committed length, copied by read and write
+    sink.close()
+    assert path.read_text().splitlines() == ["a", "1", "2", *map(str, range(100_000))]
+
+
+def test_publish_errors_are_translated_and_the_batch_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "o.csv"
+    sink = _staged(path)
+    sink.write(ROWS_1)
+    sink.flush()
+    full = OSError(errno.ENOSPC, "No space left on device")
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", _raising(full))
+    with pytest.raises(ResourceExhaustedError, match=r"no space left writing .*o\.csv") as info:
+        sink.publish()
+    assert info.value.__cause__ is full
+    monkeypatch.setattr(os, "replace", real_replace)
+    sink.close()  # a prepared batch the checkpoint may hold: kept for recovery
+    assert Path(sink.staging_path).read_bytes() == BATCH_1 and path.read_bytes() == b""
+
+
+C = b"a\n1\n2\n3\n"  # committed: 8 bytes, the last batch "2\n3\n" staged
+
+
+@pytest.mark.parametrize(
+    ("target", "staging", "committed", "expected"),
+    [
+        pytest.param(None, C, 8, C, id="roll-forward-by-rename"),
+        pytest.param(C[:4], C[4:], 8, C, id="roll-forward-by-append"),
+        pytest.param(C[:6], C[4:], 8, C, id="roll-forward-after-torn-append"),
+        pytest.param(C, C[4:], 8, C, id="already-published"),
+        pytest.param(C[:4], b"9\n", 4, C[:4], id="staged-but-never-committed"),
+        pytest.param(C + b"9,to", None, 8, C, id="torn-tail-cut"),
+        pytest.param(b"old\n", b"x\n", 0, b"", id="no-checkpoint"),
+    ],
+)
+def test_begin_staging_settles_what_a_crash_left(
+    tmp_path: Path, target: bytes | None, staging: bytes | None, committed: int, expected: bytes
+) -> None:
+    path = tmp_path / "o.csv"
+    sink = _sink(path)
+    if target is not None:
+        path.write_bytes(target)
+    if staging is not None:
+        Path(sink.staging_path).write_bytes(staging)
+    sink.begin_staging(committed)
+    assert path.read_bytes() == expected
+    assert not Path(sink.staging_path).exists()
+    assert sink.committed_offset() == committed
+    sink.write(pa.table({"a": [4]}))  # and goes on from there, with no second header
+    sink.flush()
+    sink.publish()
+    sink.close()
+    assert path.read_bytes() == expected + (b"4\n" if expected else b"a\n4\n")
+
+
+@pytest.mark.parametrize(
+    ("target", "staging", "message"),
+    [
+        (C[:2], C[4:], r"commits 8 bytes, the file holds 2 and .*\.o\.csv\.velo-pending holds 4"),
+        (C[:4], None, r"commits 8 bytes, the file holds 4 and .*velo-pending holds 0"),
+        (C[:4], b"9\n", r"the file holds 4 and .*velo-pending holds 2, not the 4 missing"),
+        (C[:4] + b"zz", C[4:], r"its bytes 4\.\.6 do not match .*velo-pending \(4 bytes"),
+    ],
+)
+def test_a_staging_file_that_does_not_match_is_a_sink_error(
+    tmp_path: Path, target: bytes, staging: bytes | None, message: str
+) -> None:
+    path = tmp_path / "o.csv"
+    path.write_bytes(target)
+    sink = _sink(path)
+    if staging is not None:
+        Path(sink.staging_path).write_bytes(staging)
+    with pytest.raises(SinkError, match=rf"cannot recover .*o\.csv: .*{message}"):
+        sink.begin_staging(len(C))
+    assert path.read_bytes() == target, "nothing guessed"

@@ -2,9 +2,19 @@
 
 The file is truncated at open unless `append` is true; a CSV header is written once,
 and not at all when appending to a file that already has content. `flush` makes the
-data durable (fsync); `committed_offset` and `truncate` let a transactional job roll
-the file back to its last commit. Subclasses choose where bytes go by overriding
-`_open_stream` (e.g. a sink writing a temporary file renamed on commit).
+data durable (fsync); `committed_offset` and `truncate` let a job roll the file back
+to its last commit.
+
+Transactional mode stages instead (`begin_staging`), so the file only ever holds
+committed rows: a batch goes to a hidden file beside it, `.<name>.velo-pending`;
+`flush` fsyncs that (prepare) and `committed_offset` counts the file's length plus
+the staged bytes; once the checkpoint holds that length, `publish` moves the staged
+bytes into the file, and an abort's `discard` empties the staging file. Publishing
+renames the staging file over the file (atomic) while the file holds no committed
+bytes, and otherwise appends the staged bytes at the committed length with
+`os.copy_file_range` (a kernel-side copy; a read/write loop where the kernel cannot)
+and fsyncs: a rename would replace committed rows, and an append that first cuts the
+file back to the committed length is safe to repeat after a torn attempt.
 """
 
 from __future__ import annotations
@@ -20,9 +30,10 @@ import pyarrow as pa
 
 from velostream.datasource.file.encode import csv_header, encode_csv, encode_jsonl
 from velostream.datasource.registry import bool_property, choice_property
-from velostream.datasource.traits import Sink
+from velostream.datasource.traits import StagingSink
 from velostream.errors import (
     ConfigurationError,
+    InternalError,
     ResourceExhaustedError,
     SchemaError,
     SinkError,
@@ -37,6 +48,12 @@ log = logging.getLogger(__name__)
 _FORMATS = {"csv": "csv", "jsonl": "jsonl", "json": "jsonl", "jsonlines": "jsonl"}
 _KEYS = frozenset({"type", "path", "format", "append", "delimiter"})
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+# copy_file_range refusing the pair of files (old kernels, some filesystems).
+_NO_KERNEL_COPY = frozenset(
+    {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+)
+_CHUNK = 1 << 20
+_STAGING_SUFFIX = ".velo-pending"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +120,7 @@ class RowWriter:
         return [*head, *body]
 
 
-class FileSink(Sink):
+class FileSink(StagingSink):
     """Writes rows to `path` as CSV or JSON lines; see the module docstring."""
 
     def __init__(self, name: str, properties: Mapping[str, str]) -> None:
@@ -111,15 +128,24 @@ class FileSink(Sink):
         self.config = FileSinkConfig.from_properties(name, self.properties)
         self._stream: BinaryIO | None = None
         self._writer: RowWriter | None = None
-        self._durable = 0  # bytes made durable by the last flush
+        self._durable = 0  # bytes made durable by the last flush (staged: prepared)
+        self._staged = False  # transactional mode: writes go to the staging file
+        self._published = 0  # staged: committed bytes in the file at `path`
+        self._new_staging = False  # staged: the staging file's name is not yet durable
 
     @property
     def path(self) -> str:
         return self.config.path
 
+    @property
+    def staging_path(self) -> str:
+        """The hidden file a staged batch is written to, beside `path`."""
+        head, base = os.path.split(self.path)
+        return os.path.join(head, f".{base}{_STAGING_SUFFIX}")
+
     def open(self, schema: pa.Schema | None = None) -> None:
-        if self._stream is not None:
-            return
+        if self._stream is not None or self._staged:
+            return  # staged: `begin_staging` set up; the staging file opens on a write
         has_content = self.config.append and _size(self.path) > 0
         self._stream = self._open_stream()
         self._writer = RowWriter(self.config.format, self.config.delimiter, header=not has_content)
@@ -148,18 +174,36 @@ class FileSink(Sink):
         try:
             self._stream.flush()
             os.fsync(self._stream.fileno())
+            if self._new_staging:  # the checkpoint may name it: its name must survive
+                _fsync_directory(self.path)
+                self._new_staging = False
             self._durable = self._stream.tell()
         except OSError as exc:
-            raise sink_error(self.name, self.path, exc) from exc
+            raise sink_error(self.name, self._stream_path, exc) from exc
 
     def committed_offset(self) -> int | None:
-        """Bytes made durable by the last `flush` (before opening: what open keeps)."""
+        """Bytes made durable by the last `flush` (before opening: what open keeps).
+
+        Staged, the length the file will have once the prepared batch is published.
+        """
+        if self._staged:
+            return self._published + self._durable
         if self._stream is None:
             return _size(self.path) if self.config.append else 0
         return self._durable
 
     def truncate(self, offset: int) -> None:
         """Roll the file back to a committed length and go on writing from there."""
+        if self._staged:
+            self.discard()
+            try:
+                self._cut(offset)
+            except OSError as exc:
+                raise sink_error(self.name, self.path, exc) from exc
+            self._published = offset
+            assert self._writer is not None
+            self._writer.restart(header=offset == 0)
+            return
         try:
             stream = self._stream
             if stream is None:
@@ -172,12 +216,7 @@ class FileSink(Sink):
                 stream.flush()
             size = os.fstat(stream.fileno()).st_size
             if offset > size:
-                raise SinkError(
-                    f"sink '{self.name}': cannot roll {self.path} back to {offset} bytes: "
-                    f"it holds only {size}",
-                    stage=Stage.SINK,
-                    source=self.name,
-                )
+                raise self._too_short(offset, size)
             stream.truncate(offset)
             stream.seek(offset)
             os.fsync(stream.fileno())
@@ -187,7 +226,93 @@ class FileSink(Sink):
         self._writer.restart(header=offset == 0)
         self._durable = offset
 
+    # --- staged writes (transactional mode) ------------------------------------------
+
+    def begin_staging(self, committed: int) -> None:
+        """Stage from now on, the file at `path` committed up to `committed` bytes.
+
+        Called before `open`, with the length the last checkpoint holds. It settles
+        what a crash left: with the file holding T bytes and the staging file S,
+
+        - T == L (L = `committed`): the file is as committed; a staging file is left
+          over (a batch never committed, or one already published) and is removed;
+        - T > L: the file has a tail never committed (a torn write of simple mode, or
+          of a version that wrote directly): cut back to L;
+        - T < L and L - S <= T: the crash came after the checkpoint named the staged
+          batch and before its publish ended: rolled forward (published again at
+          L - S, after checking that any torn append matches the staging file);
+        - otherwise committed bytes are missing: SinkError naming both files and the
+          lengths.
+        """
+        if self._stream is not None:
+            raise InternalError(f"sink '{self.name}': begin_staging after open", source=self.name)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            target, staged = _file_size(self.path), _file_size(self.staging_path)
+            if target < committed:
+                self._roll_forward(target, staged, committed)
+            elif target > committed:
+                log.warning(
+                    "sink '%s': cutting %s back from %d to its committed %d bytes",
+                    self.name,
+                    self.path,
+                    target,
+                    committed,
+                )
+                self._cut(committed)
+            if os.path.exists(self.staging_path):
+                os.unlink(self.staging_path)
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666))
+            _fsync_directory(self.path)
+        except OSError as exc:
+            raise sink_error(self.name, self.path, exc) from exc
+        self._staged = True
+        self._published, self._durable = committed, 0
+        self._writer = RowWriter(self.config.format, self.config.delimiter, header=committed == 0)
+
+    def publish(self) -> None:
+        """Move the batch the last `flush` prepared into the file (the checkpoint holds it)."""
+        size, stream = self._durable, self._stream
+        if not self._staged or size == 0 or stream is None:
+            return
+        try:
+            if self._published == 0 and os.fstat(stream.fileno()).st_size == size:
+                os.replace(self.staging_path, self.path)  # the staged file becomes the output
+                self._published, self._durable, self._stream = size, 0, None
+                stream.close()
+                _fsync_directory(self.path)
+                return
+            self._append_staged(self._published, size)
+            self._published += size
+            self._durable, self._stream = 0, None
+            stream.truncate(0)
+            stream.seek(0)
+            self._stream = stream  # emptied: the next batch reuses it
+        except OSError as exc:
+            if self._stream is None and not stream.closed:
+                stream.close()  # the next write opens the staging file afresh
+            raise sink_error(self.name, self.path, exc) from exc
+
+    def discard(self) -> None:
+        """Empty the staging file (an abort); the file at `path` is untouched."""
+        if not self._staged:
+            return
+        stream, self._durable = self._stream, 0
+        if stream is not None:
+            try:
+                stream.truncate(0)
+                stream.seek(0)
+            except OSError as exc:
+                self._stream = None  # the next write opens (and empties) it afresh
+                stream.close()
+                raise sink_error(self.name, self.staging_path, exc) from exc
+        assert self._writer is not None
+        self._writer.restart(header=self._published == 0)
+
     def close(self) -> None:
+        if self._staged:
+            self._close_staged()
+            return
         if self._stream is None:
             return
         try:
@@ -199,22 +324,109 @@ class FileSink(Sink):
             except OSError as exc:
                 raise sink_error(self.name, self.path, exc) from exc
 
-    def _open_stream(self) -> BinaryIO:
-        """Open the destination file (the hook a transactional subclass overrides)."""
+    def _close_staged(self) -> None:
+        """Close without publishing; keep the staging file only if it holds a prepared
+        batch, which a checkpoint may hold (the next `begin_staging` settles it)."""
+        stream, self._stream = self._stream, None
         try:
-            parent = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(parent, exist_ok=True)
-            return open(self.path, "ab" if self.config.append else "wb")
+            if stream is not None:
+                stream.close()
+            if self._durable == 0 and os.path.exists(self.staging_path):
+                os.unlink(self.staging_path)
         except OSError as exc:
-            raise sink_error(self.name, self.path, exc) from exc
+            raise sink_error(self.name, self.staging_path, exc) from exc
+
+    def _roll_forward(self, target: int, staged: int, committed: int) -> None:
+        """Publish again the staged batch a crash interrupted; see `begin_staging`."""
+        base = committed - staged
+        if staged == 0 or base < 0 or target < base:
+            raise SinkError(
+                f"sink '{self.name}': cannot recover {self.path}: the checkpoint commits "
+                f"{committed} bytes, the file holds {target} and {self.staging_path} holds "
+                f"{staged}, not the {committed - target} missing",
+                stage=Stage.SINK,
+                source=self.name,
+            )
+        if target > base and _read(self.path, base, target - base) != _read(
+            self.staging_path, 0, target - base
+        ):
+            raise SinkError(
+                f"sink '{self.name}': cannot recover {self.path}: its bytes {base}..{target} "
+                f"do not match {self.staging_path} ({staged} bytes; committed {committed})",
+                stage=Stage.SINK,
+                source=self.name,
+            )
+        log.warning(
+            "sink '%s': publishing the committed batch a crash interrupted: %s from %d to %d bytes",
+            self.name,
+            self.path,
+            target,
+            committed,
+        )
+        if base == 0:
+            os.replace(self.staging_path, self.path)
+        else:
+            self._append_staged(base, staged)
+
+    def _append_staged(self, base: int, size: int) -> None:
+        """Make the file its first `base` bytes then the staged `size`, durably."""
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666)
+        try:
+            length = os.fstat(fd).st_size
+            if length < base:
+                raise self._too_short(base, length)
+            if length > base:  # a torn earlier attempt
+                os.ftruncate(fd, base)
+            with open(self.staging_path, "rb") as staging:
+                _copy_range(staging.fileno(), fd, size, base)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _cut(self, length: int) -> None:
+        """Cut the file at `path` back to `length` bytes, durably."""
+        with open(self.path, "r+b") as out:
+            size = os.fstat(out.fileno()).st_size
+            if length > size:
+                raise self._too_short(length, size)
+            if length < size:
+                out.truncate(length)
+                os.fsync(out.fileno())
+
+    def _too_short(self, offset: int, size: int) -> SinkError:
+        return SinkError(
+            f"sink '{self.name}': cannot roll {self.path} back to {offset} bytes: "
+            f"it holds only {size}",
+            stage=Stage.SINK,
+            source=self.name,
+        )
+
+    @property
+    def _stream_path(self) -> str:
+        return self.staging_path if self._staged else self.path
+
+    def _open_stream(self) -> BinaryIO:
+        """Open the destination: the file, or staged the (emptied) staging file."""
+        path = self._stream_path
+        try:
+            parent = os.path.dirname(os.path.abspath(path))
+            os.makedirs(parent, exist_ok=True)
+            if self._staged:
+                self._new_staging = not os.path.exists(path)
+                return open(path, "w+b")
+            return open(path, "ab" if self.config.append else "wb")
+        except OSError as exc:
+            raise sink_error(self.name, path, exc) from exc
 
     def _put(self, parts: Iterable[bytes | pa.Buffer]) -> None:
+        if self._stream is None and self._staged:
+            self._stream = self._open_stream()
         assert self._stream is not None
         try:
             for part in parts:
                 self._stream.write(memoryview(part))
         except OSError as exc:
-            raise sink_error(self.name, self.path, exc) from exc
+            raise sink_error(self.name, self._stream_path, exc) from exc
 
 
 def _size(path: str) -> int:
@@ -222,6 +434,49 @@ def _size(path: str) -> int:
         return os.path.getsize(path)
     except OSError:
         return 0
+
+
+def _file_size(path: str) -> int:
+    """The size of `path`, 0 if it does not exist (other errors are raised)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read(path: str, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(size)
+
+
+def _fsync_directory(path: str) -> None:
+    """Make the names in `path`'s directory durable (a rename, a new file)."""
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _copy_range(src: int, dst: int, size: int, dst_offset: int) -> None:
+    """Copy the first `size` bytes of `src` to `dst` at `dst_offset`, in the kernel if it can."""
+    done = 0
+    copy = getattr(os, "copy_file_range", None)
+    try:
+        while copy is not None and done < size:
+            n = copy(src, dst, size - done, done, dst_offset + done)
+            if n == 0:
+                break
+            done += n
+    except OSError as exc:
+        if exc.errno not in _NO_KERNEL_COPY:
+            raise
+    while done < size:
+        chunk = os.pread(src, min(_CHUNK, size - done), done)
+        if not chunk:
+            raise OSError(errno.EIO, f"the staging file ends after {done} of {size} bytes")
+        done += os.pwrite(dst, chunk, dst_offset + done)
 
 
 def sink_error(name: str, path: str, exc: OSError) -> VelostreamError:

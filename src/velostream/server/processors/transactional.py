@@ -1,26 +1,43 @@
 """Transactional mode: a batch's outputs, dead letters and source position commit
 together or not at all.
 
-Each sink reports its committed length after a flush (a file sink its byte length);
-the checkpoint stores those lengths with the DLQ length, the source position and the
-executor state, and is replaced atomically (write, fsync, rename). An abort — or a
-restart after a crash — truncates every sink and the DLQ back to the committed
-lengths and rewinds the source, so the batch is processed again exactly once.
+A sink that can stage (`StagingSink`, e.g. a file) writes the batch aside; its
+`flush` prepares it, and its committed length — what it will hold once the batch is
+published — goes into the checkpoint with the DLQ length, the source position and
+the executor state. The checkpoint is replaced atomically (write, fsync, rename), and
+only then is each staged batch published, so readers of a sink's output see committed
+rows only. Once the checkpoint is saved the batch is rolled forward, never back: a
+failed publish is tried again by the abort, and after a crash by `begin_staging`.
+
+A sink that cannot stage but can truncate (the memory sink) is written directly and
+cut back to its committed length. An abort discards the staged batches, truncates the
+other sinks and the DLQ and rewinds the source and state, so the batch is processed
+again exactly once; a restart after a crash settles every sink to the checkpoint.
 """
 
 from __future__ import annotations
 
-from velostream.errors import ConfigurationError
+from typing import TYPE_CHECKING
+
+from velostream.datasource.traits import SourceBatch, StagingSink
+from velostream.errors import ConfigurationError, Stage
 from velostream.server.processors.simple import SimpleCommitter
+
+if TYPE_CHECKING:
+    from velostream.server.processors.processor import JobProcessor
 
 __all__ = ["TransactionalCommitter"]
 
 
 class TransactionalCommitter(SimpleCommitter):
-    """All-or-nothing commits over sinks that can be truncated to a committed length.
+    """All-or-nothing commits over sinks that can stage or be truncated.
 
     Like `SimpleCommitter.recover`, `recover` runs before the sinks are opened.
     """
+
+    def __init__(self, processor: JobProcessor) -> None:
+        super().__init__(processor)
+        self._publish_due = False  # the checkpoint holds staged batches not yet published
 
     def recover(self) -> None:
         p = self.p
@@ -40,19 +57,48 @@ class TransactionalCommitter(SimpleCommitter):
             self.sink_offsets.update(checkpoint.sink_offsets)
             self.dlq_offset = checkpoint.dlq_offset
             self.restore(checkpoint)
-        self._rollback_outputs()
-
-    def _rollback_outputs(self) -> None:
-        p = self.p
         for sink in p.sinks:
-            sink.truncate(self.sink_offsets.get(sink.name, 0))
+            committed = self.sink_offsets.get(sink.name, 0)
+            if isinstance(sink, StagingSink):
+                sink.begin_staging(committed)  # rolls a crashed publish forward
+            else:
+                sink.truncate(committed)
         if p.dlq is not None:
             p.dlq.truncate(self.dlq_offset)
 
-    def abort(self) -> None:
-        """Undo everything since the last commit: outputs, dead letters, position, state."""
+    def commit(self, batch: SourceBatch | None) -> None:
+        """Prepare (flush), save the checkpoint, then publish the staged batches."""
+        super().commit(batch)
+        self._publish_due = True
+        self._publish()
+
+    def _publish(self) -> None:
         p = self.p
-        self._rollback_outputs()
+        for sink in p.sinks:
+            if isinstance(sink, StagingSink):
+                try:
+                    sink.publish()
+                except Exception as exc:
+                    p.record_error(Stage.SINK, f"publishing {sink.name}: {exc}", exc=exc)
+                    raise
+        self._publish_due = False
+
+    def abort(self) -> None:
+        """Undo everything since the last commit: outputs, dead letters, position, state.
+
+        A batch the checkpoint already holds is published instead (rolled forward); if
+        that fails again the abort raises, and the job's restart publishes it.
+        """
+        p = self.p
+        if self._publish_due:
+            self._publish()
+        for sink in p.sinks:
+            if isinstance(sink, StagingSink):
+                sink.discard()
+            else:
+                sink.truncate(self.sink_offsets.get(sink.name, 0))
+        if p.dlq is not None:
+            p.dlq.truncate(self.dlq_offset)
         if self.state is not None:
             p.executor.restore(self.state)
         p.source.seek(self.position)
