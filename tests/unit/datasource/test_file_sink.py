@@ -310,6 +310,14 @@ def _staged(path: Path, committed: int = 0, **props: str) -> FileSink:
     return sink
 
 
+def _prepared(path: Path, table: pa.Table) -> FileSink:
+    """A staged sink with `table` written and prepared (flushed), not yet published."""
+    sink = _staged(path)
+    sink.write(table)
+    sink.flush()
+    return sink
+
+
 def _inode(path: str | Path) -> int:
     return os.stat(path).st_ino
 
@@ -360,9 +368,7 @@ def test_staged_rows_reach_the_file_only_when_published(
 
 def test_discard_leaves_the_file_byte_identical(tmp_path: Path) -> None:
     path = tmp_path / "o.csv"
-    sink = _staged(path)
-    sink.write(ROWS_2)
-    sink.flush()
+    sink = _prepared(path, ROWS_2)
     sink.discard()  # the first batch aborted: the header comes again with the next
     assert sink.committed_offset() == 0 and path.read_bytes() == b""
     sink.write(ROWS_1)
@@ -386,9 +392,7 @@ def test_publish_without_a_kernel_copy_and_after_a_torn_append(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "o.csv"
-    sink = _staged(path)
-    sink.write(ROWS_1)
-    sink.flush()
+    sink = _prepared(path, ROWS_1)
     sink.publish()
     big = pa.table({"a": list(range(100_000))})
     sink.write(big)
@@ -415,9 +419,7 @@ def test_publish_errors_are_translated_and_the_batch_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "o.csv"
-    sink = _staged(path)
-    sink.write(ROWS_1)
-    sink.flush()
+    sink = _prepared(path, ROWS_1)
     full = OSError(errno.ENOSPC, "No space left on device")
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", _raising(full))

@@ -38,7 +38,9 @@ UPDATES = st.lists(
 )
 
 
-def apply(families: JobFamilies, updates: list[tuple]) -> None:  # type: ignore[type-arg]
+def registered(updates: list[tuple]) -> tuple[JobFamilies, CollectorRegistry]:  # type: ignore[type-arg]
+    """Families after `updates`, and a registry that holds them."""
+    families = JobFamilies()
     for op, job, *args in updates:
         if op == "add":
             families.add(job, args[0], args[1])
@@ -48,6 +50,9 @@ def apply(families: JobFamilies, updates: list[tuple]) -> None:  # type: ignore[
             families.set_status(job, args[0])
         else:
             families.remove(job)
+    registry = CollectorRegistry()
+    registry.register(families)
+    return families, registry
 
 
 def samples(families: object, *, skip_created: bool = True) -> Samples:
@@ -63,10 +68,7 @@ def samples(families: object, *, skip_created: bool = True) -> Samples:
 @settings(max_examples=200, deadline=None)
 @given(UPDATES)
 def test_the_text_rendering_parses_to_what_the_registry_collects(updates: list[tuple]) -> None:  # type: ignore[type-arg]
-    families = JobFamilies()
-    apply(families, updates)
-    registry = CollectorRegistry()
-    registry.register(families)
+    families, registry = registered(updates)
     expected = samples(registry.collect())
     rendered = samples(parse_text(families.render()))
     assert rendered.keys() == expected.keys()
@@ -79,10 +81,7 @@ def test_the_text_rendering_parses_to_what_the_registry_collects(updates: list[t
 @settings(max_examples=100, deadline=None)
 @given(UPDATES)
 def test_the_openmetrics_rendering_parses_with_created_samples(updates: list[tuple]) -> None:  # type: ignore[type-arg]
-    families = JobFamilies()
-    apply(families, updates)
-    registry = CollectorRegistry()
-    registry.register(families)
+    families, registry = registered(updates)
     text = families.render(openmetrics=True) + "# EOF\n"
     parsed = list(parse_om(text))
     assert samples(parsed) == samples(registry.collect())
