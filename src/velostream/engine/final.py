@@ -21,16 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from velostream.engine.groups import GroupIndex
+from velostream.engine.groups import GroupIndex, covers, numeric
 from velostream.sql.planner import ARG, KEY, AggregateCall, QueryPlan
 
 __all__ = ["FinalAggregates"]
 
 _SAFE_SUM = float(2**62)
-
-
-def _numeric(t: pa.DataType) -> bool:
-    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
 
 
 def supports_final(call: AggregateCall, arg_type: pa.DataType | None) -> bool:
@@ -39,25 +35,11 @@ def supports_final(call: AggregateCall, arg_type: pa.DataType | None) -> bool:
         case "count_star" | "count":
             return True
         case "sum" | "avg":
-            return arg_type is not None and _numeric(arg_type)
+            return arg_type is not None and numeric(arg_type)
         case "min" | "max":
-            return arg_type is not None and (_numeric(arg_type) or pa.types.is_timestamp(arg_type))
+            return arg_type is not None and (numeric(arg_type) or pa.types.is_timestamp(arg_type))
         case _:
             return False
-
-
-def _key_type_ok(t: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_binary(t)
-        or pa.types.is_timestamp(t)
-        or pa.types.is_date(t)
-        or pa.types.is_null(t)
-    )
 
 
 def _numpy(values: pa.Array | pa.ChunkedArray, fill: Any, dtype: Any) -> np.ndarray:
@@ -205,14 +187,7 @@ class FinalAggregates:
     @classmethod
     def build(cls, plan: QueryPlan, schema: pa.Schema) -> FinalAggregates | None:
         """The grouped partials of `plan` over pre-query rows of `schema`, if covered."""
-        keys = [KEY.format(i) for i in range(len(plan.keys or ["0"]))]
-        if not all(_key_type_ok(schema.field(k).type) for k in keys):
-            return None
-        for call in plan.aggregates:
-            arg_type = schema.field(ARG.format(call.index)).type if call.arg is not None else None
-            if not supports_final(call, arg_type):
-                return None
-        return cls(plan, schema)
+        return cls(plan, schema) if covers(plan, schema, supports_final) else None
 
     def add(self, pre: pa.Table) -> None:
         """Group one batch's rows and merge their partials into the state."""

@@ -9,12 +9,15 @@ keys are looked up, in a dict. `Segments` sorts a batch's rows by group, stably,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from velostream.sql.planner import ARG, KEY, AggregateCall, QueryPlan
 
 __all__ = ["GroupIndex", "Segments", "accumulate", "cumsum_exact"]
 
@@ -194,3 +197,40 @@ def accumulate(
         scanned = ufunc.accumulate(matrix, axis=1)[:, 1:]
         out[index[valid]] = scanned[valid]
     return out
+
+
+def groupable(t: pa.DataType) -> bool:
+    """Whether a key column of type `t` is grouped by `GroupIndex`."""
+    return bool(
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_date(t)
+        or pa.types.is_time(t)
+        or pa.types.is_decimal(t)
+        or pa.types.is_null(t)
+    )
+
+
+def numeric(t: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
+
+
+def covers(
+    plan: QueryPlan,
+    schema: pa.Schema,
+    supports: Callable[[AggregateCall, pa.DataType | None], bool],
+) -> bool:
+    """Whether every key of `plan` is groupable and `supports` every aggregate, over
+    pre-query rows of `schema`."""
+    if not all(groupable(schema.field(KEY.format(i)).type) for i in range(len(plan.keys or ["0"]))):
+        return False
+    return all(
+        supports(call, schema.field(ARG.format(call.index)).type if call.arg is not None else None)
+        for call in plan.aggregates
+    )

@@ -28,33 +28,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from velostream.engine.groups import GroupIndex, Segments, accumulate, cumsum_exact
+from velostream.engine.groups import (
+    GroupIndex,
+    Segments,
+    accumulate,
+    covers,
+    cumsum_exact,
+    numeric,
+)
 from velostream.sql.planner import AGG, ARG, KEY, AggregateCall, QueryPlan
 
 __all__ = ["RunningAggregates", "supports"]
 
 _SAFE_SUM = float(2**62)  # an int64 running sum below this bound cannot overflow
-
-
-def _key_type_ok(t: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_integer(t)
-        or pa.types.is_floating(t)
-        or pa.types.is_boolean(t)
-        or pa.types.is_string(t)
-        or pa.types.is_large_string(t)
-        or pa.types.is_binary(t)
-        or pa.types.is_large_binary(t)
-        or pa.types.is_timestamp(t)
-        or pa.types.is_date(t)
-        or pa.types.is_time(t)
-        or pa.types.is_decimal(t)
-        or pa.types.is_null(t)
-    )
-
-
-def _numeric(t: pa.DataType) -> bool:
-    return bool(pa.types.is_integer(t) or pa.types.is_floating(t))
 
 
 def supports(call: AggregateCall, arg_type: pa.DataType | None) -> bool:
@@ -63,9 +49,9 @@ def supports(call: AggregateCall, arg_type: pa.DataType | None) -> bool:
         case "count_star" | "count" | "first_value" | "last_value":
             return True
         case "sum" | "avg":
-            return arg_type is not None and _numeric(arg_type)
+            return arg_type is not None and numeric(arg_type)
         case "min" | "max":
-            return arg_type is not None and (_numeric(arg_type) or pa.types.is_timestamp(arg_type))
+            return arg_type is not None and (numeric(arg_type) or pa.types.is_timestamp(arg_type))
         case _:
             return False
 
@@ -279,14 +265,7 @@ class RunningAggregates:
     @classmethod
     def build(cls, plan: QueryPlan, schema: pa.Schema) -> RunningAggregates | None:
         """The running aggregates of `plan` over pre-query rows of `schema`, if covered."""
-        keys = [KEY.format(i) for i in range(len(plan.keys or ["0"]))]
-        if not all(_key_type_ok(schema.field(k).type) for k in keys):
-            return None
-        for call in plan.aggregates:
-            arg_type = schema.field(ARG.format(call.index)).type if call.arg is not None else None
-            if not supports(call, arg_type):
-                return None
-        return cls(plan, schema)
+        return cls(plan, schema) if covers(plan, schema, supports) else None
 
     def process(self, pre: pa.Table) -> pa.Table:
         """The key columns and each aggregate's running value (`__aggN`), row for row."""

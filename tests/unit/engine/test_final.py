@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -47,6 +50,25 @@ def test_grouped_partials_equal_the_duckdb_path(
 ) -> None:
     ours, reference = run_both(sql, table(), sizes, monkeypatch)
     assert_same(ours, reference, sql)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pa.array([decimal.Decimal("1.5"), decimal.Decimal("2.0"), None, decimal.Decimal("1.5")]),
+        pa.array([datetime.time(1), datetime.time(2), None, datetime.time(1)]),
+        pa.array([b"a", b"b", None, b"a"], pa.large_binary()),
+    ],
+    ids=["decimal", "time", "large_binary"],
+)
+def test_keys_of_every_groupable_type_take_the_grouped_path(
+    keys: pa.Array, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = pa.table({"k": keys, "i": [1, 2, 3, 4]})
+    sql = "SELECT k, COUNT(*) AS c, SUM(i) AS s FROM t GROUP BY k"
+    ours, reference = run_both(sql, data, [3, 1], monkeypatch)
+    assert_same(ours, reference, sql)
+    assert sorted((r["c"], r["s"]) for r in ours) == [(1, 2), (1, 3), (2, 5)]
 
 
 def test_integer_sums_beyond_int64_stay_exact(monkeypatch: pytest.MonkeyPatch) -> None:
