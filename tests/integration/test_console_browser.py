@@ -83,6 +83,7 @@ WITH (
 """
 POISON_TRADE = "3,MSFT,not-a-price,50"
 REPLAY_STATUS = "document.getElementById('replay-status').textContent"
+REPLAY_ENABLED = ("the replay button", "!document.getElementById('replay').disabled")
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
@@ -278,8 +279,16 @@ class Page:
             raise CdpError(f"{expression!r} threw {reply['exceptionDetails']}")
         return reply["result"].get("value")
 
-    def wait_for(self, what: str, expression: str, timeout: float = TIMEOUT) -> Any:
-        return wait_until(what, lambda: self.evaluate(expression), timeout)
+    def wait_for(
+        self, what: str, expression: str, timeout: float = TIMEOUT, *, show: str | None = None
+    ) -> Any:
+        """Wait until `expression` is truthy; on a timeout, say what `show` evaluates to."""
+        try:
+            return wait_until(what, lambda: self.evaluate(expression), timeout)
+        except pytest.fail.Exception:
+            if show is None:
+                raise
+            pytest.fail(f"timed out waiting for {what}; {show} = {self.evaluate(show)!r}")
 
     def press(self, key: str) -> None:
         code = _KEYS[key]
@@ -586,15 +595,20 @@ def test_dead_letters_of_a_group_and_replay_with_a_token(
     # Without the token the server refuses, and the page says what to do.
     page.expect_error("401 (Unauthorized)")
     page.click("#replay")
-    page.wait_for("the refusal", f"{REPLAY_STATUS}.includes('needs an API token')")
+    page.wait_for(
+        "the refusal", f"{REPLAY_STATUS}.includes('needs an API token')", show=REPLAY_STATUS
+    )
 
     # With it, the server tries: the record still fails, so nothing is replayed (422).
     page.expect_error("422 (Unprocessable Entity)")
     page.evaluate("document.getElementById('token').focus()")
     page.type_text(TOKEN)
+    page.wait_for(*REPLAY_ENABLED)  # it stays disabled until the letters are reloaded
     page.click("#replay")
     refused = page.wait_for(
-        "the 422", f"{REPLAY_STATUS}.startsWith('Not replayed') && {REPLAY_STATUS}"
+        "the 422",
+        f"{REPLAY_STATUS}.startsWith('Not replayed') && {REPLAY_STATUS}",
+        show=REPLAY_STATUS,
     )
     assert "still fail" in refused
 
@@ -611,8 +625,13 @@ def test_dead_letters_of_a_group_and_replay_with_a_token(
         "document.querySelector('#jobs-table tbody tr[data-job=\"clean_trades\"] .c-version')"
         ".textContent === '1.4.3'",
     )
+    page.wait_for(*REPLAY_ENABLED)
     page.click("#replay")
-    done = page.wait_for("the replay", f"{REPLAY_STATUS}.startsWith('Replayed') && {REPLAY_STATUS}")
+    done = page.wait_for(
+        "the replay",
+        f"{REPLAY_STATUS}.startsWith('Replayed') && {REPLAY_STATUS}",
+        show=REPLAY_STATUS,
+    )
     assert done.startswith(f"Replayed {len(payloads)} dead letter")
     page.wait_for(
         "replayed letters marked",

@@ -4,8 +4,12 @@ accepts them, replayed into the sink, marked replayed, never replayed twice."""
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.jobserver import (
     BAD_CAST,
@@ -16,7 +20,9 @@ from tests.jobserver import (
     read_jsonl,
     write_jsonl,
 )
+from velostream.datasource import registry as connector_registry
 from velostream.datasource.memory import MemorySink, MemorySource
+from velostream.datasource.traits import SourceBatch
 
 STRICT = "SELECT id, CAST(v AS INTEGER) AS n FROM src"
 # v2 accepts `x<n>` as n: what v1 dead-lettered now passes.
@@ -128,3 +134,45 @@ def test_replay_of_an_unknown_job_is_a_404(harness: Harness) -> None:
     response = harness.client.post("/jobs/nope/dlq/replay")
     assert response.status_code == 404
     assert harness.client.get("/jobs/nope/dlq").status_code == 404
+
+
+class WatchfulSource(MemorySource):
+    """An unbounded memory source whose reads take a moment and notice a seek meanwhile."""
+
+    overlaps = 0
+
+    def __init__(self, name: str, properties: Mapping[str, str] | None = None, **kw: Any) -> None:
+        super().__init__(name, properties, **kw)
+        self._reading = False
+
+    def read_batch(self, max_records: int) -> SourceBatch | None:
+        self._reading = True
+        try:
+            time.sleep(0.005)
+            return super().read_batch(max_records)
+        finally:
+            self._reading = False
+
+    def seek(self, position: Any) -> None:
+        if self._reading:
+            type(self).overlaps += 1
+        super().seek(position)
+
+
+def test_a_failing_replay_never_rewinds_the_source_in_the_middle_of_a_read(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replay's abort rewinds the source; the loop reads outside any batch. Both
+    take the job's batch lock, so the rewind waits for the read in flight."""
+    monkeypatch.setitem(connector_registry._extra_sources, "memory_source", WatchfulSource)
+    WatchfulSource.overlaps = 0
+    h = harness
+    rows = [{"id": i, "v": f"x{i}" if i % 3 == 0 else str(i)} for i in range(9)]
+    source = {"type": "memory_source", "rows": json.dumps(rows), "bounded": "false"}
+    h.deploy(app_sql("out", select=STRICT, source=source, job={"failure_strategy": "SendToDLQ"}))
+    h.wait_for(lambda: h.status("out")["dead_letters"] == 3, what="the dead letters")
+    for _ in range(40):  # each replay still fails (STRICT), so each one aborts
+        response = h.client.post("/jobs/out/dlq/replay")
+        assert response.status_code == 422, response.text
+    assert WatchfulSource.overlaps == 0
+    assert h.state("out") == "running"

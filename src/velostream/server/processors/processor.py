@@ -306,7 +306,10 @@ class JobProcessor:
         attempt = 0
         while True:
             try:
-                return self.source.read_batch(self.batch_size)
+                # Under the batch lock: a dead-letter replay may rewind the source
+                # between two batches, never in the middle of a read.
+                with self._batch_lock:
+                    return self.source.read_batch(self.batch_size)
             except Exception as exc:
                 self.record_error(Stage.SOURCE, f"reading {self.source.name}: {exc}", exc=exc)
                 attempt += 1
