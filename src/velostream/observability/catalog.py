@@ -211,7 +211,9 @@ class ErrorCatalog:
         context: DeploymentContext | None = None,
         record_ref: str | None = None,
         now: float | None = None,
+        count: int = 1,
     ) -> RecordOutcome:
+        """File `count` occurrences of an error in its group (created if new)."""
         ts = time.time() if now is None else now
         with self._lock:
             fp, normalized = self._fingerprint_locked((kind._value_, stage._value_, message))
@@ -219,7 +221,7 @@ class ErrorCatalog:
             gkey = (job, fp)
             group = self._groups.get(gkey)
             if group is not None:
-                group.count += 1
+                group.count += count
                 group.last_seen = ts
                 if group.sample_message is not message:
                     group.sample_message = message[:_MAX_SAMPLE_CHARS]
@@ -238,7 +240,7 @@ class ErrorCatalog:
                 severity=severity or default_severity(kind),
                 normalized=normalized,
                 sample_message=message[:_MAX_SAMPLE_CHARS],
-                count=1,
+                count=count,
                 first_seen=ts,
                 last_seen=ts,
                 deployment_context=context,

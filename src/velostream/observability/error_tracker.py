@@ -184,20 +184,22 @@ class ErrorMessageBuffer:
     def get_deployment_context(self) -> DeploymentContext | None:
         return self._context
 
-    def add_error(self, message: str, context: DeploymentContext | None = None) -> str | None:
-        """Record one occurrence of `message`; return the message evicted, if any.
+    def add_error(
+        self, message: str, context: DeploymentContext | None = None, count: int = 1
+    ) -> str | None:
+        """Record `count` occurrences of `message`; return the message evicted, if any.
 
         `context`, when given, attributes a new entry to that deployment context
         instead of the buffer's own (one server buffer serves many jobs).
         """
         with self._lock:
-            self._total_errors += 1
-            self._message_counts[message] = self._message_counts.get(message, 0) + 1
+            self._total_errors += count
+            self._message_counts[message] = self._message_counts.get(message, 0) + count
             entry = self._entries.get(message)
             if entry is not None:
-                entry.count += 1
+                entry.count += count
                 return None
-            entry = ErrorEntry(message=message)
+            entry = ErrorEntry(message=message, count=count)
             if self._node_id is not None:
                 entry.node_id = self._node_id
             ctx = context if context is not None else self._context

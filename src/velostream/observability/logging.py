@@ -135,21 +135,27 @@ class LogThrottle:
         with self.lock:
             return self.check_unlocked(key, time.monotonic() if now is None else now)
 
-    def check_unlocked(self, key: Hashable, now: float) -> tuple[bool, int]:
-        """`check` for a caller already holding `self.lock`."""
+    def check_unlocked(self, key: Hashable, now: float, count: int = 1) -> tuple[bool, int]:
+        """`check` for a caller already holding `self.lock`.
+
+        `count` occurrences at once: at most the first is logged, the others are
+        suppressed (and reported with the next line).
+        """
         state = self._state.get(key)
         if state is None:
-            self._state[key] = [now, 0]
+            self._state[key] = [now, count - 1]
+            self.suppressed_total += count - 1
             if len(self._state) > self._max_keys:
                 self._state.popitem(last=False)
             return True, 0
         if now - state[0] >= self.interval:
             suppressed = int(state[1])
-            state[0], state[1] = now, 0
+            state[0], state[1] = now, count - 1
+            self.suppressed_total += count - 1
             self._state.move_to_end(key)
             return True, suppressed
-        state[1] += 1
-        self.suppressed_total += 1
+        state[1] += count
+        self.suppressed_total += count
         return False, 0
 
     def pending(self) -> dict[Hashable, int]:

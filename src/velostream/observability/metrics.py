@@ -123,30 +123,37 @@ class _ErrorCounts(Collector):
         self.evictions = 0
         self.recording_failures = 0
 
-    def count(self, job: str, stage: Stage, kind: ErrorKind, now: float) -> None:
-        """Count one error whose filing failed (no catalog outcome)."""
+    def count(self, job: str, stage: Stage, kind: ErrorKind, now: float, n: int = 1) -> None:
+        """Count errors whose filing failed (no catalog outcome)."""
         with self.lock:
-            self.total += 1
+            self.total += n
             if job:
                 key = (job, stage._value_, kind._value_)
-                self.by_job[key] = self.by_job.get(key, 0) + 1
+                self.by_job[key] = self.by_job.get(key, 0) + n
                 self.last_error[job] = now
 
     def record(
-        self, job: str, stage: Stage, kind: ErrorKind, now: float, outcome: RecordOutcome
+        self,
+        job: str,
+        stage: Stage,
+        kind: ErrorKind,
+        now: float,
+        outcome: RecordOutcome,
+        count: int = 1,
     ) -> tuple[bool, int]:
-        """Count one error and the catalog's outcome; return the log throttle's verdict."""
+        """Count `count` errors and the catalog's outcome; return the log throttle's verdict."""
         with self.lock:
-            self.total += 1
+            self.total += count
             if job:
                 key = (job, stage._value_, kind._value_)
-                self.by_job[key] = self.by_job.get(key, 0) + 1
+                self.by_job[key] = self.by_job.get(key, 0) + count
                 self.last_error[job] = now
             if outcome.new_group:
                 self.groups_created += 1
             if outcome.evicted:
                 self.evictions += 1
-            return self.log_throttle.check_unlocked((job, outcome.fingerprint), time.monotonic())
+            throttle_key = (job, outcome.fingerprint)
+            return self.log_throttle.check_unlocked(throttle_key, time.monotonic(), count)
 
     def remove_job(self, job: str) -> None:
         with self.lock:
@@ -341,33 +348,35 @@ class MetricsProvider:
         severity: Severity | None = None,
         context: DeploymentContext | None = None,
         record_ref: str | None = None,
+        count: int = 1,
     ) -> RecordedError:
-        """Feed one error to the buffers, the catalog and the counters."""
+        """Feed an error (`count` identical occurrences) to the buffers, the catalog and
+        the counters."""
         now = time.time()
         if not message.isascii():
             message = _printable(message)
         try:
-            self.buffer.add_error(f"[{job}] {message}" if job else message, context)
+            self.buffer.add_error(f"[{job}] {message}" if job else message, context, count)
             # positional: keyword passing costs measurably on this path
             outcome = self.catalog.record(
-                job, stage, kind, message, severity, context, record_ref, now
+                job, stage, kind, message, severity, context, record_ref, now, count
             )
             if job:
                 buffer = self._job_buffers.get(job) or self._new_job_buffer(job, context)
-                buffer.add_error(message, context)
+                buffer.add_error(message, context, count)
         except BaseException:
             # The error still counts even when filing it failed.
-            self.error_counts.count(job, stage, kind, now)
+            self.error_counts.count(job, stage, kind, now, count)
             raise
-        log, suppressed = self.error_counts.record(job, stage, kind, now, outcome)
+        log, suppressed = self.error_counts.record(job, stage, kind, now, outcome, count)
         # tuple.__new__ skips the NamedTuple's Python-level __new__ on this hot path.
         return tuple.__new__(
             RecordedError, (outcome.fingerprint, outcome.new_group, log, suppressed)
         )
 
-    def count_recording_failure(self) -> None:
+    def count_recording_failure(self, n: int = 1) -> None:
         with self.error_counts.lock:
-            self.error_counts.recording_failures += 1
+            self.error_counts.recording_failures += n
 
     def total_recorded(self) -> int:
         """Errors recorded since start (the counter; unlike the buffer, never reset)."""

@@ -436,3 +436,60 @@ def test_a_million_distinct_messages_stay_bounded(
     assert registry.get_sample_value("velo_error_messages_total") == n
     assert registry.get_sample_value("velo_error_catalog_evictions_total") == n - 1000
     assert growth < 20 * 1024 * 1024
+
+
+# --- many identical occurrences in one call ------------------------------------------------
+
+
+def _everywhere(manager: ObservabilityManager) -> dict[str, object]:
+    """What every place holds, minus times (for comparing two managers)."""
+    provider = manager.require_metrics()
+    job_buffer = provider.job_buffer("orders")
+    assert job_buffer is not None
+    return {
+        "server buffer": [(e.message, e.count) for e in provider.get_error_messages()],
+        "server total": provider.get_total_errors(),
+        "server counts": provider.buffer.get_message_counts(),
+        "job buffer": [(e.message, e.count) for e in job_buffer.get_messages()],
+        "catalog": [(g.fingerprint, g.count, g.last_record_ref) for g in provider.catalog.groups()],
+        "counters": all_job_errors(provider.registry),
+        "total": provider.total_recorded(),
+        "suppressed": provider.log_throttle.suppressed_total,
+    }
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 6)), max_size=12))
+def test_a_count_is_the_same_as_that_many_calls(runs: list[tuple[str, int]]) -> None:
+    """Batches of bad records that fail alike are recorded with one call and a count."""
+
+    def manager() -> ObservabilityManager:
+        config = StreamingConfig(
+            error_buffer_size=2, log_throttle_seconds=3600.0, process_metrics=False
+        )
+        m = ObservabilityManager.from_streaming_config(config, CollectorRegistry())
+        m.initialize()
+        return m
+
+    one_by_one, counted = manager(), manager()
+    logging.getLogger(ERROR_LOGGER).setLevel(logging.CRITICAL)  # restored by conftest
+    for message, n in [("first", 1), *runs]:
+        for i in range(n):
+            ErrorTracker.record_error(
+                one_by_one, "orders", message, stage=Stage.PROCESS, record_ref=f"r{i}"
+            )
+        ErrorTracker.record_error(
+            counted, "orders", message, stage=Stage.PROCESS, record_ref=f"r{n - 1}", count=n
+        )
+    assert _everywhere(counted) == _everywhere(one_by_one)
+
+
+def test_a_counted_call_logs_one_line_and_reports_the_rest_as_suppressed(
+    make_manager: ManagerFactory, error_log: list[logging.LogRecord]
+) -> None:
+    manager = make_manager(throttle_seconds=0.0)
+    ErrorTracker.record_error(manager, "orders", "bad", stage=Stage.PROCESS, count=7)
+    assert len(error_log) == 1
+    ErrorTracker.record_error(manager, "orders", "bad", stage=Stage.PROCESS)
+    assert len(error_log) == 2
+    assert "(6 similar not logged)" in error_log[1].getMessage()

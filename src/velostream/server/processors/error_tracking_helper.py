@@ -31,11 +31,15 @@ class ErrorTracker:
         exc: BaseException | None = None,
         record_ref: str | None = None,
         severity: Severity | None = None,
+        count: int = 1,
     ) -> str | None:
         """Record one error; return its fingerprint (None if recording itself failed).
 
         `kind` defaults to what `exc` classifies as, else InternalError. The buffer
-        holds the message as `[job_name] message`, as the seed does.
+        holds the message as `[job_name] message`, as the seed does. `count` records
+        that many identical occurrences at once (the bad records of a batch that fail
+        alike; `record_ref` is one of them): every place counts them all, and the log
+        writes at most one line, the others counted as suppressed.
         """
         try:
             if kind is None:
@@ -59,6 +63,7 @@ class ErrorTracker:
                 severity=severity,
                 context=context,
                 record_ref=record_ref,
+                count=count,
             )
             if outcome.log:
                 _log_error(
@@ -76,7 +81,7 @@ class ErrorTracker:
         except Exception:  # recording must never take its caller down
             try:
                 if observability is not None and observability.metrics() is not None:
-                    observability.require_metrics().count_recording_failure()
+                    observability.require_metrics().count_recording_failure(count)
                 _fallback_log.exception("failed to record an error of job %r", job_name)
             except Exception:
                 pass

@@ -409,9 +409,7 @@ class JobProcessor:
 
     def _handle_bad(self, bad: list[BadRecord], *, count: bool = True) -> None:
         """Record every bad record, then do what the failure strategy says."""
-        fingerprints = [
-            self.record_error(r.stage, r.message, kind=r.kind, record_ref=r.ref) for r in bad
-        ]
+        fingerprints = self._record_bad(bad)
         if count:
             self.stats.records_failed += len(bad)
             self.metrics.add_records_failed(self.job.name, len(bad))
@@ -425,6 +423,32 @@ class JobProcessor:
             raise BatchFailedError(
                 f"FailBatch: {reason}", failed_kind=first.kind, job=self.job.name
             )
+
+    def _record_bad(self, bad: list[BadRecord]) -> list[str | None]:
+        """Record the bad records' errors; return each record's fingerprint.
+
+        Records that fail alike (same stage, kind and message, e.g. one bad value in
+        many rows) are recorded in one call with their count: every place counts each
+        of them, at a fraction of the cost per record.
+        """
+        alike: dict[tuple[Stage, ErrorKind, str], list[int]] = {}
+        for index, record in enumerate(bad):
+            alike.setdefault((record.stage, record.kind, record.message), []).append(index)
+        fingerprints: list[str | None] = [None] * len(bad)
+        for (stage, kind, message), indexes in alike.items():
+            last = bad[indexes[-1]]
+            fp = ErrorTracker.record_error(
+                self.observability,
+                self.job.name,
+                message,
+                stage=stage,
+                kind=kind,
+                record_ref=last.ref,
+                count=len(indexes),
+            )
+            for index in indexes:
+                fingerprints[index] = fp
+        return fingerprints
 
     def _dead_letter(self, bad: list[BadRecord], fingerprints: list[str | None]) -> None:
         if self.dlq is None:
