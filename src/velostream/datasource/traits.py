@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -30,9 +30,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class BadRecord:
-    """A record that failed, with its original payload and where it came from."""
+class BadRecord(NamedTuple):
+    """A record that failed, with its original payload and where it came from.
+
+    A NamedTuple, not a dataclass: sources make one per bad record, and
+    `tuple.__new__(BadRecord, (...))` makes it at a fraction of a dataclass's cost.
+    """
 
     raw: bytes
     ref: str

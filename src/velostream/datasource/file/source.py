@@ -499,8 +499,9 @@ class FileSource(Source):
                 decoded.lines, pa.array([e.line for e in decoded.errors], pa.int64())
             ).to_pylist()
             prefix, stage, base = f"{cursor.path}:", Stage.DESERIALIZE, first + 1
+            new = tuple.__new__  # BadRecord's own constructor costs more, per bad line
             bad = [
-                BadRecord(raw, prefix + str(base + line), message, kind, stage)
+                new(BadRecord, (raw, prefix + str(base + line), message, kind, stage))
                 for (line, kind, message), raw in zip(decoded.errors, raws, strict=True)
             ]
         refs = _BlockRefs(cursor.path, block, n, first, decoded.rows, decoded.lines)
