@@ -40,6 +40,7 @@ from velostream.errors import (
     Stage,
     VelostreamError,
 )
+from velostream.fsutil import fsync_directory
 
 __all__ = ["FileSink", "FileSinkConfig", "RowWriter", "sink_error"]
 
@@ -175,7 +176,7 @@ class FileSink(StagingSink):
             self._stream.flush()
             os.fsync(self._stream.fileno())
             if self._new_staging:  # the checkpoint may name it: its name must survive
-                _fsync_directory(self.path)
+                self._sync_names()
                 self._new_staging = False
             self._durable = self._stream.tell()
         except OSError as exc:
@@ -263,7 +264,7 @@ class FileSink(StagingSink):
             if os.path.exists(self.staging_path):
                 os.unlink(self.staging_path)
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o666))
-            _fsync_directory(self.path)
+            self._sync_names()
         except OSError as exc:
             raise sink_error(self.name, self.path, exc) from exc
         self._staged = True
@@ -280,7 +281,7 @@ class FileSink(StagingSink):
                 os.replace(self.staging_path, self.path)  # the staged file becomes the output
                 self._published, self._durable, self._stream = size, 0, None
                 stream.close()
-                _fsync_directory(self.path)
+                self._sync_names()
                 return
             self._append_staged(self._published, size)
             self._published += size
@@ -401,6 +402,10 @@ class FileSink(StagingSink):
             source=self.name,
         )
 
+    def _sync_names(self) -> None:
+        """Make the names in the file's directory durable (a rename, a new file)."""
+        fsync_directory(os.path.dirname(os.path.abspath(self.path)))
+
     @property
     def _stream_path(self) -> str:
         return self.staging_path if self._staged else self.path
@@ -448,15 +453,6 @@ def _read(path: str, offset: int, size: int) -> bytes:
     with open(path, "rb") as f:
         f.seek(offset)
         return f.read(size)
-
-
-def _fsync_directory(path: str) -> None:
-    """Make the names in `path`'s directory durable (a rename, a new file)."""
-    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_range(src: int, dst: int, size: int, dst_offset: int) -> None:

@@ -3,8 +3,15 @@
 A dead letter keeps the record's original payload (text, or base64 when it is not
 UTF-8) with job, app, version, stage, kind, message, fingerprint, source and position,
 timestamp and the node's identity. The file queue is JSON lines under
-`<data_dir>/dlq/<job>.jsonl` (or `dlq.path`), rotated by size at commit boundaries;
-replayed letters are remembered in a `.replayed` file next to it.
+`<data_dir>/dlq/<job>.jsonl` (or `dlq.path`); replayed letters are remembered in a
+`.replayed` file next to it.
+
+The file queue rolls by size the way a Kafka log does: the live file is sealed as a
+segment named by its base offset (`<job>.jsonl.<base>`, the bytes of all letters before
+it) and a new live file begins; the oldest segments beyond `backups` are deleted. An
+offset is a position in the whole log, so a commit's offset stays valid across a roll,
+and rolling back to it — an abort, or a restart after a crash — reopens the segment
+that holds it and drops everything after it.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import orjson
 
 from velostream.datasource.traits import BadRecord
 from velostream.errors import DeadLetterError
+from velostream.fsutil import fsync_directory
 from velostream.observability.error_tracker import DeploymentContext
 
 __all__ = ["DeadLetter", "FileDeadLetterQueue", "MemoryDeadLetterQueue", "dead_letter"]
@@ -123,11 +131,13 @@ class MemoryDeadLetterQueue:
 
 
 class FileDeadLetterQueue:
-    """JSON-lines dead letters for one job, rotated by size, fsynced on flush."""
+    """JSON-lines dead letters for one job, in size-rolled segments, fsynced on flush."""
 
     def __init__(
         self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS
     ) -> None:
+        if backups < 1:
+            raise ValueError("a dead-letter queue keeps at least one sealed segment")
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
@@ -140,20 +150,25 @@ class FileDeadLetterQueue:
             self._pending.extend(orjson.dumps(letter.doc) + b"\n" for letter in letters)
 
     def flush(self) -> int:
-        """Make pending letters durable; return the committed length of the live file."""
+        """Make pending letters durable; return the committed offset (in the whole log)."""
         with self._lock:
             pending, self._pending = self._pending, []
-            if not pending:  # a job without dead letters leaves no file behind
-                return self._size()
             try:
+                base = self._base()
+                if not pending:  # a job without dead letters leaves no file behind
+                    return base + self._size()
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 if self._size() >= self.max_bytes:
-                    self._rotate()
+                    base = self._roll(base)
+                created = not self.path.exists()
                 with open(self.path, "ab") as out:
                     out.write(b"".join(pending))
                     out.flush()
                     os.fsync(out.fileno())
-                    return out.tell()
+                    end = base + out.tell()
+                if created:  # the new file's name (and a roll's renames) must survive too
+                    fsync_directory(self.path.parent)
+                return end
             except OSError as exc:
                 raise DeadLetterError(
                     f"cannot write dead letters to {self.path}: {exc.strerror or exc}"
@@ -163,9 +178,37 @@ class FileDeadLetterQueue:
         """Drop pending letters and anything past `offset` (an aborted transaction)."""
         with self._lock:
             self._pending.clear()
-            if offset is not None and self.path.exists() and self._size() > offset:
-                with open(self.path, "r+b") as out:
-                    out.truncate(offset)
+            if offset is None:
+                return
+            try:
+                self._roll_back(offset)
+            except OSError as exc:
+                raise DeadLetterError(
+                    f"cannot roll {self.path} back to offset {offset}: {exc.strerror or exc}"
+                ) from exc
+
+    def _roll_back(self, offset: int) -> None:
+        base = self._base()
+        if offset < base:
+            # Rolled after the commit: the segment holding `offset` becomes live again,
+            # and what was written after it (all uncommitted) goes.
+            holding = [(b, p) for b, p in self._segments() if b <= offset]
+            if not holding:
+                raise DeadLetterError(
+                    f"cannot roll {self.path} back to offset {offset}: the segment holding "
+                    "it was deleted (raise the backups)"
+                )
+            seg_base, segment = holding[-1]
+            for b, later in self._segments():
+                if b > seg_base:
+                    later.unlink()
+            os.replace(segment, self.path)
+            fsync_directory(self.path.parent)
+            base = seg_base
+        if self._size() > offset - base:
+            with open(self.path, "r+b") as out:
+                out.truncate(offset - base)
+                os.fsync(out.fileno())
 
     def _size(self) -> int:
         try:
@@ -173,16 +216,36 @@ class FileDeadLetterQueue:
         except FileNotFoundError:
             return 0
 
-    def _rotate(self) -> None:
-        for i in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{i}")
-            if older.exists():
-                os.replace(older, self.path.with_name(f"{self.path.name}.{i + 1}"))
-        os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+    def _segments(self) -> list[tuple[int, Path]]:
+        """The sealed segments, oldest first, with their base offsets."""
+        prefix = self.path.name + "."
+        found = []
+        for entry in self.path.parent.glob(prefix + "*"):
+            suffix = entry.name[len(prefix) :]
+            if suffix.isdigit():
+                found.append((int(suffix), entry))
+        return sorted(found)
+
+    def _base(self) -> int:
+        """The live file's base offset: the end of the newest segment (0 without one)."""
+        segments = self._segments()
+        if not segments:
+            return 0
+        base, newest = segments[-1]
+        return base + newest.stat().st_size
+
+    def _roll(self, base: int) -> int:
+        """Seal the live file as a segment; delete the oldest beyond `backups`; return
+        the base offset of the next live file."""
+        size = self._size()
+        os.replace(self.path, self.path.with_name(f"{self.path.name}.{base:020d}"))
+        segments = self._segments()
+        for _, old in segments[: max(0, len(segments) - self.backups)]:
+            old.unlink()
+        return base + size
 
     def _files(self) -> list[Path]:
-        backups = [self.path.with_name(f"{self.path.name}.{i}") for i in range(self.backups, 0, -1)]
-        return [p for p in (*backups, self.path) if p.exists()]
+        return [p for _, p in self._segments()] + ([self.path] if self.path.exists() else [])
 
     def _iter(self) -> Iterator[DeadLetter]:
         for path in self._files():
