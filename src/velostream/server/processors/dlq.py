@@ -8,7 +8,8 @@ timestamp and the node's identity. The file queue is JSON lines under
 
 The file queue rolls by size the way a Kafka log does: the live file is sealed as a
 segment named by its base offset (`<job>.jsonl.<base>`, the bytes of all letters before
-it) and a new live file begins; the oldest segments beyond `backups` are deleted. An
+it) and a new live file begins (segments are kept; with `backups`, the oldest beyond
+it are deleted, with a warning). An
 offset is a position in the whole log, so a commit's offset stays valid across a roll,
 and rolling back to it — an abort, or a restart after a crash — reopens the segment
 that holds it and drops everything after it.
@@ -17,6 +18,7 @@ that holds it and drops everything after it.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import threading
 import time
@@ -35,8 +37,12 @@ from velostream.observability.error_tracker import DeploymentContext
 
 __all__ = ["DeadLetter", "FileDeadLetterQueue", "MemoryDeadLetterQueue", "dead_letter"]
 
+_log = logging.getLogger("velostream.dlq")
+
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_BACKUPS = 5
+# Sealed segments are kept until someone deletes them: dead letters are data. A queue
+# made with `backups` deletes the oldest beyond it, and logs what it deleted.
+DEFAULT_BACKUPS: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +140,13 @@ class FileDeadLetterQueue:
     """JSON-lines dead letters for one job, in size-rolled segments, fsynced on flush."""
 
     def __init__(
-        self, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS
+        self,
+        path: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        backups: int | None = DEFAULT_BACKUPS,
     ) -> None:
-        if backups < 1:
+        if backups is not None and backups < 1:
             raise ValueError("a dead-letter queue keeps at least one sealed segment")
         self.path = path
         self.max_bytes = max_bytes
@@ -239,9 +249,11 @@ class FileDeadLetterQueue:
         the base offset of the next live file."""
         size = self._size()
         os.replace(self.path, self.path.with_name(f"{self.path.name}.{base:020d}"))
-        segments = self._segments()
-        for _, old in segments[: max(0, len(segments) - self.backups)]:
-            old.unlink()
+        if self.backups is not None:
+            segments = self._segments()
+            for _, old in segments[: max(0, len(segments) - self.backups)]:
+                _log.warning("dead letters: deleting %s (keeping %d segments)", old, self.backups)
+                old.unlink()
         return base + size
 
     def _files(self) -> list[Path]:
