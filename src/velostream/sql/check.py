@@ -2,20 +2,49 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from velostream.errors import SqlValidationError
-from velostream.sql.model import Application
+from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
 from velostream.sql.planner import PlanError, plan_job
 
 __all__ = ["check_application"]
+
+# The parser cuts `PRIMARY KEY` (and the blanks before it) out of the SELECT it keeps.
+_PRIMARY_KEY = re.compile(r"\s+PRIMARY\s+KEY\b", re.IGNORECASE)
+
+
+def _locate(job: JobSpec, offset: int | None) -> Position:
+    """The file position of character `offset` of `job.select_sql` (its start if None).
+
+    The SELECT keeps its line breaks and, comments being blanked, its columns; only a
+    `PRIMARY KEY` cut out earlier on the same line moves them, and is added back.
+    """
+    if offset is None:
+        return job.select_position
+    before = job.select_sql[: max(offset, 0)]
+    line = job.select_position.line + before.count("\n")
+    if "\n" in before:
+        column = len(before) - before.rfind("\n")
+    else:
+        column = job.select_position.column + len(before)
+    index = line - job.position.line
+    statement_lines = job.text.split("\n")
+    if 0 <= index < len(statement_lines):
+        indent = job.position.column - 1 if index == 0 else 0
+        for cut in _PRIMARY_KEY.finditer(statement_lines[index]):
+            if indent + cut.start() + 1 < column:
+                column += len(cut.group())
+    return Position(line, column)
 
 
 def check_application(text: str, *, base_dir: Path, source_name: str) -> Application:
     """The parsed application; `SqlValidationError` lists every problem with line:column.
 
     `base_dir` resolves relative `config_file` paths (the application file's folder).
+    A planning problem is placed where the planner found it, else at the SELECT.
     """
     app = parse_application(text, base_dir=base_dir, source_name=source_name)
     problems = []
@@ -23,7 +52,8 @@ def check_application(text: str, *, base_dir: Path, source_name: str) -> Applica
         try:
             plan_job(job)
         except PlanError as exc:
-            problems.append(f"statement {index} ({job.name}) at {job.select_position}: {exc}")
+            at = _locate(job, exc.offset)
+            problems.append(f"statement {index} ({job.name}) at {at}: {exc}")
     if problems:
         found = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
         raise SqlValidationError(

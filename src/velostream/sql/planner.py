@@ -1,11 +1,13 @@
 """Plan a job's SELECT into DuckDB SQL fragments the engine runs per micro-batch.
 
-The dialect's streaming clauses are taken out before sqlglot parses the rest:
-`WINDOW TUMBLING(...)` (a time window on event time) and `ROWS WINDOW BUFFER N ROWS`
-inside `OVER (...)` (a row window kept across batches). What remains is standard SQL,
-checked against the sandbox (no table functions, no other tables) and split into the
+The dialect's streaming clauses are blanked out (keeping every offset) before the
+rest is parsed: `WINDOW TUMBLING(...)` (a time window on event time) and `ROWS WINDOW
+BUFFER N ROWS` inside `OVER (...)` (a row window kept across batches). What remains is
+standard SQL. DuckDB's own parser judges its syntax; sqlglot parses it into a tree that
+is checked against the sandbox (no table functions, no other tables) and split into the
 pieces each plan kind needs: projections, WHERE, group keys, aggregates and their
-arguments, HAVING, ORDER BY, LIMIT.
+arguments, HAVING, ORDER BY, LIMIT. The planned pieces are parsed by DuckDB again, and
+every function they call must be one DuckDB has.
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from enum import StrEnum
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
 
-from velostream.errors import SqlValidationError
+from velostream.sql.duckdb_check import (
+    PlanError,
+    check_functions,
+    check_planned_sql,
+    check_syntax,
+    sqlglot_offset,
+)
 from velostream.sql.model import EmitMode, JobSpec
 from velostream.sql.sandbox import SandboxError, check_sandbox
 
@@ -84,14 +92,6 @@ _ROW_FUNCS = {
     exp.Count: "count",
 }
 _RANKS = {"RANK": "rank", "DENSE_RANK": "dense_rank"}
-
-
-class PlanError(SqlValidationError, ValueError):
-    """A SELECT the engine cannot run; `offset` is a character offset into it, if known."""
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        super().__init__(message)
-        self.offset = offset
 
 
 class PlanKind(StrEnum):
@@ -179,13 +179,22 @@ def _extract_window_clause(sql: str) -> tuple[str, str | None, str | None]:
         i += 1
     if depth:
         raise PlanError("unbalanced parenthesis in WINDOW clause", match.start())
-    return sql[: match.start()] + " " + sql[i:], match.group(1).upper(), sql[match.end() : i - 1]
+    blanked = sql[: match.start()] + _blank(sql[match.start() : i]) + sql[i:]
+    return blanked, match.group(1).upper(), sql[match.end() : i - 1]
+
+
+def _blank(text: str) -> str:
+    """`text` as spaces, line breaks kept: offsets after it still point into the SELECT."""
+    return re.sub(r"[^\n]", " ", text)
 
 
 def _window_size_ms(arg: str) -> int:
     arg = arg.strip()
     if arg.upper().startswith("INTERVAL"):
-        node = sqlglot.parse_one(arg, read="duckdb")
+        try:
+            node = sqlglot.parse_one(arg, read="duckdb")
+        except (ParseError, TokenError) as exc:
+            raise PlanError(f"unsupported window interval {arg!r}") from exc
         if isinstance(node, exp.Interval):
             unit = node.unit.name.upper() if node.unit is not None else ""
             if unit in _INTERVAL_UNIT_MS and node.this is not None:
@@ -208,7 +217,7 @@ def _tumbling(args: str, job: JobSpec, source: str) -> TumblingWindow:
     # The event time is job SQL too: same sandbox, same source qualifiers.
     try:
         probe = sqlglot.parse_one(f"SELECT {time_sql} FROM {_quote(source)}", read="duckdb")
-    except ParseError as exc:
+    except (ParseError, TokenError) as exc:
         raise PlanError(f"invalid event time {time_sql!r} in TUMBLING") from exc
     try:
         check_sandbox(probe, {source})
@@ -327,18 +336,24 @@ def plan_job(job: JobSpec) -> QueryPlan:
     """Plan `job.select_sql`; raises PlanError naming what is unsupported."""
     sql, window_kind, window_args = _extract_window_clause(job.select_sql)
     buffer_sizes = [int(n) for n in _ROWS_BUFFER.findall(sql)]
-    sql = _ROWS_BUFFER.sub(" ", sql)
+    sql = _ROWS_BUFFER.sub(lambda m: _blank(m.group()), sql)
+    parsed = check_syntax(sql)
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except ParseError as exc:
         errors = exc.errors[0] if exc.errors else {}
-        raise PlanError(f"SQL syntax error: {errors.get('description', exc)}") from exc
+        raise PlanError(
+            f"SQL syntax error: {errors.get('description', exc)}", sqlglot_offset(sql, errors)
+        ) from exc
+    except TokenError as exc:
+        raise PlanError(f"SQL syntax error: {exc}") from exc
     try:
         source = check_sandbox(tree, {s.name for s in job.sources})
     except SandboxError as exc:
         raise PlanError(str(exc)) from exc
     if not isinstance(tree, exp.Select):
         raise PlanError("a statement must be a single SELECT")
+    check_functions(tree, parsed)
     if tree.args.get("distinct"):
         raise PlanError("SELECT DISTINCT is not supported on streams yet")
     _check_clauses(tree)
@@ -402,6 +417,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
                 plan.select_sql.append(f"{_sql(_unalias(item))} AS {_quote(_output_name(item, i))}")
                 plan.output_columns.append(_output_name(item, i))
     plan.casts = _collect_casts(tree)
+    check_planned_sql(_planned_sql(plan), tree)
     return plan
 
 
@@ -680,3 +696,21 @@ def _plan_row_window(
         emit=job.emit,
         row_calls=calls,
     )
+
+
+def _planned_sql(plan: QueryPlan) -> str:
+    """Every SQL piece of `plan` in one SELECT: what the engine's queries are made of."""
+    items = list(plan.select_sql) + [f"({k})" for k in plan.keys]
+    items += [f"({a.arg})" for a in plan.aggregates if a.arg is not None]
+    if plan.having_sql:
+        items.append(f"({plan.having_sql})")
+    if plan.window is not None:
+        items.append(f"({plan.window.time_sql})")
+    order = list(plan.order_sql)
+    for call in plan.row_calls:
+        items += [f"({s})" for s in (call.arg, call.default_sql) if s is not None]
+        items += [f"({s})" for s in call.partition_sql]
+        order += call.order_sql
+    where = f" WHERE {plan.where_sql}" if plan.where_sql else ""
+    order_by = f" ORDER BY {', '.join(order)}" if order else ""
+    return f"SELECT {', '.join(items)} FROM {BATCH}{where}{order_by}"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import sqlglot
+from sqlglot.errors import ParseError
 
 from velostream.errors import SqlValidationError, VelostreamError
+from velostream.sql.duckdb_check import sqlglot_offset
 from velostream.sql.model import ConnectorConfig, EmitMode, JobSpec, StatementKind
 from velostream.sql.planner import (
     PlanError,
@@ -205,6 +208,16 @@ ROWS = "ROWS WINDOW BUFFER 3 ROWS"
 INVALID: list[tuple[str, EmitMode | None, str]] = [
     # syntax
     ("SELECT FROM WHERE", None, "SQL syntax error"),
+    ("SELECT id,, FROM trades", None, 'SQL syntax error at or near ","'),
+    ("SELECT id, FROM trades", None, "',' before FROM leaves an empty item"),
+    ("SELECT FROM trades", None, "the SELECT list is empty"),
+    ("SELECT id FROM trades GROUP", None, 'SQL syntax error at or near "GROUP"'),
+    ("SELECT COUNT(*) FROM trades GROUP BY", None, 'SQL syntax error at or near "BY"'),
+    # functions
+    ("SELECT UPPPER(sym) FROM trades", None, "unknown function UPPPER() (did you mean upper?)"),
+    ("SELECT id FROM trades WHERE no_such_fn(id)", None, "unknown function no_such_fn()"),
+    ("SELECT sym, MYAGG(qty) FROM trades GROUP BY sym", None, "unknown function MYAGG()"),
+    ("SELECT DATEADD('day', 1, ts) FROM trades", None, "unknown function DATEADD()"),
     # aggregates
     (
         "SELECT sym, MEDIAN(price) FROM trades GROUP BY sym",
@@ -287,6 +300,11 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
     ),
     ("SELECT COUNT(*) FROM trades WINDOW TUMBLING(ts, 1m", None, "unbalanced parenthesis"),
     (
+        "SELECT COUNT(*) FROM trades WINDOW TUMBLING(INTERVAL '1 MINUTE)",
+        None,
+        "unsupported window interval",
+    ),
+    (
         "SELECT COUNT(*) FROM trades WINDOW TUMBLING(getenv('HOME'), 1m)",
         None,
         "function getenv() is not allowed",
@@ -296,6 +314,7 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
         None,
         "TUMBLE_START needs a WINDOW TUMBLING clause",
     ),
+    ("SELECT id, TUMBLE_END(ts) FROM trades", None, "TUMBLE_END needs a WINDOW TUMBLING clause"),
     # LIMIT
     ("SELECT id FROM trades LIMIT 'ten'", None, "LIMIT must be a non-negative integer literal"),
     ("SELECT id FROM trades LIMIT -1", None, "LIMIT must be a non-negative integer literal"),
@@ -378,3 +397,32 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
 @pytest.mark.parametrize(("sql", "emit", "message"), INVALID, ids=[i[0] for i in INVALID])
 def test_validation_error(sql: str, emit: EmitMode | None, message: str) -> None:
     assert message in rejected(sql, emit=emit)
+
+
+# (SQL, where in it the error is placed)
+PLACED: list[tuple[str, str]] = [
+    ("SELECT id,, FROM trades", ", FROM"),
+    ("SELECT id, FROM trades", ", FROM"),
+    ("SELECT id\nFROM trades\nWHERE id = = 1", "= 1"),
+    ("SELECT 'é' AS e, id FROM trades GROUP", "GROUP"),
+    ("SELECT id, no_such_fn(id) FROM trades", "no_such_fn"),
+    # the streaming clauses are blanked, not cut: later offsets still hold
+    ("SELECT COUNT(*) FROM trades WINDOW TUMBLING(ts, 1m) HAVING nope(COUNT(*)) > 1", "nope"),
+    ("SELECT LAG(id) OVER (ROWS WINDOW BUFFER 2 ROWS ORDER BY nope(id)) FROM trades", "nope"),
+    ("SELECT id, TUMBLE_START(ts) FROM trades", "TUMBLE_START"),
+]
+
+
+@pytest.mark.parametrize(("sql", "needle"), PLACED, ids=[p[0] for p in PLACED])
+def test_plan_errors_carry_the_offset_of_the_problem(sql: str, needle: str) -> None:
+    with pytest.raises(PlanError) as caught:
+        plan(sql)
+    assert caught.value.offset == sql.index(needle)
+
+
+def test_sqlglot_syntax_errors_are_placed_at_their_token() -> None:
+    sql = "SELECT a\nFROM trades\nWHERE a = = 1"
+    with pytest.raises(ParseError) as caught:
+        sqlglot.parse_one(sql, read="duckdb")
+    assert sqlglot_offset(sql, caught.value.errors[0]) == sql.index("= 1")
+    assert sqlglot_offset(sql, {}) is None

@@ -1,0 +1,222 @@
+"""DuckDB as the authority on a SELECT's syntax and on the functions it may call.
+
+One in-memory DuckDB per process, set up like the engine's, only parses: syntax errors
+come back with DuckDB's own position, and every function a job calls (as written, and
+in the SQL the planner generates) must be one DuckDB has, else the error names it and
+suggests close names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import re
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import TokenError
+from sqlglot.tokenizer_core import TokenType
+
+from velostream.errors import SqlValidationError
+from velostream.sql.sandbox import FORBIDDEN_FUNCTIONS
+
+__all__ = ["PlanError", "check_functions", "check_planned_sql", "check_syntax", "sqlglot_offset"]
+
+
+class PlanError(SqlValidationError, ValueError):
+    """A SELECT the engine cannot run; `offset` is a character offset into it, if known."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+# Functions of the dialect that the planner rewrites; DuckDB never sees them.
+_OWN_FUNCTIONS = frozenset({"tumble_start", "tumble_end"})
+# A ',' directly before one of these leaves an empty item, which sqlglot (and DuckDB's
+# friendly SQL) silently drop: `SELECT id, FROM src` has lost a column, or had one too many.
+_AFTER_LAST_ITEM = {
+    TokenType.FROM: "FROM",
+    TokenType.WHERE: "WHERE",
+    TokenType.GROUP_BY: "GROUP BY",
+    TokenType.HAVING: "HAVING",
+    TokenType.ORDER_BY: "ORDER BY",
+    TokenType.LIMIT: "LIMIT",
+    TokenType.QUALIFY: "QUALIFY",
+    TokenType.WINDOW: "WINDOW",
+    TokenType.R_PAREN: "')'",
+    TokenType.R_BRACKET: "']'",
+    TokenType.R_BRACE: "'}'",
+}
+_DUCKDB_LOCK = threading.Lock()
+
+
+@functools.cache
+def _duckdb() -> duckdb.DuckDBPyConnection:
+    """One in-memory DuckDB per process, set up like the engine's; used only to parse."""
+    return duckdb.connect(
+        config={
+            "enable_external_access": False,
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+        }
+    )
+
+
+@functools.cache
+def _function_names() -> frozenset[str]:
+    """Every function (and macro) name the engine's DuckDB knows, asked once per process."""
+    with _DUCKDB_LOCK:
+        rows = _duckdb().execute("SELECT DISTINCT function_name FROM duckdb_functions()")
+        return frozenset(str(name).lower() for (name,) in rows.fetchall())
+
+
+@functools.cache
+def _suggestable_names() -> tuple[str, ...]:
+    """Function names worth suggesting: plain identifiers a job may call."""
+    return tuple(
+        sorted(
+            name
+            for name in _function_names()
+            if re.fullmatch(r"[a-z][a-z0-9_]*", name)
+            and name not in FORBIDDEN_FUNCTIONS
+            and not name.startswith(("read_", "pragma_"))
+        )
+    )
+
+
+def _duckdb_parse(sql: str) -> dict[str, Any]:
+    """DuckDB's parse tree of `sql` as JSON: `json_serialize_sql` parses without binding.
+
+    Unlike `extract_statements`, it reports where a syntax error is (a UTF-8 byte
+    offset) and gives each function call its name and place.
+    """
+    try:
+        with _DUCKDB_LOCK:
+            row = _duckdb().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    except duckdb.Error as exc:
+        raise PlanError(f"DuckDB cannot parse the SELECT: {exc}") from exc
+    result: dict[str, Any] = json.loads(row[0]) if row is not None else {}
+    return result
+
+
+def _char_offset(sql: str, byte_offset: int) -> int:
+    return len(sql.encode()[:byte_offset].decode(errors="ignore"))
+
+
+def check_syntax(sql: str) -> dict[str, Any]:
+    """DuckDB's parse tree of `sql`; PlanError at the place DuckDB's parser stops.
+
+    Also at a ',' that leaves an item empty, which sqlglot would silently drop.
+    """
+    parsed = _duckdb_parse(sql)
+    # Errors other than the parser's (not a SELECT, say) are the sandbox's to explain.
+    if parsed.get("error") and parsed.get("error_type") == "parser":
+        message = str(parsed.get("error_message", "invalid SQL"))
+        position = str(parsed.get("position"))
+        offset = _char_offset(sql, int(position)) if position.isdigit() else None
+        if message.startswith("syntax error"):
+            raise PlanError(f"SQL {message}", offset)
+        if "without selection list" in message:
+            raise PlanError("the SELECT list is empty: name the columns to emit, or *", offset)
+        raise PlanError(f"SQL syntax error: {message}", offset)
+    try:
+        tokens = sqlglot.tokenize(sql, read="duckdb")
+    except TokenError:
+        return parsed  # DuckDB read it; sqlglot's parse reports what it cannot
+    for token, following in zip(tokens, [*tokens[1:], None], strict=True):
+        if token.token_type != TokenType.COMMA:
+            continue
+        if following is None:
+            what = "the end of the SELECT"
+        elif following.token_type in _AFTER_LAST_ITEM:
+            what = _AFTER_LAST_ITEM[following.token_type]
+        else:
+            continue
+        raise PlanError(
+            f"',' before {what} leaves an empty item: remove the ',' or add the missing item",
+            token.start,
+        )
+    return parsed
+
+
+def sqlglot_offset(sql: str, error: dict[str, Any]) -> int | None:
+    """Where a sqlglot parse error is: its line and column mark the end of the token."""
+    line, column = error.get("line"), error.get("col")
+    if not isinstance(line, int) or not isinstance(column, int) or line < 1:
+        return None
+    lines = sql.split("\n")
+    if line > len(lines):
+        return None
+    start = sum(len(text) + 1 for text in lines[: line - 1])
+    return max(start + column - len(str(error.get("highlight") or " ")), start)
+
+
+def _called_functions(node: Any) -> Iterator[tuple[str, int | None]]:
+    """(name, byte offset) of every function call in a DuckDB JSON parse tree."""
+    if isinstance(node, dict):
+        if node.get("class") in ("FUNCTION", "WINDOW") and "function_name" in node:
+            location = node.get("query_location")
+            yield (
+                str(node["function_name"]).lower(),
+                location if isinstance(location, int) else None,
+            )
+        for value in node.values():
+            yield from _called_functions(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _called_functions(value)
+
+
+def _unknown_function(written: str, offset: int | None) -> PlanError:
+    matches = difflib.get_close_matches(written.lower(), _suggestable_names(), n=3, cutoff=0.7)
+    hint = f" (did you mean {' or '.join(matches)}?)" if matches else ""
+    return PlanError(f"unknown function {written}(){hint}", offset)
+
+
+def check_functions(tree: exp.Select, parsed: dict[str, Any]) -> None:
+    """PlanError at the first call of a function that neither DuckDB nor the planner knows.
+
+    A name sqlglot recognises may still be fine under another name (sqlglot writes the
+    DuckDB spelling): only calls sqlglot passes through verbatim are judged here, and
+    the planned SQL is judged as a whole by `check_planned_sql`.
+    """
+    known = _function_names()
+    unknown = {name for name, _ in _called_functions(parsed)} - known - _OWN_FUNCTIONS
+    if not unknown:
+        return
+    calls = sorted(tree.find_all(exp.Anonymous), key=lambda n: n.meta.get("start", 0))
+    for call in calls:
+        if str(call.name).lower() in unknown:
+            raise _unknown_function(str(call.name), call.meta.get("start"))
+
+
+def check_planned_sql(planned: str, tree: exp.Select) -> None:
+    """The SQL the engine will run must parse in DuckDB and call only DuckDB's functions."""
+    parsed = _duckdb_parse(planned)
+    if parsed.get("error"):
+        raise PlanError(
+            f"the planned query does not parse in DuckDB: {parsed.get('error_message')}"
+        )
+    known = _function_names()
+    for name, _ in _called_functions(parsed):
+        if name in known:
+            continue
+        # The planned SQL is sqlglot's: find the user's call by the name sqlglot wrote.
+        start = next(
+            (
+                f.meta.get("start")
+                for f in tree.find_all(exp.Func)
+                if f.sql(dialect="duckdb").lower().startswith(f"{name}(")
+            ),
+            None,
+        )
+        if name in _OWN_FUNCTIONS:
+            raise PlanError(f"{name.upper()} needs a WINDOW TUMBLING clause", start)
+        raise _unknown_function(name, start)
