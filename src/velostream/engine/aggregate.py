@@ -14,7 +14,9 @@ their end, and all open windows when a bounded source ends.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import duckdb
@@ -23,7 +25,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from velostream.datasource.traits import BadRecord, SourceBatch
-from velostream.engine.core import BatchOutput, Executor, isolate_rows, with_row_numbers
+from velostream.engine.core import (
+    BatchOutput,
+    Executor,
+    StateIncompatibleError,
+    check_columns,
+    isolate_rows,
+    with_row_numbers,
+)
 from velostream.engine.direct import picked_columns, renames
 from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
@@ -154,8 +163,19 @@ def _final(call: AggregateCall) -> str:
             return f"{p}v"
 
 
+def _describe(call: AggregateCall) -> str:
+    """An aggregate as SQL, for a state's shape and its error messages."""
+    if call.func == "count_star":
+        return "COUNT(*)"
+    if call.func == "count_distinct":
+        return f"COUNT(DISTINCT {call.arg})"
+    return f"{call.func.upper()}({call.arg or ''})"
+
+
 class AggregateExecutor(Executor):
     """GROUP BY with EMIT CHANGES or EMIT FINAL, optionally in tumbling windows."""
+
+    state_kind = "aggregate"
 
     def __init__(
         self,
@@ -502,6 +522,43 @@ class AggregateExecutor(Executor):
             # COUNT(DISTINCT) values seen in a closed window are state too.
             for call in self._distinct:
                 self.con.execute(f"DELETE FROM __dstate{call.index} WHERE {WINDOW_END} <= {wm}")
+
+    @cached_property
+    def shape(self) -> dict[str, Any]:
+        """The keys, the aggregates (their partials are the state's columns), the window
+        and the emit mode (EMIT CHANGES and EMIT FINAL keep different partials)."""
+        w = self._window
+        return {
+            "kind": self.state_kind,
+            "group_by": list(self.plan.keys),
+            "aggregates": [_describe(c) for c in self.plan.aggregates],
+            "window": None if w is None else f"TUMBLING({w.time_sql}, {w.size_ms}ms)",
+            "emit": "CHANGES" if self.plan.emit == "CHANGES" else "FINAL",
+        }
+
+    def check_state(self, state: Mapping[str, Any]) -> None:
+        """The shape, then the tables: their key and partial columns must be the plan's."""
+        super().check_state(state)
+        if state.get("has_state") and _STATE in state:
+            partials = [p.name for c in self.plan.aggregates for p in _partials(c, False)]
+            check_columns("GROUP BY table", state[_STATE], [*self._key_cols, _SEEN, *partials])
+            for call in self._distinct:
+                check_columns(
+                    f"COUNT(DISTINCT) values of {_describe(call)}",
+                    state.get(f"__dstate{call.index}"),
+                    [*self._key_cols, "v"],
+                )
+        mode = state.get("mode", "sql" if state.get("has_state") else None)
+        if mode in ("running", "grouped"):
+            changes = mode == "running"
+            if self._window is not None or changes != (self.plan.emit == "CHANGES"):
+                kept = "EMIT CHANGES" if changes else "EMIT FINAL"
+                raise StateIncompatibleError(
+                    f"the state holds the partials of an {kept} GROUP BY without a window; "
+                    "the query is not one"
+                )
+            checker = RunningAggregates if changes else FinalAggregates
+            checker.check_state(self.plan, state)
 
     def snapshot(self) -> dict[str, Any]:
         state = super().snapshot()

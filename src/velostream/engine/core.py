@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, ClassVar
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, RecordRefs, SourceBatch
-from velostream.errors import ErrorKind, QueryExecutionError, Stage, classify
+from velostream.errors import ConfigurationError, ErrorKind, QueryExecutionError, Stage, classify
 from velostream.sql.planner import BATCH, ROW, QueryPlan
 
 __all__ = [
     "SYSTEM_COLUMNS",
     "BatchOutput",
     "Executor",
+    "StateIncompatibleError",
     "StatelessExecutor",
+    "check_columns",
     "isolate_rows",
+    "kind_of_state",
     "sandboxed_connection",
     "star",
 ]
@@ -58,6 +63,15 @@ def sandboxed_connection(threads: int = 2) -> duckdb.DuckDBPyConnection:
     return con
 
 
+class StateIncompatibleError(ConfigurationError):
+    """A state (from a checkpoint) does not fit the plan asked to restore it.
+
+    Raised by `Executor.restore` before it changes anything, e.g. when an upgrade
+    changed the GROUP BY keys, the aggregates, the window or the kind of query; the
+    message names what differs.
+    """
+
+
 @dataclass(slots=True)
 class BatchOutput:
     """What one micro-batch produced: output rows and rows that failed in the query."""
@@ -69,6 +83,9 @@ class BatchOutput:
 
 class Executor(ABC):
     """Runs one job's plan over micro-batches, keeping whatever state it needs."""
+
+    #: The kind of state this executor keeps: a state of another kind is refused.
+    state_kind: ClassVar[str] = "stateless"
 
     def __init__(self, plan: QueryPlan, con: duckdb.DuckDBPyConnection | None = None) -> None:
         self.plan = plan
@@ -95,12 +112,49 @@ class Executor(ABC):
         self._emitted += table.num_rows
         return table
 
+    @cached_property
+    def shape(self) -> dict[str, Any]:
+        """What the layout of the state depends on (JSON values): kept in each snapshot,
+        so that a state restored into another version of the query is checked."""
+        return {"kind": self.state_kind}
+
     def snapshot(self) -> dict[str, Any]:
         """The executor's state: plain values and Arrow tables, enough to `restore`."""
-        return {"emitted": self._emitted}
+        return {"emitted": self._emitted, "shape": self.shape}
+
+    def check_state(self, state: Mapping[str, Any]) -> None:
+        """Raise StateIncompatibleError unless `state` fits this plan.
+
+        The base compares the state's kind and `shape` (a state from before shapes were
+        kept has its kind told by its keys); subclasses add what their tables must hold.
+        """
+        kind = kind_of_state(state)
+        if kind != self.state_kind:
+            raise StateIncompatibleError(
+                f"the state was kept by a {_KIND_NAMES.get(kind, kind)}; "
+                f"this is a {_KIND_NAMES.get(self.state_kind, self.state_kind)}"
+            )
+        stored = state.get("shape")
+        if not isinstance(stored, Mapping):
+            return
+        differences = [
+            f"{_LABELS.get(key, key)}: {_show(stored.get(key))} in the state, "
+            f"{_show(self.shape.get(key))} in the query"
+            for key in sorted(set(stored) | set(self.shape), key=str)
+            if _plain(stored.get(key)) != _plain(self.shape.get(key))
+        ]
+        if differences:
+            raise StateIncompatibleError(
+                "the state does not fit the query (" + "; ".join(differences) + ")"
+            )
 
     def restore(self, state: dict[str, Any]) -> None:
-        """Return to a `snapshot` (after an abort, or from a checkpoint at restart)."""
+        """Return to a `snapshot` (after an abort, or from a checkpoint at restart).
+
+        A state that does not fit the plan (`check_state`) raises StateIncompatibleError
+        and leaves the executor as it was.
+        """
+        self.check_state(state)
         self._emitted = int(state.get("emitted", 0))
 
     @property
@@ -110,6 +164,57 @@ class Executor(ABC):
     def sql(self, query: str) -> pa.Table:
         """Run `query`, translating DuckDB errors that are not row errors."""
         return self.con.sql(query).to_arrow_table()
+
+
+# How a shape's keys read in an error message.
+_LABELS = {"group_by": "GROUP BY", "emit": "EMIT", "windows": "window functions"}
+_KIND_NAMES = {
+    "stateless": "stateless query",
+    "aggregate": "GROUP BY query",
+    "row_window": "row-window query",
+}
+
+
+def kind_of_state(state: Mapping[str, Any]) -> str:
+    """The kind of executor a snapshot is from (told by its keys if it has no shape)."""
+    shape = state.get("shape")
+    if isinstance(shape, Mapping) and isinstance(shape.get("kind"), str):
+        return str(shape["kind"])
+    if "has_state" in state:
+        return "aggregate"
+    if "seq" in state:
+        return "row_window"
+    return "stateless"
+
+
+def _plain(value: Any) -> Any:
+    """A shape value as JSON gives it back (tuples are lists)."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def check_columns(what: str, table: Any, expected: Iterable[str]) -> None:
+    """Raise StateIncompatibleError unless state `table` has exactly the `expected` columns."""
+    if not isinstance(table, pa.Table):
+        raise StateIncompatibleError(f"the state's {what} is not a table")
+    have, want = set(table.column_names), set(expected)
+    if have == want:
+        return
+    parts = []
+    if want - have:
+        parts.append(f"missing {', '.join(sorted(want - have))}")
+    if have - want:
+        parts.append(f"not in the query: {', '.join(sorted(have - want))}")
+    raise StateIncompatibleError(f"the state's {what} does not fit the query ({'; '.join(parts)})")
 
 
 def normalize_output(table: pa.Table) -> pa.Table:

@@ -14,6 +14,7 @@ held as Python integers). Aggregates not listed in `supports_final` run on DuckD
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from velostream.engine.core import check_columns
 from velostream.engine.groups import GroupIndex, covers, numeric
 from velostream.sql.planner import ARG, KEY, AggregateCall, QueryPlan
 
@@ -236,7 +238,15 @@ class FinalAggregates:
         keys = self.index.keys()
         return {} if keys is None else {"final_keys": keys, "final_state": self.table()}
 
+    @classmethod
+    def check_state(cls, plan: QueryPlan, state: Mapping[str, Any]) -> None:
+        """Raise StateIncompatibleError unless the state's keys and partials are `plan`'s."""
+        keys = [KEY.format(i) for i in range(len(plan.keys or ["0"]))]
+        _check_state(keys, plan.aggregates, state)
+
     def restore(self, state: dict[str, Any]) -> None:
+        """Return to a `snapshot`; a state of another plan raises StateIncompatibleError."""
+        _check_state(self.keys, [partial.call for partial in self._partials], state)
         keys: pa.Table | None = state.get("final_keys")
         self.index.restore(() if keys is None else (keys,))
         table: pa.Table | None = state.get("final_state")
@@ -265,6 +275,28 @@ class FinalAggregates:
                 if not partial.is_float:
                     column = pc.cast(column, pa.int64())
                 partial.m = _numpy(column, partial._identity(), partial.m.dtype)
+
+
+def _check_state(keys: list[str], calls: list[AggregateCall], state: Mapping[str, Any]) -> None:
+    if state.get("final_keys") is None:
+        return
+    check_columns("GROUP BY keys", state["final_keys"], keys)
+    partials = [name for call in calls for name in _partial_columns(call)]
+    check_columns("grouped aggregates", state.get("final_state"), [*keys, *partials])
+
+
+def _partial_columns(call: AggregateCall) -> list[str]:
+    """The state columns of `call` (as `_Partials.columns` names them)."""
+    p = f"__p{call.index}_"
+    match call.func:
+        case "count_star" | "count":
+            return [p + "c"]
+        case "sum":
+            return [p + "s"]
+        case "avg":
+            return [p + "s", p + "n"]
+        case _:
+            return [p + "m"]
 
 
 def _restored_counts(table: pa.Table, p: str, partial: _Partials) -> np.ndarray:

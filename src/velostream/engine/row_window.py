@@ -9,6 +9,9 @@ LEAD — a row with a LEAD waits until its following row arrives (or the source 
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from functools import cached_property
 from typing import Any
 
 import duckdb
@@ -16,7 +19,14 @@ import numpy as np
 import pyarrow as pa
 
 from velostream.datasource.traits import SourceBatch
-from velostream.engine.core import BatchOutput, Executor, isolate_rows, star, with_row_numbers
+from velostream.engine.core import (
+    BatchOutput,
+    Executor,
+    check_columns,
+    isolate_rows,
+    star,
+    with_row_numbers,
+)
 from velostream.sql.planner import BATCH, ROW, QueryPlan, RowWindowCall
 
 __all__ = ["RowWindowExecutor"]
@@ -25,6 +35,8 @@ _SEQ = "__seq"
 _HIST = "__hist"
 _EMITTED = "__emitted"
 _ALL = "__all"
+# The values a buffered row carries for each call (see `RowWindowExecutor._run`).
+_CARRIED = re.compile(r"__(v|fz|abs)\d+")
 
 
 def _partition(call: RowWindowCall) -> str:
@@ -35,8 +47,23 @@ def _keys(call: RowWindowCall) -> str:
     return ", ".join(call.partition_sql) if call.partition_sql else "0"
 
 
+def _describe(call: RowWindowCall) -> str:
+    """A row-window call as SQL, for a state's shape and its error messages."""
+    args = [call.arg] if call.arg else []
+    if call.func in ("lag", "lead"):
+        args += [str(call.offset), *([call.default_sql] if call.default_sql else [])]
+    over = f"ROWS WINDOW BUFFER {call.buffer_rows} ROWS"
+    if call.partition_sql:
+        over += f" PARTITION BY {', '.join(call.partition_sql)}"
+    if call.order_sql:
+        over += f" ORDER BY {', '.join(call.order_sql)}"
+    return f"{call.func.upper()}({', '.join(args)}) OVER ({over})"
+
+
 class RowWindowExecutor(Executor):
     """Window functions over a bounded buffer of rows per partition."""
+
+    state_kind = "row_window"
 
     def __init__(self, plan: QueryPlan, con: duckdb.DuckDBPyConnection | None = None) -> None:
         super().__init__(plan, con)
@@ -239,6 +266,24 @@ class RowWindowExecutor(Executor):
         if carried:
             names += self._value_columns()
         return names
+
+    @cached_property
+    def shape(self) -> dict[str, Any]:
+        """The window calls: the buffered rows carry a value per call."""
+        return {"kind": self.state_kind, "windows": [_describe(c) for c in self._calls]}
+
+    def check_state(self, state: Mapping[str, Any]) -> None:
+        """The shape, then the buffered rows: they must carry the values of these calls."""
+        super().check_state(state)
+        history = state.get("history")
+        if history is None:
+            return
+        ours = [_SEQ, _HIST, _EMITTED, *self._value_columns()]
+        ours += [f"__abs{c.index}" for c in self._calls if c.func == "row_number"]
+        # The input's own columns are whatever the source gave; only ours are checked.
+        names = history.column_names if isinstance(history, pa.Table) else []
+        inputs = [n for n in names if n not in ours[:3] and not _CARRIED.fullmatch(n)]
+        check_columns("buffered rows", history, [*inputs, *ours])
 
     def snapshot(self) -> dict[str, Any]:
         state = super().snapshot()

@@ -21,6 +21,7 @@ a snapshot is a reference. Aggregates or types this module does not cover
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from velostream.engine.core import check_columns
 from velostream.engine.groups import (
     GroupIndex,
     Segments,
@@ -310,7 +312,20 @@ class RunningAggregates:
         self._snapshot = (keys, chunks)
         return {"running_keys": keys, "running_state": pa.table(columns)}
 
+    @classmethod
+    def check_state(cls, plan: QueryPlan, state: Mapping[str, Any]) -> None:
+        """Raise StateIncompatibleError unless the state's keys and partials are `plan`'s."""
+        keys = state.get("running_keys")
+        if keys is None:
+            return
+        names = [KEY.format(i) for i in range(len(plan.keys or ["0"]))]
+        check_columns("GROUP BY keys", keys, names)
+        partials = [f"{p}{c.index}" for c in plan.aggregates for p in _Agg(c, None).partials]
+        check_columns("running aggregates", state.get("running_state"), partials)
+
     def restore(self, state: dict[str, Any]) -> None:
+        """Return to a `snapshot`; a state of another plan raises StateIncompatibleError."""
+        self.check_state(self.plan, state)
         keys = state.get("running_keys")
         if keys is None:
             self.index.restore(())

@@ -6,6 +6,10 @@ over `<data_dir>/checkpoints/<job>.json`, so a crash leaves either the old or th
 one, never half of either. State tables (aggregates, row buffers) are Arrow IPC files
 in a directory named after the checkpoint's batch number, written before the JSON that
 points at them; older directories are removed after the switch.
+
+A position means something only for the source it was read from, so a checkpoint also
+names its source (`source_identity`: the connector type and the properties that say
+what it reads), as Kafka Connect and Flink key source offsets by source.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +27,50 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from velostream.errors import ResourceExhaustedError, SourceError
+from velostream.fsutil import fsync_directory
+from velostream.sql.model import ConnectorConfig
 
-__all__ = ["Checkpoint", "CheckpointStore"]
+__all__ = ["Checkpoint", "CheckpointStore", "describe_source", "source_identity"]
+
+# The properties that say what a source reads (not how), each with its aliases: a
+# position read from one of them means nothing for another.
+_LOCATORS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("path", ("path",)),
+    ("topic", ("topic", "topic.name")),
+    ("bootstrap.servers", ("bootstrap.servers", "brokers")),
+)
+
+
+def source_identity(connector: ConnectorConfig) -> dict[str, str]:
+    """What a source reads: its type and the properties naming its data.
+
+    A file source is its `path` (a file or a glob, made absolute); a Kafka source its
+    topic (which defaults to the source's name) and its bootstrap servers. A source
+    type with none of these properties is known by its name.
+    """
+    kind = connector.type.strip().lower()
+    props = connector.properties
+    identity = {"type": kind}
+    for key, aliases in _LOCATORS:
+        value = next((str(props[a]).strip() for a in aliases if props.get(a)), "")
+        if not value:
+            continue
+        if key == "path":  # a relative path is read from the working directory
+            value = os.path.abspath(os.path.expanduser(value))
+        elif key == "bootstrap.servers":  # the same cluster, however listed
+            value = ",".join(sorted(v.strip() for v in value.split(",") if v.strip()))
+        identity[key] = value
+    if kind == "kafka_source":
+        identity.setdefault("topic", connector.name)
+    if len(identity) == 1:
+        identity["name"] = connector.name
+    return identity
+
+
+def describe_source(identity: Mapping[str, Any]) -> str:
+    """A source identity as one line, e.g. `file_source path=/data/a.jsonl`."""
+    rest = " ".join(f"{k}={v}" for k, v in identity.items() if k != "type")
+    return f"{identity.get('type', '?')} {rest}".strip()
 
 
 @dataclass(slots=True)
@@ -36,6 +83,8 @@ class Checkpoint:
     version: str | None = None
     batches: int = 0
     state: dict[str, Any] | None = None
+    source: dict[str, str] | None = None
+    """The source the position was read from (`source_identity`); None before it was kept."""
 
 
 class CheckpointStore:
@@ -66,6 +115,7 @@ class CheckpointStore:
             version=doc.get("version"),
             batches=int(doc.get("batches", 0)),
             state=self._load_state(job, doc.get("state")),
+            source=_identity(doc.get("source")),
         )
 
     def _state_dir(self, job: str, batches: int) -> Path:
@@ -103,7 +153,7 @@ class CheckpointStore:
                         writer.write_table(table)
                     out.flush()
                     os.fsync(out.fileno())
-            _fsync_directory(directory)  # the files' names, before the JSON names them
+            fsync_directory(directory)  # the files' names, before the JSON names them
             doc["dir"] = directory.name
         return doc
 
@@ -137,6 +187,7 @@ class CheckpointStore:
                     "version": checkpoint.version,
                     "batches": checkpoint.batches,
                     "state": state,
+                    "source": checkpoint.source,
                 },
                 default=_encode,
             )
@@ -145,6 +196,7 @@ class CheckpointStore:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
+            fsync_directory(path.parent)  # the rename itself, or a crash may undo it
             self._prune_state(job, state.get("dir") if state else None)
         except OSError as exc:
             raise ResourceExhaustedError(
@@ -158,12 +210,10 @@ class CheckpointStore:
         self._prune_state(job, None)
 
 
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _identity(doc: Any) -> dict[str, str] | None:
+    if not isinstance(doc, Mapping):
+        return None
+    return {str(k): str(v) for k, v in doc.items()}
 
 
 def _encode(value: Any) -> Any:

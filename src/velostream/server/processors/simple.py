@@ -10,6 +10,12 @@ checkpoint too. A job that resumes from a checkpoint — after a crash, a restar
 redeploy — cuts such a sink back to that length before writing again, so the output
 of before keeps its committed rows and loses only the torn tail a crash can leave (a
 half-written line), which the replayed batches write again.
+
+A checkpoint resumes only what still fits. Its position is applied only to the source
+it was read from: after an upgrade to another source the new one is read from its start
+(a warning, recorded as a `source` configuration error). Its executor state must fit
+the job's query: one that does not (other GROUP BY keys, aggregates, window) fails the
+job at start with what differs, rather than resetting the state unasked.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
+
 from velostream.datasource.traits import SourceBatch
-from velostream.errors import Stage
-from velostream.server.checkpoint import Checkpoint
+from velostream.engine.core import StateIncompatibleError
+from velostream.errors import ErrorKind, Stage
+from velostream.server.checkpoint import Checkpoint, describe_source, source_identity
 
 if TYPE_CHECKING:
     from velostream.server.processors.processor import JobProcessor
@@ -43,6 +52,8 @@ class SimpleCommitter:
         self.batches = 0
         self.sink_offsets: dict[str, int] = {}
         self.dlq_offset: int | None = None
+        job = processor.job
+        self.source_id = source_identity(job.sources[0]) if job.sources else None
 
     def recover(self) -> None:
         p = self.p
@@ -65,15 +76,57 @@ class SimpleCommitter:
         )
 
     def restore(self, checkpoint: Checkpoint) -> None:
+        """Resume the executor's state, and the position if read from this source.
+
+        A state that does not fit the query raises StateIncompatibleError naming the
+        versions and what differs; the job then fails at start, its checkpoint intact.
+        Only a state that holds no data yet (no groups, windows or rows) is let go.
+        """
         p = self.p
+        same_source = self._same_source(checkpoint)
         self.batches = checkpoint.batches
         if checkpoint.state is not None:
-            p.executor.restore(checkpoint.state)
-            self.state = checkpoint.state
-        if checkpoint.position is not None:
+            self._restore_state(checkpoint.state, checkpoint.version)
+        if checkpoint.position is not None and same_source:
             p.source.commit(checkpoint.position)
             p.source.seek(checkpoint.position)
             self.position = checkpoint.position
+
+    def _restore_state(self, state: dict[str, Any], version: str | None) -> None:
+        p = self.p
+        try:
+            p.executor.restore(state)
+        except StateIncompatibleError as exc:
+            if _holds_data(state):
+                raise StateIncompatibleError(
+                    f"the state checkpointed by version {version} of job {p.job.name!r} "
+                    f"cannot be resumed by version {p.job.version}: {exc}; deploy a "
+                    "compatible version, or start the job afresh (docs/operations.md, Upgrades)",
+                    job=p.job.name,
+                ) from exc
+            # Nothing kept, nothing lost: the executor starts with its own empty state.
+            _log.info(
+                "job %r: the empty state of version %s is not kept: %s", p.job.name, version, exc
+            )
+            return
+        self.state = state
+
+    def _same_source(self, checkpoint: Checkpoint) -> bool:
+        """Whether the checkpoint's position was read from the job's source; if not,
+        warn and record it. A checkpoint that does not name its source is trusted."""
+        old, new = checkpoint.source, self.source_id
+        if old is None or new is None or old == new:
+            return True
+        p = self.p
+        message = (
+            f"the source changed since the checkpoint of version {checkpoint.version}: "
+            f"was {describe_source(old)}, now {describe_source(new)}; its position "
+            f"{checkpoint.position} is not applied, the new source is read from its start "
+            "(Kafka: the group's committed offsets, else auto.offset.reset)"
+        )
+        _log.warning("job %r: %s", p.job.name, message)
+        p.record_error(Stage.SOURCE, message, kind=ErrorKind.CONFIGURATION)
+        return False
 
     def sink_lengths(self) -> dict[str, int]:
         """The committed length of every sink that can roll back (after a flush)."""
@@ -103,6 +156,7 @@ class SimpleCommitter:
         p = self.p
         checkpoint.version = p.job.version
         checkpoint.batches = self.batches
+        checkpoint.source = self.source_id
         try:
             if p.checkpoints is not None:
                 p.checkpoints.save(p.job.name, checkpoint)
@@ -120,3 +174,8 @@ class SimpleCommitter:
         if self.state is not None:
             p.executor.restore(self.state)
         p.source.seek(self.position)
+
+
+def _holds_data(state: dict[str, Any]) -> bool:
+    """Whether an executor state keeps any data (its groups, windows, rows are tables)."""
+    return any(isinstance(value, pa.Table) and value.num_rows for value in state.values())
