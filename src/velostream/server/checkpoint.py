@@ -60,7 +60,7 @@ def source_identity(connector: ConnectorConfig) -> dict[str, str]:
         elif key == "bootstrap.servers":  # the same cluster, however listed
             value = ",".join(sorted(v.strip() for v in value.split(",") if v.strip()))
         identity[key] = value
-    if kind == "kafka_source":
+    if kind in ("kafka_source", "kafka_sink"):
         identity.setdefault("topic", connector.name)
     if len(identity) == 1:
         identity["name"] = connector.name
@@ -85,6 +85,8 @@ class Checkpoint:
     state: dict[str, Any] | None = None
     source: dict[str, str] | None = None
     """The source the position was read from (`source_identity`); None before it was kept."""
+    sinks: dict[str, dict[str, str]] | None = None
+    """What each sink of `sink_offsets` wrote to (`source_identity` of its config)."""
 
 
 class CheckpointStore:
@@ -116,6 +118,7 @@ class CheckpointStore:
             batches=int(doc.get("batches", 0)),
             state=self._load_state(job, doc.get("state")),
             source=_identity(doc.get("source")),
+            sinks=_sink_identities(doc.get("sinks")),
         )
 
     def _state_dir(self, job: str, batches: int) -> Path:
@@ -188,6 +191,7 @@ class CheckpointStore:
                     "batches": checkpoint.batches,
                     "state": state,
                     "source": checkpoint.source,
+                    "sinks": checkpoint.sinks,
                 },
                 default=_encode,
             )
@@ -208,6 +212,12 @@ class CheckpointStore:
         with self._lock:
             self._state_dirs.pop(job, None)
         self._prune_state(job, None)
+
+
+def _sink_identities(doc: Any) -> dict[str, dict[str, str]] | None:
+    if not isinstance(doc, Mapping):
+        return None
+    return {str(name): ident for name, value in doc.items() if (ident := _identity(value))}
 
 
 def _identity(doc: Any) -> dict[str, str] | None:

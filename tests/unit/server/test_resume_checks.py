@@ -284,3 +284,37 @@ def test_an_upgrade_of_a_job_that_kept_nothing_yet_starts_with_its_own_state(
     assert doc["records_in"] == 2
     assert [(r["k"], r["s"]) for r in read_jsonl(out)] == [("k0", 0), ("k1", 1)]
     assert h.catalog("job", job="job") == []
+
+
+# --- the destination a sink offset belongs to ------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["simple", "transactional"])
+def test_a_sink_pointed_at_another_file_is_not_cut_to_the_old_offset(
+    harness: Harness, tmp_path: Path, mode: str
+) -> None:
+    """v2 appends to another, existing file: its content stays; only new rows follow."""
+    h = harness
+    source = write_jsonl(tmp_path / "in.jsonl", lines(0, 5))
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    kept = [json.dumps({"id": -i, "note": "written by someone else, long ago"}) for i in range(9)]
+    write_jsonl(second, kept)
+    select = "SELECT id FROM src"
+
+    def sql(out: Path, version: str) -> str:
+        sink = {**jsonl_sink(out), "append": "true"}
+        return app_sql(
+            "job", select=select, source=file_source(source), sink=sink, version=version, mode=mode
+        )
+
+    run_to_end(h, sql(first, "1"))
+    assert checkpoint_doc(h)["sinks"] == {"job": {"type": "file_sink", "path": str(first)}}
+    write_jsonl(source, lines(0, 8))  # three more lines for v2
+    run_to_end(h, sql(second, "2"))
+
+    assert second.read_text().splitlines()[: len(kept)] == kept
+    assert [r["id"] for r in read_jsonl(second)][len(kept) :] == [5, 6, 7]
+    assert [r["id"] for r in read_jsonl(first)] == list(range(5))
+    (group,) = h.catalog("sink", job="job")
+    assert group["kind"] == "ConfigurationError"
+    assert str(first) in group["message"] and str(second) in group["message"]

@@ -54,6 +54,7 @@ class SimpleCommitter:
         self.dlq_offset: int | None = None
         job = processor.job
         self.source_id = source_identity(job.sources[0]) if job.sources else None
+        self.sink_ids = {s.name: source_identity(s) for s in job.sinks}
 
     def recover(self) -> None:
         p = self.p
@@ -62,7 +63,7 @@ class SimpleCommitter:
         if checkpoint is None:
             return
         self.restore(checkpoint)
-        self.sink_offsets = dict(checkpoint.sink_offsets)
+        self.sink_offsets = self.kept_sink_offsets(checkpoint)
         self.dlq_offset = checkpoint.dlq_offset
         for sink in p.sinks:
             offset = self.sink_offsets.get(sink.name)
@@ -111,6 +112,31 @@ class SimpleCommitter:
             return
         self.state = state
 
+    def kept_sink_offsets(self, checkpoint: Checkpoint) -> dict[str, int]:
+        """The checkpoint's sink offsets, for the sinks that still write where they did.
+
+        A sink now pointed elsewhere (another file, another topic) is not rolled back
+        to an offset of its old destination: that would cut the new one. It starts as
+        a new sink does; the change is logged and recorded.
+        """
+        offsets = dict(checkpoint.sink_offsets)
+        if checkpoint.sinks is None:
+            return offsets
+        p = self.p
+        for name in list(offsets):
+            old, new = checkpoint.sinks.get(name), self.sink_ids.get(name)
+            if old is None or new is None or old == new:
+                continue
+            del offsets[name]
+            message = (
+                f"sink {name!r} changed since the checkpoint of version {checkpoint.version}: "
+                f"was {describe_source(old)}, now {describe_source(new)}; its committed "
+                "offset is not applied to the new destination"
+            )
+            _log.warning("job %r: %s", p.job.name, message)
+            p.record_error(Stage.SINK, message, kind=ErrorKind.CONFIGURATION)
+        return offsets
+
     def _same_source(self, checkpoint: Checkpoint) -> bool:
         """Whether the checkpoint's position was read from the job's source; if not,
         warn and record it. A checkpoint that does not name its source is trusted."""
@@ -157,6 +183,7 @@ class SimpleCommitter:
         checkpoint.version = p.job.version
         checkpoint.batches = self.batches
         checkpoint.source = self.source_id
+        checkpoint.sinks = self.sink_ids
         try:
             if p.checkpoints is not None:
                 p.checkpoints.save(p.job.name, checkpoint)

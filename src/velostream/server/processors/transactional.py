@@ -54,7 +54,7 @@ class TransactionalCommitter(SimpleCommitter):
         self.state = p.executor.snapshot()
         checkpoint = p.checkpoints.load(p.job.name) if p.checkpoints is not None else None
         if checkpoint is not None:
-            self.sink_offsets.update(checkpoint.sink_offsets)
+            self.sink_offsets.update(self.kept_sink_offsets(checkpoint))
             self.dlq_offset = checkpoint.dlq_offset
             self.restore(checkpoint)
         for sink in p.sinks:
