@@ -21,6 +21,7 @@ job at start with what differs, rather than resetting the state unasked.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -122,19 +123,18 @@ class SimpleCommitter:
         offsets = dict(checkpoint.sink_offsets)
         if checkpoint.sinks is None:
             return offsets
-        p = self.p
         for name in list(offsets):
             old, new = checkpoint.sinks.get(name), self.sink_ids.get(name)
             if old is None or new is None or old == new:
                 continue
             del offsets[name]
-            message = (
-                f"sink {name!r} changed since the checkpoint of version {checkpoint.version}: "
-                f"was {describe_source(old)}, now {describe_source(new)}; its committed "
-                "offset is not applied to the new destination"
+            self._changed(
+                Stage.SINK,
+                f"sink {name!r}",
+                checkpoint.version,
+                (old, new),
+                "its committed offset is not applied to the new destination",
             )
-            _log.warning("job %r: %s", p.job.name, message)
-            p.record_error(Stage.SINK, message, kind=ErrorKind.CONFIGURATION)
         return offsets
 
     def _same_source(self, checkpoint: Checkpoint) -> bool:
@@ -143,16 +143,32 @@ class SimpleCommitter:
         old, new = checkpoint.source, self.source_id
         if old is None or new is None or old == new:
             return True
-        p = self.p
-        message = (
-            f"the source changed since the checkpoint of version {checkpoint.version}: "
-            f"was {describe_source(old)}, now {describe_source(new)}; its position "
-            f"{checkpoint.position} is not applied, the new source is read from its start "
-            "(Kafka: the group's committed offsets, else auto.offset.reset)"
+        self._changed(
+            Stage.SOURCE,
+            "the source",
+            checkpoint.version,
+            (old, new),
+            f"its position {checkpoint.position} is not applied, the new source is read from "
+            "its start (Kafka: the group's committed offsets, else auto.offset.reset)",
         )
-        _log.warning("job %r: %s", p.job.name, message)
-        p.record_error(Stage.SOURCE, message, kind=ErrorKind.CONFIGURATION)
         return False
+
+    def _changed(
+        self,
+        stage: Stage,
+        what: str,
+        version: str | None,
+        identities: tuple[Mapping[str, Any], Mapping[str, Any]],
+        outcome: str,
+    ) -> None:
+        """Warn that a connector changed since the checkpoint; record it as an error."""
+        old, new = identities
+        message = (
+            f"{what} changed since the checkpoint of version {version}: was "
+            f"{describe_source(old)}, now {describe_source(new)}; {outcome}"
+        )
+        _log.warning("job %r: %s", self.p.job.name, message)
+        self.p.record_error(stage, message, kind=ErrorKind.CONFIGURATION)
 
     def sink_lengths(self) -> dict[str, int]:
         """The committed length of every sink that can roll back (after a flush)."""
