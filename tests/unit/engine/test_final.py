@@ -9,10 +9,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tests.unit.engine import test_running as running
 from tests.unit.engine.harness import LineRefs, cut, make_job, run_job
 from tests.unit.engine.test_running import assert_same, table
 from velostream.datasource.traits import SourceBatch
-from velostream.engine import aggregate, build_executor
+from velostream.engine import build_executor
 from velostream.sql.model import EmitMode
 from velostream.sql.planner import plan_job
 
@@ -32,15 +33,7 @@ QUERIES = [
 def run_both(
     sql: str, data: pa.Table, sizes: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    ours = run_job(sql, data, batch_size=sizes, emit=EmitMode.FINAL)
-    assert ours.executor is not None
-    assert ours.executor._mode == "grouped"  # type: ignore[attr-defined]
-    with monkeypatch.context() as patch:
-        patch.setattr(aggregate.FinalAggregates, "build", classmethod(lambda *a: None))
-        reference = run_job(sql, data, batch_size=sizes, emit=EmitMode.FINAL)
-    assert reference.executor is not None
-    assert reference.executor._mode == "sql"  # type: ignore[attr-defined]
-    return ours.rows, reference.rows
+    return running.run_both(sql, data, sizes, monkeypatch, emit=EmitMode.FINAL)
 
 
 @pytest.mark.parametrize("sql", QUERIES)

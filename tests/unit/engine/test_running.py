@@ -81,15 +81,28 @@ def assert_same(got: list[dict[str, object]], expected: list[dict[str, object]],
             assert both_nan or values_equal(a, b), f"{sql}: row {index} {name}: {a!r} != {b!r}"
 
 
+# The fast path of each emit mode, and the executor mode it runs in.
+FAST_PATHS = {
+    EmitMode.CHANGES: (aggregate.RunningAggregates, "running"),
+    EmitMode.FINAL: (aggregate.FinalAggregates, "grouped"),
+}
+
+
 def run_both(
-    sql: str, data: pa.Table, sizes: list[int], monkeypatch: pytest.MonkeyPatch
+    sql: str,
+    data: pa.Table,
+    sizes: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    emit: EmitMode = EmitMode.CHANGES,
 ) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
-    ours = run_job(sql, data, batch_size=sizes, emit=EmitMode.CHANGES)
+    """The rows of the fast (Arrow) path and of the DuckDB path, each checked to be taken."""
+    fast, mode = FAST_PATHS[emit]
+    ours = run_job(sql, data, batch_size=sizes, emit=emit)
     assert ours.executor is not None
-    assert ours.executor._mode == "running"  # type: ignore[attr-defined]
+    assert ours.executor._mode == mode  # type: ignore[attr-defined]
     with monkeypatch.context() as patch:
-        patch.setattr(aggregate.RunningAggregates, "build", classmethod(lambda *a: None))
-        reference = run_job(sql, data, batch_size=sizes, emit=EmitMode.CHANGES)
+        patch.setattr(fast, "build", classmethod(lambda *a: None))
+        reference = run_job(sql, data, batch_size=sizes, emit=emit)
     assert reference.executor is not None
     assert reference.executor._mode == "sql"  # type: ignore[attr-defined]
     return ours.rows, reference.rows
