@@ -74,6 +74,12 @@ def assert_visible(h: Harness, name: str, expected: list[str]) -> None:
 # --- every transition --------------------------------------------------------------------
 
 
+def deploy_running(h: Harness) -> None:
+    """Deploy `out` on an unbounded source and wait until it runs."""
+    h.deploy(app_sql("out", source=memory_source(rows(3), bounded=False)))
+    h.wait_state("out", "running")
+
+
 def test_a_bounded_job_goes_starting_running_completed(harness: Harness) -> None:
     h = harness
     assert h.deploy(app_sql("out", source=memory_source(rows(5)))) == ["out"]
@@ -85,8 +91,7 @@ def test_a_bounded_job_goes_starting_running_completed(harness: Harness) -> None
 
 def test_stop_by_request(harness: Harness) -> None:
     h = harness
-    h.deploy(app_sql("out", source=memory_source(rows(3), bounded=False)))
-    h.wait_state("out", "running")
+    deploy_running(h)
     response = h.client.post("/jobs/out/stop")
     assert response.status_code == 200, response.text
     assert response.json()["state"] == "stopped"
@@ -101,8 +106,7 @@ def test_stop_by_request(harness: Harness) -> None:
 
 def test_pause_and_resume_are_visible(harness: Harness) -> None:
     h = harness
-    h.deploy(app_sql("out", source=memory_source(rows(3), bounded=False)))
-    h.wait_state("out", "running")
+    deploy_running(h)
     paused = h.client.post("/jobs/out/pause")
     assert paused.status_code == 200, paused.text
     assert paused.json()["state"] == "paused"
@@ -119,8 +123,7 @@ def test_pause_and_resume_are_visible(harness: Harness) -> None:
 
 def test_a_paused_job_can_be_stopped(harness: Harness) -> None:
     h = harness
-    h.deploy(app_sql("out", source=memory_source(rows(3), bounded=False)))
-    h.wait_state("out", "running")
+    deploy_running(h)
     h.server.pause("out")
     h.server.stop("out")
     assert_visible(h, "out", ["starting", "running", "paused", "stopped"])
