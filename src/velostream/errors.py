@@ -5,7 +5,11 @@ in (job, stage, source, position)::
 
     VelostreamError                     kind           raised when
     ├── ConfigurationError              Configuration  a setting or WITH property is wrong
-    │   └── SqlValidationError          Parse          an application fails validation
+    │   ├── SqlValidationError          Parse          an application fails validation
+    │   │   ├── PlanError               Parse          a SELECT the engine cannot run
+    │   │   └── SandboxError            Parse          job SQL reaches outside its sources
+    │   ├── StateIncompatibleError      Configuration  a checkpointed state does not fit the plan
+    │   └── JobConflictError            Configuration  that job and version is already deployed
     ├── RecordError                     Parse/Type     one record cannot be decoded or typed
     ├── SchemaError                     Schema         columns do not match what a query needs
     ├── QueryExecutionError             Execution      DuckDB fails to run a job's SQL
@@ -16,6 +20,11 @@ in (job, stage, source, position)::
     ├── ResourceExhaustedError          Resource       memory, disk or a limit is exhausted
     ├── DeadLetterError                 IO             a dead letter cannot be written
     ├── JobStateError                   Configuration  an illegal job state transition
+    ├── BatchFailedError                (failed_kind)  a batch cannot commit under its strategy
+    ├── RetryableBatchError             (failed_kind)  RetryWithBackoff will try the batch again
+    ├── ReplayError                     Execution      replayed dead letters still fail
+    ├── ApiProblem                      Configuration  an HTTP route answers with a problem document
+    │   └── AuthError                   Configuration  a request lacks the bearer token it needs
     └── InternalError                   Internal       a bug: an invariant did not hold
 
 `classify` maps any exception, ours or third-party, to an `ErrorKind`.
@@ -26,25 +35,34 @@ from __future__ import annotations
 import errno
 import json
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
+    "ApiProblem",
+    "AuthError",
+    "BatchFailedError",
     "BrokerConnectionError",
     "ConfigurationError",
     "DeadLetterError",
     "ErrorKind",
     "InternalError",
+    "JobConflictError",
     "JobStateError",
     "OperationTimeoutError",
+    "PlanError",
     "QueryExecutionError",
     "RecordError",
+    "ReplayError",
     "ResourceExhaustedError",
+    "RetryableBatchError",
+    "SandboxError",
     "SchemaError",
     "Severity",
     "SinkError",
     "SourceError",
     "SqlValidationError",
     "Stage",
+    "StateIncompatibleError",
     "VelostreamError",
     "classify",
     "default_severity",
@@ -144,6 +162,31 @@ class SqlValidationError(ConfigurationError):
         self.problems = problems or [message]
 
 
+class PlanError(SqlValidationError, ValueError):
+    """A SELECT the engine cannot run; `offset` is a character offset into it, if known."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class SandboxError(SqlValidationError, ValueError):
+    """Job SQL tried to reach outside its declared sources."""
+
+
+class StateIncompatibleError(ConfigurationError):
+    """A state (from a checkpoint) does not fit the plan asked to restore it.
+
+    Raised by `Executor.restore` before it changes anything, e.g. when an upgrade
+    changed the GROUP BY keys, the aggregates, the window or the kind of query; the
+    message names what differs.
+    """
+
+
+class JobConflictError(ConfigurationError):
+    """A job of that name and version is already deployed (HTTP 409)."""
+
+
 class RecordError(VelostreamError):
     """One record cannot be decoded (ParseError) or fails its column type (TypeError)."""
 
@@ -202,6 +245,63 @@ class JobStateError(VelostreamError):
     """A job was asked for a transition its current state does not allow."""
 
     kind = ErrorKind.CONFIGURATION
+
+
+class BatchFailedError(VelostreamError):
+    """A batch cannot be committed under the job's strategy (FailBatch, or
+    RetryWithBackoff out of retries); the job fails with this reason.
+
+    `failed_kind` is the kind of what failed the batch (the first bad record's, or the
+    last attempt's error), so the job-stage error is filed under it rather than as an
+    internal error.
+    """
+
+    def __init__(
+        self, message: str, *, failed_kind: ErrorKind = ErrorKind.INTERNAL, job: str | None = None
+    ) -> None:
+        super().__init__(message, job=job)
+        self.failed_kind = failed_kind
+
+
+class RetryableBatchError(VelostreamError):
+    """A batch had bad records and RetryWithBackoff will try it again (already recorded)."""
+
+    def __init__(self, message: str, *, failed_kind: ErrorKind, job: str | None = None) -> None:
+        super().__init__(message, job=job)
+        self.failed_kind = failed_kind
+
+
+class ReplayError(VelostreamError):
+    """Dead letters sent through the job again still fail; none of them was replayed.
+
+    `failures` holds the records that failed again (the datasource's BadRecord values).
+    """
+
+    kind = ErrorKind.EXECUTION
+
+    def __init__(self, message: str, *, failures: list[Any], job: str | None = None) -> None:
+        super().__init__(message, job=job)
+        self.failures = failures
+
+
+class ApiProblem(VelostreamError):
+    """Raised by an HTTP route; the app answers with an RFC 9457 problem document."""
+
+    kind = ErrorKind.CONFIGURATION
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+class AuthError(ApiProblem):
+    """A request lacks the bearer token the server was started with (HTTP 401)."""
+
+    def __init__(self, detail: str = "this call needs Authorization: Bearer <token>") -> None:
+        super().__init__(401, "Unauthorized", detail)
 
 
 class InternalError(VelostreamError):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import errno
 import inspect
 import json
+import re
+from pathlib import Path
 
 import confluent_kafka
 import duckdb
@@ -13,22 +16,31 @@ import pytest
 
 from velostream import errors
 from velostream.errors import (
+    ApiProblem,
+    AuthError,
+    BatchFailedError,
     BrokerConnectionError,
     ConfigurationError,
     DeadLetterError,
     ErrorKind,
     InternalError,
+    JobConflictError,
     JobStateError,
     OperationTimeoutError,
+    PlanError,
     QueryExecutionError,
     RecordError,
+    ReplayError,
     ResourceExhaustedError,
+    RetryableBatchError,
+    SandboxError,
     SchemaError,
     Severity,
     SinkError,
     SourceError,
     SqlValidationError,
     Stage,
+    StateIncompatibleError,
     VelostreamError,
     classify,
     default_severity,
@@ -49,7 +61,27 @@ EXCEPTIONS: dict[type[VelostreamError], ErrorKind] = {
     DeadLetterError: ErrorKind.IO,
     JobStateError: ErrorKind.CONFIGURATION,
     InternalError: ErrorKind.INTERNAL,
+    PlanError: ErrorKind.PARSE,
+    SandboxError: ErrorKind.PARSE,
+    StateIncompatibleError: ErrorKind.CONFIGURATION,
+    JobConflictError: ErrorKind.CONFIGURATION,
+    BatchFailedError: ErrorKind.INTERNAL,
+    RetryableBatchError: ErrorKind.INTERNAL,
+    ReplayError: ErrorKind.EXECUTION,
+    ApiProblem: ErrorKind.CONFIGURATION,
+    AuthError: ErrorKind.CONFIGURATION,
 }
+
+
+def _make(cls: type[VelostreamError], message: str) -> VelostreamError:
+    """An instance of `cls` with `message`, whatever else its constructor needs."""
+    if cls is RetryableBatchError:
+        return RetryableBatchError(message, failed_kind=ErrorKind.TYPE)
+    if cls is ReplayError:
+        return ReplayError(message, failures=[])
+    if cls is ApiProblem:
+        return ApiProblem(400, "Bad request", message)
+    return cls(message)
 
 
 def test_stages_are_the_designed_set() -> None:
@@ -123,7 +155,7 @@ def test_each_exception_derives_from_the_root_and_has_its_kind(
     cls: type[VelostreamError], kind: ErrorKind
 ) -> None:
     assert issubclass(cls, VelostreamError)
-    exc = cls("went wrong")
+    exc = _make(cls, "went wrong")
     assert exc.kind is kind
     assert classify(exc) is kind
     assert exc.severity is default_severity(kind)
@@ -134,10 +166,55 @@ def test_sql_validation_error_is_a_configuration_error() -> None:
     assert issubclass(SqlValidationError, ConfigurationError)
 
 
-@pytest.mark.parametrize("cls", EXCEPTIONS)
-def test_the_docstring_tree_draws_every_exception(cls: type[VelostreamError]) -> None:
+def _drawn_parents() -> dict[str, str]:
+    """Each class drawn in the module docstring's tree, mapped to the class drawn above it."""
     assert errors.__doc__ is not None
-    assert cls.__name__ in errors.__doc__
+    parents: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    for line in errors.__doc__.splitlines():
+        match = re.match(r"^\s*((?:[│ ]   )*)(?:[├└]── )?(\w+Error|\w+Problem)\b", line)
+        if match is None:
+            continue
+        depth = len(match.group(1)) // 4 + (1 if "──" in line else 0)
+        name = match.group(2)
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        if stack:
+            parents[name] = stack[-1][1]
+        stack.append((depth, name))
+    return parents
+
+
+@pytest.mark.parametrize("cls", EXCEPTIONS)
+def test_the_docstring_tree_draws_every_exception_under_its_base(
+    cls: type[VelostreamError],
+) -> None:
+    parents = _drawn_parents()
+    if cls is VelostreamError:
+        assert cls.__name__ not in parents
+        return
+    assert cls.__name__ in parents, f"{cls.__name__} is missing from the drawn tree"
+    base = next(b for b in cls.__mro__[1:] if issubclass(b, VelostreamError))
+    assert parents[cls.__name__] == base.__name__
+
+
+def test_no_exception_class_lives_outside_errors_py() -> None:
+    """Every exception the package defines is in errors.py (and so in its tree)."""
+    import velostream
+
+    root = Path(velostream.__file__).parent
+    strays = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "errors.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                (isinstance(b, ast.Name) and (b.id.endswith(("Error", "Exception", "Problem"))))
+                or (isinstance(b, ast.Attribute) and b.attr.endswith(("Error", "Exception")))
+                for b in node.bases
+            ):
+                strays.append(f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    assert strays == []
 
 
 def test_exceptions_carry_their_context() -> None:

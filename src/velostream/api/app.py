@@ -14,8 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velostream import __version__
 from velostream.api.console import console_router
-from velostream.api.jobs import ApiProblem, AuthError, jobs_router, problem_responses
-from velostream.errors import Stage
+from velostream.api.jobs import jobs_router, problem, problem_responses
+from velostream.errors import ApiProblem, AuthError, Stage
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.stream_job_server import StreamJobServer
 
@@ -60,11 +60,11 @@ def create_app(
 
     @app.exception_handler(ApiProblem)
     async def api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
-        return exc.response()
+        return problem(exc.status, exc.title, exc.detail, **exc.extra)
 
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
-        response = _problem(401, "Unauthorized", "this call needs Authorization: Bearer <token>")
+        response = _problem(exc.status, exc.title, exc.detail)
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 

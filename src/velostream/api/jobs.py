@@ -16,19 +16,20 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from velostream.errors import (
+    ApiProblem,
+    AuthError,
     ConfigurationError,
+    JobConflictError,
     JobStateError,
+    ReplayError,
     ResourceExhaustedError,
     SqlValidationError,
     VelostreamError,
 )
-from velostream.server.processors.processor import ReplayError
-from velostream.server.stream_job_server import JobConflictError, StreamJobServer
+from velostream.server.stream_job_server import StreamJobServer
 
 __all__ = [
     "PROBLEM",
-    "ApiProblem",
-    "AuthError",
     "DeployRequest",
     "Problem",
     "jobs_router",
@@ -81,24 +82,6 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
         status_code=status,
         media_type=PROBLEM,
     )
-
-
-class ApiProblem(Exception):
-    """Raised by a route; the app answers with the problem document."""
-
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.extra = extra
-
-    def response(self) -> JSONResponse:
-        return problem(self.status, self.title, self.detail, **self.extra)
-
-
-class AuthError(Exception):
-    pass
 
 
 # --- request and response bodies -------------------------------------------------------

@@ -28,7 +28,6 @@ from velostream.datasource.traits import BadRecord, SourceBatch
 from velostream.engine.core import (
     BatchOutput,
     Executor,
-    StateIncompatibleError,
     check_columns,
     isolate_rows,
     with_row_numbers,
@@ -36,7 +35,7 @@ from velostream.engine.core import (
 from velostream.engine.direct import picked_columns, renames
 from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
-from velostream.errors import ErrorKind, Stage
+from velostream.errors import ErrorKind, Stage, StateIncompatibleError
 from velostream.sql.planner import (
     ARG,
     BATCH,

@@ -21,14 +21,19 @@ import numpy as np
 import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, RecordRefs, SourceBatch
-from velostream.errors import ConfigurationError, ErrorKind, QueryExecutionError, Stage, classify
+from velostream.errors import (
+    ErrorKind,
+    QueryExecutionError,
+    Stage,
+    StateIncompatibleError,
+    classify,
+)
 from velostream.sql.planner import BATCH, ROW, QueryPlan
 
 __all__ = [
     "SYSTEM_COLUMNS",
     "BatchOutput",
     "Executor",
-    "StateIncompatibleError",
     "StatelessExecutor",
     "check_columns",
     "isolate_rows",
@@ -61,15 +66,6 @@ def sandboxed_connection(threads: int = 2) -> duckdb.DuckDBPyConnection:
     )
     con.execute("SET lock_configuration = true")
     return con
-
-
-class StateIncompatibleError(ConfigurationError):
-    """A state (from a checkpoint) does not fit the plan asked to restore it.
-
-    Raised by `Executor.restore` before it changes anything, e.g. when an upgrade
-    changed the GROUP BY keys, the aggregates, the window or the kind of query; the
-    message names what differs.
-    """
 
 
 @dataclass(slots=True)

@@ -28,7 +28,8 @@ from typing import Any
 from velostream.datasource.registry import create_sink, create_source
 from velostream.datasource.traits import Sink, Source
 from velostream.errors import (
-    ConfigurationError,
+    BatchFailedError,
+    JobConflictError,
     JobStateError,
     ResourceExhaustedError,
     Stage,
@@ -39,7 +40,6 @@ from velostream.server.checkpoint import CheckpointStore
 from velostream.server.jobs import JobState, StateMachine
 from velostream.server.processors.dlq import DeadLetter, FileDeadLetterQueue
 from velostream.server.processors.error_tracking_helper import ErrorTracker
-from velostream.server.processors.failure import BatchFailedError
 from velostream.server.processors.processor import JobProcessor
 from velostream.sql.check import check_application
 from velostream.sql.model import Application, ConnectorConfig, JobSpec
@@ -53,17 +53,13 @@ def _sink_properties(job: JobSpec, sink: ConnectorConfig) -> dict[str, str]:
     return props
 
 
-__all__ = ["DEFAULT_MAX_JOBS", "DEPLOY_JOB", "JobConflictError", "JobHandle", "StreamJobServer"]
+__all__ = ["DEFAULT_MAX_JOBS", "DEPLOY_JOB", "JobHandle", "StreamJobServer"]
 
 DEFAULT_MAX_JOBS = 100
 #: The `job` a refused deployment's error is filed under when no deployed job is
 #: concerned (broken SQL, max_jobs, a new job's connector): one bounded series.
 DEPLOY_JOB = "(deploy)"
 _log = logging.getLogger("velostream.server")
-
-
-class JobConflictError(ConfigurationError):
-    """A job of that name and version is already deployed (HTTP 409)."""
 
 
 @dataclass(slots=True)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from velostream.errors import SqlValidationError
+from velostream.errors import PlanError, SqlValidationError
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
-from velostream.sql.planner import PlanError, plan_job
+from velostream.sql.planner import plan_job
 
 __all__ = ["check_application"]
 

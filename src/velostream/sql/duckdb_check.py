@@ -22,18 +22,10 @@ from sqlglot import exp
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import TokenType
 
-from velostream.errors import SqlValidationError
+from velostream.errors import PlanError
 from velostream.sql.sandbox import FORBIDDEN_FUNCTIONS
 
-__all__ = ["PlanError", "check_functions", "check_planned_sql", "check_syntax", "sqlglot_offset"]
-
-
-class PlanError(SqlValidationError, ValueError):
-    """A SELECT the engine cannot run; `offset` is a character offset into it, if known."""
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        super().__init__(message)
-        self.offset = offset
+__all__ = ["check_functions", "check_planned_sql", "check_syntax", "sqlglot_offset"]
 
 
 # Functions of the dialect that the planner rewrites; DuckDB never sees them.

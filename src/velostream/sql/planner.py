@@ -20,19 +20,18 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from velostream.errors import PlanError, SandboxError
 from velostream.sql.duckdb_check import (
-    PlanError,
     check_functions,
     check_planned_sql,
     check_syntax,
     sqlglot_offset,
 )
 from velostream.sql.model import EmitMode, JobSpec
-from velostream.sql.sandbox import SandboxError, check_sandbox
+from velostream.sql.sandbox import check_sandbox
 
 __all__ = [
     "AggregateCall",
-    "PlanError",
     "PlanKind",
     "QueryPlan",
     "RowWindowCall",

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from velostream.errors import SqlValidationError
+from velostream.errors import SandboxError
 
-__all__ = ["FORBIDDEN_FUNCTIONS", "SandboxError", "check_sandbox"]
+__all__ = ["FORBIDDEN_FUNCTIONS", "check_sandbox"]
 
 # Table and scalar functions that read files, the network or the environment.
 FORBIDDEN_FUNCTIONS = frozenset(
@@ -50,10 +50,6 @@ FORBIDDEN_FUNCTIONS = frozenset(
         "st_read",
     }
 )
-
-
-class SandboxError(SqlValidationError, ValueError):
-    """Job SQL tried to reach outside its declared sources."""
 
 
 def _function_name(node: exp.Expr) -> str:

@@ -12,8 +12,7 @@ import pytest
 from tests.unit.engine.harness import LineRefs, make_job
 from velostream.datasource.traits import SourceBatch
 from velostream.engine import Executor, build_executor
-from velostream.engine.core import StateIncompatibleError
-from velostream.errors import ConfigurationError, ErrorKind
+from velostream.errors import ConfigurationError, ErrorKind, StateIncompatibleError
 from velostream.sql.model import EmitMode
 from velostream.sql.planner import plan_job
 

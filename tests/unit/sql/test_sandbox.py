@@ -9,9 +9,10 @@ import pytest
 import sqlglot
 
 from velostream.engine import sandboxed_connection
+from velostream.errors import PlanError, SandboxError
 from velostream.sql.model import ConnectorConfig, JobSpec, StatementKind
-from velostream.sql.planner import PlanError, plan_job
-from velostream.sql.sandbox import FORBIDDEN_FUNCTIONS, SandboxError, check_sandbox
+from velostream.sql.planner import plan_job
+from velostream.sql.sandbox import FORBIDDEN_FUNCTIONS, check_sandbox
 
 
 def rejected(sql: str) -> str:

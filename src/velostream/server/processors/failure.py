@@ -15,28 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from velostream.errors import ErrorKind, VelostreamError
 from velostream.sql.model import FailureStrategy, JobSpec
 
-__all__ = ["MAX_BACKOFF_SECONDS", "BatchFailedError", "FailurePolicy"]
+__all__ = ["MAX_BACKOFF_SECONDS", "FailurePolicy"]
 
 MAX_BACKOFF_SECONDS = 30.0
-
-
-class BatchFailedError(VelostreamError):
-    """A batch cannot be committed under the job's strategy (FailBatch, or
-    RetryWithBackoff out of retries); the job fails with this reason.
-
-    `failed_kind` is the kind of what failed the batch (the first bad record's, or the
-    last attempt's error), so the job-stage error is filed under it rather than as an
-    internal error.
-    """
-
-    def __init__(
-        self, message: str, *, failed_kind: ErrorKind = ErrorKind.INTERNAL, job: str | None = None
-    ) -> None:
-        super().__init__(message, job=job)
-        self.failed_kind = failed_kind
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

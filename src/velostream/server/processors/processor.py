@@ -23,18 +23,20 @@ import pyarrow as pa
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
 from velostream.engine import BatchOutput, Executor, build_executor
 from velostream.errors import (
+    BatchFailedError,
     DeadLetterError,
     ErrorKind,
     JobStateError,
+    ReplayError,
+    RetryableBatchError,
     Stage,
-    VelostreamError,
     classify,
 )
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.processors.dlq import DeadLetter, dead_letter
 from velostream.server.processors.error_tracking_helper import ErrorTracker
-from velostream.server.processors.failure import BatchFailedError, FailurePolicy
+from velostream.server.processors.failure import FailurePolicy
 from velostream.sql.model import JobMode, JobSpec
 from velostream.sql.planner import plan_job
 
@@ -44,8 +46,6 @@ __all__ = [
     "DeadLetterQueue",
     "JobProcessor",
     "JobStats",
-    "ReplayError",
-    "RetryableBatchError",
 ]
 
 DEFAULT_BATCH_SIZE = 100_000
@@ -55,24 +55,6 @@ IDLE_WAIT_SECONDS = 0.05
 # How long `pause()` waits for the batch in flight to finish.
 PAUSE_WAIT_SECONDS = 30.0
 _log = logging.getLogger("velostream.processor")
-
-
-class RetryableBatchError(VelostreamError):
-    """A batch had bad records and RetryWithBackoff will try it again (already recorded)."""
-
-    def __init__(self, message: str, *, failed_kind: ErrorKind, job: str | None = None) -> None:
-        super().__init__(message, job=job)
-        self.failed_kind = failed_kind
-
-
-class ReplayError(VelostreamError):
-    """Dead letters sent through the job again still fail; none of them was replayed."""
-
-    kind = ErrorKind.EXECUTION
-
-    def __init__(self, message: str, *, failures: list[BadRecord], job: str | None = None) -> None:
-        super().__init__(message, job=job)
-        self.failures = failures
 
 
 class DeadLetterQueue(Protocol):

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from velostream.datasource.traits import SourceBatch
-from velostream.engine.core import StateIncompatibleError
-from velostream.errors import ErrorKind, Stage
+from velostream.errors import ErrorKind, Stage, StateIncompatibleError
 from velostream.server.checkpoint import Checkpoint, describe_source, source_identity
 
 if TYPE_CHECKING:
