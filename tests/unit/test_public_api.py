@@ -76,8 +76,8 @@ EXPORTS: dict[str, set[str]] = {
         "JOB_STATUSES",
         "MAX_MESSAGE_LABEL_CHARS",
         "MetricsProvider",
-        "RecordedError",
     },
+    "velostream.observability.recorder": {"ErrorRecorder", "JobErrors", "as_kind", "as_stage"},
     "velostream.observability.manager": {"ObservabilityManager", "StreamingConfig"},
     "velostream.observability.logging": {
         "ERROR_LOGGER",

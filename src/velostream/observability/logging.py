@@ -16,11 +16,13 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = [
     "ERROR_LOGGER",
@@ -31,7 +33,17 @@ __all__ = [
 
 ERROR_LOGGER = "velostream.errors"
 _ROOT = "velostream"
-_CONTEXT_FIELDS = ("job", "stage", "kind", "fingerprint", "node_id", "record_ref", "suppressed")
+_CONTEXT_FIELDS = (
+    "job",
+    "stage",
+    "kind",
+    "fingerprint",
+    "node_id",
+    "region",
+    "version",
+    "record_ref",
+    "suppressed",
+)
 _TEXT_FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
 _HANDLER_MARK = "_velostream_handler"
 
@@ -118,29 +130,31 @@ def configure_logging(
     return logger
 
 
-class LogThrottle:
-    """Per-fingerprint log throttling, bounded in the number of fingerprints tracked."""
+class LogThrottle(Collector):
+    """Per-fingerprint log throttling, bounded in the number of fingerprints tracked.
+
+    Also a collector: it exports how many lines it suppressed
+    (`velo_error_log_suppressed_total`), read at scrape time.
+    """
 
     def __init__(self, interval: float = 5.0, max_keys: int = 10_000) -> None:
         self.interval = interval
         self._max_keys = max_keys
-        # Shared with whoever calls `check_unlocked` (the metrics' error counts).
         self.lock = threading.Lock()
         # fingerprint -> [time of last line written, suppressed since then]
         self._state: OrderedDict[Hashable, list[float]] = OrderedDict()
         self.suppressed_total = 0
 
-    def check(self, key: Hashable, now: float | None = None) -> tuple[bool, int]:
-        """(log this occurrence?, occurrences suppressed since the last line)."""
-        with self.lock:
-            return self.check_unlocked(key, time.monotonic() if now is None else now)
-
-    def check_unlocked(self, key: Hashable, now: float, count: int = 1) -> tuple[bool, int]:
-        """`check` for a caller already holding `self.lock`.
+    def check(self, key: Hashable, now: float | None = None, count: int = 1) -> tuple[bool, int]:
+        """(log this occurrence?, occurrences suppressed since the last line).
 
         `count` occurrences at once: at most the first is logged, the others are
         suppressed (and reported with the next line).
         """
+        with self.lock:
+            return self._check(key, time.monotonic() if now is None else now, count)
+
+    def _check(self, key: Hashable, now: float, count: int) -> tuple[bool, int]:
         state = self._state.get(key)
         if state is None:
             self._state[key] = [now, count - 1]
@@ -165,3 +179,10 @@ class LogThrottle:
             for k in out:
                 self._state[k][1] = 0
             return out
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "velo_error_log_suppressed",
+            "Repeated error log lines suppressed by throttling (still counted)",
+            value=self.suppressed_total,
+        )

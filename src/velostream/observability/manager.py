@@ -1,4 +1,4 @@
-"""The server's observability: configuration, metrics provider, per-job contexts."""
+"""The server's observability: configuration, metrics provider, error recorder, job contexts."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from dataclasses import dataclass, replace
 from prometheus_client import CollectorRegistry
 
 from velostream import __version__
+from velostream.errors import ErrorKind, Severity, Stage
 from velostream.observability.catalog import DEFAULT_CATALOG_CAPACITY
 from velostream.observability.error_tracker import DEFAULT_BUFFER_CAPACITY, DeploymentContext
-from velostream.observability.logging import ERROR_LOGGER, LogThrottle
 from velostream.observability.metrics import MetricsProvider
+from velostream.observability.recorder import ErrorRecorder, JobErrors
 
 __all__ = ["ObservabilityManager", "StreamingConfig"]
 
@@ -56,17 +57,16 @@ class StreamingConfig:
 
 
 class ObservabilityManager:
-    """Owns the metrics provider, the error-log throttle and each job's context."""
+    """Owns the metrics provider, the error recorder and each job's deployment context."""
 
     def __init__(self, config: StreamingConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self._registry = registry
         self._metrics: MetricsProvider | None = None
+        self._errors: ErrorRecorder | None = None
         self._lock = threading.Lock()
         self._job_contexts: dict[str, DeploymentContext] = {}
         self.node_context = config.node_context or DeploymentContext.from_env()
-        self.log_throttle = LogThrottle(config.log_throttle_seconds)
-        self.error_logger = logging.getLogger(ERROR_LOGGER)
 
     @classmethod
     def from_streaming_config(
@@ -75,18 +75,23 @@ class ObservabilityManager:
         return cls(config, registry)
 
     def initialize(self) -> None:
-        """Create the metrics provider; idempotent."""
+        """Create the metrics provider and the error recorder; idempotent."""
         with self._lock:
             if self._metrics is None:
-                self._metrics = MetricsProvider(
+                metrics = MetricsProvider(
                     self._registry,
                     buffer_capacity=self.config.error_buffer_size,
                     catalog_capacity=self.config.error_catalog_size,
                     deployment_context=self.node_context,
                     process_metrics=self.config.process_metrics,
                     build_version=__version__,
-                    log_throttle=self.log_throttle,
                 )
+                self._errors = ErrorRecorder(
+                    metrics,
+                    self.deployment_context_for_job,
+                    throttle_seconds=self.config.log_throttle_seconds,
+                )
+                self._metrics = metrics
 
     def metrics(self) -> MetricsProvider | None:
         return self._metrics
@@ -97,6 +102,36 @@ class ObservabilityManager:
             self.initialize()
         assert self._metrics is not None
         return self._metrics
+
+    @property
+    def errors(self) -> ErrorRecorder:
+        """The one error path (initialising on first use)."""
+        if self._errors is None:
+            self.initialize()
+        assert self._errors is not None
+        return self._errors
+
+    def record_error(
+        self,
+        job: str,
+        stage: Stage | str,
+        message: str,
+        *,
+        kind: ErrorKind | str | None = None,
+        exc: BaseException | None = None,
+        record_ref: str | None = None,
+        severity: Severity | str | None = None,
+        count: int = 1,
+    ) -> str | None:
+        """Record an error everywhere (see `ErrorRecorder.record`); return its fingerprint."""
+        return self.errors.record(
+            job, stage, message, kind=kind, exc=exc, record_ref=record_ref,
+            severity=severity, count=count,
+        )  # fmt: skip
+
+    def job_errors(self, job: str) -> JobErrors:
+        """The error recorder bound to `job`."""
+        return self.errors.for_job(job)
 
     def set_deployment_context_for_job(self, job: str, context: DeploymentContext) -> None:
         """Attribute `job`'s errors to `context` (kept per job, not one global)."""
@@ -122,14 +157,8 @@ class ObservabilityManager:
 
     def flush_log_throttle(self) -> None:
         """Write one line for every fingerprint whose repeats are still unreported."""
-        for key, suppressed in self.log_throttle.pending().items():
-            job, fp = key if isinstance(key, tuple) else (None, key)
-            self.error_logger.warning(
-                "%d more occurrences of error %s were not logged",
-                suppressed,
-                fp,
-                extra={"job": job, "fingerprint": fp, "suppressed": suppressed},
-            )
+        if self._errors is not None:
+            self._errors.flush()
 
     def shutdown(self) -> None:
         self.flush_log_throttle()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 
 from prometheus_client import (
     CollectorRegistry,
@@ -47,7 +46,6 @@ from velostream.observability.job_metrics import (
     RECORDS_OUT,
     JobFamilies,
 )
-from velostream.observability.logging import LogThrottle
 from velostream.observability.user_metrics import UserMetrics
 
 __all__ = [
@@ -55,7 +53,6 @@ __all__ = [
     "JOB_STATUSES",
     "MAX_MESSAGE_LABEL_CHARS",
     "MetricsProvider",
-    "RecordedError",
 ]
 
 # A label value is not a log line: long messages are cut (the catalog keeps the text).
@@ -95,15 +92,6 @@ class _BufferedMessagesCollector(Collector):
         yield family
 
 
-class RecordedError(NamedTuple):
-    """What recording one error did, and whether its log line is due."""
-
-    fingerprint: str
-    new_group: bool
-    log: bool
-    suppressed: int
-
-
 class _ErrorCounts(Collector):
     """Error counters as plain integers under one lock, exported at scrape time.
 
@@ -111,10 +99,8 @@ class _ErrorCounts(Collector):
     fraction of a prometheus_client child's `inc()` each.
     """
 
-    def __init__(self, log_throttle: LogThrottle) -> None:
-        # One lock for the counts and the throttle: a flush never races a check.
-        self.lock = log_throttle.lock
-        self.log_throttle = log_throttle
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
         self.total = 0
         # (job, stage value, kind value): plain strings hash in C, enum members do not.
         self.by_job: dict[tuple[str, str, str], int] = {}
@@ -140,8 +126,8 @@ class _ErrorCounts(Collector):
         now: float,
         outcome: RecordOutcome,
         count: int = 1,
-    ) -> tuple[bool, int]:
-        """Count `count` errors and the catalog's outcome; return the log throttle's verdict."""
+    ) -> None:
+        """Count `count` errors and the catalog's outcome."""
         with self.lock:
             self.total += count
             if job:
@@ -152,8 +138,6 @@ class _ErrorCounts(Collector):
                 self.groups_created += 1
             if outcome.evicted:
                 self.evictions += 1
-            throttle_key = (job, outcome.fingerprint)
-            return self.log_throttle.check_unlocked(throttle_key, time.monotonic(), count)
 
     def remove_job(self, job: str) -> None:
         with self.lock:
@@ -181,11 +165,6 @@ class _ErrorCounts(Collector):
                     "velo_error_recording_failures",
                     "Failures inside error recording itself (the error was still counted)",
                     self.recording_failures,
-                ),
-                (
-                    "velo_error_log_suppressed",
-                    "Repeated error log lines suppressed by throttling (still counted)",
-                    self.log_throttle.suppressed_total,
                 ),
             )
         for name, doc, value in totals:
@@ -234,7 +213,6 @@ class MetricsProvider:
         deployment_context: DeploymentContext | None = None,
         process_metrics: bool = True,
         build_version: str = "0.0.0",
-        log_throttle: LogThrottle | None = None,
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         # What `exposition` renders through prometheus_client: all but the job families.
@@ -257,8 +235,7 @@ class MetricsProvider:
             "Unique messages in the rolling error buffer (0..capacity)",
             registry=r,
         )
-        self.log_throttle = log_throttle or LogThrottle()
-        self.error_counts = _ErrorCounts(self.log_throttle)
+        self.error_counts = _ErrorCounts()
         r.register(self.error_counts)
         self.user_metrics = UserMetrics()
         r.register(self.user_metrics)
@@ -349,9 +326,10 @@ class MetricsProvider:
         context: DeploymentContext | None = None,
         record_ref: str | None = None,
         count: int = 1,
-    ) -> RecordedError:
+    ) -> str:
         """Feed an error (`count` identical occurrences) to the buffers, the catalog and
-        the counters."""
+        the counters; return its fingerprint. Logging is the caller's
+        (`observability.recorder.ErrorRecorder`, the one error path)."""
         now = time.time()
         if not message.isascii():
             message = _printable(message)
@@ -368,11 +346,12 @@ class MetricsProvider:
             # The error still counts even when filing it failed.
             self.error_counts.count(job, stage, kind, now, count)
             raise
-        log, suppressed = self.error_counts.record(job, stage, kind, now, outcome, count)
-        # tuple.__new__ skips the NamedTuple's Python-level __new__ on this hot path.
-        return tuple.__new__(
-            RecordedError, (outcome.fingerprint, outcome.new_group, log, suppressed)
-        )
+        self.error_counts.record(job, stage, kind, now, outcome, count)
+        return outcome.fingerprint
+
+    def register_collector(self, collector: Collector) -> None:
+        """Export `collector`'s families with the others (scraped through `exposition`)."""
+        self._rest.register(collector)
 
     def count_recording_failure(self, n: int = 1) -> None:
         with self.error_counts.lock:

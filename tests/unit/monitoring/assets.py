@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from velostream.errors import ErrorKind, Stage
-from velostream.observability.metrics import MetricsProvider
+from velostream.observability.manager import ObservabilityManager, StreamingConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 MONITORING = ROOT / "monitoring"
@@ -72,14 +72,15 @@ class Exported:
 
 
 def exported_metrics() -> Exported:
-    """Exposition of a MetricsProvider on a fresh registry with every family populated.
+    """Exposition of a server's observability on a fresh registry, every family populated.
 
     Labelled families have no samples until first used, so every job-level method runs
     once; histogram `_bucket`/`_sum`/`_count` and counter `_total` samples count as
     exported, exactly as Prometheus ingests them.
     """
-    metrics = MetricsProvider(CollectorRegistry(), process_metrics=True)
-    metrics.record_job_error("orders", Stage.PROCESS, ErrorKind.TYPE, "cannot convert 'x'")
+    manager = ObservabilityManager(StreamingConfig(process_metrics=True), CollectorRegistry())
+    metrics = manager.require_metrics()
+    manager.record_error("orders", Stage.PROCESS, "cannot convert 'x'", kind=ErrorKind.TYPE)
     metrics.set_job_status("orders", "running")
     metrics.observe_batch("orders", 0.02)
     metrics.add_records_in("orders", 10)

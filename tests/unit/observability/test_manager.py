@@ -102,7 +102,7 @@ def test_the_provider_uses_the_config_and_the_given_registry(
     labels = {"version": __version__, "node_id": "node-1", "node_name": "Test Node"}
     assert registry.get_sample_value("velo_build_info", {**labels, "region": "eu-west-1"}) == 1
     assert not [f for f in registry.collect() if f.name.startswith("process_")]
-    assert provider.log_throttle is manager.log_throttle
+    assert manager.errors.metrics is provider
 
 
 def test_from_streaming_config_is_the_constructor() -> None:

@@ -16,7 +16,6 @@ from velostream.observability.metrics import (
     JOB_STATUSES,
     MAX_MESSAGE_LABEL_CHARS,
     MetricsProvider,
-    RecordedError,
 )
 
 CTX = DeploymentContext.with_all("node-1", "Node One", "eu-west-1", "1.0")
@@ -225,12 +224,13 @@ def test_record_job_error_feeds_every_family(
     provider: MetricsProvider, registry: CollectorRegistry
 ) -> None:
     before = time.time()
-    outcome = provider.record_job_error(
+    fingerprint = provider.record_job_error(
         "orders", Stage.DESERIALIZE, ErrorKind.PARSE, "bad row 7", context=CTX, record_ref="f:8"
     )
     provider.record_job_error("orders", Stage.DESERIALIZE, ErrorKind.PARSE, "bad row 9")
     provider.record_job_error("orders", Stage.SINK, ErrorKind.IO, "disk full")
-    assert outcome.new_group
+    assert fingerprint in {g.fingerprint for g in provider.catalog.groups()}
+    assert value(registry, "velo_error_groups_created_total") == 2
     assert value(registry, "velo_error_messages_total") == 3
     assert (
         value(
@@ -261,19 +261,26 @@ def test_record_job_error_feeds_every_family(
     assert [(g.stage, g.count) for g in groups] == [(Stage.SINK, 1), (Stage.DESERIALIZE, 2)]
 
 
-def test_record_job_error_reports_the_log_verdict(registry: CollectorRegistry) -> None:
-    throttle = LogThrottle(interval=3600.0)
-    provider = MetricsProvider(registry, process_metrics=False, log_throttle=throttle)
-    assert provider.log_throttle is throttle
+def test_record_job_error_returns_the_fingerprint(registry: CollectorRegistry) -> None:
+    provider = MetricsProvider(registry, process_metrics=False)
     first = provider.record_job_error("j", Stage.SINK, ErrorKind.IO, "disk 1 full")
     second = provider.record_job_error("j", Stage.SINK, ErrorKind.IO, "disk 2 full")
-    third = provider.record_job_error("j", Stage.SINK, ErrorKind.IO, "disk 3 full")
-    assert isinstance(first, RecordedError)
-    assert (first.new_group, first.log, first.suppressed) == (True, True, 0)
-    assert (second.new_group, second.log, second.suppressed) == (False, False, 0)
-    assert second.fingerprint == third.fingerprint == first.fingerprint
-    assert throttle.pending() == {("j", first.fingerprint): 2}
+    assert (
+        first
+        == second
+        == provider.catalog.fingerprint_of(ErrorKind.IO, Stage.SINK, "disk 9 full")[0]
+    )
+    assert registry.get_sample_value("velo_error_groups_created_total") == 1
+
+
+def test_a_registered_collector_is_scraped_with_the_rest(registry: CollectorRegistry) -> None:
+    provider = MetricsProvider(registry, process_metrics=False)
+    throttle = LogThrottle(interval=3600.0)
+    provider.register_collector(throttle)
+    for _ in range(3):
+        throttle.check("k")
     assert registry.get_sample_value("velo_error_log_suppressed_total") == 2
+    assert b"velo_error_log_suppressed_total 2.0" in provider.exposition(None)[0]
 
 
 def test_total_recorded_survives_a_reset(provider: MetricsProvider) -> None:

@@ -227,12 +227,52 @@ def test_an_error_whose_recording_failed_is_still_counted(
     assert job_errors(registry, "orders", "sink", "IOError") == 1
 
 
-def test_a_wrong_argument_does_not_raise(
+def test_stage_and_kind_by_name_are_recorded_fully(
     manager: ObservabilityManager, registry: CollectorRegistry
 ) -> None:
-    result = ErrorTracker.record_error(manager, "j", "x", stage="process")  # type: ignore[arg-type]
-    assert result is None
-    assert registry.get_sample_value("velo_error_recording_failures_total") == 1
+    by_name = ErrorTracker.record_error(manager, "j", "disk 1 full", stage="sink", kind="IOError")
+    by_enum = ErrorTracker.record_error(
+        manager, "j", "disk 2 full", stage=Stage.SINK, kind=ErrorKind.IO
+    )
+    assert by_name is not None and by_name == by_enum
+    assert job_errors(registry, "j", "sink", "IOError") == 2
+    assert registry.get_sample_value("velo_error_recording_failures_total") == 0
+
+
+@pytest.mark.parametrize(
+    "details", [{"stage": "proces"}, {"stage": "sink", "kind": "IOErr"}, {"stage": 3}]
+)
+def test_an_unknown_stage_or_kind_is_refused_before_anything_is_recorded(
+    manager: ObservabilityManager,
+    registry: CollectorRegistry,
+    error_log: list[logging.LogRecord],
+    details: dict[str, object],
+) -> None:
+    with pytest.raises(ValueError, match=r"unknown error (stage|kind)"):
+        ErrorTracker.record_error(manager, "j", "x", **details)  # type: ignore[arg-type]
+    provider = manager.require_metrics()
+    assert registry.get_sample_value("velo_error_messages_total") == 0
+    assert registry.get_sample_value("velo_error_recording_failures_total") == 0
+    assert provider.get_error_messages() == []
+    assert len(provider.catalog) == 0
+    assert error_log == []
+
+
+def test_the_seeds_three_argument_call(
+    manager: ObservabilityManager,
+    registry: CollectorRegistry,
+    error_log: list[logging.LogRecord],
+) -> None:
+    """The seed writes `ErrorTracker::record_error(&manager, "job_name", "Error message")`."""
+    fp = ErrorTracker.record_error(manager, "job_name", "Error message")
+    provider = manager.require_metrics()
+    assert [e.message for e in provider.get_error_messages()] == ["[job_name] Error message"]
+    (group,) = provider.catalog.groups()
+    assert (group.fingerprint, group.stage, group.kind) == (fp, Stage.JOB, ErrorKind.INTERNAL)
+    assert job_errors(registry, "job_name", "job", "InternalError") == 1
+    (line,) = error_log
+    assert line.__dict__["job"] == "job_name"
+    assert line.__dict__["stage"] == "job"
 
 
 def test_a_broken_log_handler_does_not_raise(
@@ -454,7 +494,7 @@ def _everywhere(manager: ObservabilityManager) -> dict[str, object]:
         "catalog": [(g.fingerprint, g.count, g.last_record_ref) for g in provider.catalog.groups()],
         "counters": all_job_errors(provider.registry),
         "total": provider.total_recorded(),
-        "suppressed": provider.log_throttle.suppressed_total,
+        "suppressed": manager.errors.throttle.suppressed_total,
     }
 
 
