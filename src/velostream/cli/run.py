@@ -1,9 +1,13 @@
-"""`velo-sql run` and `velo-sql validate`: an application in the foreground."""
+"""`velo-sql run` and `velo-sql validate`: an application in the foreground.
+
+`run` is not a runtime of its own: it deploys the application on an in-process
+`StreamJobServer` (the one that `velo-sql server` runs, without HTTP and without
+checkpoints, so each run reads its sources from the start) and draws its progress
+table and summary on top. Whatever a deployed job can do, a `run` job does.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,26 +16,33 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from velostream.datasource.registry import create_sink, create_source
-from velostream.errors import Stage, VelostreamError
-from velostream.observability.error_tracker import DeploymentContext
+from velostream.errors import VelostreamError
 from velostream.observability.manager import ObservabilityManager
-from velostream.server.processors.dlq import FileDeadLetterQueue
-from velostream.server.processors.error_tracking_helper import ErrorTracker
-from velostream.server.processors.processor import JobProcessor, JobStats
+from velostream.server.jobs import JobState
+from velostream.server.processors.processor import JobStats
+from velostream.server.stream_job_server import JobHandle, StreamJobServer
 from velostream.sql.check import check_application
 from velostream.sql.model import Application, JobSpec
 
-__all__ = ["JobRun", "load_application", "run_application", "validate_application"]
+__all__ = [
+    "JobRun",
+    "load_application",
+    "print_summary",
+    "run_application",
+    "runs_of",
+    "validate_application",
+]
+
+# How often the live progress table is redrawn, and the loop polls for the jobs' end.
+_REFRESH_SECONDS = 0.25
 
 
 @dataclass(slots=True)
 class JobRun:
-    """One job of a foreground run: its processor, thread and outcome."""
+    """One job of a foreground run, as the progress table and the summary show it."""
 
     job: JobSpec
-    processor: JobProcessor | None = None
-    thread: threading.Thread | None = None
+    state: str = "starting"
     error: str | None = None
     stats: JobStats = field(default_factory=JobStats)
 
@@ -42,58 +53,39 @@ class JobRun:
 
 def load_application(path: Path) -> Application:
     """Parse and plan an application file; raises VelostreamError listing every problem."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VelostreamError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return check_application(text, base_dir=path.parent, source_name=str(path))
+    return check_application(_read(path), base_dir=path.parent, source_name=str(path))
 
 
 def validate_application(path: Path) -> Application:
     return load_application(path)
 
 
-def _start_job(
-    run: JobRun, observability: ObservabilityManager, app_name: str, data_dir: Path
-) -> None:
-    job = run.job
-    observability.set_deployment_context_for_job(
-        job.name, DeploymentContext.from_env(version=job.version)
-    )
-    metrics = observability.require_metrics()
-    metrics.set_job_status(job.name, "starting")
+def _read(path: Path) -> str:
     try:
-        if len(job.sources) != 1:
-            raise VelostreamError(f"job {job.name} needs exactly one source")
-        src = job.sources[0]
-        source = create_source(src.name, src.type, src.properties)
-        sinks = [create_sink(s.name, s.type, s.properties) for s in job.sinks]
-        dlq = FileDeadLetterQueue(
-            Path(job.properties.get("dlq.path") or data_dir / "dlq" / f"{job.name}.jsonl")
-        )
-        run.processor = JobProcessor(job, source, sinks, observability, app_name=app_name, dlq=dlq)
-        run.stats = run.processor.stats
-    except Exception as exc:
-        run.error = str(exc)
-        ErrorTracker.record_error(observability, job.name, str(exc), stage=Stage.DEPLOY, exc=exc)
-        metrics.set_job_status(job.name, "failed")
-        return
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise VelostreamError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
-    def target() -> None:
-        assert run.processor is not None
-        metrics.set_job_status(job.name, "running")
+
+def _run_of(handle: JobHandle) -> JobRun:
+    run = JobRun(handle.spec, state=handle.state.value)
+    if handle.processor is not None:
+        run.stats = handle.processor.stats
+    if handle.state == JobState.FAILED:
+        run.error = handle.machine.reason or "failed"
+    return run
+
+
+def runs_of(server: StreamJobServer, jobs: list[JobSpec] | None = None) -> list[JobRun]:
+    """A JobRun for each of `jobs` (default: every job deployed on `server`)."""
+    names = [j.name for j in jobs] if jobs is not None else [i["name"] for i in server.list_jobs()]
+    runs = []
+    for name in names:
         try:
-            run.processor.run()
-            metrics.set_job_status(job.name, "completed")
-        except Exception as exc:
-            run.error = str(exc)
-            ErrorTracker.record_error(
-                observability, job.name, f"job failed: {exc}", stage=Stage.JOB, exc=exc
-            )
-            metrics.set_job_status(job.name, "failed")
-
-    run.thread = threading.Thread(target=target, name=f"job-{job.name}", daemon=True)
-    run.thread.start()
+            runs.append(_run_of(server.job(name)))
+        except KeyError:  # undeployed meanwhile
+            continue
+    return runs
 
 
 def _progress_table(runs: list[JobRun], observability: ObservabilityManager) -> Table:
@@ -103,17 +95,12 @@ def _progress_table(runs: list[JobRun], observability: ObservabilityManager) -> 
     metrics = observability.require_metrics()
     for run in runs:
         stats = run.stats
-        state = (
-            "failed"
-            if run.failed
-            else ("running" if run.thread is not None and run.thread.is_alive() else "done")
-        )
         rate = stats.records_in / max(stats.duration, 1e-9)
         buffer = metrics.job_buffer(run.job.name)
         errors = buffer.total_errors if buffer is not None else 0
         table.add_row(
             run.job.name,
-            state,
+            run.state,
             f"{stats.records_in:,}",
             f"{stats.records_out:,}",
             f"{stats.records_failed:,}",
@@ -124,34 +111,50 @@ def _progress_table(runs: list[JobRun], observability: ObservabilityManager) -> 
 
 
 def run_application(
-    app: Application, observability: ObservabilityManager, console: Console, data_dir: Path
+    app: Application,
+    observability: ObservabilityManager,
+    console: Console,
+    data_dir: Path,
+    *,
+    sql: str = "",
 ) -> list[JobRun]:
-    """Run every job of `app` until its bounded sources end (or Ctrl-C)."""
-    runs = [JobRun(job) for job in app.jobs]
-    for run in runs:
-        _start_job(run, observability, app.name, data_dir)
-    live_display = console.is_terminal
+    """Run every job of `app` on an in-process job server until its bounded sources end.
+
+    A deployment the server refuses (a source that cannot be opened, say) runs no job:
+    each job is then reported failed with the reason. Ctrl-C shuts the server down
+    gracefully (each job's final flush and commit) and reports where the jobs stood.
+    """
+    server = StreamJobServer(
+        observability, data_dir, max_jobs=max(len(app.jobs), 1), checkpoints=False
+    )
     try:
-        if live_display:
+        server.deploy_application(app, sql)
+    except VelostreamError as exc:
+        return [
+            JobRun(job, state="failed", error=_refusal(exc, job.name, len(app.jobs)))
+            for job in app.jobs
+        ]
+    try:
+        if console.is_terminal:
             with Live(
-                _progress_table(runs, observability), console=console, refresh_per_second=4
+                _progress_table(runs_of(server, list(app.jobs)), observability),
+                console=console,
+                refresh_per_second=4,
             ) as live:
-                while any(r.thread is not None and r.thread.is_alive() for r in runs):
-                    time.sleep(0.25)
-                    live.update(_progress_table(runs, observability))
-                live.update(_progress_table(runs, observability))
+                while not server.wait_idle(timeout=_REFRESH_SECONDS):
+                    live.update(_progress_table(runs_of(server, list(app.jobs)), observability))
+                live.update(_progress_table(runs_of(server, list(app.jobs)), observability))
         else:
-            for run in runs:
-                if run.thread is not None:
-                    run.thread.join()
+            server.wait_idle()
     except KeyboardInterrupt:
-        for run in runs:
-            if run.processor is not None:
-                run.processor.stop()
-        for run in runs:
-            if run.thread is not None:
-                run.thread.join(timeout=30)
-    return runs
+        server.shutdown()
+    return runs_of(server, list(app.jobs))
+
+
+def _refusal(exc: VelostreamError, job: str, jobs: int) -> str:
+    if exc.job in (None, job) or jobs == 1:
+        return f"deploy rejected: {exc}"
+    return f"not started: the application's deployment was rejected (job {exc.job}: {exc})"
 
 
 def print_summary(

@@ -273,18 +273,9 @@ def _is_active(jobs: StreamJobServer, name: str) -> bool:
 
 def print_summary_from_server(jobs: StreamJobServer, observability: ObservabilityManager) -> None:
     """The `run` summary for the jobs of a server."""
-    from velostream.cli.run import JobRun, print_summary
+    from velostream.cli.run import print_summary, runs_of
 
-    runs = []
-    for info in jobs.list_jobs():
-        handle = jobs.job(info["name"])
-        run = JobRun(handle.spec)
-        if handle.processor is not None:
-            run.stats = handle.processor.stats
-        if info["state"] == "failed":
-            run.error = info["reason"] or "failed"
-        runs.append(run)
-    print_summary(runs, observability, Console())
+    print_summary(runs_of(jobs), observability, Console())
 
 
 @app.command()
@@ -385,7 +376,9 @@ def run(
     server = _serve_metrics(observability, metrics_port) if metrics_port else None
     console = Console()
     try:
-        runs = run_application(application, observability, console, data_dir)
+        runs = run_application(
+            application, observability, console, data_dir, sql=file.read_text(encoding="utf-8")
+        )
         print_summary(runs, observability, console)
     finally:
         observability.shutdown()

@@ -1,5 +1,8 @@
 """`StreamJobServer`: deploy, stop, pause, resume, restart and list jobs.
 
+It is the one job runtime: `velo-sql server`, `velo-sql deploy-app` and `velo-sql run`
+(in-process, without checkpoints) all run their jobs here.
+
 Deploying an application is all-or-nothing: every statement is parsed, planned and
 its connectors created before any job starts. A job whose name exists is refused
 unless the version differs, which upgrades it in place from the old job's committed
@@ -117,15 +120,19 @@ class StreamJobServer:
         *,
         max_jobs: int = DEFAULT_MAX_JOBS,
         processing_slots: int | None = None,
+        checkpoints: bool = True,
     ) -> None:
         """`processing_slots`: how many jobs process a batch at the same time (default:
         the CPU count); the others wait with their batch read. Python runs one thread at
-        a time, so more would only make every job, and the API, wait longer."""
+        a time, so more would only make every job, and the API, wait longer.
+
+        `checkpoints=False` keeps no job state between runs: every job starts from its
+        source's beginning (`velo-sql run`, a foreground run of a file)."""
         self.observability = observability
         self.metrics = observability.require_metrics()
         self.data_dir = data_dir
         self.max_jobs = max_jobs
-        self.checkpoints = CheckpointStore(data_dir / "checkpoints")
+        self.checkpoints = CheckpointStore(data_dir / "checkpoints") if checkpoints else None
         self.processing_slots = max(1, processing_slots or os.cpu_count() or 2)
         self._slots = threading.BoundedSemaphore(self.processing_slots)
         self._jobs: dict[str, JobHandle] = {}
@@ -152,6 +159,8 @@ class StreamJobServer:
         The error is filed under `job` when that job is deployed (an upgrade), else
         under DEPLOY_JOB, so that requests cannot grow the `job` label without bound.
         """
+        if exc.job is None and job is not None:
+            exc.job = job  # which job the refusal concerns, for whoever reports it
         if job is not None and job in self._jobs:
             owner, message = job, f"deploy rejected: {exc}"
         else:
@@ -170,6 +179,15 @@ class StreamJobServer:
             app = self.validate(sql, source_name=source_name, base_dir=base_dir)
         except VelostreamError as exc:
             raise self._refuse(None, exc) from None
+        return self.deploy_application(app, sql)
+
+    def deploy_application(self, app: Application, sql: str = "") -> list[str]:
+        """Deploy an application already validated (`validate`), all or nothing.
+
+        `sql` is its text, kept for `GET /jobs` and restarts.
+        """
+        if not self._accepting:
+            raise ResourceExhaustedError("the server is shutting down; not accepting jobs")
         with self._lock:
             upgrades: dict[str, JobHandle] = {}
             for job in app.jobs:
