@@ -81,9 +81,13 @@ EXPORTS: dict[str, set[str]] = {
     "velostream.observability.manager": {"ObservabilityManager", "StreamingConfig"},
     "velostream.observability.logging": {
         "ERROR_LOGGER",
+        "JobContextFilter",
         "JsonFormatter",
         "LogThrottle",
+        "bind_job",
+        "bind_stage",
         "configure_logging",
+        "job_logger",
     },
     "velostream.server": set(),
     "velostream.server.processors": {"ErrorTracker"},

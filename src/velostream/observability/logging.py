@@ -5,10 +5,18 @@ its arguments, else `VELO_LOG_LEVEL`, `VELO_LOG_FORMAT`, `VELO_LOG_FILE`,
 `VELO_LOG_SYSLOG`. `LogThrottle` decides whether a repeated error (by fingerprint)
 is logged: the first occurrence is, then at most one summary line per interval
 carrying the number suppressed. Counters count every error regardless.
+
+Log context: a job's thread runs under `bind_job(name)` (and `bind_stage(stage)` for
+each stage of a batch), and `JobContextFilter`, on every handler we install, gives a
+record logged there, by us or by a connector, the `job` and `stage` fields it lacks.
+Lines about a job logged from elsewhere (the API's threads) pass them as `extra`
+(`job_logger`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import logging.handlers
 import os
@@ -16,7 +24,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -26,9 +34,13 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "ERROR_LOGGER",
+    "JobContextFilter",
     "JsonFormatter",
     "LogThrottle",
+    "bind_job",
+    "bind_stage",
     "configure_logging",
+    "job_logger",
 ]
 
 ERROR_LOGGER = "velostream.errors"
@@ -46,6 +58,49 @@ _CONTEXT_FIELDS = (
 )
 _TEXT_FORMAT = "%(asctime)s %(levelname)-5s %(name)s: %(message)s"
 _HANDLER_MARK = "_velostream_handler"
+
+
+# (job, stage) of the code running now; threads start without one.
+_context: contextvars.ContextVar[tuple[str | None, str | None]] = contextvars.ContextVar(
+    "velostream_log_context", default=(None, None)
+)
+
+
+@contextlib.contextmanager
+def bind_job(job: str) -> Iterator[None]:
+    """Log lines written inside (in this thread) are about `job`."""
+    token = _context.set((job, None))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+@contextlib.contextmanager
+def bind_stage(stage: str) -> Iterator[None]:
+    """Log lines written inside are about the bound job's `stage` (a Stage value)."""
+    token = _context.set((_context.get()[0], stage))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def job_logger(logger: logging.Logger, job: str) -> logging.LoggerAdapter[logging.Logger]:
+    """`logger` whose lines carry `job` as a field, for code outside the job's thread."""
+    return logging.LoggerAdapter(logger, {"job": job})
+
+
+class JobContextFilter(logging.Filter):
+    """Fills in `job` and `stage` from the bound context where a record has none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        job, stage = _context.get()
+        if job is not None and getattr(record, "job", None) is None:
+            record.job = job
+        if stage is not None and getattr(record, "stage", None) is None:
+            record.stage = stage
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -125,6 +180,7 @@ def configure_logging(
         handlers.append(logging.handlers.SysLogHandler(address=address, socktype=sock))
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.addFilter(JobContextFilter())
         setattr(handler, _HANDLER_MARK, True)
         logger.addHandler(handler)
     return logger

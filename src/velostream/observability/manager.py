@@ -12,6 +12,7 @@ from velostream import __version__
 from velostream.errors import ErrorKind, Severity, Stage
 from velostream.observability.catalog import DEFAULT_CATALOG_CAPACITY
 from velostream.observability.error_tracker import DEFAULT_BUFFER_CAPACITY, DeploymentContext
+from velostream.observability.logging import job_logger
 from velostream.observability.metrics import MetricsProvider
 from velostream.observability.recorder import ErrorRecorder, JobErrors
 
@@ -137,7 +138,7 @@ class ObservabilityManager:
         """Attribute `job`'s errors to `context` (kept per job, not one global)."""
         with self._lock:
             self._job_contexts[job] = context
-        _log.info(
+        job_logger(_log, job).info(
             "job %r: deployment context node_id=%s region=%s version=%s",
             job,
             context.node_id,

@@ -38,6 +38,7 @@ from velostream.errors import (
     Stage,
     VelostreamError,
 )
+from velostream.observability.logging import bind_job, job_logger
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.jobs import JobState, StateMachine
@@ -221,7 +222,7 @@ class StreamJobServer:
     def _upgrade(self, old: JobHandle, new: JobHandle) -> None:
         """Stop `old` (its last commit is where `new` resumes) and continue its history."""
         change = f"version {old.spec.version} -> {new.spec.version}"
-        _log.info("upgrading job %r: %s", old.name, change)
+        job_logger(_log, old.name).info("upgrading job %r: %s", old.name, change)
         self._halt(old, JobState.STOPPED, f"upgrading: {change}")  # unless it had ended
         new.machine = old.machine
         with new.machine.lock:
@@ -269,8 +270,10 @@ class StreamJobServer:
         with handle.machine.lock:
             handle.machine.move(state, reason)
             self.metrics.set_job_status(handle.name, state.value)
-        log = _log.warning if state == JobState.FAILED else _log.info
-        log("job %r -> %s%s", handle.name, state.value, f" ({reason})" if reason else "")
+        level = logging.WARNING if state == JobState.FAILED else logging.INFO
+        job_logger(_log, handle.name).log(
+            level, "job %r -> %s%s", handle.name, state.value, f" ({reason})" if reason else ""
+        )
 
     def _start(self, handle: JobHandle) -> None:
         """Announce the handle's Starting state and run its processor in a thread."""
@@ -281,11 +284,17 @@ class StreamJobServer:
         )
         self.metrics.set_job_status(job.name, JobState.STARTING.value)
         reason = handle.machine.reason
-        _log.info("job %r -> starting%s", job.name, f" ({reason})" if reason else "")
+        job_logger(_log, job.name).info(
+            "job %r -> starting%s", job.name, f" ({reason})" if reason else ""
+        )
         processor = handle.processor
         assert processor is not None
 
         def run() -> None:
+            with bind_job(job.name):
+                run_bound()
+
+        def run_bound() -> None:
             try:
                 with handle.machine.lock:
                     if handle.state.value != JobState.STARTING.value:
@@ -337,7 +346,9 @@ class StreamJobServer:
         if handle.thread is not None and handle.thread is not threading.current_thread():
             handle.thread.join(timeout)
             if handle.thread.is_alive():
-                _log.warning("job %r did not stop within %.0fs", handle.name, timeout)
+                job_logger(_log, handle.name).warning(
+                    "job %r did not stop within %.0fs", handle.name, timeout
+                )
         with handle.machine.lock:
             if handle.state != state and handle.machine.can(state):
                 self._transition(handle, state, reason)
@@ -356,7 +367,7 @@ class StreamJobServer:
                 self._halt(handle, JobState.STOPPED, "undeployed")
             del self._jobs[name]
         self.observability.remove_job(name)
-        _log.info("job %r undeployed", name)
+        job_logger(_log, name).info("job %r undeployed", name)
 
     def pause(self, name: str) -> None:
         """Pause a running job: once this returns it reads nothing more until resumed.
@@ -459,7 +470,9 @@ class StreamJobServer:
                 fresh = self._prepare(handle.spec, handle.app, handle.sql)
                 assert fresh.processor is not None
                 rows = fresh.processor.replay_offline(letters)
-            _log.info("job %r: replayed %d dead letters (%d rows out)", name, len(letters), rows)
+            job_logger(_log, name).info(
+                "job %r: replayed %d dead letters (%d rows out)", name, len(letters), rows
+            )
             return {"job": name, "replayed": len(letters), "rows_out": rows}
 
     # --- server -----------------------------------------------------------------------

@@ -107,6 +107,8 @@ def test_json_lines_carry_the_error_context(tmp_path: Path, make_manager: Manage
         "kind": "ParseError",
         "fingerprint": fingerprint,
         "node_id": "node-1",
+        "region": "eu-west-1",
+        "version": "9.9.9",
         "record_ref": "orders.csv:7",
     }
     assert isinstance(error["time"], str)
