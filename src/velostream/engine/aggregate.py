@@ -6,10 +6,10 @@ EMIT CHANGES, so every input row gets its group's running value, or with GROUP B
 EMIT FINAL — and merged with the state carried from earlier batches, which lives in a
 DuckDB table keyed by the group. Results do not depend on where batches are cut.
 
-A tumbling window adds the window start and end to the group key. A row is late when
-its window ended at or before the watermark seen before it (max event time so far
-minus the allowed out-of-orderness); windows are emitted once the watermark passes
-their end, and all open windows when a bounded source ends.
+A tumbling window adds the window start and end to the group key; `tumbling` assigns
+rows to windows, keeps the watermark and handles late rows, and tells which windows
+have closed: those are emitted (EMIT FINAL) and forgotten; all open windows are emitted
+when a bounded source ends.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from velostream.datasource.traits import BadRecord, SourceBatch
 from velostream.engine.core import (
@@ -35,18 +34,9 @@ from velostream.engine.core import (
 from velostream.engine.direct import picked_columns, renames
 from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
-from velostream.errors import ErrorKind, Stage, StateIncompatibleError
-from velostream.sql.planner import (
-    ARG,
-    BATCH,
-    EVENT_TIME,
-    KEY,
-    ROW,
-    WINDOW_END,
-    WINDOW_START,
-    AggregateCall,
-    QueryPlan,
-)
+from velostream.engine.tumbling import NO_WINDOW_STATE, TumblingWindows
+from velostream.errors import StateIncompatibleError
+from velostream.sql.planner import ARG, BATCH, KEY, ROW, AggregateCall, QueryPlan
 
 __all__ = ["AggregateExecutor"]
 
@@ -185,20 +175,23 @@ class AggregateExecutor(Executor):
         late_to_dead_letter: bool = False,
     ) -> None:
         super().__init__(plan, con)
-        self._window = plan.window
-        self._ooo = out_of_orderness_ms
-        self._late_to_dlq = late_to_dead_letter
+        self._windows = (
+            None
+            if plan.window is None
+            else TumblingWindows(
+                plan.window,
+                out_of_orderness_ms=out_of_orderness_ms,
+                late_to_dead_letter=late_to_dead_letter,
+            )
+        )
         keys = plan.keys or ["0"]
         self._key_cols = [KEY.format(i) for i in range(len(keys))]
-        if self._window is not None:
-            self._key_cols = [WINDOW_START, WINDOW_END, *self._key_cols]
+        if self._windows is not None:
+            self._key_cols = [*TumblingWindows.KEY_COLUMNS, *self._key_cols]
         self._key_exprs = keys
         self._partials: list[_Partial] | None = None
         self._distinct = [c for c in plan.aggregates if c.func == "count_distinct"]
         self._has_state = False
-        self._max_event_ms: int | None = None
-        self._time_is_timestamp = False
-        self.late_records = 0
         # Without a time window, EMIT CHANGES runs on numpy (`running`) and EMIT FINAL
         # on Arrow's grouping (`final`) when the aggregates and types allow; decided on
         # the first batch, kept in snapshots. Otherwise ("sql") the state is in DuckDB.
@@ -209,7 +202,12 @@ class AggregateExecutor(Executor):
         self._renames = None if plan.having_sql else renames(plan.select_sql)
 
     def _may_run(self) -> bool:
-        return self._window is None
+        return self._windows is None
+
+    @property
+    def late_records(self) -> int:
+        """Rows found late (dropped or dead-lettered); none without a window."""
+        return 0 if self._windows is None else self._windows.late_records
 
     # --- SQL pieces -------------------------------------------------------------
 
@@ -218,8 +216,9 @@ class AggregateExecutor(Executor):
         items += [
             f"({c.arg}) AS {ARG.format(c.index)}" for c in self.plan.aggregates if c.arg is not None
         ]
-        if self._window is not None:
-            items.append(f"({self._window.time_sql}) AS {EVENT_TIME}")
+        if self._windows is not None:
+            time_sql, column = self._windows.pre_item
+            items.append(f"({time_sql}) AS {column}")
         items.append(ROW)
         where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
         return f"SELECT {', '.join(items)} FROM {BATCH}{where}"
@@ -230,8 +229,8 @@ class AggregateExecutor(Executor):
             return None
         exprs = [(expr, KEY.format(i)) for i, expr in enumerate(self.plan.keys)]
         exprs += [(c.arg, ARG.format(c.index)) for c in self.plan.aggregates if c.arg is not None]
-        if self._window is not None:
-            exprs.append((self._window.time_sql, EVENT_TIME))
+        if self._windows is not None:
+            exprs.append(self._windows.pre_item)
         if not self.plan.keys:  # a global aggregate: one group, keyed 0 (an INTEGER)
             zeros = pa.array(np.zeros(table.num_rows, dtype=np.int32))
             table = table.append_column(KEY.format(0), zeros)
@@ -272,8 +271,8 @@ class AggregateExecutor(Executor):
         if pre is None:
             pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
         late: list[BadRecord] = []
-        if self._window is not None:
-            pre, more_bad, late = self._assign_windows(pre, batch)
+        if self._windows is not None:
+            pre, more_bad, late = self._windows.assign(pre, batch.refs)
             bad.extend(more_bad)
         if self._mode == "sql":
             out = self._process_sql(pre)
@@ -344,8 +343,8 @@ class AggregateExecutor(Executor):
             con.unregister(_PRE)
         if out is None:
             return self._emit_closed()
-        if self._window is not None:
-            self._drop_closed()
+        # EMIT CHANGES emitted every row as it came: a closed window is only forgotten.
+        self._drop_closed()
         return out
 
     def _run_changes(self, pre: pa.Table) -> pa.Table:
@@ -408,130 +407,43 @@ class AggregateExecutor(Executor):
             con.execute(f"INSERT INTO {d} SELECT {keys}, {a} FROM {_PRE} WHERE __new{call.index}")
         return pre
 
-    # --- windows ------------------------------------------------------------------
-
-    def _assign_windows(
-        self, pre: pa.Table, batch: SourceBatch
-    ) -> tuple[pa.Table, list[BadRecord], list[BadRecord]]:
-        assert self._window is not None
-        size = self._window.size_ms
-        et = pre.column(EVENT_TIME)
-        if pa.types.is_timestamp(et.type):
-            self._time_is_timestamp = True
-            ms = pc.cast(pc.cast(et, pa.timestamp("ms")), pa.int64())
-        elif pa.types.is_integer(et.type):
-            ms = pc.cast(et, pa.int64())
-        else:
-            raise_type = et.type
-            wrong_type = [
-                BadRecord(
-                    raw=batch.refs.raw(int(rn)),
-                    ref=batch.refs.ref(int(rn)),
-                    message=f"event time {self._window.time_sql} has type {raise_type}; "
-                    "expected a timestamp or epoch milliseconds",
-                    kind=ErrorKind.TYPE,
-                    stage=Stage.PROCESS,
-                )
-                for rn in pre.column(ROW).to_numpy()
-            ]
-            return pre.slice(0, 0), wrong_type, []
-        ms_np = ms.to_numpy(zero_copy_only=False)
-        null_mask = np.asarray(pc.is_null(ms).to_numpy(zero_copy_only=False), dtype=bool)
-        bad: list[BadRecord] = []
-        if null_mask.any():
-            for rn in pre.column(ROW).to_numpy()[null_mask]:
-                bad.append(
-                    BadRecord(
-                        raw=batch.refs.raw(int(rn)),
-                        ref=batch.refs.ref(int(rn)),
-                        message=f"event time {self._window.time_sql} is NULL",
-                        kind=ErrorKind.TYPE,
-                        stage=Stage.PROCESS,
-                    )
-                )
-            pre = pre.filter(pa.array(~null_mask))
-            ms_np = ms_np[~null_mask]
-        ms_np = ms_np.astype(np.int64)
-        start = (ms_np // size) * size
-        end = start + size
-        # Watermark before each row: the max event time of every earlier row.
-        running = np.maximum.accumulate(ms_np) if ms_np.size else ms_np
-        carried = self._max_event_ms if self._max_event_ms is not None else np.iinfo(np.int64).min
-        before = np.empty_like(ms_np)
-        if ms_np.size:
-            before[0] = carried
-            before[1:] = np.maximum(running[:-1], carried)
-            self._max_event_ms = int(max(carried, running[-1]))
-        floor = np.iinfo(np.int64).min + self._ooo
-        watermark = np.where(before > floor, before - self._ooo, np.iinfo(np.int64).min)
-        late_mask = end <= watermark
-        late: list[BadRecord] = []
-        if late_mask.any():
-            self.late_records += int(late_mask.sum())
-            if self._late_to_dlq:
-                for rn in pre.column(ROW).to_numpy()[late_mask]:
-                    late.append(
-                        BadRecord(
-                            raw=batch.refs.raw(int(rn)),
-                            ref=batch.refs.ref(int(rn)),
-                            message="late record: its window closed before it arrived",
-                            kind=ErrorKind.EXECUTION,
-                            stage=Stage.PROCESS,
-                        )
-                    )
-        keep = ~late_mask
-        pre = pre.filter(pa.array(keep))
-        ws, we = start[keep], end[keep]
-        if self._time_is_timestamp:
-            ws_arr = pa.array(ws, pa.int64()).cast(pa.timestamp("ms"))
-            we_arr = pa.array(we, pa.int64()).cast(pa.timestamp("ms"))
-        else:
-            ws_arr, we_arr = pa.array(ws, pa.int64()), pa.array(we, pa.int64())
-        pre = pre.append_column(WINDOW_START, ws_arr).append_column(WINDOW_END, we_arr)
-        return pre, bad, late
-
-    def _watermark_sql(self) -> str | None:
-        if self._max_event_ms is None:
-            return None
-        wm = self._max_event_ms - self._ooo
-        return f"epoch_ms(CAST({wm} AS BIGINT))" if self._time_is_timestamp else str(wm)
+    # --- closed windows -------------------------------------------------------------
 
     def _order(self) -> str:
         order = list(self.plan.order_sql) or list(self._key_cols)
-        if self._window is not None and WINDOW_START not in order:
-            order.insert(0, WINDOW_START)
+        if self._windows is not None:
+            order = self._windows.in_time_order(order)
         return ", ".join(order)
 
     def _emit_closed(self) -> pa.Table:
         """Emit and forget the windows the watermark has passed (windowed EMIT FINAL)."""
-        if self._window is None or not self._has_state:
+        if self._windows is None or not self._has_state:
             return pa.table({})
-        wm = self._watermark_sql()
-        if wm is None:
+        closed = self._windows.closed()
+        if closed is None:
             return pa.table({})
-        closed = f"(SELECT * FROM {_STATE} WHERE {WINDOW_END} <= {wm})"
-        out = self.con.sql(self._project(closed, self._order())).to_arrow_table()
+        chosen = f"(SELECT * FROM {_STATE} WHERE {closed})"
+        out = self.con.sql(self._project(chosen, self._order())).to_arrow_table()
         self._drop_closed()
         return out
 
     def _drop_closed(self) -> None:
-        wm = self._watermark_sql()
-        if wm is not None and self._has_state:
-            self.con.execute(f"DELETE FROM {_STATE} WHERE {WINDOW_END} <= {wm}")
+        closed = None if self._windows is None else self._windows.closed()
+        if closed is not None and self._has_state:
+            self.con.execute(f"DELETE FROM {_STATE} WHERE {closed}")
             # COUNT(DISTINCT) values seen in a closed window are state too.
             for call in self._distinct:
-                self.con.execute(f"DELETE FROM __dstate{call.index} WHERE {WINDOW_END} <= {wm}")
+                self.con.execute(f"DELETE FROM __dstate{call.index} WHERE {closed}")
 
     @cached_property
     def shape(self) -> dict[str, Any]:
         """The keys, the aggregates (their partials are the state's columns), the window
         and the emit mode (EMIT CHANGES and EMIT FINAL keep different partials)."""
-        w = self._window
         return {
             "kind": self.state_kind,
             "group_by": list(self.plan.keys),
             "aggregates": [_describe(c) for c in self.plan.aggregates],
-            "window": None if w is None else f"TUMBLING({w.time_sql}, {w.size_ms}ms)",
+            "window": None if self._windows is None else self._windows.describe(),
             "emit": "CHANGES" if self.plan.emit == "CHANGES" else "FINAL",
         }
 
@@ -550,7 +462,7 @@ class AggregateExecutor(Executor):
         mode = state.get("mode", "sql" if state.get("has_state") else None)
         if mode in ("running", "grouped"):
             changes = mode == "running"
-            if self._window is not None or changes != (self.plan.emit == "CHANGES"):
+            if self._windows is not None or changes != (self.plan.emit == "CHANGES"):
                 kept = "EMIT CHANGES" if changes else "EMIT FINAL"
                 raise StateIncompatibleError(
                     f"the state holds the partials of an {kept} GROUP BY without a window; "
@@ -561,13 +473,9 @@ class AggregateExecutor(Executor):
 
     def snapshot(self) -> dict[str, Any]:
         state = super().snapshot()
-        state.update(
-            has_state=self._has_state,
-            max_event_ms=self._max_event_ms,
-            time_is_timestamp=self._time_is_timestamp,
-            late_records=self.late_records,
-            mode=self._mode,
-        )
+        state["has_state"] = self._has_state
+        state.update(NO_WINDOW_STATE if self._windows is None else self._windows.snapshot())
+        state["mode"] = self._mode
         if self._running is not None:
             state.update(self._running.snapshot())
         elif self._final is not None:
@@ -583,9 +491,8 @@ class AggregateExecutor(Executor):
 
     def restore(self, state: dict[str, Any]) -> None:
         super().restore(state)
-        self._max_event_ms = state.get("max_event_ms")
-        self._time_is_timestamp = bool(state.get("time_is_timestamp", False))
-        self.late_records = int(state.get("late_records", 0))
+        if self._windows is not None:
+            self._windows.restore(state)
         if self._may_run():
             # (a snapshot without a mode, from before numpy ran EMIT CHANGES, is DuckDB's)
             self._mode = state.get("mode", "sql" if state.get("has_state") else None)
