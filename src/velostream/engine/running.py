@@ -16,7 +16,7 @@ carried state:
 Groups get dense ids in order of first appearance (`GroupIndex`); the state is one
 array per partial, indexed by id, replaced (never changed in place) by each batch, so
 a snapshot is a reference. Aggregates or types this module does not cover
-(`supports`) run on DuckDB instead (see `aggregate`).
+(`supports`) run on DuckDB instead (see `duckdb_aggregates`).
 """
 
 from __future__ import annotations
