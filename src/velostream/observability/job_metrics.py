@@ -8,6 +8,11 @@ hundreds of milliseconds. Here each job's label is escaped once and a scrape is 
 joins (~0.5 ms for 50 jobs). `collect()` hands the same families to a registry, so
 `get_sample_value` and any other exporter see them as usual.
 
+A job's counts live in one place, its `JobCounters`: the job's processor adds to them
+as it goes (plain attribute increments; one writer, the job's thread), `/jobs` and the
+run summary read them, and a scrape renders them. They outlive a restart or an upgrade
+of the job (counters never go back), until the job is undeployed.
+
 Every series of a job exists from its first update (counters start at 0, so `rate()`
 and `increase()` work from the first scrape). `_created` samples are rendered in the
 OpenMetrics format only, where they belong.
@@ -28,12 +33,12 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["BATCH_DURATION_BUCKETS", "JOB_STATUSES", "JobFamilies"]
+__all__ = ["BATCH_DURATION_BUCKETS", "JOB_STATUSES", "JobCounters", "JobFamilies"]
 
 JOB_STATUSES: tuple[str, ...] = ("starting", "running", "paused", "completed", "stopped", "failed")
 BATCH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-# (family name without `_total`, help): the counters, in the order of `_Series.counts`.
+# (family name without `_total`, help): the exported counters, in the order of `_FIELDS`.
 COUNTERS: tuple[tuple[str, str], ...] = (
     ("velo_job_records_in", "Records read by a job"),
     ("velo_job_records_out", "Records written by a job"),
@@ -41,6 +46,8 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("velo_dlq_records", "Records written to a job's dead-letter queue"),
     ("velo_dlq_write_failures", "Failed dead-letter writes"),
 )
+# The JobCounters attribute behind each of COUNTERS.
+_FIELDS = ("records_in", "records_out", "records_failed", "dead_letters", "dlq_write_failures")
 RECORDS_IN, RECORDS_OUT, RECORDS_FAILED, DLQ_RECORDS, DLQ_WRITE_FAILURES = range(len(COUNTERS))
 STATUS = ("velo_job_status", "1 for a job's current state, 0 otherwise")
 BATCH_DURATION = ("velo_job_batch_duration_seconds", "Time to process one micro-batch")
@@ -52,19 +59,56 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-class _Series:
-    """One job's values; `label` is its `job="..."` text, escaped once."""
+class JobCounters:
+    """One job's counts and batch-duration histogram; `label` is its `job="..."` text.
 
-    __slots__ = ("buckets", "count", "counts", "created", "label", "status", "sum")
+    Written by the job's own thread only (a replay runs under the job's batch lock),
+    so increments need no lock; readers see each value as of some recent moment.
+    """
+
+    __slots__ = (
+        "batches",
+        "buckets",
+        "count",
+        "created",
+        "dead_letters",
+        "dlq_write_failures",
+        "label",
+        "late_records",
+        "records_failed",
+        "records_in",
+        "records_out",
+        "retries",
+        "status",
+        "sum",
+    )
 
     def __init__(self, job: str) -> None:
         self.label = f'job="{escape_label_value(job)}"'
-        self.counts = [0] * len(COUNTERS)
+        self.records_in = 0
+        self.records_out = 0
+        self.records_failed = 0
+        self.dead_letters = 0
+        self.dlq_write_failures = 0
+        self.late_records = 0
+        self.batches = 0
+        self.retries = 0
         self.created = time.time()
         self.buckets = [0] * (len(BATCH_DURATION_BUCKETS) + 1)  # per bucket; the last is +Inf
         self.sum = 0.0
         self.count = 0
         self.status: str | None = None
+
+    @property
+    def counts(self) -> list[int]:
+        """The exported counters' values, in the order of COUNTERS."""
+        return [getattr(self, name) for name in _FIELDS]
+
+    def observe_batch(self, seconds: float) -> None:
+        """One batch took `seconds` (the batch-duration histogram)."""
+        self.buckets[bisect.bisect_left(BATCH_DURATION_BUCKETS, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
 
 
 class JobFamilies(Collector):
@@ -72,28 +116,32 @@ class JobFamilies(Collector):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: dict[str, _Series] = {}
+        self._jobs: dict[str, JobCounters] = {}
 
-    def _series(self, job: str) -> _Series:
+    def _series(self, job: str) -> JobCounters:
         series = self._jobs.get(job)
         if series is None:
-            series = self._jobs[job] = _Series(job)
+            series = self._jobs[job] = JobCounters(job)
+        return series
+
+    def counters(self, job: str) -> JobCounters:
+        """`job`'s counters (created at 0 on first use): what its processor adds to."""
+        series = self._jobs.get(job)
+        if series is None:
+            with self._lock:
+                series = self._series(job)
         return series
 
     def add(self, job: str, counter: int, n: int = 1) -> None:
         """Add `n` to one of the COUNTERS (by index) of `job`."""
         if n < 0:
             raise ValueError("counters only go up")
-        with self._lock:
-            self._series(job).counts[counter] += n
+        series = self.counters(job)
+        name = _FIELDS[counter]
+        setattr(series, name, getattr(series, name) + n)
 
     def observe_batch(self, job: str, seconds: float) -> None:
-        index = bisect.bisect_left(BATCH_DURATION_BUCKETS, seconds)
-        with self._lock:
-            series = self._series(job)
-            series.buckets[index] += 1
-            series.sum += seconds
-            series.count += 1
+        self.counters(job).observe_batch(seconds)
 
     def set_status(self, job: str, status: str) -> None:
         if status not in JOB_STATUSES:
@@ -119,8 +167,9 @@ class JobFamilies(Collector):
             for index, (name, help_text) in enumerate(COUNTERS):
                 family = name if openmetrics else f"{name}_total"
                 lines += (f"# HELP {family} {help_text}", f"# TYPE {family} counter")
+                field = _FIELDS[index]
                 for s in jobs:
-                    lines.append(f"{name}_total{{{s.label}}} {float(s.counts[index])!r}")
+                    lines.append(f"{name}_total{{{s.label}}} {float(getattr(s, field))!r}")
                     if openmetrics:
                         lines.append(f"{name}_created{{{s.label}}} {s.created!r}")
             name, help_text = STATUS

@@ -44,6 +44,7 @@ from velostream.observability.job_metrics import (
     RECORDS_FAILED,
     RECORDS_IN,
     RECORDS_OUT,
+    JobCounters,
     JobFamilies,
 )
 from velostream.observability.user_metrics import UserMetrics
@@ -376,6 +377,10 @@ class MetricsProvider:
         return buf
 
     # --- job-level families -----------------------------------------------------
+
+    def job_counters(self, job: str) -> JobCounters:
+        """`job`'s counters, the one place its counts live (read at scrape time)."""
+        return self.jobs.counters(job)
 
     def add_records_in(self, job: str, n: int = 1) -> None:
         if n:
