@@ -12,12 +12,12 @@ every connector the same parsing and the same error messages.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias, TypeVar
 
 from velostream.datasource.traits import Sink, Source
 from velostream.errors import ConfigurationError
+from velostream.sql.duration import parse_duration_ms
 
 __all__ = [
     "bool_property",
@@ -139,8 +139,6 @@ def _normalise(type_name: str) -> str:
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def bool_property(props: Mapping[str, str], key: str, default: bool, *, name: str) -> bool:
@@ -161,14 +159,13 @@ def duration_property(props: Mapping[str, str], key: str, default: float, *, nam
     raw = props.get(key)
     if raw is None:
         return default
-    match = _DURATION.match(str(raw))
-    if match is None:
+    try:
+        return parse_duration_ms(str(raw)) / 1000
+    except ConfigurationError as exc:
         raise ConfigurationError(
             f"'{name}': '{key}' must be a duration such as 500ms, 1s or 2m, not '{raw}'",
             source=name,
-        )
-    unit = (match.group(2) or "ms").lower()
-    return float(match.group(1)) * _UNIT_SECONDS[unit]
+        ) from exc
 
 
 def choice_property(

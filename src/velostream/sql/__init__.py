@@ -1,5 +1,6 @@
 """The job language: parse Velostream-dialect SQL applications into job specs."""
 
+from velostream.sql.duration import parse_duration_ms
 from velostream.sql.model import (
     Application,
     ConnectorConfig,
@@ -12,7 +13,7 @@ from velostream.sql.model import (
     StatementKind,
 )
 from velostream.sql.parser import parse_application
-from velostream.sql.properties import SINK_TYPES, SOURCE_TYPES, parse_duration_ms
+from velostream.sql.properties import SINK_TYPES, SOURCE_TYPES
 
 __all__ = [
     "SINK_TYPES",

@@ -20,13 +20,14 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from velostream.errors import PlanError, SandboxError
+from velostream.errors import ConfigurationError, PlanError, SandboxError
 from velostream.sql.duckdb_check import (
     check_functions,
     check_planned_sql,
     check_syntax,
     sqlglot_offset,
 )
+from velostream.sql.duration import parse_duration_ms
 from velostream.sql.model import EmitMode, JobSpec
 from velostream.sql.sandbox import check_sandbox
 
@@ -49,8 +50,6 @@ WINDOW_START = "__ws"
 WINDOW_END = "__we"
 EVENT_TIME = "__et"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$", re.IGNORECASE)
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _INTERVAL_UNIT_MS = {
     "MILLISECOND": 1,
     "MILLISECONDS": 1,
@@ -97,14 +96,6 @@ class PlanKind(StrEnum):
     STATELESS = "stateless"
     AGGREGATE = "aggregate"
     ROW_WINDOW = "row_window"
-
-
-def parse_duration_ms(text: str) -> int:
-    """'5s', '100ms', '1m', '2h', '1d' → milliseconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise PlanError(f"invalid duration {text!r}; expected a number and one of ms, s, m, h, d")
-    return int(float(match.group(1)) * _UNIT_MS[match.group(2).lower()])
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +190,13 @@ def _window_size_ms(arg: str) -> int:
             if unit in _INTERVAL_UNIT_MS and node.this is not None:
                 return int(float(node.this.name) * _INTERVAL_UNIT_MS[unit])
         raise PlanError(f"unsupported window interval {arg!r}")
-    return parse_duration_ms(arg)
+    # A window size needs its unit: a bare number would silently mean milliseconds.
+    if arg[-1:].isalpha():
+        try:
+            return parse_duration_ms(arg)
+        except ConfigurationError:
+            pass
+    raise PlanError(f"invalid duration {arg!r}; expected a number and one of ms, s, m, h, d")
 
 
 def _tumbling(args: str, job: JobSpec, source: str) -> TumblingWindow:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from velostream.errors import ConfigurationError
+from velostream.sql.duration import parse_duration_ms
 from velostream.sql.model import ConnectorConfig, FailureStrategy, Position
 
 __all__ = [
@@ -38,7 +39,6 @@ __all__ = [
     "invalid_choice",
     "load_config_file",
     "parse_choice",
-    "parse_duration_ms",
     "parse_failure_strategy",
     "parse_int",
     "parse_with_clause",
@@ -311,17 +311,7 @@ def _scalar(value: object) -> str:
 # value helpers
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "": 1}
 _INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
-
-
-def parse_duration_ms(text: str) -> int | None:
-    """`'5s'`, `'100ms'`, `'1m'`, `'2h'`, `'1d'` or a bare integer (ms); None if invalid."""
-    match = _DURATION.match(text)
-    if match is None:
-        return None
-    return round(float(match.group(1)) * _UNIT_MS[(match.group(2) or "").lower()])
 
 
 def parse_choice(
@@ -414,15 +404,17 @@ class _Checker:
         """Milliseconds; a bare number (ms) gets its unit written out for readers."""
         if key not in self.values:
             return None
-        millis = parse_duration_ms(self.values[key])
-        if millis is not None and _INTEGER.match(self.values[key]):
-            self.values[key] = f"{self.values[key].strip()}ms"
-        if millis is None:
+        try:
+            millis = parse_duration_ms(self.values[key])
+        except ConfigurationError:
             self.problem(
                 key,
                 f"{key} '{self.values[key]}' is not a duration such as '100ms', '5s', '1m' "
                 "(units: ms, s, m, h, d)",
             )
+            return None
+        if _INTEGER.match(self.values[key]):
+            self.values[key] = f"{self.values[key].strip()}ms"
         return millis
 
 

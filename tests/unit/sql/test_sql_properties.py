@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from velostream.sql import Application, ConnectorConfig, parse_duration_ms
+from velostream.sql import Application, ConnectorConfig
 
 Parse = Callable[..., Application]
 Problems = Callable[..., list[str]]
@@ -158,25 +158,6 @@ def test_a_bare_duration_is_milliseconds_and_gets_its_unit(parse: Parse) -> None
     job = parse(text).jobs[0]
     assert job.max_out_of_orderness_ms == 250
     assert job.properties["watermark.max_out_of_orderness"] == "250ms"
-
-
-@pytest.mark.parametrize(
-    ("text", "ms"),
-    [
-        ("100ms", 100),
-        ("5s", 5000),
-        ("1m", 60000),
-        ("2h", 7_200_000),
-        ("1d", 86_400_000),
-        ("1.5s", 1500),
-        ("250", 250),
-        ("5 parsecs", None),
-        ("-1s", None),
-        ("", None),
-    ],
-)
-def test_durations(text: str, ms: int | None) -> None:
-    assert parse_duration_ms(text) == ms
 
 
 def test_unknown_keys_are_kept_with_a_warning(parse: Parse) -> None:
