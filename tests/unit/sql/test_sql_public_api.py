@@ -39,7 +39,17 @@ def test_connector_types() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["velostream.sql.parser", "velostream.sql.properties", "velostream.sql.annotations"],
+    [
+        "velostream.sql.parser",
+        "velostream.sql.properties",
+        "velostream.sql.annotations",
+        "velostream.sql.duration",
+        "velostream.sql.plan",
+        "velostream.sql.plan_aggregate",
+        "velostream.sql.plan_row_window",
+        "velostream.sql.plan_sql",
+        "velostream.sql.planner",
+    ],
 )
 def test_modules_export_their_public_classes_and_functions(name: str) -> None:
     module = importlib.import_module(name)
@@ -52,3 +62,11 @@ def test_modules_export_their_public_classes_and_functions(name: str) -> None:
     }
     assert defined_here <= set(module.__all__)
     assert all(hasattr(module, exported) for exported in module.__all__)
+
+
+def test_the_planner_re_exports_the_plan_model() -> None:
+    """The engine imports the plan model from `planner`; it must be the same objects."""
+    from velostream.sql import plan, planner
+
+    for name in plan.__all__:
+        assert getattr(planner, name) is getattr(plan, name), name
