@@ -41,6 +41,8 @@ def test_connector_types() -> None:
     "name",
     [
         "velostream.sql.parser",
+        "velostream.sql.scan",
+        "velostream.sql.statement",
         "velostream.sql.properties",
         "velostream.sql.annotations",
         "velostream.sql.duration",
