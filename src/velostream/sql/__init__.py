@@ -1,5 +1,6 @@
 """The job language: parse Velostream-dialect SQL applications into job specs."""
 
+from velostream.sql.connectors import ConnectorCatalog, ConnectorOptions, OptionCheck
 from velostream.sql.duration import parse_duration_ms
 from velostream.sql.model import (
     Application,
@@ -13,18 +14,18 @@ from velostream.sql.model import (
     StatementKind,
 )
 from velostream.sql.parser import parse_application
-from velostream.sql.properties import SINK_TYPES, SOURCE_TYPES
 
 __all__ = [
-    "SINK_TYPES",
-    "SOURCE_TYPES",
     "Application",
+    "ConnectorCatalog",
     "ConnectorConfig",
+    "ConnectorOptions",
     "EmitMode",
     "FailureStrategy",
     "JobMode",
     "JobSpec",
     "MetricSpec",
+    "OptionCheck",
     "Position",
     "StatementKind",
     "parse_application",

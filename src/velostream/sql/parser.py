@@ -29,6 +29,7 @@ from velostream.sql.annotations import (
     parse_annotation,
     resolve_annotations,
 )
+from velostream.sql.connectors import ConnectorCatalog, build_connector
 from velostream.sql.model import (
     Application,
     FailureStrategy,
@@ -39,14 +40,13 @@ from velostream.sql.model import (
 )
 from velostream.sql.properties import (
     Report,
-    build_connector,
     build_job_settings,
     collect_settings,
     parse_with_clause,
-    substitute_variables,
 )
 from velostream.sql.scan import scan_text
 from velostream.sql.statement import Statement, StatementParser, statement_name
+from velostream.sql.variables import substitute_variables
 
 __all__ = ["parse_application"]
 
@@ -54,18 +54,22 @@ __all__ = ["parse_application"]
 def parse_application(
     text: str,
     *,
+    connectors: ConnectorCatalog,
     env: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
     source_name: str = "<app>",
 ) -> Application:
     """Parse and validate an application; raise `SqlValidationError` listing every problem.
 
-    `env` substitutes `${VAR}` / `${VAR:default}` (default: the process environment,
+    `connectors` lists the source and sink types there are, each with the check of its
+    keys (`velostream.datasource.registry.connector_catalog()` gives the registered
+    ones); `env` substitutes `${VAR}` / `${VAR:default}` (default: the process environment,
     read at call time); `base_dir` resolves relative `config_file` paths (default: the
     current directory); `source_name` names the text in messages.
     """
     parser = _ApplicationParser(
         text,
+        connectors=connectors,
         env=os.environ if env is None else env,
         base_dir=Path.cwd() if base_dir is None else base_dir,
         source_name=source_name,
@@ -77,9 +81,16 @@ class _ApplicationParser:
     """One pass over an application: statements, annotations, jobs, cross-job checks."""
 
     def __init__(
-        self, text: str, *, env: Mapping[str, str], base_dir: Path, source_name: str
+        self,
+        text: str,
+        *,
+        connectors: ConnectorCatalog,
+        env: Mapping[str, str],
+        base_dir: Path,
+        source_name: str,
     ) -> None:
         self.original = text
+        self.connectors = connectors
         self.env = env
         self.base_dir = base_dir
         self.source_name = source_name
@@ -240,7 +251,14 @@ class _ApplicationParser:
                 continue
             scoped[name].default_at = self.position(parts.source_offsets[name])
             config = build_connector(
-                name, "source", scoped[name], app=app_name, job=job_name, report=report, warn=warn
+                name,
+                "source",
+                scoped[name],
+                catalog=self.connectors,
+                app=app_name,
+                job=job_name,
+                report=report,
+                warn=warn,
             )
             if config is not None:
                 sources.append(config)
@@ -248,6 +266,7 @@ class _ApplicationParser:
             sink_name,
             "sink",
             scoped[loop or sink_name],
+            catalog=self.connectors,
             app=app_name,
             job=job_name,
             report=report,

@@ -214,10 +214,12 @@ def test_defaults_may_contain_colons(parse: Parse) -> None:
 def test_environment_defaults_to_the_process_environment(
     statement: StatementFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from velostream.datasource.registry import connector_catalog
     from velostream.sql import parse_application
 
     monkeypatch.setenv("VELO_TEST_COLUMN", "price")
-    app = parse_application(statement(select="SELECT ${VELO_TEST_COLUMN} FROM src"))
+    text = statement(select="SELECT ${VELO_TEST_COLUMN} FROM src")
+    app = parse_application(text, connectors=connector_catalog())
     assert app.jobs[0].select_sql == "SELECT price FROM src"
 
 
