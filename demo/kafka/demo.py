@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from velostream.datasource.kafka import KafkaSource, kafka_dead_letter_queue
-from velostream.datasource.registry import create_sink, create_source
+from velostream.datasource.registry import connector_catalog, create_sink, create_source
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
 from velostream.server.processors.processor import JobProcessor
 from velostream.sql.parser import parse_application
@@ -123,7 +123,9 @@ def main() -> int:
         print(f"produced {TRADES} trades to topic 'trades' ({len(POISON)} of them malformed)")
 
         app = parse_application(
-            (HERE / "trades_app.sql").read_text(), env={"KAFKA_BROKERS": bootstrap}
+            (HERE / "trades_app.sql").read_text(),
+            connectors=connector_catalog(),
+            env={"KAFKA_BROKERS": bootstrap},
         )
         job = app.jobs[0]
         src = job.sources[0]

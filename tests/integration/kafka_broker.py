@@ -281,7 +281,7 @@ def build_processor(
     get the Kafka transactional committer.
     """
     from velostream.datasource.kafka import KafkaSource, kafka_dead_letter_queue
-    from velostream.datasource.registry import create_sink, create_source
+    from velostream.datasource.registry import connector_catalog, create_sink, create_source
     from velostream.server.processors.dlq import MemoryDeadLetterQueue
     from velostream.server.processors.kafka_transactional import (
         KafkaTransactionalCommitter,
@@ -291,7 +291,7 @@ def build_processor(
     from velostream.sql.model import JobMode
     from velostream.sql.parser import parse_application
 
-    app = parse_application(sql, env={})
+    app = parse_application(sql, connectors=connector_catalog(), env={})
     job = app.jobs[0]
     src = job.sources[0]
     source = create_source(src.name, src.type, src.properties)

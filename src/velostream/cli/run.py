@@ -16,12 +16,12 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from velostream.datasource.validation import check_application
 from velostream.errors import VelostreamError
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.jobs import JobState
 from velostream.server.processors.processor import JobStats
 from velostream.server.stream_job_server import JobHandle, StreamJobServer
-from velostream.sql.check import check_application
 from velostream.sql.model import Application, JobSpec
 
 __all__ = [

@@ -2,8 +2,14 @@
 
 Built-in types are listed below as ``"module:Class"`` strings and imported only when a
 job asks for them, so importing this package never imports Kafka or file code. A new
-connector is one line in `_SOURCES` / `_SINKS`; tests and plugins may also call
+connector is one line in `_SOURCES` / `_SINKS` (and one in `_SOURCE_OPTIONS` /
+`_SINK_OPTIONS` if it checks its WITH keys); tests and plugins may also call
 `register_source` / `register_sink` explicitly.
+
+This is the one registry: `connector_catalog()` hands the same types, each with the
+check of its keys, to SQL validation (which may not import this layer), so a
+registered type validates like a built-in one and an unknown type is refused with the
+list of known ones.
 
 The property helpers (`bool_property`, `duration_property`, `choice_property`) give
 every connector the same parsing and the same error messages.
@@ -12,16 +18,18 @@ every connector the same parsing and the same error messages.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias, TypeVar
 
 from velostream.datasource.traits import Sink, Source
 from velostream.errors import ConfigurationError
+from velostream.sql.connectors import ConnectorCatalog, ConnectorOptions, OptionCheck
+from velostream.sql.duration import parse_duration_ms
 
 __all__ = [
     "bool_property",
     "choice_property",
+    "connector_catalog",
     "create_sink",
     "create_source",
     "duration_property",
@@ -42,11 +50,24 @@ _SINKS: dict[str, str] = {
     "stdout_sink": "velostream.datasource.stdout:StdoutSink",
     "memory_sink": "velostream.datasource.memory:MemorySink",
 }
+# Each built-in type's check of its WITH keys, run at validation. Memory connectors
+# take no keys worth checking.
+_SOURCE_OPTIONS: dict[str, str] = {
+    "file_source": "velostream.datasource.file.options:check_file_source",
+    "kafka_source": "velostream.datasource.kafka.options:check_kafka_source",
+}
+_SINK_OPTIONS: dict[str, str] = {
+    "file_sink": "velostream.datasource.file.options:check_file_sink",
+    "kafka_sink": "velostream.datasource.kafka.options:check_kafka_sink",
+    "stdout_sink": "velostream.datasource.stdout:check_stdout_sink",
+}
 # Optional dependencies a connector module may need, and how to install them.
 _INSTALL_HINTS: dict[str, str] = {"confluent_kafka": "pip install 'velostream[kafka]'"}
 
 _extra_sources: dict[str, SourceClass] = {}
 _extra_sinks: dict[str, SinkClass] = {}
+_extra_source_options: dict[str, OptionCheck] = {}
+_extra_sink_options: dict[str, OptionCheck] = {}
 
 SourceClass: TypeAlias = type[Source]
 SinkClass: TypeAlias = type[Sink]
@@ -54,21 +75,37 @@ SourceT = TypeVar("SourceT", bound=SourceClass)
 SinkT = TypeVar("SinkT", bound=SinkClass)
 
 
-def register_source(type_name: str) -> Callable[[SourceT], SourceT]:
-    """Class decorator: make `type_name` create this source (overrides a built-in)."""
+def register_source(
+    type_name: str, *, options: OptionCheck | None = None
+) -> Callable[[SourceT], SourceT]:
+    """Class decorator: make `type_name` create this source (overrides a built-in).
+
+    `options` checks the source's WITH keys at validation; without it an overridden
+    built-in keeps its check and a new type's keys are taken as given.
+    """
 
     def decorate(cls: SourceT) -> SourceT:
         _extra_sources[_normalise(type_name)] = cls
+        if options is not None:
+            _extra_source_options[_normalise(type_name)] = options
         return cls
 
     return decorate
 
 
-def register_sink(type_name: str) -> Callable[[SinkT], SinkT]:
-    """Class decorator: make `type_name` create this sink (overrides a built-in)."""
+def register_sink(
+    type_name: str, *, options: OptionCheck | None = None
+) -> Callable[[SinkT], SinkT]:
+    """Class decorator: make `type_name` create this sink (overrides a built-in).
+
+    `options` checks the sink's WITH keys at validation; without it an overridden
+    built-in keeps its check and a new type's keys are taken as given.
+    """
 
     def decorate(cls: SinkT) -> SinkT:
         _extra_sinks[_normalise(type_name)] = cls
+        if options is not None:
+            _extra_sink_options[_normalise(type_name)] = options
         return cls
 
     return decorate
@@ -82,6 +119,43 @@ def source_types() -> list[str]:
 def sink_types() -> list[str]:
     """Every known sink type, sorted."""
     return sorted(set(_SINKS) | set(_extra_sinks))
+
+
+def connector_catalog() -> ConnectorCatalog:
+    """The types as they are registered now, for SQL validation.
+
+    Built-in types come first, in the order of `_SOURCES` / `_SINKS` (the order
+    validation messages have always listed them in), then registered ones.
+    """
+    return ConnectorCatalog(
+        sources=_checks(_SOURCES, _extra_sources, _SOURCE_OPTIONS, _extra_source_options),
+        sinks=_checks(_SINKS, _extra_sinks, _SINK_OPTIONS, _extra_sink_options),
+    )
+
+
+def _checks(
+    builtin: Mapping[str, str],
+    extra: Mapping[str, type],
+    builtin_options: Mapping[str, str],
+    extra_options: Mapping[str, OptionCheck],
+) -> dict[str, OptionCheck | None]:
+    checks: dict[str, OptionCheck | None] = {}
+    for type_name in [*builtin, *(t for t in extra if t not in builtin)]:
+        target = builtin_options.get(type_name)
+        checks[type_name] = extra_options.get(type_name) or (
+            None if target is None else _deferred_check(target)
+        )
+    return checks
+
+
+def _deferred_check(target: str) -> OptionCheck:
+    """The check at ``"module:function"``, imported when a connector of its type is checked."""
+
+    def check(options: ConnectorOptions) -> None:
+        module_name, _, attr = target.partition(":")
+        getattr(importlib.import_module(module_name), attr)(options)
+
+    return check
 
 
 def create_source(name: str, type: str, properties: Mapping[str, str]) -> Source:
@@ -139,8 +213,6 @@ def _normalise(type_name: str) -> str:
 
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def bool_property(props: Mapping[str, str], key: str, default: bool, *, name: str) -> bool:
@@ -161,14 +233,13 @@ def duration_property(props: Mapping[str, str], key: str, default: float, *, nam
     raw = props.get(key)
     if raw is None:
         return default
-    match = _DURATION.match(str(raw))
-    if match is None:
+    try:
+        return parse_duration_ms(str(raw)) / 1000
+    except ConfigurationError as exc:
         raise ConfigurationError(
             f"'{name}': '{key}' must be a duration such as 500ms, 1s or 2m, not '{raw}'",
             source=name,
-        )
-    unit = (match.group(2) or "ms").lower()
-    return float(match.group(1)) * _UNIT_SECONDS[unit]
+        ) from exc
 
 
 def choice_property(

@@ -30,6 +30,7 @@ from typing import Any
 
 from velostream.datasource.registry import create_sink, create_source
 from velostream.datasource.traits import Sink, Source
+from velostream.datasource.validation import check_application
 from velostream.errors import (
     BatchFailedError,
     JobConflictError,
@@ -45,7 +46,6 @@ from velostream.server.jobs import JobState, StateMachine
 from velostream.server.processors.dlq import DeadLetter, FileDeadLetterQueue
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.processor import JobProcessor
-from velostream.sql.check import check_application
 from velostream.sql.model import Application, ConnectorConfig, JobSpec
 
 

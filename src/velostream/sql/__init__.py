@@ -1,5 +1,7 @@
 """The job language: parse Velostream-dialect SQL applications into job specs."""
 
+from velostream.sql.connectors import ConnectorCatalog, ConnectorOptions, OptionCheck
+from velostream.sql.duration import parse_duration_ms
 from velostream.sql.model import (
     Application,
     ConnectorConfig,
@@ -12,18 +14,18 @@ from velostream.sql.model import (
     StatementKind,
 )
 from velostream.sql.parser import parse_application
-from velostream.sql.properties import SINK_TYPES, SOURCE_TYPES, parse_duration_ms
 
 __all__ = [
-    "SINK_TYPES",
-    "SOURCE_TYPES",
     "Application",
+    "ConnectorCatalog",
     "ConnectorConfig",
+    "ConnectorOptions",
     "EmitMode",
     "FailureStrategy",
     "JobMode",
     "JobSpec",
     "MetricSpec",
+    "OptionCheck",
     "Position",
     "StatementKind",
     "parse_application",

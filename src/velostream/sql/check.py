@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from velostream.errors import PlanError, SqlValidationError
+from velostream.sql.connectors import ConnectorCatalog
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
 from velostream.sql.planner import plan_job
@@ -40,13 +41,17 @@ def _locate(job: JobSpec, offset: int | None) -> Position:
     return Position(line, column)
 
 
-def check_application(text: str, *, base_dir: Path, source_name: str) -> Application:
+def check_application(
+    text: str, *, connectors: ConnectorCatalog, base_dir: Path, source_name: str
+) -> Application:
     """The parsed application; `SqlValidationError` lists every problem with line:column.
 
-    `base_dir` resolves relative `config_file` paths (the application file's folder).
+    `connectors` are the source and sink types there are, each with the check of its
+    keys: `velostream.datasource.validation.check_application` passes the registered
+    ones. `base_dir` resolves relative `config_file` paths (the application file's folder).
     A planning problem is placed where the planner found it, else at the SELECT.
     """
-    app = parse_application(text, base_dir=base_dir, source_name=source_name)
+    app = parse_application(text, connectors=connectors, base_dir=base_dir, source_name=source_name)
     problems = []
     for index, job in enumerate(app.jobs, start=1):
         try:

@@ -1,153 +1,63 @@
-"""WITH properties: `${VAR}` substitution, parsing, config files and validation.
+"""WITH properties: parsing, scoping to connectors, and checking the generic keys.
 
 A statement's `WITH ( 'key' = 'value', ... )` holds connector keys (`'<name>.<key>'`,
 where `<name>` is a source of the SELECT or the statement itself, the sink) and
 job-wide keys. Validation never stops at the first problem: every check reports
 through a callback and carries on, so a user sees all of them at once.
+
+Only what is common to every connector is here: each connector type checks its own
+keys (`connectors`), `config_file` loading is in `config_file` and `${VAR}`
+substitution in `variables`.
 """
 
 from __future__ import annotations
 
-import bisect
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-import yaml
 
 from velostream.errors import ConfigurationError
-from velostream.sql.model import ConnectorConfig, FailureStrategy, Position
+from velostream.sql.config_file import load_config_file
+from velostream.sql.duration import parse_duration_ms
+from velostream.sql.model import FailureStrategy, Position
 
 __all__ = [
+    "BOOLEANS",
     "BOOLEAN_ALIASES",
     "DLQ_TYPES",
     "FAILURE_STRATEGIES",
     "LATE_DATA_STRATEGIES",
-    "SINK_TYPES",
-    "SOURCE_TYPES",
+    "Checker",
     "JobSettings",
-    "OffsetMap",
     "Property",
     "Report",
     "Settings",
-    "build_connector",
     "build_job_settings",
     "collect_settings",
     "invalid_choice",
-    "load_config_file",
     "parse_choice",
-    "parse_duration_ms",
     "parse_failure_strategy",
     "parse_int",
     "parse_with_clause",
-    "substitute_variables",
 ]
 
 Report = Callable[[Position, str], None]
 """Receives one problem (or warning) and where it is."""
 
-SOURCE_TYPES = ("file_source", "kafka_source", "memory_source")
-SINK_TYPES = ("file_sink", "kafka_sink", "stdout_sink", "memory_sink")
 FAILURE_STRATEGIES = tuple(strategy.value for strategy in FailureStrategy)
 LATE_DATA_STRATEGIES = ("drop", "dead_letter")
 DLQ_TYPES = ("file", "kafka", "memory")
-
-_FILE_SOURCE_FORMATS = ("csv", "csv_no_header", "jsonl")
-_FILE_SINK_FORMATS = ("csv", "jsonl")
-_STDOUT_FORMATS = ("csv", "jsonl", "table")
-_KAFKA_VALUE_FORMATS = ("json", "string", "bytes")
-_JSONL_ALIASES = {"json": "jsonl", "jsonlines": "jsonl"}
-_BOOLEANS = ("true", "false")
+BOOLEANS = ("true", "false")
 BOOLEAN_ALIASES = dict.fromkeys(("1", "yes", "on"), "true") | dict.fromkeys(
     ("0", "no", "off"), "false"
 )
-_DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
 
-_KAFKA_ALIASES = {
-    "topic.name": "topic",
-    "brokers": "bootstrap.servers",
-    "value.serializer": "value.format",
-}
-_FILE_KEYS = frozenset({"path", "format", "delimiter", "has_headers", "watch", "polling_interval"})
-_KNOWN_KEYS: dict[str, frozenset[str]] = {
-    "file_source": _FILE_KEYS,
-    "file_sink": frozenset({"path", "format", "append", "delimiter"}),
-    "stdout_sink": frozenset({"format"}),
-}
 _JOB_KEYS = frozenset({"failure_strategy", "max_retries", "retry_backoff_ms", "batch.size"}) | {
     "event.time.field",
     "watermark.max_out_of_orderness",
     "late.data.strategy",
 }
-
-# ---------------------------------------------------------------------------
-# ${VAR} substitution
-
-
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
-
-
-@dataclass(frozen=True, slots=True)
-class OffsetMap:
-    """Maps an offset in substituted text back to the original text.
-
-    Each chunk is `(new_start, original_start, copied)`; inside a copied chunk offsets
-    move together, a replaced chunk maps wholly to its `${`.
-    """
-
-    chunks: tuple[tuple[int, int, bool], ...]
-    starts: tuple[int, ...]
-
-    def original(self, offset: int) -> int:
-        index = max(bisect.bisect_right(self.starts, offset) - 1, 0)
-        new_start, original_start, copied = self.chunks[index]
-        return original_start + (offset - new_start) if copied else original_start
-
-
-def substitute_variables(
-    text: str,
-    env: Mapping[str, str],
-    *,
-    skip: Sequence[tuple[int, int]] = (),
-) -> tuple[str, OffsetMap, list[tuple[int, str]]]:
-    """Replace `${VAR}` / `${VAR:default}` from `env` outside the `skip` spans.
-
-    Returns the new text, its map back to `text`, and `(offset in new text, name)` of
-    each variable that is undefined and has no default (left in place).
-    """
-    pieces: list[str] = []
-    chunks: list[tuple[int, int, bool]] = []
-    undefined: list[tuple[int, str]] = []
-    new_len = 0
-    copied_from = 0
-    for match in _VARIABLE.finditer(text):
-        if any(start <= match.start() < end for start, end in skip):
-            continue
-        name, default = match.group(1), match.group(2)
-        value = env.get(name, default)
-        chunks.append((new_len, copied_from, True))
-        pieces.append(text[copied_from : match.start()])
-        new_len += match.start() - copied_from
-        if value is None:
-            undefined.append((new_len, name))
-            value = match.group(0)
-        chunks.append((new_len, match.start(), False))
-        pieces.append(value)
-        new_len += len(value)
-        copied_from = match.end()
-    chunks.append((new_len, copied_from, True))
-    pieces.append(text[copied_from:])
-    starts = tuple(chunk[0] for chunk in chunks)
-    return "".join(pieces), OffsetMap(tuple(chunks), starts), undefined
-
-
-def _substitute_value(value: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
-    new_text, _, undefined = substitute_variables(value, env)
-    return new_text, [name for _, name in undefined]
-
-
 # ---------------------------------------------------------------------------
 # WITH ( ... )
 
@@ -194,7 +104,7 @@ def parse_with_clause(
         if value_kind == "string":
             value = value_text[1:-1].replace("''", "'")
         else:
-            value = value_text.lower() if value_text.lower() in _BOOLEANS else value_text
+            value = value_text.lower() if value_text.lower() in BOOLEANS else value_text
         if key in seen:
             report(locate(at), f"property '{key}' is given twice (first at {seen[key]})")
         else:
@@ -229,99 +139,10 @@ def _property_problem(parts: list[tuple[str, str, int]]) -> str | None:
 
 
 # ---------------------------------------------------------------------------
-# config_file YAML
-
-
-def load_config_file(path: Path, env: Mapping[str, str]) -> dict[str, str]:
-    """Load a connector's keys from YAML, following `extends:`; nested maps flatten.
-
-    Raises `ConfigurationError` naming the file when it is missing, unreadable, not
-    YAML, not a mapping, part of an `extends` cycle or uses an undefined variable.
-    """
-    return _load_config(path, env, ())
-
-
-def _load_config(path: Path, env: Mapping[str, str], chain: tuple[Path, ...]) -> dict[str, str]:
-    resolved = path.resolve()
-    if resolved in chain:
-        cycle = " -> ".join(str(p) for p in (*chain, resolved))
-        raise ConfigurationError(f"config file cycle through 'extends': {cycle}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ConfigurationError(f"config file {path} not found") from exc
-    except (OSError, UnicodeError) as exc:
-        raise ConfigurationError(f"config file {path} cannot be read: {exc}") from exc
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        detail = " ".join(str(exc).split())
-        raise ConfigurationError(f"config file {path} is not valid YAML: {detail}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigurationError(
-            f"config file {path} must hold a mapping of keys to values, "
-            f"found a {type(data).__name__}"
-        )
-    merged: dict[str, str] = {}
-    extends = data.pop("extends", None)
-    if extends is not None:
-        if not isinstance(extends, str) or not extends.strip():
-            raise ConfigurationError(f"config file {path}: 'extends' must be a file path")
-        parent_text, missing = _substitute_value(extends, env)
-        _raise_undefined(path, "extends", missing)
-        parent = Path(parent_text).expanduser()
-        if not parent.is_absolute():
-            parent = path.parent / parent
-        merged.update(_load_config(parent, env, (*chain, resolved)))
-    for key, raw in _flatten(data, ""):
-        value, missing = _substitute_value(raw, env)
-        _raise_undefined(path, key, missing)
-        merged[key] = value
-    return merged
-
-
-def _raise_undefined(path: Path, key: str, names: list[str]) -> None:
-    if names:
-        listed = ", ".join(f"${{{name}}}" for name in names)
-        raise ConfigurationError(f"config file {path}: undefined variable {listed} in '{key}'")
-
-
-def _flatten(data: Mapping[Any, Any], prefix: str) -> Iterable[tuple[str, str]]:
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            yield from _flatten(value, f"{name}.")
-        else:
-            yield name, _scalar(value)
-
-
-def _scalar(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple):
-        return ",".join(_scalar(item) for item in value)
-    return str(value)
-
-
-# ---------------------------------------------------------------------------
 # value helpers
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
-_UNIT_MS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "": 1}
 _INTEGER = re.compile(r"^\s*[+-]?\d+\s*$")
-
-
-def parse_duration_ms(text: str) -> int | None:
-    """`'5s'`, `'100ms'`, `'1m'`, `'2h'`, `'1d'` or a bare integer (ms); None if invalid."""
-    match = _DURATION.match(text)
-    if match is None:
-        return None
-    return round(float(match.group(1)) * _UNIT_MS[(match.group(2) or "").lower()])
 
 
 def parse_choice(
@@ -372,17 +193,25 @@ class Settings:
         self.where[key] = at
 
 
-class _Checker:
-    """Validates and normalises `values` in place, reporting each problem once."""
+class Checker:
+    """Validates and normalises `values` in place, reporting each problem at its key.
+
+    A non-empty `label` (such as "source 'trades' (file_source)") starts each message.
+    """
 
     def __init__(
         self, values: dict[str, str], settings: Settings, report: Report, label: str = ""
     ) -> None:
         self.values, self.settings, self.report = values, settings, report
-        self.label = f"{label}: " if label else ""
+        self.label = label
+
+    def at(self, key: str) -> Position:
+        """Where `key` was given (or where its owner is, if it was not)."""
+        return self.settings.at(key)
 
     def problem(self, key: str, message: str) -> None:
-        self.report(self.settings.at(key), self.label + message)
+        """Report `message` at `key`, after the label."""
+        self.report(self.at(key), f"{self.label}: {message}" if self.label else message)
 
     def choice(
         self,
@@ -391,6 +220,7 @@ class _Checker:
         default: str | None = None,
         aliases: Mapping[str, str] | None = None,
     ) -> str | None:
+        """The canonical spelling of `key`'s value among `valid`; `default` fills it in."""
         if key not in self.values:
             if default is not None:
                 self.values[key] = default
@@ -401,6 +231,10 @@ class _Checker:
         else:
             self.values[key] = choice
         return choice
+
+    def boolean(self, key: str) -> str | None:
+        """`true` or `false`, from any spelling in `BOOLEAN_ALIASES` too."""
+        return self.choice(key, BOOLEANS, aliases=BOOLEAN_ALIASES)
 
     def integer(self, key: str, minimum: int) -> int | None:
         if key not in self.values:
@@ -414,82 +248,18 @@ class _Checker:
         """Milliseconds; a bare number (ms) gets its unit written out for readers."""
         if key not in self.values:
             return None
-        millis = parse_duration_ms(self.values[key])
-        if millis is not None and _INTEGER.match(self.values[key]):
-            self.values[key] = f"{self.values[key].strip()}ms"
-        if millis is None:
+        try:
+            millis = parse_duration_ms(self.values[key])
+        except ConfigurationError:
             self.problem(
                 key,
                 f"{key} '{self.values[key]}' is not a duration such as '100ms', '5s', '1m' "
                 "(units: ms, s, m, h, d)",
             )
+            return None
+        if _INTEGER.match(self.values[key]):
+            self.values[key] = f"{self.values[key].strip()}ms"
         return millis
-
-
-def build_connector(
-    name: str,
-    role: Literal["source", "sink"],
-    settings: Settings,
-    *,
-    app: str,
-    job: str,
-    report: Report,
-    warn: Report,
-) -> ConnectorConfig | None:
-    """Validate one connector's keys; normalise aliases and fill documented defaults."""
-    valid_types = SOURCE_TYPES if role == "source" else SINK_TYPES
-    if "type" not in settings.values:
-        report(
-            settings.default_at,
-            f"{role} '{name}' has no type: add '{name}.type' = one of {', '.join(valid_types)}",
-        )
-        return None
-    kind = parse_choice(settings.values["type"], valid_types)
-    if kind is None:
-        report(
-            settings.at("type"),
-            f"{role} '{name}': unknown type '{settings.values['type']}'; "
-            f"valid {role} types: {', '.join(valid_types)}",
-        )
-        return None
-    properties = {key: value for key, value in settings.values.items() if key != "type"}
-    check = _Checker(properties, settings, report, f"{role} '{name}' ({kind})")
-    if kind in ("file_source", "file_sink"):
-        path = properties.get("path", "").strip()
-        if not path:
-            report(settings.at("type"), f"{check.label[:-2]} needs a path: add '{name}.path'")
-        formats = _FILE_SOURCE_FORMATS if kind == "file_source" else _FILE_SINK_FORMATS
-        default = "jsonl" if path.endswith((".json", ".jsonl")) else "csv"
-        check.choice("format", formats, default, _JSONL_ALIASES)
-        for flag in ("has_headers", "watch", "append"):
-            check.choice(flag, _BOOLEANS, aliases=BOOLEAN_ALIASES)
-        check.duration("polling_interval")
-        if "delimiter" in properties:
-            delimiter = properties["delimiter"]
-            delimiter = properties["delimiter"] = _DELIMITER_NAMES.get(delimiter.lower(), delimiter)
-            if len(delimiter) != 1 or not delimiter.isascii() or delimiter in '"\r\n':
-                check.problem(
-                    "delimiter",
-                    "delimiter must be one ASCII character other than a quote or a line break "
-                    "(or one of: " + ", ".join(_DELIMITER_NAMES) + ")",
-                )
-    elif kind == "stdout_sink":
-        check.choice("format", _STDOUT_FORMATS, "jsonl", _JSONL_ALIASES)
-    elif kind in ("kafka_source", "kafka_sink"):
-        for alias, canonical in _KAFKA_ALIASES.items():
-            if alias in properties:
-                value = properties.pop(alias)
-                if properties.setdefault(canonical, value) != value:
-                    warn(settings.at(alias), f"{check.label}'{canonical}' wins over '{alias}'")
-                settings.where.setdefault(canonical, settings.at(alias))
-        properties.setdefault("topic", name)
-        if kind == "kafka_source":
-            properties.setdefault("group.id", f"velo-{app}-{job}")
-        check.choice("value.format", _KAFKA_VALUE_FORMATS, "json")
-    for key in sorted(set(properties) - _KNOWN_KEYS.get(kind, set(properties))):
-        known = ", ".join(sorted(_KNOWN_KEYS[kind]))
-        warn(settings.at(key), f"{check.label}unknown key '{key}' is ignored; known keys: {known}")
-    return ConnectorConfig(name=name, type=kind, properties=properties)
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,7 +279,7 @@ class JobSettings:
 def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> JobSettings:
     """Validate job-wide keys; unknown keys are kept with a warning."""
     values = dict(settings.values)
-    check = _Checker(values, settings, report)
+    check = Checker(values, settings, report)
     strategy = check.choice("failure_strategy", FAILURE_STRATEGIES)
     max_retries = check.integer("max_retries", 0)
     backoff = check.integer("retry_backoff_ms", 1)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from velostream.datasource import registry
 from velostream.datasource.file.source import FileSource
 from velostream.datasource.traits import BadRecord, Source
 
@@ -44,6 +45,22 @@ def drain(source: Source, max_records: int = 1000, limit: int = 100_000) -> Drai
     finally:
         source.close()
     raise AssertionError("source did not end")
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    """Forget the types (and option checks) a test registers."""
+    extras = (
+        registry._extra_sources,
+        registry._extra_sinks,
+        registry._extra_source_options,
+        registry._extra_sink_options,
+    )
+    saved = [dict(extra) for extra in extras]
+    yield
+    for extra, before in zip(extras, saved, strict=True):
+        extra.clear()
+        extra.update(before)
 
 
 @pytest.fixture

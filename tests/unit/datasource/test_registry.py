@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pyarrow as pa
 import pytest
@@ -18,31 +17,7 @@ from velostream.datasource.stdout import StdoutSink
 from velostream.datasource.traits import Sink, Source, SourceBatch
 from velostream.errors import ConfigurationError
 
-
-@pytest.fixture(autouse=True)
-def _clean_extras() -> Iterator[None]:
-    sources, sinks = dict(registry._extra_sources), dict(registry._extra_sinks)
-    yield
-    registry._extra_sources.clear()
-    registry._extra_sources.update(sources)
-    registry._extra_sinks.clear()
-    registry._extra_sinks.update(sinks)
-
-
-def test_public_names() -> None:
-    assert sorted(datasource.__all__) == [
-        "BadRecord",
-        "RecordRefs",
-        "Sink",
-        "Source",
-        "SourceBatch",
-        "create_sink",
-        "create_source",
-        "register_sink",
-        "register_source",
-        "sink_types",
-        "source_types",
-    ]
+pytestmark = pytest.mark.usefixtures("clean_registry")
 
 
 def test_builtin_types() -> None:

@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import ManagerFactory
 from velostream.datasource.file.sink import FileSink
 from velostream.datasource.file.source import FileSource
+from velostream.datasource.registry import connector_catalog
 from velostream.server.checkpoint import Checkpoint, CheckpointStore
 from velostream.server.processors.dlq import MemoryDeadLetterQueue
 from velostream.server.processors.processor import JobProcessor
@@ -57,6 +58,7 @@ CREATE STREAM out AS SELECT id, name FROM src EMIT CHANGES
 WITH ('src.type' = 'file_source', 'src.path' = '{source}',
       'out.type' = 'file_sink', 'out.path' = '{tmp_path / "out.csv"}');
 """,
+        connectors=connector_catalog(),
         base_dir=tmp_path,
         source_name="committers.sql",
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from velostream.datasource.registry import connector_catalog
 from velostream.errors import SqlValidationError
 from velostream.sql import Application, parse_application
 
@@ -18,12 +19,13 @@ StatementFactory = Callable[..., str]
 
 def _parse(text: str, **kwargs: Any) -> Application:
     kwargs.setdefault("env", {})
+    kwargs.setdefault("connectors", connector_catalog())
     return parse_application(textwrap.dedent(text), **kwargs)
 
 
 @pytest.fixture
 def parse() -> Parse:
-    """Parse dedented text with an empty environment unless `env` is given."""
+    """Parse dedented text with an empty environment and the registered connectors."""
     return _parse
 
 

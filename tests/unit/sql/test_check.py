@@ -11,6 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from velostream.datasource.registry import connector_catalog
 from velostream.errors import SqlValidationError
 from velostream.sql import Application
 from velostream.sql.check import check_application
@@ -27,7 +28,9 @@ def _stmt(select: str, *, head: str = "CREATE STREAM out AS") -> str:
 
 
 def _check(text: str) -> Application:
-    return check_application(text, base_dir=Path.cwd(), source_name="app.sql")
+    return check_application(
+        text, connectors=connector_catalog(), base_dir=Path.cwd(), source_name="app.sql"
+    )
 
 
 def _problems(text: str) -> list[str]:
@@ -193,7 +196,10 @@ def test_the_functions_of_the_spec_and_our_own_are_accepted() -> None:
 def test_the_demo_applications_are_valid(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BROKERS", "localhost:9092")
     app = check_application(
-        path.read_text(encoding="utf-8"), base_dir=path.parent, source_name=str(path)
+        path.read_text(encoding="utf-8"),
+        connectors=connector_catalog(),
+        base_dir=path.parent,
+        source_name=str(path),
     )
     assert app.jobs
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from velostream.datasource.registry import connector_catalog
 from velostream.sql import (
     Application,
     ConnectorConfig,
@@ -285,7 +286,8 @@ def test_positions_are_one_based_and_follow_the_original_text(parse: Parse) -> N
         "  CREATE STREAM out2 AS SELECT * FROM src WITH ('src.type'='memory_source', "
         "'out2.type'='memory_sink')"
     )
-    app = parse_application(text, env={"COLS": "a, b, c, d, e, f"})
+    # not `parse`: its dedent would move the columns
+    app = parse_application(text, connectors=connector_catalog(), env={"COLS": "a, b, c, d, e, f"})
     assert app.jobs[0].position == Position(3, 15)
     assert app.jobs[0].select_position == Position(5, 5)
     assert app.jobs[0].select_sql == "SELECT a, b, c, d, e, f FROM src"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from velostream.sql import Application, ConnectorConfig, parse_duration_ms
+from velostream.sql import Application, ConnectorConfig
 
 Parse = Callable[..., Application]
 Problems = Callable[..., list[str]]
@@ -160,25 +160,6 @@ def test_a_bare_duration_is_milliseconds_and_gets_its_unit(parse: Parse) -> None
     assert job.properties["watermark.max_out_of_orderness"] == "250ms"
 
 
-@pytest.mark.parametrize(
-    ("text", "ms"),
-    [
-        ("100ms", 100),
-        ("5s", 5000),
-        ("1m", 60000),
-        ("2h", 7_200_000),
-        ("1d", 86_400_000),
-        ("1.5s", 1500),
-        ("250", 250),
-        ("5 parsecs", None),
-        ("-1s", None),
-        ("", None),
-    ],
-)
-def test_durations(text: str, ms: int | None) -> None:
-    assert parse_duration_ms(text) == ms
-
-
 def test_unknown_keys_are_kept_with_a_warning(parse: Parse) -> None:
     text = _one_line(
         "'trades.type' = 'file_source', 'trades.path' = 'a.csv', 'trades.pth' = 'x', "
@@ -233,10 +214,12 @@ def test_defaults_may_contain_colons(parse: Parse) -> None:
 def test_environment_defaults_to_the_process_environment(
     statement: StatementFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from velostream.datasource.registry import connector_catalog
     from velostream.sql import parse_application
 
     monkeypatch.setenv("VELO_TEST_COLUMN", "price")
-    app = parse_application(statement(select="SELECT ${VELO_TEST_COLUMN} FROM src"))
+    text = statement(select="SELECT ${VELO_TEST_COLUMN} FROM src")
+    app = parse_application(text, connectors=connector_catalog())
     assert app.jobs[0].select_sql == "SELECT price FROM src"
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from velostream.datasource.registry import connector_catalog
 from velostream.errors import SqlValidationError
 from velostream.sql import Application, Position, parse_application
+
+CONNECTORS = connector_catalog()
 
 VALID = (
     "-- @app: a\n\n-- @name: j\nCREATE TABLE t AS SELECT k PRIMARY KEY, COUNT(*) AS n "
@@ -54,7 +57,7 @@ PIECES = st.sampled_from(
 
 def _parse(text: str) -> Application | None:
     try:
-        return parse_application(text, env={})
+        return parse_application(text, connectors=CONNECTORS, env={})
     except SqlValidationError as error:
         assert error.problems
         for problem in error.problems:
@@ -85,7 +88,7 @@ def test_one_edit_of_a_valid_application(at: int, insert: str) -> None:
 def test_positions_track_leading_whitespace(before: str, between: str) -> None:
     text = before + "CREATE STREAM o AS" + between + "SELECT * FROM s WITH ('s.type' = "
     text += "'memory_source', 'o.type' = 'memory_sink')"
-    job = parse_application(text, env={}).jobs[0]
+    job = parse_application(text, connectors=CONNECTORS, env={}).jobs[0]
 
     def position(offset: int) -> Position:
         line = text.count("\n", 0, offset) + 1

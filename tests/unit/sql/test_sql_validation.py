@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
+from velostream.datasource.registry import connector_catalog
 from velostream.errors import ConfigurationError, SqlValidationError
 from velostream.sql import Application, parse_application
 
@@ -462,7 +463,9 @@ def test_every_problem_of_every_statement_is_reported_at_once(problems: Problems
 
 def test_the_error_carries_a_readable_summary(statement: Callable[..., str]) -> None:
     with pytest.raises(SqlValidationError) as caught:
-        parse_application("SELECT 1", env={}, source_name="apps/x.sql")
+        parse_application(
+            "SELECT 1", connectors=connector_catalog(), env={}, source_name="apps/x.sql"
+        )
     error = caught.value
     assert isinstance(error, ConfigurationError)
     assert str(error) == (

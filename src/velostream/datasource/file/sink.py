@@ -29,6 +29,12 @@ from typing import BinaryIO
 import pyarrow as pa
 
 from velostream.datasource.file.encode import csv_header, encode_csv, encode_jsonl
+from velostream.datasource.file.options import (
+    JSONL_ALIASES,
+    SINK_FORMATS,
+    SINK_KEYS,
+    parse_delimiter,
+)
 from velostream.datasource.registry import bool_property, choice_property
 from velostream.datasource.traits import StagingSink
 from velostream.errors import (
@@ -46,8 +52,8 @@ __all__ = ["FileSink", "FileSinkConfig", "RowWriter", "sink_error"]
 
 log = logging.getLogger(__name__)
 
-_FORMATS = {"csv": "csv", "jsonl": "jsonl", "json": "jsonl", "jsonlines": "jsonl"}
-_KEYS = frozenset({"type", "path", "format", "append", "delimiter"})
+_FORMATS = {f: f for f in SINK_FORMATS} | JSONL_ALIASES
+_KEYS = SINK_KEYS | {"type"}
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # copy_file_range refusing the pair of files (old kernels, some filesystems).
 _NO_KERNEL_COPY = frozenset(
@@ -71,10 +77,13 @@ class FileSinkConfig:
         path = props.get("path")
         if not path:
             raise ConfigurationError(f"'{name}': file_sink needs a 'path'", source=name)
-        delimiter = str(props.get("delimiter", ","))
-        if len(delimiter) != 1 or delimiter in '"\r\n':
+        raw = str(props.get("delimiter", ","))
+        delimiter = parse_delimiter(raw)
+        if delimiter is None:
             raise ConfigurationError(
-                f"'{name}': delimiter must be one character, not {delimiter!r}", source=name
+                f"'{name}': delimiter must be one character (ASCII, not a quote or a line "
+                f"break), not {raw!r}",
+                source=name,
             )
         unknown = sorted(set(props) - _KEYS)
         if unknown:

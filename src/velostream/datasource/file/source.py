@@ -33,6 +33,12 @@ import pyarrow.compute as pc
 
 from velostream.datasource.file.formats import Block, CsvDecoder, Decoder, split_lines
 from velostream.datasource.file.jsonl import JsonDecoder
+from velostream.datasource.file.options import (
+    JSONL_ALIASES,
+    SOURCE_FORMATS,
+    SOURCE_KEYS,
+    parse_delimiter,
+)
 from velostream.datasource.registry import bool_property, choice_property, duration_property
 from velostream.datasource.traits import BadRecord, RecordRefs, Source, SourceBatch
 from velostream.errors import (
@@ -51,18 +57,9 @@ INFER_BYTES = 1 << 20
 _MIN_READ = 1 << 16
 _MAX_READ = 1 << 26
 _BOM = b"\xef\xbb\xbf"
-_FORMATS = {
-    "csv": "csv",
-    "csv_no_header": "csv_no_header",
-    "jsonl": "jsonl",
-    "json": "jsonl",
-    "jsonlines": "jsonl",
-}
+_FORMATS = {f: f for f in SOURCE_FORMATS} | JSONL_ALIASES
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
-_KEYS = frozenset(
-    {"type", "path", "format", "delimiter", "has_headers", "watch", "polling_interval"}
-)
-_DELIMITER_NAMES = {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}
+_KEYS = SOURCE_KEYS | {"type"}
 
 
 class FilePosition(NamedTuple):
@@ -104,11 +101,11 @@ class FileSourceConfig:
             raise ConfigurationError(f"'{name}': file_source needs a 'path'", source=name)
         default = "jsonl" if str(path).lower().endswith(_JSON_SUFFIXES) else "csv"
         fmt = choice_property(props, "format", _FORMATS, default, name=name)
-        delimiter = str(props.get("delimiter", ","))
-        delimiter = _DELIMITER_NAMES.get(delimiter.lower(), delimiter)
-        if len(delimiter) != 1 or not delimiter.isascii() or delimiter in '"\r\n':
+        raw = str(props.get("delimiter", ","))
+        delimiter = parse_delimiter(raw)
+        if delimiter is None:
             raise ConfigurationError(
-                f"'{name}': delimiter must be one ASCII character, not {delimiter!r}", source=name
+                f"'{name}': delimiter must be one ASCII character, not {raw!r}", source=name
             )
         unknown = sorted(set(props) - _KEYS)
         if unknown:

@@ -2,10 +2,33 @@
 
 `kafka_source` and `kafka_sink` are created through the registry by their type; the
 dead-letter queue by `kafka_dead_letter_queue` for jobs with `dlq.type = kafka`.
+
+The names below are imported on first use: validating a Kafka connector's keys
+(`options`) imports this package, and must work where confluent-kafka is not installed.
 """
 
-from velostream.datasource.kafka.dlq import KafkaDeadLetterQueue, kafka_dead_letter_queue
-from velostream.datasource.kafka.sink import KafkaSink
-from velostream.datasource.kafka.source import KafkaSource
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from velostream.datasource.kafka.dlq import KafkaDeadLetterQueue, kafka_dead_letter_queue
+    from velostream.datasource.kafka.sink import KafkaSink
+    from velostream.datasource.kafka.source import KafkaSource
 
 __all__ = ["KafkaDeadLetterQueue", "KafkaSink", "KafkaSource", "kafka_dead_letter_queue"]
+
+_HOMES = {
+    "KafkaDeadLetterQueue": "velostream.datasource.kafka.dlq",
+    "kafka_dead_letter_queue": "velostream.datasource.kafka.dlq",
+    "KafkaSink": "velostream.datasource.kafka.sink",
+    "KafkaSource": "velostream.datasource.kafka.source",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

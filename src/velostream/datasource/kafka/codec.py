@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 
 from velostream.datasource.file.encode import encode_jsonl
 from velostream.datasource.file.jsonl import JsonDecoder
+from velostream.datasource.kafka.options import VALUE_FORMATS
 from velostream.errors import ConfigurationError, ErrorKind, SchemaError
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "value_decoder",
 ]
 
-VALUE_FORMATS = ("json", "string", "bytes")
 VALUE_COLUMN = "value"  # the one column of `string` and `bytes` values
 KEY_SEPARATOR = "|"
 SYSTEM_COLUMNS = ("_key", "_partition", "_offset", "_timestamp", "_headers")

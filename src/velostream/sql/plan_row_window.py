@@ -1,0 +1,132 @@
+"""Plan row-window queries: `f(...) OVER (ROWS WINDOW BUFFER N ROWS ...)`.
+
+Each window call becomes a `__wN` column the engine computes over the batch joined
+with the last N rows it kept per partition.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from velostream.errors import PlanError
+from velostream.sql.model import JobSpec
+from velostream.sql.plan import PlanKind, QueryPlan, RowWindowCall
+from velostream.sql.plan_sql import output_name, quote, to_sql, unalias
+
+__all__ = ["is_row_function", "plan_row_window"]
+
+_ROW_FUNCS = {
+    exp.Lag: "lag",
+    exp.Lead: "lead",
+    exp.RowNumber: "row_number",
+    exp.Sum: "sum",
+    exp.Avg: "avg",
+    exp.Min: "min",
+    exp.Max: "max",
+    exp.Count: "count",
+}
+_RANKS = {"RANK": "rank", "DENSE_RANK": "dense_rank"}
+_ROW_FUNCTION_TYPES = (exp.Lag, exp.Lead, exp.RowNumber, exp.Rank, exp.DenseRank)
+
+
+def is_row_function(node: exp.Expr) -> bool:
+    """Whether `node` is a function that only makes sense over a row window."""
+    if isinstance(node, exp.Anonymous):
+        return node.name.upper() in _RANKS
+    return isinstance(node, _ROW_FUNCTION_TYPES)
+
+
+def plan_row_window(
+    job: JobSpec,
+    tree: exp.Select,
+    source: str,
+    where_sql: str | None,
+    limit: int | None,
+    windows: list[exp.Window],
+    buffer_sizes: list[int],
+) -> QueryPlan:
+    """Plan a SELECT whose `windows` each carry a ROWS WINDOW BUFFER of `buffer_sizes`."""
+    if not buffer_sizes:
+        raise PlanError(
+            "window functions need a row window: OVER (ROWS WINDOW BUFFER N ROWS "
+            "[PARTITION BY ...] [ORDER BY ...])"
+        )
+    if len(buffer_sizes) != len(windows):
+        raise PlanError("every OVER (...) needs its own ROWS WINDOW BUFFER N ROWS")
+    if tree.args.get("order") is not None:
+        raise PlanError("ORDER BY on a stream is not supported: use ORDER BY inside OVER (...)")
+    calls: list[RowWindowCall] = []
+    replacements: dict[int, str] = {}
+    for window, size in zip(windows, buffer_sizes, strict=True):
+        if size < 1:
+            raise PlanError("ROWS WINDOW BUFFER needs at least 1 row")
+        func_node = window.this
+        name = _RANKS.get(func_node.name.upper()) if isinstance(func_node, exp.Anonymous) else None
+        if name is None:
+            if isinstance(func_node, exp.Rank):
+                name = "rank"
+            elif isinstance(func_node, exp.DenseRank):
+                name = "dense_rank"
+            else:
+                name = next((v for t, v in _ROW_FUNCS.items() if type(func_node) is t), None)
+        if name is None:
+            raise PlanError(f"{to_sql(func_node)} is not supported over a row window")
+        arg = offset_sql = default_sql = None
+        offset = 1
+        if name in ("lag", "lead", "sum", "avg", "min", "max", "count"):
+            this = func_node.this
+            arg = None if this is None or isinstance(this, exp.Star) else to_sql(this)
+            if name in ("lag", "lead"):
+                offset_node = func_node.args.get("offset")
+                if offset_node is not None:
+                    offset_sql = to_sql(offset_node)
+                    if not offset_sql.isdigit():
+                        raise PlanError(f"{name.upper()} offset must be an integer literal")
+                    offset = int(offset_sql)
+                default = func_node.args.get("default")
+                default_sql = to_sql(default) if default is not None else None
+                if offset > size:
+                    raise PlanError(
+                        f"{name.upper()} offset {offset} exceeds the row buffer of {size} rows"
+                    )
+        partition = tuple(to_sql(p) for p in window.args.get("partition_by") or [])
+        order = window.args.get("order")
+        order_sql = tuple(to_sql(o) for o in order.expressions) if order is not None else ()
+        if name in ("rank", "dense_rank") and len(order_sql) != 1:
+            raise PlanError(f"{name.upper()} needs ORDER BY one expression inside OVER (...)")
+        call = RowWindowCall(
+            index=len(calls),
+            func=name,
+            arg=arg,
+            offset=offset,
+            default_sql=default_sql,
+            buffer_rows=size,
+            partition_sql=partition,
+            order_sql=order_sql,
+        )
+        calls.append(call)
+        replacements[id(window)] = call.column
+    # copy() loses identity: match each window by its SQL text instead
+    window_columns = {to_sql(w): replacements[id(w)] for w in windows}
+    select_sql, output_columns = [], []
+    for i, item in enumerate(tree.selects):
+        rewritten = unalias(item).copy()
+        rewritten = rewritten.transform(
+            lambda n: exp.column(window_columns[to_sql(n)]) if isinstance(n, exp.Window) else n
+        )
+        if isinstance(item, exp.Star):
+            select_sql.append("*")
+            output_columns.append("*")
+            continue
+        select_sql.append(f"{to_sql(rewritten)} AS {quote(output_name(item, i))}")
+        output_columns.append(output_name(item, i))
+    return QueryPlan(
+        kind=PlanKind.ROW_WINDOW,
+        source=source,
+        output_columns=output_columns,
+        select_sql=select_sql,
+        where_sql=where_sql,
+        limit=limit,
+        emit=job.emit,
+        row_calls=calls,
+    )
