@@ -280,9 +280,10 @@ def build_processor(
     gets a `KafkaDeadLetterQueue` (else an in-memory one); transactional Kafka jobs
     get the Kafka transactional committer.
     """
-    from velostream.datasource.kafka import KafkaSource, kafka_dead_letter_queue
+    from velostream.datasource.kafka import KafkaSource
     from velostream.datasource.registry import create_sink, create_source
-    from velostream.server.processors.dlq import MemoryDeadLetterQueue
+    from velostream.dlq import MemoryDeadLetterQueue
+    from velostream.dlq.kafka import kafka_dead_letter_queue
     from velostream.server.processors.kafka_transactional import (
         KafkaTransactionalCommitter,
         uses_kafka,

@@ -13,10 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from velostream.datasource.registry import create_sink, create_source
+from velostream.dlq import FileDeadLetterQueue
 from velostream.errors import Stage, VelostreamError
 from velostream.observability.error_tracker import DeploymentContext
 from velostream.observability.manager import ObservabilityManager
-from velostream.server.processors.dlq import FileDeadLetterQueue
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.processor import JobProcessor, JobStats
 from velostream.sql.check import check_application

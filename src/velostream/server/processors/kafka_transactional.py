@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from velostream.datasource.kafka.client import ClientErrors, translate
-from velostream.datasource.kafka.dlq import KafkaDeadLetterQueue
 from velostream.datasource.kafka.sink import DeliveryReport, KafkaSink
 from velostream.datasource.kafka.source import KafkaSource, parse_position
 from velostream.datasource.traits import SourceBatch
+from velostream.dlq.kafka import KafkaDeadLetterQueue
 from velostream.errors import ConfigurationError, Stage, VelostreamError
 from velostream.server.checkpoint import Checkpoint
 

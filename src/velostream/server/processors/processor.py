@@ -21,6 +21,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
+from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
 from velostream.engine import BatchOutput, Executor, build_executor
 from velostream.errors import (
     BatchFailedError,
@@ -34,7 +35,6 @@ from velostream.errors import (
 )
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
-from velostream.server.processors.dlq import DeadLetter, dead_letter
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.failure import FailurePolicy
 from velostream.sql.model import JobMode, JobSpec
@@ -43,7 +43,6 @@ from velostream.sql.planner import plan_job
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "Committer",
-    "DeadLetterQueue",
     "JobProcessor",
     "JobStats",
 ]
@@ -55,15 +54,6 @@ IDLE_WAIT_SECONDS = 0.05
 # How long `pause()` waits for the batch in flight to finish.
 PAUSE_WAIT_SECONDS = 30.0
 _log = logging.getLogger("velostream.processor")
-
-
-class DeadLetterQueue(Protocol):
-    def write(self, letters: list[DeadLetter]) -> None: ...
-    def flush(self) -> int: ...
-    def truncate(self, offset: int | None) -> None: ...
-    def mark_replayed(self, ids: list[str]) -> None: ...
-    def read(self, offset: int = 0, limit: int = 100) -> tuple[list[DeadLetter], int | None]: ...
-    def close(self) -> None: ...
 
 
 class Committer(Protocol):
