@@ -12,7 +12,14 @@ from velostream.datasource.registry import (
     sink_types,
     source_types,
 )
-from velostream.datasource.traits import BadRecord, RecordRefs, Sink, Source, SourceBatch
+from velostream.datasource.traits import (
+    BadRecord,
+    RecordRefs,
+    Sink,
+    Source,
+    SourceBatch,
+    TransactionCapability,
+)
 
 __all__ = [
     "BadRecord",
@@ -20,6 +27,7 @@ __all__ = [
     "Sink",
     "Source",
     "SourceBatch",
+    "TransactionCapability",
     "create_sink",
     "create_source",
     "register_sink",

@@ -36,6 +36,7 @@ def test_public_names() -> None:
         "Sink",
         "Source",
         "SourceBatch",
+        "TransactionCapability",
         "create_sink",
         "create_source",
         "register_sink",
