@@ -24,8 +24,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
-from velostream.datasource.kafka import KafkaSource, kafka_dead_letter_queue
+from velostream.datasource.kafka import KafkaSource
 from velostream.datasource.registry import connector_catalog, create_sink, create_source
+from velostream.dlq.kafka import kafka_dead_letter_queue
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
 from velostream.server.processors.processor import JobProcessor
 from velostream.sql.parser import parse_application

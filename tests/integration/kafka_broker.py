@@ -278,17 +278,13 @@ def build_processor(
 
     The sink gets `key.columns` from the PRIMARY KEY; a job with `dlq.type = kafka`
     gets a `KafkaDeadLetterQueue` (else an in-memory one); transactional Kafka jobs
-    get the Kafka transactional committer.
+    get the Kafka transactional committer (the processor picks it by capability).
     """
-    from velostream.datasource.kafka import KafkaSource, kafka_dead_letter_queue
+    from velostream.datasource.kafka import KafkaSource
     from velostream.datasource.registry import connector_catalog, create_sink, create_source
-    from velostream.server.processors.dlq import MemoryDeadLetterQueue
-    from velostream.server.processors.kafka_transactional import (
-        KafkaTransactionalCommitter,
-        uses_kafka,
-    )
+    from velostream.dlq import MemoryDeadLetterQueue
+    from velostream.dlq.kafka import kafka_dead_letter_queue
     from velostream.server.processors.processor import JobProcessor
-    from velostream.sql.model import JobMode
     from velostream.sql.parser import parse_application
 
     app = parse_application(sql, connectors=connector_catalog(), env={})
@@ -317,8 +313,6 @@ def build_processor(
         dlq=dlq,
         batch_size=batch_size,
     )
-    if job.job_mode == JobMode.TRANSACTIONAL and uses_kafka(processor):
-        processor.committer = KafkaTransactionalCommitter(processor)
     return processor
 
 

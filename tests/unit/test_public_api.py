@@ -74,6 +74,7 @@ EXPORTS: dict[str, set[str]] = {
         "Sink",
         "Source",
         "SourceBatch",
+        "TransactionCapability",
         "connector_catalog",
         "create_sink",
         "create_source",
@@ -128,6 +129,27 @@ EXPORTS: dict[str, set[str]] = {
         "configure_logging",
         "job_logger",
     },
+    "velostream.dlq": {
+        "DeadLetter",
+        "DeadLetterQueue",
+        "FileDeadLetterQueue",
+        "MemoryDeadLetterQueue",
+        "ReplayLog",
+        "dead_letter",
+        "decode_payload",
+        "encode_payload",
+    },
+    "velostream.dlq.letter": {"DeadLetter", "dead_letter", "decode_payload", "encode_payload"},
+    "velostream.dlq.queue": {"DeadLetterQueue"},
+    "velostream.dlq.replay": {"ReplayLog"},
+    "velostream.dlq.file": {"FileDeadLetterQueue"},
+    "velostream.dlq.memory": {"MemoryDeadLetterQueue"},
+    "velostream.dlq.kafka": {
+        "ERROR_HEADER_PREFIX",
+        "KafkaDeadLetterQueue",
+        "MessageLookup",
+        "kafka_dead_letter_queue",
+    },
     "velostream.server": set(),
     "velostream.server.processors": {"ErrorTracker"},
     "velostream.server.processors.error_tracking_helper": {"ErrorTracker"},
@@ -162,6 +184,15 @@ def test_packages_re_export_the_same_objects() -> None:
     assert observability.MetricsProvider is metrics.MetricsProvider
     assert observability.ObservabilityManager is manager.ObservabilityManager
     assert observability.configure_logging is logging.configure_logging
+
+    from velostream import dlq
+    from velostream.dlq import file, letter, memory, queue, replay
+
+    assert dlq.DeadLetter is letter.DeadLetter
+    assert dlq.DeadLetterQueue is queue.DeadLetterQueue
+    assert dlq.FileDeadLetterQueue is file.FileDeadLetterQueue
+    assert dlq.MemoryDeadLetterQueue is memory.MemoryDeadLetterQueue
+    assert dlq.ReplayLog is replay.ReplayLog
 
 
 @pytest.mark.parametrize("name", CORE_MODULES)

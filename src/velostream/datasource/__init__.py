@@ -16,7 +16,14 @@ from velostream.datasource.registry import (
     sink_types,
     source_types,
 )
-from velostream.datasource.traits import BadRecord, RecordRefs, Sink, Source, SourceBatch
+from velostream.datasource.traits import (
+    BadRecord,
+    RecordRefs,
+    Sink,
+    Source,
+    SourceBatch,
+    TransactionCapability,
+)
 
 __all__ = [
     "BadRecord",
@@ -24,6 +31,7 @@ __all__ = [
     "Sink",
     "Source",
     "SourceBatch",
+    "TransactionCapability",
     "connector_catalog",
     "create_sink",
     "create_source",

@@ -7,6 +7,9 @@ original bytes, looked up lazily: the clean path never builds per-row Python obj
 
 A `StagingSink` can also hold a batch aside and publish it only once the batch is
 committed, so readers of its destination never see rows that are rolled back.
+
+A source declares how its position can commit together with a transactional job's
+outputs (`Source.transaction_capability`); the job runtime picks its committer by it.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from enum import Enum
+from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
 
@@ -27,7 +31,19 @@ __all__ = [
     "Source",
     "SourceBatch",
     "StagingSink",
+    "TransactionCapability",
 ]
+
+
+class TransactionCapability(Enum):
+    """How a source's position commits atomically with a transactional job's outputs."""
+
+    #: The position is saved in the job's checkpoint, which is replaced atomically
+    #: once the outputs are staged (files, memory): the default.
+    CHECKPOINT = "checkpoint"
+    #: The position is Kafka consumer offsets, sent into the producer transaction that
+    #: writes the outputs (`send_offsets_to_transaction`); every sink must be Kafka.
+    KAFKA_OFFSETS = "kafka_offsets"
 
 
 class BadRecord(NamedTuple):
@@ -80,6 +96,9 @@ class Source(ABC):
 
     #: True when the source ends (files without `watch`); False for streams.
     bounded: bool = True
+
+    #: How transactional mode commits this source's position with the outputs.
+    transaction_capability: ClassVar[TransactionCapability] = TransactionCapability.CHECKPOINT
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Connect or open files; called once before the first read."""

@@ -31,6 +31,7 @@ from typing import Any
 from velostream.datasource.registry import create_sink, create_source
 from velostream.datasource.traits import Sink, Source
 from velostream.datasource.validation import check_application
+from velostream.dlq import DeadLetter, FileDeadLetterQueue
 from velostream.errors import (
     BatchFailedError,
     JobConflictError,
@@ -43,7 +44,6 @@ from velostream.observability.logging import bind_job, job_logger
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.jobs import JobState, StateMachine
-from velostream.server.processors.dlq import DeadLetter, FileDeadLetterQueue
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.processor import JobProcessor
 from velostream.sql.model import Application, ConnectorConfig, JobSpec
@@ -254,7 +254,7 @@ class StreamJobServer:
     def _dead_letter_queue(self, job: JobSpec, source: Source, sinks: list[Sink]) -> Any:
         """The job's DLQ: a Kafka topic with `dlq.type = kafka`, else a JSON-lines file."""
         if job.properties.get("dlq.type") == "kafka":
-            from velostream.datasource.kafka import kafka_dead_letter_queue
+            from velostream.dlq.kafka import kafka_dead_letter_queue
 
             return kafka_dead_letter_queue(
                 job.name,

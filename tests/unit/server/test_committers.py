@@ -16,8 +16,8 @@ from tests.helpers import ManagerFactory
 from velostream.datasource.file.sink import FileSink
 from velostream.datasource.file.source import FileSource
 from velostream.datasource.registry import connector_catalog
+from velostream.dlq import MemoryDeadLetterQueue
 from velostream.server.checkpoint import Checkpoint, CheckpointStore
-from velostream.server.processors.dlq import MemoryDeadLetterQueue
 from velostream.server.processors.processor import JobProcessor
 from velostream.sql.model import JobSpec
 from velostream.sql.parser import parse_application

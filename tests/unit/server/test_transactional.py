@@ -24,9 +24,9 @@ from velostream.datasource import registry as connector_registry
 from velostream.datasource.file.sink import FileSink
 from velostream.datasource.file.source import FileSource
 from velostream.datasource.traits import Sink
+from velostream.dlq import MemoryDeadLetterQueue
 from velostream.errors import SinkError
 from velostream.server.checkpoint import CheckpointStore
-from velostream.server.processors.dlq import MemoryDeadLetterQueue
 from velostream.server.processors.processor import JobProcessor
 
 N = 40

@@ -1,7 +1,7 @@
-"""Kafka sources, sinks and dead-letter queue (confluent-kafka; `pip install 'velostream[kafka]'`).
+"""Kafka sources and sinks (confluent-kafka; `pip install 'velostream[kafka]'`).
 
-`kafka_source` and `kafka_sink` are created through the registry by their type; the
-dead-letter queue by `kafka_dead_letter_queue` for jobs with `dlq.type = kafka`.
+`kafka_source` and `kafka_sink` are created through the registry by their type. The
+Kafka dead-letter queue lives with the other queues, in `velostream.dlq.kafka`.
 
 The names below are imported on first use: validating a Kafka connector's keys
 (`options`) imports this package, and must work where confluent-kafka is not installed.
@@ -13,15 +13,12 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from velostream.datasource.kafka.dlq import KafkaDeadLetterQueue, kafka_dead_letter_queue
     from velostream.datasource.kafka.sink import KafkaSink
     from velostream.datasource.kafka.source import KafkaSource
 
-__all__ = ["KafkaDeadLetterQueue", "KafkaSink", "KafkaSource", "kafka_dead_letter_queue"]
+__all__ = ["KafkaSink", "KafkaSource"]
 
 _HOMES = {
-    "KafkaDeadLetterQueue": "velostream.datasource.kafka.dlq",
-    "kafka_dead_letter_queue": "velostream.datasource.kafka.dlq",
     "KafkaSink": "velostream.datasource.kafka.sink",
     "KafkaSource": "velostream.datasource.kafka.source",
 }

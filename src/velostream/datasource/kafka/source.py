@@ -51,7 +51,13 @@ from velostream.datasource.kafka.codec import (
     value_decoder,
 )
 from velostream.datasource.kafka.config import KafkaSourceConfig
-from velostream.datasource.traits import BadRecord, RecordRefs, Source, SourceBatch
+from velostream.datasource.traits import (
+    BadRecord,
+    RecordRefs,
+    Source,
+    SourceBatch,
+    TransactionCapability,
+)
 from velostream.errors import SourceError, Stage
 
 __all__ = ["KafkaSource", "MessageRefs", "parse_position"]
@@ -142,6 +148,8 @@ class KafkaSource(Source):
     """Reads one topic; see the module docstring."""
 
     bounded = False
+    # Offsets commit inside the job's producer transaction: exactly-once topic to topic.
+    transaction_capability = TransactionCapability.KAFKA_OFFSETS
 
     def __init__(self, name: str, properties: Mapping[str, str]) -> None:
         super().__init__(name, properties)

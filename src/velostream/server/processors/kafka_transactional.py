@@ -14,6 +14,10 @@ previous process left open; the group's committed offsets say where to resume.
 
 The `transactional.id` is the first sink's `transactional.id` property, else
 `velo-<group.id>-<node_id>`: servers sharing a group need distinct NODE_IDs.
+
+A transactional job gets this committer when its source declares
+`TransactionCapability.KAFKA_OFFSETS` (committers.py); the source must be a
+`KafkaSource`, whose consumer's group metadata fences a stale member.
 """
 
 from __future__ import annotations
@@ -21,22 +25,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from velostream.datasource.kafka.client import ClientErrors, translate
-from velostream.datasource.kafka.dlq import KafkaDeadLetterQueue
 from velostream.datasource.kafka.sink import DeliveryReport, KafkaSink
 from velostream.datasource.kafka.source import KafkaSource, parse_position
 from velostream.datasource.traits import SourceBatch
+from velostream.dlq.kafka import KafkaDeadLetterQueue
 from velostream.errors import ConfigurationError, Stage, VelostreamError
 from velostream.server.checkpoint import Checkpoint
+from velostream.server.processors.context import CommitContext
 
-if TYPE_CHECKING:
-    from velostream.server.processors.processor import JobProcessor
-
-__all__ = ["KafkaTransactionalCommitter", "uses_kafka"]
+__all__ = ["KafkaTransactionalCommitter"]
 
 log = logging.getLogger("velostream.kafka")
 
@@ -44,37 +46,30 @@ _TIMEOUT = 30.0  # seconds for each transaction call
 _COMMIT_ATTEMPTS = 3
 
 
-def uses_kafka(processor: JobProcessor) -> bool:
-    """Whether the job reads Kafka, so transactional mode means Kafka transactions."""
-    return isinstance(processor.source, KafkaSource)
-
-
 class KafkaTransactionalCommitter:
     """Commits each batch as one Kafka transaction; see the module docstring."""
 
-    def __init__(self, processor: JobProcessor) -> None:
-        self.p = processor
-        source = processor.source
+    def __init__(self, context: CommitContext) -> None:
+        self.context = context
+        source = context.source
         if not isinstance(source, KafkaSource):
+            raise ConfigurationError("Kafka transactions need a kafka_source", job=context.job.name)
+        others = [s.name for s in context.sinks if not isinstance(s, KafkaSink)]
+        if others or not context.sinks:
             raise ConfigurationError(
-                "Kafka transactions need a kafka_source", job=processor.job.name
-            )
-        others = [s.name for s in processor.sinks if not isinstance(s, KafkaSink)]
-        if others or not processor.sinks:
-            raise ConfigurationError(
-                f"job {processor.job.name!r}: transactional mode over Kafka needs every sink "
+                f"job {context.job.name!r}: transactional mode over Kafka needs every sink "
                 f"to be a kafka_sink (not: {', '.join(others) or 'no sink'}); "
                 "use job_mode simple",
-                job=processor.job.name,
+                job=context.job.name,
             )
         self.source: KafkaSource = source
-        self.sinks: list[KafkaSink] = [s for s in processor.sinks if isinstance(s, KafkaSink)]
+        self.sinks: list[KafkaSink] = [s for s in context.sinks if isinstance(s, KafkaSink)]
         servers = {s.config.client["bootstrap.servers"] for s in self.sinks}
         if len(servers) > 1:
             raise ConfigurationError(
-                f"job {processor.job.name!r}: one transaction cannot span clusters "
+                f"job {context.job.name!r}: one transaction cannot span clusters "
                 f"({', '.join(sorted(servers))})",
-                job=processor.job.name,
+                job=context.job.name,
             )
         self.position: Any = None
         self.state: Any = None
@@ -89,12 +84,12 @@ class KafkaTransactionalCommitter:
         configured = self.sinks[0].properties.get("transactional.id")
         if configured:
             return str(configured)
-        context = self.p.observability.deployment_context_for_job(self.p.job.name)
+        context = self.context.deployment_context()
         node = context.node_id or os.environ.get("HOSTNAME") or socket.gethostname()
         return f"velo-{self.source.config.group_id}-{node}"
 
     def recover(self) -> None:
-        p = self.p
+        ctx = self.context
         settings = {
             **self.sinks[0].config.client,
             "transactional.id": self.transactional_id,
@@ -107,31 +102,31 @@ class KafkaTransactionalCommitter:
             producer.init_transactions(_TIMEOUT)  # aborts what a crashed predecessor left
         except (KafkaException, ValueError, TypeError) as exc:
             error = translate(exc, stage=Stage.SINK, name=self.sinks[0].name, doing="starting")
-            p.record_error(Stage.SINK, str(error), exc=error)
+            ctx.record_error(Stage.SINK, str(error), exc=error)
             raise error from exc
         self._producer = producer
         for sink in self.sinks:
             sink.attach_transactional(producer)
-        if isinstance(p.dlq, KafkaDeadLetterQueue):
-            p.dlq.attach_transactional(producer)
-        self.state = p.executor.snapshot()
-        checkpoint = p.checkpoints.load(p.job.name) if p.checkpoints is not None else None
+        if isinstance(ctx.dlq, KafkaDeadLetterQueue):
+            ctx.dlq.attach_transactional(producer)
+        self.state = ctx.executor.snapshot()
+        checkpoint = ctx.checkpoints.load(ctx.job.name) if ctx.checkpoints is not None else None
         if checkpoint is not None:
             self.batches = checkpoint.batches
             if checkpoint.state is not None:
-                p.executor.restore(checkpoint.state)
+                ctx.executor.restore(checkpoint.state)
                 self.state = checkpoint.state
 
     def commit(self, batch: SourceBatch | None) -> None:
-        p = self.p
+        ctx = self.context
         producer = self._producer
         assert producer is not None, "recover() first"
         position = batch.position if batch is not None else self.position
         try:
             producer.begin_transaction()
             self.in_transaction = True
-            p.flush_sinks()  # the sinks produce the batch's outputs into the transaction
-            dlq_offset = p.flush_dead_letters()
+            ctx.flush_sinks()  # the sinks produce the batch's outputs into the transaction
+            dlq_offset = ctx.flush_dead_letters()
             offsets = [
                 TopicPartition(self.source.topic, partition, offset)
                 for partition, offset in parse_position(position, self.source.topic).items()
@@ -147,26 +142,26 @@ class KafkaTransactionalCommitter:
                 error = translate(
                     exc, stage=Stage.COMMIT, name=self.source.name, doing="committing"
                 )
-                p.record_error(Stage.COMMIT, f"commit failed: {error}", exc=error)
+                ctx.record_error(Stage.COMMIT, f"commit failed: {error}", exc=error)
                 raise error from exc
             raise
         self.source.committed(position)
         self.position = position
-        self.state = p.executor.snapshot()
+        self.state = ctx.executor.snapshot()
         self.batches += 1
-        if p.checkpoints is not None:
+        if ctx.checkpoints is not None:
             checkpoint = Checkpoint(
                 position=position,
                 dlq_offset=dlq_offset,
                 state=self.state,
-                version=p.job.version,
+                version=ctx.job.version,
                 batches=self.batches,
             )
             try:
-                p.checkpoints.save(p.job.name, checkpoint)
+                ctx.checkpoints.save(ctx.job.name, checkpoint)
             except Exception as exc:
                 # The transaction is committed: the state file is only behind by a batch.
-                p.record_error(Stage.COMMIT, f"checkpoint after commit failed: {exc}", exc=exc)
+                ctx.record_error(Stage.COMMIT, f"checkpoint after commit failed: {exc}", exc=exc)
 
     def _commit_transaction(self, producer: Producer) -> None:
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):
@@ -189,20 +184,20 @@ class KafkaTransactionalCommitter:
             self._producer.abort_transaction(_TIMEOUT)
         except KafkaException as exc:
             error = translate(exc, stage=Stage.COMMIT, name=self.source.name, doing="aborting")
-            self.p.record_error(Stage.COMMIT, f"abort failed: {error}", exc=error)
+            self.context.record_error(Stage.COMMIT, f"abort failed: {error}", exc=error)
 
     def abort(self) -> None:
         """Undo the batch: abort its transaction, forget its outputs, rewind source and state."""
-        p = self.p
+        ctx = self.context
         self._abort_transaction()
         for sink in self.sinks:
             sink.discard()
-        if p.dlq is not None:
-            p.dlq.truncate(None)
+        if ctx.dlq is not None:
+            ctx.dlq.truncate(None)
         if self.state is not None:
-            p.executor.restore(self.state)
+            ctx.executor.restore(self.state)
         try:
             self.source.seek(self.position)
         except VelostreamError as exc:
-            p.record_error(Stage.SOURCE, f"rewinding {self.source.name}: {exc}", exc=exc)
+            ctx.record_error(Stage.SOURCE, f"rewinding {self.source.name}: {exc}", exc=exc)
             raise

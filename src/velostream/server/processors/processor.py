@@ -2,7 +2,9 @@
 write, flush, commit — with pause, stop, retries and dead letters.
 
 What differs between modes is how a batch commits and how an abort rewinds; that is
-the `Committer` (simple.py: at-least-once; transactional.py: all or nothing).
+the `Committer` (simple.py: at-least-once; transactional.py and kafka_transactional.py:
+all or nothing), chosen by the job's mode and its source's capability (committers.py)
+and given a `CommitContext` (context.py), never the processor.
 
 Counts are per source record, not per attempt: a batch that is retried counts its
 records in (and its bad records failed) once, and its rows out and dead letters only
@@ -12,15 +14,16 @@ when they are committed. Each attempt's errors are recorded, since each happened
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
+from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
 from velostream.engine import BatchOutput, Executor, build_executor
 from velostream.errors import (
     BatchFailedError,
@@ -34,19 +37,14 @@ from velostream.errors import (
 )
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
-from velostream.server.processors.dlq import DeadLetter, dead_letter
+from velostream.server.processors.committers import choose_committer
+from velostream.server.processors.context import CommitContext, Committer
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.failure import FailurePolicy
-from velostream.sql.model import JobMode, JobSpec
+from velostream.sql.model import JobSpec
 from velostream.sql.planner import plan_job
 
-__all__ = [
-    "DEFAULT_BATCH_SIZE",
-    "Committer",
-    "DeadLetterQueue",
-    "JobProcessor",
-    "JobStats",
-]
+__all__ = ["DEFAULT_BATCH_SIZE", "JobProcessor", "JobStats"]
 
 DEFAULT_BATCH_SIZE = 100_000
 # How long the loop waits after an empty batch: a source that answers "nothing new"
@@ -55,23 +53,6 @@ IDLE_WAIT_SECONDS = 0.05
 # How long `pause()` waits for the batch in flight to finish.
 PAUSE_WAIT_SECONDS = 30.0
 _log = logging.getLogger("velostream.processor")
-
-
-class DeadLetterQueue(Protocol):
-    def write(self, letters: list[DeadLetter]) -> None: ...
-    def flush(self) -> int: ...
-    def truncate(self, offset: int | None) -> None: ...
-    def mark_replayed(self, ids: list[str]) -> None: ...
-    def read(self, offset: int = 0, limit: int = 100) -> tuple[list[DeadLetter], int | None]: ...
-    def close(self) -> None: ...
-
-
-class Committer(Protocol):
-    """How a mode makes a batch durable and how it rewinds after a failure."""
-
-    def recover(self) -> None: ...
-    def commit(self, batch: SourceBatch | None) -> None: ...
-    def abort(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -137,23 +118,21 @@ class JobProcessor:
         self._ready = False  # recovered and opened: a replay may use the sinks
         self._closed = False  # sinks closed: a replay needs a fresh processor
         self._dlq_pending = 0  # dead letters written but not yet flushed
-        self.committer = self._committer()
-
-    def _committer(self) -> Committer:
-        if self.job.job_mode == JobMode.TRANSACTIONAL:
-            # By module name, so file jobs never import confluent-kafka.
-            if type(self.source).__module__.startswith("velostream.datasource.kafka."):
-                from velostream.server.processors.kafka_transactional import (
-                    KafkaTransactionalCommitter,
-                )
-
-                return KafkaTransactionalCommitter(self)
-            from velostream.server.processors.transactional import TransactionalCommitter
-
-            return TransactionalCommitter(self)
-        from velostream.server.processors.simple import SimpleCommitter
-
-        return SimpleCommitter(self)
+        self.committer: Committer = choose_committer(
+            CommitContext(
+                job=job,
+                source=source,
+                sinks=sinks,
+                executor=self.executor,
+                checkpoints=checkpoints,
+                dlq=dlq,
+                record_error=self.record_error,
+                flush_dead_letters=self.flush_dead_letters,
+                deployment_context=functools.partial(
+                    observability.deployment_context_for_job, job.name
+                ),
+            )
+        )
 
     # --- control --------------------------------------------------------------
 
@@ -485,14 +464,6 @@ class JobProcessor:
             except Exception as exc:  # a metric never costs the batch; it is an error
                 self.record_error(Stage.PROCESS, f"user metric: {exc}", exc=exc)
         return int(table.num_rows)
-
-    def flush_sinks(self) -> None:
-        for sink in self.sinks:
-            try:
-                sink.flush()
-            except Exception as exc:
-                self.record_error(Stage.SINK, f"flushing {sink.name}: {exc}", exc=exc)
-                raise
 
     # --- dead-letter replay ------------------------------------------------------
 

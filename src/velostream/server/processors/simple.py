@@ -22,16 +22,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
 from velostream.datasource.traits import SourceBatch
 from velostream.errors import ErrorKind, Stage, StateIncompatibleError
 from velostream.server.checkpoint import Checkpoint, describe_source, source_identity
-
-if TYPE_CHECKING:
-    from velostream.server.processors.processor import JobProcessor
+from velostream.server.processors.context import CommitContext
 
 __all__ = ["SimpleCommitter"]
 
@@ -45,33 +43,33 @@ class SimpleCommitter:
     destination must find it already positioned when the job resumes.
     """
 
-    def __init__(self, processor: JobProcessor) -> None:
-        self.p = processor
+    def __init__(self, context: CommitContext) -> None:
+        self.context = context
         self.position: Any = None
         self.state: Any = None
         self.batches = 0
         self.sink_offsets: dict[str, int] = {}
         self.dlq_offset: int | None = None
-        job = processor.job
+        job = context.job
         self.source_id = source_identity(job.sources[0]) if job.sources else None
         self.sink_ids = {s.name: source_identity(s) for s in job.sinks}
 
     def recover(self) -> None:
-        p = self.p
-        self.state = p.executor.snapshot()
-        checkpoint = p.checkpoints.load(p.job.name) if p.checkpoints is not None else None
+        ctx = self.context
+        self.state = ctx.executor.snapshot()
+        checkpoint = ctx.checkpoints.load(ctx.job.name) if ctx.checkpoints is not None else None
         if checkpoint is None:
             return
         self.restore(checkpoint)
         self.sink_offsets = self.kept_sink_offsets(checkpoint)
         self.dlq_offset = checkpoint.dlq_offset
-        for sink in p.sinks:
+        for sink in ctx.sinks:
             offset = self.sink_offsets.get(sink.name)
             if offset is not None and sink.committed_offset() is not None:
                 sink.truncate(offset)
         _log.info(
             "job %r: resuming from checkpoint %d at %s",
-            p.job.name,
+            ctx.job.name,
             checkpoint.batches,
             checkpoint.position,
         )
@@ -83,31 +81,31 @@ class SimpleCommitter:
         versions and what differs; the job then fails at start, its checkpoint intact.
         Only a state that holds no data yet (no groups, windows or rows) is let go.
         """
-        p = self.p
+        ctx = self.context
         same_source = self._same_source(checkpoint)
         self.batches = checkpoint.batches
         if checkpoint.state is not None:
             self._restore_state(checkpoint.state, checkpoint.version)
         if checkpoint.position is not None and same_source:
-            p.source.commit(checkpoint.position)
-            p.source.seek(checkpoint.position)
+            ctx.source.commit(checkpoint.position)
+            ctx.source.seek(checkpoint.position)
             self.position = checkpoint.position
 
     def _restore_state(self, state: dict[str, Any], version: str | None) -> None:
-        p = self.p
+        ctx = self.context
         try:
-            p.executor.restore(state)
+            ctx.executor.restore(state)
         except StateIncompatibleError as exc:
             if _holds_data(state):
                 raise StateIncompatibleError(
-                    f"the state checkpointed by version {version} of job {p.job.name!r} "
-                    f"cannot be resumed by version {p.job.version}: {exc}; deploy a "
+                    f"the state checkpointed by version {version} of job {ctx.job.name!r} "
+                    f"cannot be resumed by version {ctx.job.version}: {exc}; deploy a "
                     "compatible version, or start the job afresh (docs/operations.md, Upgrades)",
-                    job=p.job.name,
+                    job=ctx.job.name,
                 ) from exc
             # Nothing kept, nothing lost: the executor starts with its own empty state.
             _log.info(
-                "job %r: the empty state of version %s is not kept: %s", p.job.name, version, exc
+                "job %r: the empty state of version %s is not kept: %s", ctx.job.name, version, exc
             )
             return
         self.state = state
@@ -166,25 +164,25 @@ class SimpleCommitter:
             f"{what} changed since the checkpoint of version {version}: was "
             f"{describe_source(old)}, now {describe_source(new)}; {outcome}"
         )
-        _log.warning("job %r: %s", self.p.job.name, message)
-        self.p.record_error(stage, message, kind=ErrorKind.CONFIGURATION)
+        _log.warning("job %r: %s", self.context.job.name, message)
+        self.context.record_error(stage, message, kind=ErrorKind.CONFIGURATION)
 
     def sink_lengths(self) -> dict[str, int]:
         """The committed length of every sink that can roll back (after a flush)."""
         lengths = {}
-        for sink in self.p.sinks:
+        for sink in self.context.sinks:
             offset = sink.committed_offset()
             if offset is not None:
                 lengths[sink.name] = offset
         return lengths
 
     def commit(self, batch: SourceBatch | None) -> None:
-        p = self.p
-        p.flush_sinks()
+        ctx = self.context
+        ctx.flush_sinks()
         offsets = self.sink_lengths()
-        dlq_offset = p.flush_dead_letters()
+        dlq_offset = ctx.flush_dead_letters()
         position = batch.position if batch is not None else self.position
-        state = p.executor.snapshot()
+        state = ctx.executor.snapshot()
         self.batches += 1
         self.save(
             Checkpoint(position=position, sink_offsets=offsets, dlq_offset=dlq_offset, state=state)
@@ -194,28 +192,28 @@ class SimpleCommitter:
 
     def save(self, checkpoint: Checkpoint) -> None:
         """Persist the checkpoint, then tell the source; a failure is a commit error."""
-        p = self.p
-        checkpoint.version = p.job.version
+        ctx = self.context
+        checkpoint.version = ctx.job.version
         checkpoint.batches = self.batches
         checkpoint.source = self.source_id
         checkpoint.sinks = self.sink_ids
         try:
-            if p.checkpoints is not None:
-                p.checkpoints.save(p.job.name, checkpoint)
+            if ctx.checkpoints is not None:
+                ctx.checkpoints.save(ctx.job.name, checkpoint)
             if checkpoint.position is not None:
-                p.source.commit(checkpoint.position)
+                ctx.source.commit(checkpoint.position)
         except Exception as exc:
-            p.record_error(Stage.COMMIT, f"commit failed: {exc}", exc=exc)
+            ctx.record_error(Stage.COMMIT, f"commit failed: {exc}", exc=exc)
             raise
 
     def abort(self) -> None:
         """Rewind to the last commit: what was written stays (at-least-once)."""
-        p = self.p
-        if p.dlq is not None:
-            p.dlq.truncate(None)
+        ctx = self.context
+        if ctx.dlq is not None:
+            ctx.dlq.truncate(None)
         if self.state is not None:
-            p.executor.restore(self.state)
-        p.source.seek(self.position)
+            ctx.executor.restore(self.state)
+        ctx.source.seek(self.position)
 
 
 def _holds_data(state: dict[str, Any]) -> bool:

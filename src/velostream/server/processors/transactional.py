@@ -17,14 +17,10 @@ again exactly once; a restart after a crash settles every sink to the checkpoint
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from velostream.datasource.traits import SourceBatch, StagingSink
 from velostream.errors import ConfigurationError, Stage
+from velostream.server.processors.context import CommitContext
 from velostream.server.processors.simple import SimpleCommitter
-
-if TYPE_CHECKING:
-    from velostream.server.processors.processor import JobProcessor
 
 __all__ = ["TransactionalCommitter"]
 
@@ -35,36 +31,36 @@ class TransactionalCommitter(SimpleCommitter):
     Like `SimpleCommitter.recover`, `recover` runs before the sinks are opened.
     """
 
-    def __init__(self, processor: JobProcessor) -> None:
-        super().__init__(processor)
+    def __init__(self, context: CommitContext) -> None:
+        super().__init__(context)
         self._publish_due = False  # the checkpoint holds staged batches not yet published
 
     def recover(self) -> None:
-        p = self.p
-        for sink in p.sinks:
+        ctx = self.context
+        for sink in ctx.sinks:
             if sink.committed_offset() is None:
                 raise ConfigurationError(
                     f"sink {sink.name!r} cannot take part in transactional mode "
                     "(it cannot roll back); use job_mode simple",
-                    job=p.job.name,
+                    job=ctx.job.name,
                 )
         # Before any checkpoint, a sink's committed length is what its open keeps.
         self.sink_offsets = self.sink_lengths()
         self.dlq_offset = None
-        self.state = p.executor.snapshot()
-        checkpoint = p.checkpoints.load(p.job.name) if p.checkpoints is not None else None
+        self.state = ctx.executor.snapshot()
+        checkpoint = ctx.checkpoints.load(ctx.job.name) if ctx.checkpoints is not None else None
         if checkpoint is not None:
             self.sink_offsets.update(self.kept_sink_offsets(checkpoint))
             self.dlq_offset = checkpoint.dlq_offset
             self.restore(checkpoint)
-        for sink in p.sinks:
+        for sink in ctx.sinks:
             committed = self.sink_offsets.get(sink.name, 0)
             if isinstance(sink, StagingSink):
                 sink.begin_staging(committed)  # rolls a crashed publish forward
             else:
                 sink.truncate(committed)
-        if p.dlq is not None:
-            p.dlq.truncate(self.dlq_offset)
+        if ctx.dlq is not None:
+            ctx.dlq.truncate(self.dlq_offset)
 
     def commit(self, batch: SourceBatch | None) -> None:
         """Prepare (flush), save the checkpoint, then publish the staged batches."""
@@ -73,13 +69,13 @@ class TransactionalCommitter(SimpleCommitter):
         self._publish()
 
     def _publish(self) -> None:
-        p = self.p
-        for sink in p.sinks:
+        ctx = self.context
+        for sink in ctx.sinks:
             if isinstance(sink, StagingSink):
                 try:
                     sink.publish()
                 except Exception as exc:
-                    p.record_error(Stage.SINK, f"publishing {sink.name}: {exc}", exc=exc)
+                    ctx.record_error(Stage.SINK, f"publishing {sink.name}: {exc}", exc=exc)
                     raise
         self._publish_due = False
 
@@ -89,16 +85,16 @@ class TransactionalCommitter(SimpleCommitter):
         A batch the checkpoint already holds is published instead (rolled forward); if
         that fails again the abort raises, and the job's restart publishes it.
         """
-        p = self.p
+        ctx = self.context
         if self._publish_due:
             self._publish()
-        for sink in p.sinks:
+        for sink in ctx.sinks:
             if isinstance(sink, StagingSink):
                 sink.discard()
             else:
                 sink.truncate(self.sink_offsets.get(sink.name, 0))
-        if p.dlq is not None:
-            p.dlq.truncate(self.dlq_offset)
+        if ctx.dlq is not None:
+            ctx.dlq.truncate(self.dlq_offset)
         if self.state is not None:
-            p.executor.restore(self.state)
-        p.source.seek(self.position)
+            ctx.executor.restore(self.state)
+        ctx.source.seek(self.position)

@@ -1,41 +1,31 @@
-"""Dead-letter queues: the original record plus its error context, durably.
-
-A dead letter keeps the record's original payload (text, or base64 when it is not
-UTF-8) with job, app, version, stage, kind, message, fingerprint, source and position,
-timestamp and the node's identity. The file queue is JSON lines under
-`<data_dir>/dlq/<job>.jsonl` (or `dlq.path`); replayed letters are remembered in a
-`.replayed` file next to it.
+"""The file dead-letter queue: JSON lines under `<data_dir>/dlq/<job>.jsonl` (or
+`dlq.path`); replayed letters are remembered in a `.replayed` file next to it.
 
 The file queue rolls by size the way a Kafka log does: the live file is sealed as a
 segment named by its base offset (`<job>.jsonl.<base>`, the bytes of all letters before
 it) and a new live file begins (segments are kept; with `backups`, the oldest beyond
-it are deleted, with a warning). An
-offset is a position in the whole log, so a commit's offset stays valid across a roll,
-and rolling back to it — an abort, or a restart after a crash — reopens the segment
-that holds it and drops everything after it.
+it are deleted, with a warning). An offset is a position in the whole log, so a
+commit's offset stays valid across a roll, and rolling back to it — an abort, or a
+restart after a crash — reopens the segment that holds it and drops everything after
+it.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import threading
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from velostream.datasource.traits import BadRecord
+from velostream.dlq.letter import DeadLetter
+from velostream.dlq.replay import ReplayLog
 from velostream.errors import DeadLetterError
 from velostream.fsutil import fsync_directory
-from velostream.observability.error_tracker import DeploymentContext
 
-__all__ = ["DeadLetter", "FileDeadLetterQueue", "MemoryDeadLetterQueue", "dead_letter"]
+__all__ = ["FileDeadLetterQueue"]
 
 _log = logging.getLogger("velostream.dlq")
 
@@ -43,97 +33,6 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # Sealed segments are kept until someone deletes them: dead letters are data. A queue
 # made with `backups` deletes the oldest beyond it, and logs what it deleted.
 DEFAULT_BACKUPS: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """One dead letter, as stored."""
-
-    doc: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return str(self.doc["id"])
-
-    @property
-    def payload(self) -> bytes:
-        if "payload_base64" in self.doc:
-            return base64.b64decode(self.doc["payload_base64"])
-        return str(self.doc.get("payload", "")).encode("utf-8")
-
-
-def dead_letter(
-    record: BadRecord,
-    *,
-    job: str,
-    app: str | None,
-    version: str | None,
-    source: str,
-    fingerprint: str | None,
-    context: DeploymentContext,
-) -> DeadLetter:
-    """Build the dead letter of a bad record."""
-    doc: dict[str, Any] = {
-        "id": uuid.uuid4().hex,
-        "job": job,
-        "app": app,
-        "version": version,
-        "stage": record.stage.value,
-        "kind": record.kind.value,
-        "message": record.message,
-        "fingerprint": fingerprint,
-        "source": source,
-        "position": record.ref,
-        "timestamp": time.time(),
-        "node_id": context.node_id,
-        "node_name": context.node_name,
-        "region": context.region,
-    }
-    try:
-        doc["payload"] = record.raw.decode("utf-8")
-    except UnicodeDecodeError:
-        doc["payload_base64"] = base64.b64encode(record.raw).decode("ascii")
-    return DeadLetter(doc)
-
-
-class MemoryDeadLetterQueue:
-    """For tests: dead letters in a list (never for production use: not durable)."""
-
-    def __init__(self) -> None:
-        self.letters: list[DeadLetter] = []
-        self._pending: list[DeadLetter] = []
-        self.replayed: set[str] = set()
-        self.fail_writes = False
-
-    def write(self, letters: list[DeadLetter]) -> None:
-        self._pending.extend(letters)
-
-    def flush(self) -> int:
-        if self.fail_writes:
-            self._pending.clear()
-            raise DeadLetterError("memory DLQ configured to fail")
-        self.letters.extend(self._pending)
-        self._pending.clear()
-        return len(self.letters)
-
-    def truncate(self, offset: int | None) -> None:
-        self._pending.clear()
-        if offset is not None:
-            del self.letters[offset:]
-
-    def read(self, offset: int = 0, limit: int = 100) -> tuple[list[DeadLetter], int | None]:
-        page = [self._mark(d) for d in self.letters[offset : offset + limit]]
-        nxt = offset + limit if offset + limit < len(self.letters) else None
-        return page, nxt
-
-    def _mark(self, letter: DeadLetter) -> DeadLetter:
-        return DeadLetter({**letter.doc, "replayed": letter.id in self.replayed})
-
-    def mark_replayed(self, ids: list[str]) -> None:
-        self.replayed.update(ids)
-
-    def close(self) -> None:
-        pass
 
 
 class FileDeadLetterQueue:
@@ -153,7 +52,7 @@ class FileDeadLetterQueue:
         self.backups = backups
         self._pending: list[bytes] = []
         self._lock = threading.Lock()
-        self._replayed_path = path.with_name(path.name + ".replayed")
+        self._replayed = ReplayLog(path.with_name(path.name + ".replayed"))
 
     def write(self, letters: list[DeadLetter]) -> None:
         with self._lock:
@@ -266,32 +165,20 @@ class FileDeadLetterQueue:
                     if line.strip():
                         yield DeadLetter(orjson.loads(line))
 
-    def _replayed(self) -> set[str]:
-        try:
-            return set(self._replayed_path.read_text().split())
-        except FileNotFoundError:
-            return set()
-
     def read(self, offset: int = 0, limit: int = 100) -> tuple[list[DeadLetter], int | None]:
         """A page of dead letters, oldest first, each with `replayed`; and the next offset."""
-        replayed = self._replayed()
+        replayed = self._replayed.ids()
         page: list[DeadLetter] = []
         for index, letter in enumerate(self._iter()):
             if index < offset:
                 continue
             if len(page) == limit:
                 return page, index
-            page.append(DeadLetter({**letter.doc, "replayed": letter.id in replayed}))
+            page.append(letter.with_replayed(letter.id in replayed))
         return page, None
 
     def mark_replayed(self, ids: list[str]) -> None:
-        try:
-            with open(self._replayed_path, "a", encoding="utf-8") as out:
-                out.write("".join(f"{i}\n" for i in ids))
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            raise DeadLetterError(f"cannot record replayed letters: {exc}") from exc
+        self._replayed.add(ids)
 
     def close(self) -> None:
         pass

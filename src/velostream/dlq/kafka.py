@@ -1,5 +1,8 @@
 """A dead-letter queue on a Kafka topic (job property `dlq.type = kafka`).
 
+Imported only for a job that asks for it: confluent-kafka is loaded with this module,
+never with `velostream.dlq`, so jobs with a file queue do not need it.
+
 Each dead letter is one message on `dlq.topic` (default `<job>.dlq`): the record's
 original bytes as the value, the original key and headers when the record came from
 Kafka, plus `velo.error.*` headers with the context (id, job, app, version, stage,
@@ -15,8 +18,6 @@ letters commit with the batch's outputs and offsets.
 
 from __future__ import annotations
 
-import base64
-import os
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,8 @@ from velostream.datasource.kafka.client import (
 )
 from velostream.datasource.kafka.codec import Encoded
 from velostream.datasource.kafka.sink import DeliveryReport, produce_all, wait_delivered
+from velostream.dlq.letter import DeadLetter, encode_payload
+from velostream.dlq.replay import ReplayLog
 from velostream.errors import ConfigurationError, DeadLetterError, Stage, VelostreamError
 
 __all__ = [
@@ -87,9 +90,8 @@ class KafkaDeadLetterQueue:
         self._client = dict(client)
         self._lookup = lookup
         self._flush_timeout = flush_timeout
-        self._replayed_path = replayed_path
-        self._replayed: set[str] = set()
-        self._pending: list[Any] = []
+        self._replayed = ReplayLog(replayed_path)
+        self._pending: list[DeadLetter] = []
         self._producer: Producer | None = None
         self._errors = ClientErrors(name, Stage.DLQ)
         self._report = DeliveryReport()
@@ -115,7 +117,7 @@ class KafkaDeadLetterQueue:
                 raise self._failure(exc, "opening") from exc
         return self._producer
 
-    def write(self, letters: list[Any]) -> None:
+    def write(self, letters: list[DeadLetter]) -> None:
         self._pending.extend(letters)
 
     def flush(self) -> int:
@@ -166,20 +168,19 @@ class KafkaDeadLetterQueue:
 
     # -- reading back ---------------------------------------------------------------
 
-    def read(self, offset: int = 0, limit: int = 100) -> tuple[list[Any], int | None]:
+    def read(self, offset: int = 0, limit: int = 100) -> tuple[list[DeadLetter], int | None]:
         """A page of dead letters, oldest first (partition by partition); the next offset.
 
         Partitions are read from their start until a poll brings nothing more: brokers
         such as tansu may report a high watermark one short of the last message.
         """
-        from velostream.server.processors.dlq import DeadLetter
-
         settings = {k: v for k, v in self._client.items() if k.startswith(_SHARED_PREFIXES)} | {
             "group.id": f"velo-dlq-reader-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "log_level": 3,
         }
+        replayed = self._replayed.ids()
         consumer = Consumer(settings)
         page: list[DeadLetter] = []
         seen = 0
@@ -192,9 +193,8 @@ class KafkaDeadLetterQueue:
                         more = True
                         break
                     if seen >= offset:
-                        letter = _letter(m)
-                        letter["replayed"] = letter["id"] in self._replayed_ids()
-                        page.append(DeadLetter(letter))
+                        letter = DeadLetter(_letter(m))
+                        page.append(letter.with_replayed(letter.id in replayed))
                     seen += 1
                 if more:
                     break
@@ -211,23 +211,8 @@ class KafkaDeadLetterQueue:
             return []
         return sorted(topic.partitions)
 
-    def _replayed_ids(self) -> set[str]:
-        if self._replayed_path is not None and self._replayed_path.exists():
-            self._replayed |= set(self._replayed_path.read_text().split())
-        return self._replayed
-
     def mark_replayed(self, ids: list[str]) -> None:
-        self._replayed.update(ids)
-        if self._replayed_path is None:
-            return
-        try:
-            self._replayed_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self._replayed_path, "a", encoding="utf-8") as out:
-                out.write("".join(f"{i}\n" for i in ids))
-                out.flush()
-                os.fsync(out.fileno())
-        except OSError as exc:
-            raise DeadLetterError(f"cannot record replayed letters: {exc}") from exc
+        self._replayed.add(ids)
 
     def _failure(self, exc: BaseException, doing: str) -> DeadLetterError:
         cause = translate(exc, stage=Stage.DLQ, name=self.name, doing=doing)
@@ -260,11 +245,7 @@ def _letter(message: Any) -> dict[str, Any]:
     doc.setdefault("id", f"{message.topic()}/{message.partition()}/{message.offset()}")
     if doc.get("timestamp") is not None:
         doc["timestamp"] = float(doc["timestamp"])
-    payload = message.value() or b""
-    try:
-        doc["payload"] = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        doc["payload_base64"] = base64.b64encode(payload).decode("ascii")
+    doc.update(encode_payload(message.value() or b""))
     key = message.key()
     doc["key"] = None if key is None else key.decode("utf-8", "backslashreplace")
     doc["headers"] = original

@@ -1,0 +1,63 @@
+"""The dead-letter record: payloads round-trip as text or base64, written once for
+every queue."""
+
+from __future__ import annotations
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from velostream.datasource.traits import BadRecord
+from velostream.dlq import DeadLetter, dead_letter, decode_payload, encode_payload
+from velostream.errors import ErrorKind
+from velostream.observability.error_tracker import DeploymentContext
+
+
+def test_text_is_kept_as_text_and_other_bytes_as_base64() -> None:
+    assert encode_payload("1,café".encode()) == {"payload": "1,café"}
+    assert encode_payload(b"\xff\xfe\x00") == {"payload_base64": "//4A"}
+    assert encode_payload(b"") == {"payload": ""}
+
+
+@given(st.text())
+def test_text_payloads_round_trip_through_json_as_text(text: str) -> None:
+    stored = orjson.loads(orjson.dumps(encode_payload(text.encode("utf-8"))))
+    assert stored == {"payload": text}
+    assert decode_payload(stored) == text.encode("utf-8")
+
+
+@given(st.binary())
+def test_binary_payloads_round_trip_through_json(raw: bytes) -> None:
+    stored = orjson.loads(orjson.dumps(encode_payload(raw)))
+    assert decode_payload(stored) == raw
+    assert ("payload" in stored) is _utf8(raw)
+
+
+def test_a_dead_letter_keeps_its_payload_and_context() -> None:
+    record = BadRecord(b"\x00\xffbad", "f.csv:7", "bad line", ErrorKind.PARSE)
+    letter = dead_letter(
+        record,
+        job="j",
+        app="a",
+        version="1",
+        source="src",
+        fingerprint="fp",
+        context=DeploymentContext(node_id="n", node_name="N", region="r"),
+    )
+    assert letter.payload == b"\x00\xffbad" and "payload" not in letter.doc
+    assert (letter.doc["position"], letter.doc["stage"]) == ("f.csv:7", "deserialize")
+    replayed = letter.with_replayed(True)
+    assert replayed.doc["replayed"] is True and "replayed" not in letter.doc
+    assert replayed.id == letter.id
+
+
+def test_a_document_without_payload_decodes_to_nothing() -> None:
+    assert DeadLetter({"id": "x"}).payload == b""
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -1,0 +1,81 @@
+"""Replay bookkeeping: every queue marks replayed letters the same way, and a file
+keeps them across queues and restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from velostream.datasource.traits import BadRecord
+from velostream.dlq import (
+    DeadLetter,
+    DeadLetterQueue,
+    FileDeadLetterQueue,
+    MemoryDeadLetterQueue,
+    ReplayLog,
+    dead_letter,
+)
+from velostream.errors import DeadLetterError, ErrorKind
+from velostream.observability.error_tracker import DeploymentContext
+
+
+def _letters(n: int) -> list[DeadLetter]:
+    return [
+        dead_letter(
+            BadRecord(b"x", f"f.csv:{i}", "bad", ErrorKind.TYPE),
+            job="j",
+            app=None,
+            version=None,
+            source="s",
+            fingerprint=None,
+            context=DeploymentContext(),
+        )
+        for i in range(n)
+    ]
+
+
+def _file(tmp_path: Path) -> DeadLetterQueue:
+    return FileDeadLetterQueue(tmp_path / "j.jsonl")
+
+
+def _memory(tmp_path: Path) -> DeadLetterQueue:
+    return MemoryDeadLetterQueue()
+
+
+@pytest.mark.parametrize("make", [_file, _memory])
+def test_a_queue_marks_the_letters_it_was_told_were_replayed(
+    make: Callable[[Path], DeadLetterQueue], tmp_path: Path
+) -> None:
+    queue = make(tmp_path)
+    letters = _letters(3)
+    queue.write(letters)
+    queue.flush()
+    assert [d.doc["replayed"] for d in queue.read()[0]] == [False, False, False]
+    queue.mark_replayed([letters[0].id, letters[2].id])
+    assert [d.doc["replayed"] for d in queue.read()[0]] == [True, False, True]
+
+
+def test_a_file_log_is_shared_by_every_queue_on_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "dlq" / "j.kafka.replayed"
+    first, second = ReplayLog(path), ReplayLog(path)
+    first.add(["a", "b"])
+    assert second.ids() == {"a", "b"}
+    second.add(["c"])
+    assert first.ids() == {"a", "b", "c"}
+    assert path.read_text().split() == ["a", "b", "c"]
+
+
+def test_a_log_without_a_file_remembers_in_memory(tmp_path: Path) -> None:
+    log = ReplayLog()
+    log.add(["a"])
+    assert log.ids() == {"a"}
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_log_that_cannot_write_its_file_says_so(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    with pytest.raises(DeadLetterError, match="cannot record replayed letters"):
+        ReplayLog(blocker / "j.replayed").add(["a"])
