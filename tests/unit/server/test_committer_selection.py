@@ -16,6 +16,7 @@ from tests.jobserver import app_sql
 from velostream.datasource.kafka.sink import KafkaSink
 from velostream.datasource.kafka.source import KafkaSource
 from velostream.datasource.memory import MemorySink, MemorySource
+from velostream.datasource.registry import connector_catalog
 from velostream.datasource.traits import Source, TransactionCapability
 from velostream.dlq import MemoryDeadLetterQueue
 from velostream.engine import build_executor
@@ -52,7 +53,10 @@ class KafkaWithCheckpoints(KafkaSource):
 
 
 def _job(mode: str | None = None, **connectors: dict[str, str]) -> JobSpec:
-    return parse_application(app_sql(mode=mode, **connectors), env={}).jobs[0]
+    app = parse_application(
+        app_sql(mode=mode, **connectors), connectors=connector_catalog(), env={}
+    )
+    return app.jobs[0]
 
 
 @pytest.mark.parametrize(
