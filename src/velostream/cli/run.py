@@ -18,9 +18,9 @@ from rich.table import Table
 
 from velostream.datasource.validation import check_application
 from velostream.errors import VelostreamError
+from velostream.observability.job_metrics import JobCounts
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.jobs import JobState
-from velostream.server.processors.processor import JobStats
 from velostream.server.stream_job_server import JobHandle, StreamJobServer
 from velostream.sql.model import Application, JobSpec
 
@@ -44,7 +44,10 @@ class JobRun:
     job: JobSpec
     state: str = "starting"
     error: str | None = None
-    stats: JobStats = field(default_factory=JobStats)
+    #: What the job counted in this run; zeros for a job never started.
+    stats: JobCounts = field(default_factory=JobCounts)
+    #: Seconds the job has run.
+    seconds: float = 0.0
 
     @property
     def failed(self) -> bool:
@@ -71,6 +74,7 @@ def _run_of(handle: JobHandle) -> JobRun:
     run = JobRun(handle.spec, state=handle.state.value)
     if handle.processor is not None:
         run.stats = handle.processor.stats
+        run.seconds = handle.processor.duration
     if handle.state == JobState.FAILED:
         run.error = handle.machine.reason or "failed"
     return run
@@ -95,7 +99,7 @@ def _progress_table(runs: list[JobRun], observability: ObservabilityManager) -> 
     metrics = observability.require_metrics()
     for run in runs:
         stats = run.stats
-        rate = stats.records_in / max(stats.duration, 1e-9)
+        rate = stats.records_in / max(run.seconds, 1e-9)
         buffer = metrics.job_buffer(run.job.name)
         errors = buffer.total_errors if buffer is not None else 0
         table.add_row(
@@ -173,8 +177,8 @@ def print_summary(
             f"{s.records_out:,}",
             f"{s.records_failed:,}",
             f"{s.late_records:,}",
-            f"{s.duration:.2f}",
-            f"{s.records_in / max(s.duration, 1e-9):,.0f}",
+            f"{run.seconds:.2f}",
+            f"{s.records_in / max(run.seconds, 1e-9):,.0f}",
         )
     console.print(table)
     for run in runs:

@@ -24,6 +24,7 @@ import bisect
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
@@ -33,7 +34,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
-__all__ = ["BATCH_DURATION_BUCKETS", "JOB_STATUSES", "JobCounters", "JobFamilies"]
+__all__ = ["BATCH_DURATION_BUCKETS", "JOB_STATUSES", "JobCounters", "JobCounts", "JobFamilies"]
 
 JOB_STATUSES: tuple[str, ...] = ("starting", "running", "paused", "completed", "stopped", "failed")
 BATCH_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -57,6 +58,19 @@ _LE = [*(repr(float(b)) for b in BATCH_DURATION_BUCKETS), "+Inf"]
 def escape_label_value(value: str) -> str:
     """A label value as the text formats quote it."""
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+class JobCounts(NamedTuple):
+    """A job's counts at one moment (or between two, see `JobCounters.since`)."""
+
+    records_in: int = 0
+    records_out: int = 0
+    records_failed: int = 0
+    dead_letters: int = 0
+    dlq_write_failures: int = 0
+    late_records: int = 0
+    batches: int = 0
+    retries: int = 0
 
 
 class JobCounters:
@@ -98,6 +112,13 @@ class JobCounters:
         self.sum = 0.0
         self.count = 0
         self.status: str | None = None
+
+    def snapshot(self) -> JobCounts:
+        return JobCounts(*(getattr(self, name) for name in JobCounts._fields))
+
+    def since(self, before: JobCounts) -> JobCounts:
+        """What was counted after `before` (one run of the job: /jobs, summaries)."""
+        return JobCounts(*(now - then for now, then in zip(self.snapshot(), before, strict=True)))
 
     @property
     def counts(self) -> list[int]:

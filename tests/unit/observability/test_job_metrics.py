@@ -20,6 +20,7 @@ from velostream.observability.job_metrics import (
     DLQ_RECORDS,
     JOB_STATUSES,
     RECORDS_IN,
+    JobCounts,
     JobFamilies,
 )
 from velostream.observability.metrics import MetricsProvider
@@ -124,3 +125,34 @@ def test_the_provider_exposition_has_each_family_once_in_both_formats() -> None:
         assert "velo_job_records_in" in names and "velo_error_messages" in names
         assert text.count("# EOF") == (1 if accept else 0)
         assert text.endswith("# EOF\n" if accept else "\n")
+
+
+def test_a_jobs_counters_are_the_one_place_its_counts_live() -> None:
+    """What a processor adds to its JobCounters is what a scrape reads, with no copy."""
+    registry = CollectorRegistry()
+    provider = MetricsProvider(registry, process_metrics=False)
+    counters = provider.job_counters("orders")
+    assert provider.job_counters("orders") is counters
+    before = counters.snapshot()
+    counters.records_in += 7
+    counters.records_out += 5
+    counters.records_failed += 2
+    counters.dead_letters += 2
+    counters.observe_batch(0.003)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"job": "orders", **labels})
+
+    assert sample("velo_job_records_in_total") == 7
+    assert sample("velo_job_records_out_total") == 5
+    assert sample("velo_job_records_failed_total") == 2
+    assert sample("velo_dlq_records_total") == 2
+    assert sample("velo_job_batch_duration_seconds_count") == 1
+    assert b'velo_job_records_in_total{job="orders"} 7.0' in provider.exposition(None)[0]
+    # One run's share is read off the same counters.
+    counters.records_in += 3
+    assert counters.since(before).records_in == 10
+    assert counters.since(counters.snapshot()) == JobCounts()
+    provider.remove_job("orders")
+    assert sample("velo_job_records_in_total") is None
+    assert provider.job_counters("orders").records_in == 0

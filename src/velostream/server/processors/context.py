@@ -21,7 +21,7 @@ from velostream.observability.error_tracker import DeploymentContext
 from velostream.server.checkpoint import CheckpointStore
 from velostream.sql.model import JobSpec
 
-__all__ = ["CommitContext", "Committer", "ErrorRecorder"]
+__all__ = ["CommitContext", "Committer", "ErrorHook"]
 
 
 class Committer(Protocol):
@@ -32,8 +32,8 @@ class Committer(Protocol):
     def abort(self) -> None: ...
 
 
-class ErrorRecorder(Protocol):
-    """Records one error of the job (`ErrorTracker.record_error`); returns its fingerprint."""
+class ErrorHook(Protocol):
+    """Records one error of the job (its `JobErrors.record`); returns its fingerprint."""
 
     def __call__(
         self,
@@ -57,7 +57,7 @@ class CommitContext:
     checkpoints: CheckpointStore | None
     dlq: DeadLetterQueue | None
     #: Records an error of the job in every place (log, catalog, metrics).
-    record_error: ErrorRecorder
+    record_error: ErrorHook
     #: Makes pending dead letters durable and counts them; returns the DLQ offset.
     flush_dead_letters: Callable[[], int | None]
     #: The job's deployment context (node, region), read when it is needed: the

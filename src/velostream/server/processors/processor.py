@@ -18,7 +18,6 @@ import functools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -35,16 +34,18 @@ from velostream.errors import (
     Stage,
     classify,
 )
+from velostream.observability.error_tracker import DeploymentContext
+from velostream.observability.job_metrics import JobCounters, JobCounts
+from velostream.observability.logging import bind_stage
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.processors.committers import choose_committer
 from velostream.server.processors.context import CommitContext, Committer
-from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.failure import FailurePolicy
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import plan_job
 
-__all__ = ["DEFAULT_BATCH_SIZE", "JobProcessor", "JobStats"]
+__all__ = ["DEFAULT_BATCH_SIZE", "JobProcessor"]
 
 DEFAULT_BATCH_SIZE = 100_000
 # How long the loop waits after an empty batch: a source that answers "nothing new"
@@ -53,25 +54,6 @@ IDLE_WAIT_SECONDS = 0.05
 # How long `pause()` waits for the batch in flight to finish.
 PAUSE_WAIT_SECONDS = 30.0
 _log = logging.getLogger("velostream.processor")
-
-
-@dataclass(slots=True)
-class JobStats:
-    """Counts of one job run, updated batch by batch."""
-
-    records_in: int = 0
-    records_out: int = 0
-    records_failed: int = 0
-    dead_letters: int = 0
-    late_records: int = 0
-    batches: int = 0
-    retries: int = 0
-    started: float = field(default_factory=time.time)
-    finished: float | None = None
-
-    @property
-    def duration(self) -> float:
-        return (self.finished or time.time()) - self.started
 
 
 class JobProcessor:
@@ -104,7 +86,13 @@ class JobProcessor:
         self.dlq = dlq
         # Shared by the server's jobs: how many process a batch at once (see `_attempt`).
         self._slots = slots or contextlib.nullcontext()
-        self.stats = JobStats()
+        # The job's counters live in one place, read at scrape time; they outlive this
+        # processor (a restart or an upgrade counts on). `stats` is this run's share.
+        self.counters: JobCounters = self.metrics.job_counters(job.name)
+        self._counted_before = self.counters.snapshot()
+        self.errors = observability.job_errors(job.name)
+        self.started = time.time()
+        self.ended_at: float | None = None
         self.stopped = False
         self.stop_reason: str | None = None
         self._stop = threading.Event()
@@ -187,19 +175,21 @@ class JobProcessor:
         exc: BaseException | None = None,
         record_ref: str | None = None,
     ) -> str | None:
-        return ErrorTracker.record_error(
-            self.observability,
-            self.job.name,
-            message,
-            stage=stage,
-            kind=kind,
-            exc=exc,
-            record_ref=record_ref,
-        )
+        return self.errors.record(stage, message, kind=kind, exc=exc, record_ref=record_ref)
+
+    @property
+    def duration(self) -> float:
+        """Seconds this processor has run (until it ended)."""
+        return (self.ended_at or time.time()) - self.started
 
     # --- the loop ---------------------------------------------------------------
 
-    def run(self) -> JobStats:
+    @property
+    def stats(self) -> JobCounts:
+        """What this processor has counted (the job's counters since it was built)."""
+        return self.counters.since(self._counted_before)
+
+    def run(self) -> JobCounts:
         """Process until the source ends (bounded), `stop()`, or a failure (raised)."""
         try:
             with self._batch_lock:  # a replay waits until the job has resumed
@@ -223,19 +213,20 @@ class JobProcessor:
                     self.committer.commit(None)
                     self._count_out(written)
         finally:
-            self.stats.finished = time.time()
+            self.ended_at = time.time()
             self._close()
             with self._loop_state:
                 self._finished = True
                 self._loop_state.notify_all()
+            stats = self.stats
             _log.info(
                 "job %r: %d in, %d out, %d failed, %d dead letters in %.2fs",
                 self.job.name,
-                self.stats.records_in,
-                self.stats.records_out,
-                self.stats.records_failed,
-                self.stats.dead_letters,
-                self.stats.duration,
+                stats.records_in,
+                stats.records_out,
+                stats.records_failed,
+                stats.dead_letters,
+                self.duration,
             )
         return self.stats
 
@@ -269,7 +260,7 @@ class JobProcessor:
             try:
                 # Under the batch lock: a dead-letter replay may rewind the source
                 # between two batches, never in the middle of a read.
-                with self._batch_lock:
+                with self._batch_lock, bind_stage(Stage.SOURCE):
                     return self.source.read_batch(self.batch_size)
             except Exception as exc:
                 self.record_error(Stage.SOURCE, f"reading {self.source.name}: {exc}", exc=exc)
@@ -289,7 +280,7 @@ class JobProcessor:
                     return None
 
     def _backoff(self, attempt: int) -> None:
-        self.stats.retries += 1
+        self.counters.retries += 1
         self._stop.wait(self.policy.backoff_seconds(attempt))
 
     def _process_with_policy(self, batch: SourceBatch) -> None:
@@ -334,48 +325,47 @@ class JobProcessor:
     def _attempt(self, batch: SourceBatch, *, first: bool = True) -> None:
         """Process, write and commit one batch; `first`: not a retry (counts its input)."""
         started = time.perf_counter()
-        job = self.job.name
         if first:
-            self.stats.records_in += batch.num_records
-            self.metrics.add_records_in(job, batch.num_records)
+            self.counters.records_in += batch.num_records
         # A processing slot bounds how many job threads compute at once (the commit,
         # mostly fsync, is outside it): with 50 busy jobs the API thread would otherwise
         # wait for the GIL behind all of them.
         with self._slots:
             try:
                 # A batch of only bad records may come before any schema is known.
-                output = (
-                    self.executor.process(batch)
-                    if batch.table.num_rows
-                    else BatchOutput(batch.table.slice(0, 0))
-                )
+                with bind_stage(Stage.PROCESS):
+                    output = (
+                        self.executor.process(batch)
+                        if batch.table.num_rows
+                        else BatchOutput(batch.table.slice(0, 0))
+                    )
             except Exception as exc:
                 self.record_error(Stage.PROCESS, str(exc) or type(exc).__name__, exc=exc)
                 raise
             bad = [*batch.bad, *output.bad, *output.late]
             if first:
-                self.stats.late_records += len(output.late)
+                self.counters.late_records += len(output.late)
             if bad:
                 self._handle_bad(bad, count=first)
             written = self._write(output.table)
-        self.committer.commit(batch)
+        with bind_stage(Stage.COMMIT):
+            self.committer.commit(batch)
         self._count_out(written)
-        self.metrics.observe_batch(job, time.perf_counter() - started)
+        self.counters.observe_batch(time.perf_counter() - started)
 
     def _count_out(self, rows: int) -> None:
         """A batch committed: count it and its rows out."""
-        self.stats.batches += 1
-        self.stats.records_out += rows
-        self.metrics.add_records_out(self.job.name, rows)
+        self.counters.batches += 1
+        self.counters.records_out += rows
 
     def _handle_bad(self, bad: list[BadRecord], *, count: bool = True) -> None:
         """Record every bad record, then do what the failure strategy says."""
-        fingerprints = self._record_bad(bad)
+        context = self.errors.context  # looked up once for the batch's bad records
+        fingerprints = self._record_bad(bad, context)
         if count:
-            self.stats.records_failed += len(bad)
-            self.metrics.add_records_failed(self.job.name, len(bad))
+            self.counters.records_failed += len(bad)
         if self.policy.dead_letters:
-            self._dead_letter(bad, fingerprints)
+            self._dead_letter(bad, fingerprints, context)
         elif not self.policy.skips_bad_records:
             first = bad[0]
             reason = f"{len(bad)} bad record(s) in the batch; first at {first.ref}: {first.message}"
@@ -385,7 +375,7 @@ class JobProcessor:
                 f"FailBatch: {reason}", failed_kind=first.kind, job=self.job.name
             )
 
-    def _record_bad(self, bad: list[BadRecord]) -> list[str | None]:
+    def _record_bad(self, bad: list[BadRecord], context: DeploymentContext) -> list[str | None]:
         """Record the bad records' errors; return each record's fingerprint.
 
         Records that fail alike (same stage, kind and message, e.g. one bad value in
@@ -398,23 +388,23 @@ class JobProcessor:
         fingerprints: list[str | None] = [None] * len(bad)
         for (stage, kind, message), indexes in alike.items():
             last = bad[indexes[-1]]
-            fp = ErrorTracker.record_error(
-                self.observability,
-                self.job.name,
+            fp = self.errors.record(
+                stage,
                 message,
-                stage=stage,
                 kind=kind,
                 record_ref=last.ref,
                 count=len(indexes),
+                context=context,
             )
             for index in indexes:
                 fingerprints[index] = fp
         return fingerprints
 
-    def _dead_letter(self, bad: list[BadRecord], fingerprints: list[str | None]) -> None:
+    def _dead_letter(
+        self, bad: list[BadRecord], fingerprints: list[str | None], context: DeploymentContext
+    ) -> None:
         if self.dlq is None:
             raise DeadLetterError(f"job {self.job.name} has no dead-letter queue configured")
-        context = self.observability.deployment_context_for_job(self.job.name)
         letters = [
             dead_letter(
                 record,
@@ -436,14 +426,14 @@ class JobProcessor:
             return None
         pending, self._dlq_pending = self._dlq_pending, 0
         try:
-            offset = self.dlq.flush()
+            with bind_stage(Stage.DLQ):
+                offset = self.dlq.flush()
         except Exception as exc:
-            self.metrics.add_dlq_write_failure(self.job.name)
+            self.counters.dlq_write_failures += 1
             self.record_error(Stage.DLQ, f"dead-letter write failed: {exc}", exc=exc)
             raise DeadLetterError(f"dead-letter write failed: {exc}", job=self.job.name) from exc
         if pending:
-            self.stats.dead_letters += pending
-            self.metrics.add_dlq_records(self.job.name, pending)
+            self.counters.dead_letters += pending
         return offset
 
     def _write(self, table: pa.Table | None) -> int:
@@ -452,7 +442,8 @@ class JobProcessor:
             return 0
         for sink in self.sinks:
             try:
-                sink.write(table)
+                with bind_stage(Stage.SINK):
+                    sink.write(table)
             except Exception as exc:
                 self.record_error(Stage.SINK, f"writing {sink.name}: {exc}", exc=exc)
                 raise
