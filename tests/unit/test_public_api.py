@@ -138,10 +138,11 @@ EXPORTS: dict[str, set[str]] = {
         "dead_letter",
         "decode_payload",
         "encode_payload",
+        "letters_to_replay",
     },
     "velostream.dlq.letter": {"DeadLetter", "dead_letter", "decode_payload", "encode_payload"},
     "velostream.dlq.queue": {"DeadLetterQueue"},
-    "velostream.dlq.replay": {"ReplayLog"},
+    "velostream.dlq.replay": {"ReplayLog", "letters_to_replay"},
     "velostream.dlq.file": {"FileDeadLetterQueue"},
     "velostream.dlq.memory": {"MemoryDeadLetterQueue"},
     "velostream.dlq.kafka": {

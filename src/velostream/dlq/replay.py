@@ -7,9 +7,11 @@ import os
 import threading
 from pathlib import Path
 
+from velostream.dlq.letter import DeadLetter
+from velostream.dlq.queue import DeadLetterQueue
 from velostream.errors import DeadLetterError
 
-__all__ = ["ReplayLog"]
+__all__ = ["ReplayLog", "letters_to_replay"]
 
 
 class ReplayLog:
@@ -45,3 +47,20 @@ class ReplayLog:
                     os.fsync(out.fileno())
             except OSError as exc:
                 raise DeadLetterError(f"cannot record replayed letters: {exc}") from exc
+
+
+def letters_to_replay(
+    queue: DeadLetterQueue, ids: list[str] | None = None, page: int = 1000
+) -> list[DeadLetter]:
+    """The queue's letters not replayed yet, in order; only those of `ids` if given."""
+    wanted = set(ids) if ids else None
+    letters: list[DeadLetter] = []
+    offset: int | None = 0
+    while offset is not None:
+        batch, offset = queue.read(offset, page)
+        letters += [
+            letter
+            for letter in batch
+            if not letter.doc.get("replayed") and (wanted is None or letter.id in wanted)
+        ]
+    return letters

@@ -31,7 +31,7 @@ from typing import Any
 from velostream.datasource.registry import create_sink, create_source
 from velostream.datasource.traits import Sink, Source
 from velostream.datasource.validation import check_application
-from velostream.dlq import DeadLetter, FileDeadLetterQueue
+from velostream.dlq import DeadLetter, FileDeadLetterQueue, letters_to_replay
 from velostream.errors import (
     BatchFailedError,
     JobConflictError,
@@ -448,12 +448,7 @@ class StreamJobServer:
             processor = handle.processor
             if processor is None or processor.dlq is None:
                 raise JobStateError(f"job {name!r} has no dead-letter queue", job=name)
-            wanted = set(ids) if ids else None
-            letters = [
-                letter
-                for letter in _all_letters(processor)
-                if not letter.doc.get("replayed") and (wanted is None or letter.id in wanted)
-            ]
+            letters = letters_to_replay(processor.dlq, ids)
             if not letters:
                 return {"job": name, "replayed": 0, "rows_out": 0}
             if handle.state == JobState.STARTING:
@@ -535,13 +530,3 @@ class StreamJobServer:
             handle.thread.join(max(ends_at - time.monotonic(), 0))
             if handle.thread.is_alive():
                 forced.append(handle.name)
-
-
-def _all_letters(processor: JobProcessor) -> list[DeadLetter]:
-    assert processor.dlq is not None
-    letters: list[DeadLetter] = []
-    offset: int | None = 0
-    while offset is not None:
-        page, offset = processor.dlq.read(offset, 1000)
-        letters.extend(page)
-    return letters

@@ -16,6 +16,7 @@ from velostream.dlq import (
     MemoryDeadLetterQueue,
     ReplayLog,
     dead_letter,
+    letters_to_replay,
 )
 from velostream.errors import DeadLetterError, ErrorKind
 from velostream.observability.error_tracker import DeploymentContext
@@ -79,3 +80,14 @@ def test_a_log_that_cannot_write_its_file_says_so(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(DeadLetterError, match="cannot record replayed letters"):
         ReplayLog(blocker / "j.replayed").add(["a"])
+
+
+def test_letters_to_replay_are_the_unreplayed_ones_in_order_across_pages() -> None:
+    queue = MemoryDeadLetterQueue()
+    queue.write(_letters(7))
+    queue.flush()
+    every = [letter.id for letter in letters_to_replay(queue, page=3)]
+    assert len(every) == 7
+    queue.mark_replayed(every[1:3])
+    assert [x.id for x in letters_to_replay(queue, page=2)] == [every[0], *every[3:]]
+    assert [x.id for x in letters_to_replay(queue, [every[2], every[5]])] == [every[5]]
