@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, replace
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from velostream import __version__
-from velostream.errors import ErrorKind, Severity, Stage
+from velostream.errors import Stage
 from velostream.observability.catalog import DEFAULT_CATALOG_CAPACITY
 from velostream.observability.error_tracker import DEFAULT_BUFFER_CAPACITY, DeploymentContext
 from velostream.observability.logging import job_logger
@@ -113,22 +114,10 @@ class ObservabilityManager:
         return self._errors
 
     def record_error(
-        self,
-        job: str,
-        stage: Stage | str,
-        message: str,
-        *,
-        kind: ErrorKind | str | None = None,
-        exc: BaseException | None = None,
-        record_ref: str | None = None,
-        severity: Severity | str | None = None,
-        count: int = 1,
+        self, job: str, stage: Stage | str, message: str, **details: Any
     ) -> str | None:
-        """Record an error everywhere (see `ErrorRecorder.record`); return its fingerprint."""
-        return self.errors.record(
-            job, stage, message, kind=kind, exc=exc, record_ref=record_ref,
-            severity=severity, count=count,
-        )  # fmt: skip
+        """Record an error everywhere; the details and result are `ErrorRecorder.record`'s."""
+        return self.errors.record(job, stage, message, **details)
 
     def job_errors(self, job: str) -> JobErrors:
         """The error recorder bound to `job`."""

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from velostream.errors import ErrorKind, Severity, Stage, classify
 from velostream.observability.error_tracker import DeploymentContext
@@ -24,28 +25,27 @@ from velostream.observability.metrics import MetricsProvider
 __all__ = ["ErrorRecorder", "JobErrors", "as_kind", "as_stage"]
 
 _fallback_log = logging.getLogger(ERROR_LOGGER)
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def _member(enum: type[_E], value: _E | str, what: str) -> _E:
+    if type(value) is enum:
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        valid = ", ".join(m.value for m in enum)
+        raise ValueError(f"unknown error {what} {value!r} (one of: {valid})") from None
 
 
 def as_stage(stage: Stage | str) -> Stage:
     """`stage` as a Stage; a name that is not one raises ValueError listing the valid ones."""
-    if type(stage) is Stage:
-        return stage
-    try:
-        return Stage(stage)
-    except ValueError:
-        valid = ", ".join(s.value for s in Stage)
-        raise ValueError(f"unknown error stage {stage!r} (one of: {valid})") from None
+    return _member(Stage, stage, "stage")
 
 
 def as_kind(kind: ErrorKind | str) -> ErrorKind:
     """`kind` as an ErrorKind (its value, e.g. "ParseError"); else ValueError."""
-    if type(kind) is ErrorKind:
-        return kind
-    try:
-        return ErrorKind(kind)
-    except ValueError:
-        valid = ", ".join(k.value for k in ErrorKind)
-        raise ValueError(f"unknown error kind {kind!r} (one of: {valid})") from None
+    return _member(ErrorKind, kind, "kind")
 
 
 class ErrorRecorder:

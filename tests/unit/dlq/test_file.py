@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from velostream.datasource.traits import BadRecord
-from velostream.dlq import DeadLetter, FileDeadLetterQueue, dead_letter
-from velostream.errors import DeadLetterError, ErrorKind, Stage
+from tests.unit.dlq.letters import bad, letters
+from velostream.dlq import FileDeadLetterQueue, dead_letter
+from velostream.errors import DeadLetterError, Stage
 from velostream.observability.error_tracker import DeploymentContext
-
-
-def _bad(i: int, raw: bytes = b"1,x") -> BadRecord:
-    return BadRecord(raw=raw, ref=f"f.csv:{i}", message="bad", kind=ErrorKind.TYPE)
 
 
 def test_file_dlq_keeps_the_original_record_and_context(tmp_path: Path) -> None:
@@ -22,7 +18,7 @@ def test_file_dlq_keeps_the_original_record_and_context(tmp_path: Path) -> None:
     ctx = DeploymentContext(node_id="n1", node_name="N", region="r", version="2")
     letters = [
         dead_letter(
-            _bad(i, raw),
+            bad(i, raw),
             job="j",
             app="a",
             version="2",
@@ -66,7 +62,7 @@ def test_file_dlq_truncates_to_a_committed_offset_and_pages(tmp_path: Path) -> N
     ctx = DeploymentContext()
     make = [
         dead_letter(
-            _bad(i), job="j", app=None, version=None, source="s", fingerprint=None, context=ctx
+            bad(i), job="j", app=None, version=None, source="s", fingerprint=None, context=ctx
         )
         for i in range(5)
     ]
@@ -84,16 +80,6 @@ def test_file_dlq_truncates_to_a_committed_offset_and_pages(tmp_path: Path) -> N
     assert [d.doc["position"] for d in page] == ["f.csv:2", "f.csv:3"] and nxt == 4
 
 
-def _letters(first: int, n: int = 1) -> list[DeadLetter]:
-    ctx = DeploymentContext()
-    return [
-        dead_letter(
-            _bad(i), job="j", app=None, version=None, source="s", fingerprint=None, context=ctx
-        )
-        for i in range(first, first + n)
-    ]
-
-
 def _positions(dlq: FileDeadLetterQueue) -> list[str]:
     return [d.doc["position"] for d in dlq.read(0, 1000)[0]]
 
@@ -104,7 +90,7 @@ def test_file_dlq_rolls_into_segments_named_by_offset_and_reads_everything(
     dlq = FileDeadLetterQueue(tmp_path / "j.jsonl", max_bytes=200, backups=10)
     offsets = []
     for i in range(6):
-        dlq.write(_letters(i))
+        dlq.write(letters(i))
         offsets.append(dlq.flush())
     segments = sorted(p.name for p in tmp_path.glob("j.jsonl.0*"))
     assert segments, "no roll"
@@ -125,12 +111,12 @@ def test_rolling_back_past_a_roll_reopens_the_segment_holding_the_offset(tmp_pat
     """An abort (or a restart) after a batch whose flush rolled the file: the committed
     offset lies in the sealed segment, which becomes live again, cut at the offset."""
     dlq = FileDeadLetterQueue(tmp_path / "j.jsonl", max_bytes=200, backups=10)
-    dlq.write(_letters(0, 1))
+    dlq.write(letters(0, 1))
     dlq.flush()
-    dlq.write(_letters(1, 1))
+    dlq.write(letters(1, 1))
     committed = dlq.flush()  # inside the first segment once the next flush rolls
     assert committed >= 200
-    dlq.write(_letters(2, 2))
+    dlq.write(letters(2, 2))
     assert dlq.flush() > committed
     assert list(tmp_path.glob("j.jsonl.0*")), "the uncommitted batch went to a new live file"
     dlq.truncate(committed)
@@ -138,7 +124,7 @@ def test_rolling_back_past_a_roll_reopens_the_segment_holding_the_offset(tmp_pat
     kept = [*tmp_path.glob("j.jsonl.0*"), tmp_path / "j.jsonl"]
     assert sum(p.stat().st_size for p in kept if p.exists()) == committed
     # The retried batch is written once; offsets go on from the committed one.
-    dlq.write(_letters(2, 2))
+    dlq.write(letters(2, 2))
     after = dlq.flush()
     assert after > committed
     assert _positions(dlq) == [f"f.csv:{i}" for i in range(4)]
@@ -155,7 +141,7 @@ def test_old_segments_beyond_the_backups_are_deleted_and_offsets_stay_global(
     dlq = FileDeadLetterQueue(tmp_path / "j.jsonl", max_bytes=1, backups=2)
     offsets = []
     for i in range(6):
-        dlq.write(_letters(i))
+        dlq.write(letters(i))
         offsets.append(dlq.flush())
     assert len(list(tmp_path.glob("j.jsonl.0*"))) == 2
     assert _positions(dlq) == ["f.csv:3", "f.csv:4", "f.csv:5"]
@@ -170,18 +156,6 @@ def test_a_dlq_write_failure_is_an_error_not_a_loss(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     dlq = FileDeadLetterQueue(blocker / "j.jsonl")
-    dlq.write(
-        [
-            dead_letter(
-                _bad(0),
-                job="j",
-                app=None,
-                version=None,
-                source="s",
-                fingerprint=None,
-                context=DeploymentContext(),
-            )
-        ]
-    )
+    dlq.write(letters(0))
     with pytest.raises(DeadLetterError, match="cannot write dead letters"):
         dlq.flush()

@@ -8,33 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from velostream.datasource.traits import BadRecord
+from tests.unit.dlq.letters import letters as make_letters
 from velostream.dlq import (
-    DeadLetter,
     DeadLetterQueue,
     FileDeadLetterQueue,
     MemoryDeadLetterQueue,
     ReplayLog,
-    dead_letter,
     letters_to_replay,
 )
-from velostream.errors import DeadLetterError, ErrorKind
-from velostream.observability.error_tracker import DeploymentContext
-
-
-def _letters(n: int) -> list[DeadLetter]:
-    return [
-        dead_letter(
-            BadRecord(b"x", f"f.csv:{i}", "bad", ErrorKind.TYPE),
-            job="j",
-            app=None,
-            version=None,
-            source="s",
-            fingerprint=None,
-            context=DeploymentContext(),
-        )
-        for i in range(n)
-    ]
+from velostream.errors import DeadLetterError
 
 
 def _file(tmp_path: Path) -> DeadLetterQueue:
@@ -50,7 +32,7 @@ def test_a_queue_marks_the_letters_it_was_told_were_replayed(
     make: Callable[[Path], DeadLetterQueue], tmp_path: Path
 ) -> None:
     queue = make(tmp_path)
-    letters = _letters(3)
+    letters = make_letters(0, 3)
     queue.write(letters)
     queue.flush()
     assert [d.doc["replayed"] for d in queue.read()[0]] == [False, False, False]
@@ -84,7 +66,7 @@ def test_a_log_that_cannot_write_its_file_says_so(tmp_path: Path) -> None:
 
 def test_letters_to_replay_are_the_unreplayed_ones_in_order_across_pages() -> None:
     queue = MemoryDeadLetterQueue()
-    queue.write(_letters(7))
+    queue.write(make_letters(0, 7))
     queue.flush()
     every = [letter.id for letter in letters_to_replay(queue, page=3)]
     assert len(every) == 7
