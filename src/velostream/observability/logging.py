@@ -205,28 +205,28 @@ class LogThrottle(Collector):
         """(log this occurrence?, occurrences suppressed since the last line).
 
         `count` occurrences at once: at most the first is logged, the others are
-        suppressed (and reported with the next line).
+        suppressed (and reported with the next line). On every error's path: one
+        function, one lock.
         """
+        if now is None:
+            now = time.monotonic()
         with self.lock:
-            return self._check(key, time.monotonic() if now is None else now, count)
-
-    def _check(self, key: Hashable, now: float, count: int) -> tuple[bool, int]:
-        state = self._state.get(key)
-        if state is None:
-            self._state[key] = [now, count - 1]
-            self.suppressed_total += count - 1
-            if len(self._state) > self._max_keys:
-                self._state.popitem(last=False)
-            return True, 0
-        if now - state[0] >= self.interval:
-            suppressed = int(state[1])
-            state[0], state[1] = now, count - 1
-            self.suppressed_total += count - 1
-            self._state.move_to_end(key)
-            return True, suppressed
-        state[1] += count
-        self.suppressed_total += count
-        return False, 0
+            state = self._state.get(key)
+            if state is None:
+                self._state[key] = [now, count - 1]
+                self.suppressed_total += count - 1
+                if len(self._state) > self._max_keys:
+                    self._state.popitem(last=False)
+                return True, 0
+            if now - state[0] >= self.interval:
+                suppressed = int(state[1])
+                state[0], state[1] = now, count - 1
+                self.suppressed_total += count - 1
+                self._state.move_to_end(key)
+                return True, suppressed
+            state[1] += count
+            self.suppressed_total += count
+            return False, 0
 
     def pending(self) -> dict[Hashable, int]:
         """Suppressed counts not yet reported in a line, by fingerprint; clears them."""

@@ -87,7 +87,8 @@ class ErrorRecorder:
         counted as suppressed. Returns None if recording itself failed (counted).
         """
         # Refused up front, before any place is touched: never half recorded.
-        stage = as_stage(stage)
+        if type(stage) is not Stage:
+            stage = as_stage(stage)
         if kind is None:
             kind = classify(exc) if exc is not None else ErrorKind.INTERNAL
         elif type(kind) is not ErrorKind:
@@ -103,7 +104,7 @@ class ErrorRecorder:
                 job, stage, kind, message, severity=severity, context=context,
                 record_ref=record_ref, count=count,
             )  # fmt: skip
-            log, suppressed = self.throttle.check((job, fingerprint), count=count)
+            log, suppressed = self.throttle.check((job, fingerprint), None, count)
             if log:
                 self._log(job, stage, kind, message, fingerprint, context, record_ref, suppressed)
             return fingerprint

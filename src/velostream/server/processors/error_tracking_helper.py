@@ -58,7 +58,7 @@ class ErrorTracker:
                 },
             )
             return None
-        return observability.record_error(
+        return observability.errors.record(
             job_name, stage, error_message, kind=kind, exc=exc, record_ref=record_ref,
             severity=severity, count=count,
         )  # fmt: skip
