@@ -64,6 +64,8 @@ DEFAULT_MAX_JOBS = 100
 #: concerned (broken SQL, max_jobs, a new job's connector): one bounded series.
 DEPLOY_JOB = "(deploy)"
 _log = logging.getLogger("velostream.server")
+# How long `wait_idle` waits on one job before it looks at them all again.
+_IDLE_POLL_SECONDS = 0.25
 
 
 @dataclass(slots=True)
@@ -492,9 +494,17 @@ class StreamJobServer:
                 active = [h for h in self._jobs.values() if h.state.active]
             if not active:
                 return True
-            if deadline is not None and time.monotonic() >= deadline:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 return False
-            time.sleep(0.05)
+            # A job's thread moves it to its final state as its last act: joining it
+            # returns the moment the job ends (a paused job's thread lives on: wait a bit).
+            wait = _IDLE_POLL_SECONDS if left is None else min(left, _IDLE_POLL_SECONDS)
+            thread = active[0].thread
+            if thread is not None and thread.is_alive():
+                thread.join(wait)
+            else:
+                time.sleep(min(wait, 0.005))
 
     def shutdown(self, deadline: float = 30.0) -> list[str]:
         """Stop taking work, stop every job in parallel under one deadline.
