@@ -30,6 +30,7 @@ from velostream.datasource.kafka.client import (
     PRODUCER_DEFAULTS,
     ClientErrors,
     client_config,
+    producer_settings,
     translate,
 )
 from velostream.datasource.kafka.codec import Encoded
@@ -105,14 +106,10 @@ class KafkaDeadLetterQueue:
 
     def _ensure_producer(self) -> Producer:
         if self._producer is None:
-            settings = {
-                **self._client,
-                "error_cb": self._errors.callback(),
-                "on_delivery": self._report,
-                "delivery.report.only.error": True,
-            }
             try:
-                self._producer = Producer(settings)
+                self._producer = Producer(
+                    producer_settings(self._client, self._errors, self._report)
+                )
             except (KafkaException, ValueError, TypeError) as exc:
                 raise self._failure(exc, "opening") from exc
         return self._producer

@@ -44,6 +44,7 @@ __all__ = [
     "PRODUCER_DEFAULTS",
     "ClientErrors",
     "client_config",
+    "producer_settings",
     "translate",
 ]
 
@@ -167,6 +168,18 @@ def client_config(
     config["bootstrap.servers"] = servers
     config["logger"] = log
     return config
+
+
+def producer_settings(
+    client: Mapping[str, Any], errors: ClientErrors, on_delivery: Callable[..., None]
+) -> dict[str, Any]:
+    """A producer's settings: `client`'s, with its error callback and failed-delivery reports."""
+    return {
+        **client,
+        "error_cb": errors.callback(),
+        "on_delivery": on_delivery,
+        "delivery.report.only.error": True,
+    }
 
 
 def translate(

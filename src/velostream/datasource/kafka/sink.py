@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from velostream.datasource.kafka.client import ClientErrors, translate
+from velostream.datasource.kafka.client import ClientErrors, producer_settings, translate
 from velostream.datasource.kafka.codec import Encoded, encode
 from velostream.datasource.kafka.config import KafkaSinkConfig
 from velostream.datasource.traits import Sink
@@ -129,14 +129,10 @@ class KafkaSink(Sink):
     def open(self, schema: pa.Schema | None = None) -> None:
         if self._producer is not None:
             return
-        settings = {
-            **self.config.client,
-            "error_cb": self._errors.callback(),
-            "on_delivery": self._report,
-            "delivery.report.only.error": True,
-        }
         try:
-            self._producer = Producer(settings)
+            self._producer = Producer(
+                producer_settings(self.config.client, self._errors, self._report)
+            )
         except (KafkaException, ValueError, TypeError) as exc:
             raise translate(exc, stage=Stage.SINK, name=self.name, doing="opening") from exc
 
