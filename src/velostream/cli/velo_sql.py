@@ -24,6 +24,7 @@ from rich.markup import escape
 from velostream.errors import VelostreamError
 from velostream.observability.logging import configure_logging
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
+from velostream.sql.variables import operator_variables
 
 if TYPE_CHECKING:
     from velostream.server.stream_job_server import StreamJobServer
@@ -70,6 +71,14 @@ ProcessingSlots = Annotated[
 Insecure = Annotated[
     bool, typer.Option("--insecure", help="allow a non-loopback bind without VELO_API_TOKEN")
 ]
+Variables = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var",
+        metavar="NAME=VALUE",
+        help="NAME=VALUE for ${NAME} in deployed SQL (repeatable); VELO_VAR_NAME also works",
+    ),
+]
 ShutdownDeadline = Annotated[
     float, typer.Option("--shutdown-deadline", help="seconds jobs get to stop on SIGTERM")
 ]
@@ -90,6 +99,7 @@ class ServeOptions:
     log_format: str
     log_file: str | None
     log_syslog: str | None
+    var: list[str] | None = None
 
 
 def _serve(options: ServeOptions, application: Path | None = None, once: bool = False) -> int:
@@ -114,6 +124,10 @@ def _serve(options: ServeOptions, application: Path | None = None, once: bool = 
         options.log_file,
         syslog=options.log_syslog,
     )
+    try:
+        variables = operator_variables(os.environ, options.var or ())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     data_dir.mkdir(parents=True, exist_ok=True)
     observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
     observability.initialize()
@@ -122,6 +136,7 @@ def _serve(options: ServeOptions, application: Path | None = None, once: bool = 
         data_dir,
         max_jobs=options.max_jobs,
         processing_slots=options.processing_slots,
+        variables=variables,
     )
 
     forced: list[str] = []
@@ -286,6 +301,7 @@ def server(
     max_jobs: MaxJobs = 100,
     processing_slots: ProcessingSlots = None,
     insecure: Insecure = False,
+    var: Variables = None,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
@@ -306,6 +322,7 @@ def deploy_app(
     max_jobs: MaxJobs = 100,
     processing_slots: ProcessingSlots = None,
     insecure: Insecure = False,
+    var: Variables = None,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",

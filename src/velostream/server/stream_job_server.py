@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,17 +125,22 @@ class StreamJobServer:
         max_jobs: int = DEFAULT_MAX_JOBS,
         processing_slots: int | None = None,
         checkpoints: bool = True,
+        variables: Mapping[str, str] | None = None,
     ) -> None:
         """`processing_slots`: how many jobs process a batch at the same time (default:
         the CPU count); the others wait with their batch read. Python runs one thread at
         a time, so more would only make every job, and the API, wait longer.
 
         `checkpoints=False` keeps no job state between runs: every job starts from its
-        source's beginning (`velo-sql run`, a foreground run of a file)."""
+        source's beginning (`velo-sql run`, a foreground run of a file).
+
+        `variables` are all that `${VAR}` in deployed SQL resolves from (`--var`,
+        `VELO_VAR_*`): never the server's own environment, which holds its secrets."""
         self.observability = observability
         self.metrics = observability.require_metrics()
         self.data_dir = data_dir
         self.max_jobs = max_jobs
+        self.variables: dict[str, str] = dict(variables or {})
         self.checkpoints = CheckpointStore(data_dir / "checkpoints") if checkpoints else None
         self.processing_slots = max(1, processing_slots or os.cpu_count() or 2)
         self._slots = threading.BoundedSemaphore(self.processing_slots)
@@ -153,7 +159,10 @@ class StreamJobServer:
         directory; `deploy-app` passes the application file's folder).
         """
         return check_application(
-            sql, base_dir=Path.cwd() if base_dir is None else base_dir, source_name=source_name
+            sql,
+            base_dir=Path.cwd() if base_dir is None else base_dir,
+            source_name=source_name,
+            env=self.variables,
         )
 
     def _refuse(self, job: str | None, exc: VelostreamError) -> VelostreamError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from velostream.errors import PlanError, SqlValidationError
@@ -42,16 +43,24 @@ def _locate(job: JobSpec, offset: int | None) -> Position:
 
 
 def check_application(
-    text: str, *, connectors: ConnectorCatalog, base_dir: Path, source_name: str
+    text: str,
+    *,
+    connectors: ConnectorCatalog,
+    base_dir: Path,
+    source_name: str,
+    env: Mapping[str, str] | None = None,
 ) -> Application:
     """The parsed application; `SqlValidationError` lists every problem with line:column.
 
     `connectors` are the source and sink types there are, each with the check of its
     keys: `velostream.datasource.validation.check_application` passes the registered
     ones. `base_dir` resolves relative `config_file` paths (the application file's folder).
-    A planning problem is placed where the planner found it, else at the SELECT.
+    A planning problem is placed where the planner found it, else at the SELECT. `env`
+    is what `${VAR}` resolves from (None: the process environment).
     """
-    app = parse_application(text, connectors=connectors, base_dir=base_dir, source_name=source_name)
+    app = parse_application(
+        text, connectors=connectors, env=env, base_dir=base_dir, source_name=source_name
+    )
     problems = []
     for index, job in enumerate(app.jobs, start=1):
         try:

@@ -7,8 +7,18 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["OffsetMap", "substitute_value", "substitute_variables"]
+__all__ = [
+    "VARIABLE_ENV_PREFIX",
+    "OffsetMap",
+    "operator_variables",
+    "substitute_value",
+    "substitute_variables",
+]
 
+#: A server resolves `${NAME}` from `VELO_VAR_NAME` of its environment (and `--var`),
+#: never from the rest of it: job SQL comes from whoever can reach the API.
+VARIABLE_ENV_PREFIX = "VELO_VAR_"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 
 
@@ -70,3 +80,26 @@ def substitute_value(value: str, env: Mapping[str, str]) -> tuple[str, list[str]
     """`value` with its variables substituted, and the names of those left undefined."""
     new_text, _, undefined = substitute_variables(value, env)
     return new_text, [name for _, name in undefined]
+
+
+def operator_variables(
+    environ: Mapping[str, str], assignments: Sequence[str] = ()
+) -> dict[str, str]:
+    """The variables a server's jobs may use: `VELO_VAR_<NAME>` environment variables,
+    then each `NAME=VALUE` of `assignments` (`--var`), which wins.
+
+    Raises ValueError for an assignment that is not `NAME=VALUE` with a valid name.
+    """
+    values = {
+        key[len(VARIABLE_ENV_PREFIX) :]: value
+        for key, value in environ.items()
+        if key.startswith(VARIABLE_ENV_PREFIX) and _NAME.fullmatch(key[len(VARIABLE_ENV_PREFIX) :])
+    }
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not _NAME.fullmatch(name):
+            raise ValueError(
+                f"--var {assignment!r}: expected NAME=VALUE (NAME: letters, digits, _)"
+            )
+        values[name] = value
+    return values
