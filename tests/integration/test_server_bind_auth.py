@@ -1,7 +1,8 @@
 """Where `velo-sql server` binds, and who may change its jobs.
 
 A non-loopback bind without VELO_API_TOKEN is refused unless `--insecure`; with a
-token, mutating calls need `Authorization: Bearer <token>` and reads do not.
+token, mutating calls and reads of raw data (job SQL, dead-letter payloads) need
+`Authorization: Bearer <token>`; the other reads do not.
 """
 
 from __future__ import annotations
@@ -62,10 +63,12 @@ def test_non_loopback_bind_with_insecure_starts_without_auth(
     assert server.terminate() == 0
 
 
-def test_token_guards_mutating_calls(tmp_path: Path, launcher: Launcher) -> None:
+def test_token_guards_mutating_calls_and_raw_data(tmp_path: Path, launcher: Launcher) -> None:
     token_env = {"VELO_API_TOKEN": TOKEN}
-    # With a token, a non-loopback bind needs no --insecure.
-    server = launcher.server(tmp_path / "data", host="0.0.0.0", env=token_env)
+    # With a token, a non-loopback bind needs no --insecure. (The helper's own client,
+    # behind server.jobs() and wait_state, sends the token.)
+    server = launcher.server(tmp_path / "data", host="0.0.0.0", env=token_env, token=TOKEN)
+    anonymous = httpx.Client(base_url=server.url, timeout=10.0)
     app = small_app(tmp_path)
 
     refused = velo_cli("deploy", str(app), "--url", server.url)
@@ -74,19 +77,31 @@ def test_token_guards_mutating_calls(tmp_path: Path, launcher: Launcher) -> None
     wrong = velo_cli("deploy", str(app), "--url", server.url, "--token", "not-it")
     assert wrong.returncode == 1 and "401" in wrong.stderr
     assert server.jobs() == {}, "a refused deploy changed nothing"
-    raw = server.http.post("/jobs", json={"sql": app.read_text()})
+    raw = anonymous.post("/jobs", json={"sql": app.read_text()})
     assert raw.status_code == 401
     assert raw.headers["content-type"].startswith("application/problem+json")
     assert raw.headers["www-authenticate"] == "Bearer"
 
-    # Reads need no token.
-    listed = velo_cli("jobs", "--url", server.url)
-    assert listed.returncode == 0, listed.stderr
+    # Health, errors and metrics need no token.
+    for path in ("/health", "/errors", "/metrics"):
+        assert anonymous.get(path).status_code == 200, path
 
     deployed = velo_cli("deploy", str(app), "--url", server.url, "--token", TOKEN)
     assert deployed.returncode == 0, deployed.stderr
     assert "deployed: bind_copy" in deployed.stdout
     server.wait_state("bind_copy", "completed")
+
+    # The jobs' SQL and dead-letter payloads are raw data: they need the token too.
+    for path in ("/jobs", "/jobs/bind_copy", "/jobs/bind_copy/dlq"):
+        refused_read = anonymous.get(path)
+        assert refused_read.status_code == 401, path
+        assert "SELECT" not in refused_read.text
+    unlisted = velo_cli("jobs", "--url", server.url)
+    assert unlisted.returncode == 1 and "401" in unlisted.stderr
+    listed = velo_cli("jobs", "--url", server.url, "--token", TOKEN)
+    assert listed.returncode == 0, listed.stderr
+    assert "bind_copy" in listed.stdout
+    anonymous.close()
 
     # The same, with the token and URL from the environment.
     env = {"VELO_URL": server.url, "VELO_API_TOKEN": TOKEN}

@@ -182,10 +182,11 @@ _BEARER = HTTPBearer(
 
 
 def require_token(token: str | None) -> Any:
-    """A dependency: with a token configured, a mutating call needs `Bearer <token>`.
+    """A dependency: with a token configured, the call needs `Bearer <token>`.
 
-    The token is declared as an HTTP bearer security scheme in the OpenAPI, on the
-    mutating operations only; without a token, nothing is declared or checked.
+    Mutating calls and reads of raw data (SQL text, dead-letter payloads) depend on it.
+    The token is declared as an HTTP bearer security scheme in the OpenAPI, on those
+    operations only; without a token, nothing is declared or checked.
     """
     if token is None:
 
@@ -241,9 +242,13 @@ def _problem_of(exc: Exception, name: str | None = None) -> ApiProblem:
 def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     mutate = [Depends(require_token(token))]
+    # Raw data (the jobs' SQL, dead-letter payloads) is guarded like a mutation.
+    raw = mutate
     auth = (401,) if token is not None else ()
 
-    @router.get("/jobs", response_model=JobList)
+    @router.get(
+        "/jobs", response_model=JobList, dependencies=raw, responses=problem_responses(*auth)
+    )
     def list_jobs() -> dict[str, Any]:
         """Every deployed job with its state, history and counts."""
         return {"jobs": server.list_jobs(), "max_jobs": server.max_jobs}
@@ -269,7 +274,12 @@ def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
             raise _problem_of(exc) from exc
         return {"jobs": names}
 
-    @router.get("/jobs/{name}", response_model=JobInfo, responses=problem_responses(404, 422))
+    @router.get(
+        "/jobs/{name}",
+        response_model=JobInfo,
+        dependencies=raw,
+        responses=problem_responses(404, 422, *auth),
+    )
     def get_job(name: str) -> dict[str, Any]:
         """One job: its state, the history of its transitions, and its counts."""
         try:
@@ -314,7 +324,10 @@ def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
         )
 
     @router.get(
-        "/jobs/{name}/dlq", response_model=DeadLetterPage, responses=problem_responses(404, 422)
+        "/jobs/{name}/dlq",
+        response_model=DeadLetterPage,
+        dependencies=raw,
+        responses=problem_responses(404, 422, *auth),
     )
     def dead_letters(
         name: str,

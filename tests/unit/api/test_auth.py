@@ -1,5 +1,6 @@
-"""Bearer-token auth: with VELO_API_TOKEN, every mutating call needs it (401
-problem+json otherwise); reads stay open; without a token nothing is asked."""
+"""Bearer-token auth: with VELO_API_TOKEN, every mutating call and every read of raw
+data (job SQL, dead-letter payloads) needs it (401 problem+json otherwise); the other
+reads stay open; without a token nothing is asked."""
 
 from __future__ import annotations
 
@@ -23,11 +24,13 @@ MUTATING = [
     ("POST", "/jobs/out/stop", None),
     ("POST", "/jobs/out/dlq/replay", None),
     ("DELETE", "/jobs/no-such-job", None),  # auth is checked before the job is looked up
+    # reads of raw data: the jobs' SQL text, dead-letter payloads
+    ("GET", "/jobs", None),
+    ("GET", "/jobs/out", None),
+    ("GET", "/jobs/out/dlq", None),
+    ("GET", "/jobs/no-such-job/dlq", None),
 ]
 READS = [
-    "/jobs",
-    "/jobs/out",
-    "/jobs/out/dlq",
     "/errors",
     "/errors/recent",
     "/errors/report",
@@ -60,7 +63,7 @@ def call(
     [None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer", "Bearer ÿé"],
     ids=["missing", "wrong", "not-bearer", "longer", "empty", "non-ascii"],
 )
-def test_a_mutating_call_without_the_right_token_is_refused(
+def test_a_guarded_call_without_the_right_token_is_refused(
     secured: Harness, method: str, path: str, body: object, authorization: str | None
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -93,13 +96,15 @@ def test_the_right_token_is_accepted(secured: Harness) -> None:
     assert h.client.delete("/jobs/out", headers=auth).status_code == 200
 
 
-def test_the_openapi_declares_the_bearer_scheme_on_mutating_calls(secured: Harness) -> None:
+def test_the_openapi_declares_the_bearer_scheme_on_guarded_calls(secured: Harness) -> None:
     doc = secured.client.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    raw_reads = {"/jobs", "/jobs/{name}", "/jobs/{name}/dlq"}
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             secured_op = bool(operation.get("security"))
-            assert secured_op == (method in ("post", "delete")), (method, path)
+            guarded = method in ("post", "delete") or (method == "get" and path in raw_reads)
+            assert secured_op == guarded, (method, path)
             if secured_op:
                 assert "401" in operation["responses"]
 

@@ -111,7 +111,10 @@
   }
 
   async function api(path, options = {}) {
-    const headers = { Accept: "application/json", ...(options.headers || {}) };
+    // With a token set on the server, job SQL and dead-letter payloads need it too.
+    const token = ui.token ? ui.token.value.trim() : "";
+    const auth = token ? { Authorization: `Bearer ${token}` } : {};
+    const headers = { Accept: "application/json", ...auth, ...(options.headers || {}) };
     const response = await fetch(path, { ...options, headers, cache: "no-store" });
     let doc = null;
     try {
