@@ -573,10 +573,20 @@ def test_dead_letters_of_a_group_and_replay_with_a_token(
 ) -> None:
     row = wait_until("the CAST group", lambda: group_row(page, "clean_trades", "process"))
     page.click(f'#groups-table tbody tr[data-key="{row["key"]}"]')
-    payloads = page.wait_for(
-        "the dead letters",
+    # The server has a token: without it the records are left out, and the page says so.
+    hidden = page.wait_for(
+        "the dead letters, records hidden",
         """(() => { const cells = [...document.querySelectorAll('#letters-table pre.payload')];
            return cells.length > 0 && cells.map((c) => c.textContent); })()""",
+    )
+    assert hidden and all("enter the API token" in text for text in hidden)
+    page.evaluate("document.getElementById('token').focus()")
+    page.type_text(TOKEN)
+    payloads = page.wait_for(
+        "the dead letters' records",
+        """(() => { const cells = [...document.querySelectorAll('#letters-table pre.payload')];
+           return cells.length > 0 && cells.every((c) => !c.classList.contains('redacted'))
+             && cells.map((c) => c.textContent); })()""",
     )
     assert POISON_TRADE in payloads
     letters = page.evaluate("document.querySelector('#letters-table tbody').textContent")
@@ -593,7 +603,9 @@ def test_dead_letters_of_a_group_and_replay_with_a_token(
     page.screenshot(tmp_path / "console-dead-letters.png", *extra)
 
     # Without the token the server refuses, and the page says what to do.
+    page.evaluate("document.getElementById('token').value = ''")
     page.expect_error("401 (Unauthorized)")
+    page.wait_for(*REPLAY_ENABLED)
     page.click("#replay")
     page.wait_for(
         "the refusal", f"{REPLAY_STATUS}.includes('needs an API token')", show=REPLAY_STATUS

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from velostream import __version__
 from velostream.api.console import console_router
+from velostream.api.guard import DEFAULT_MAX_BODY, RequestGuard
 from velostream.api.jobs import jobs_router, problem, problem_responses
 from velostream.errors import ApiProblem, AuthError, Stage
 from velostream.observability.manager import ObservabilityManager
@@ -43,10 +44,14 @@ def create_app(
     *,
     token: str | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    hosts: frozenset[str] | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> FastAPI:
     """Build the app around one server's observability manager (and its jobs).
 
     `on_shutdown` runs when the HTTP server stops (SIGTERM/SIGINT), before it exits.
+    `hosts` are the Host names it answers to (`guard.allowed_hosts`; None: any, for an
+    app embedded in a test); `max_body` bounds request bodies (413 beyond).
     """
     metrics = observability.require_metrics()
 
@@ -57,6 +62,9 @@ def create_app(
             await asyncio.to_thread(on_shutdown)
 
     app = FastAPI(title="Velostream", version=__version__, lifespan=lifespan)
+    app.add_middleware(
+        RequestGuard, hosts=hosts if hosts is not None else frozenset({"*"}), max_body=max_body
+    )
 
     @app.exception_handler(ApiProblem)
     async def api_problem(request: Request, exc: ApiProblem) -> JSONResponse:

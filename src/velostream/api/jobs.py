@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
@@ -119,7 +119,9 @@ class JobInfo(BaseModel):
     dead_letters: int
     batches: int
     history: list[StateChangeModel]
-    sql: str
+    sql: str | None = Field(
+        description="the application text; null when the server has a token and none was given"
+    )
 
 
 class JobList(BaseModel):
@@ -158,6 +160,9 @@ class DeadLetterModel(BaseModel):
     payload: str | None = Field(None, description="the original record, as text")
     payload_base64: str | None = Field(None, description="the original record, when not text")
     replayed: bool = False
+    redacted: bool = Field(
+        False, description="the payload is left out: the server has a token and none was given"
+    )
 
 
 class DeadLetterPage(BaseModel):
@@ -179,6 +184,37 @@ class Replayed(BaseModel):
 _BEARER = HTTPBearer(
     auto_error=False, scheme_name="bearer", description="the server's VELO_API_TOKEN"
 )
+
+
+def token_given(token: str | None) -> Any:
+    """A dependency: True when the call may see raw data (no token set, or the right one).
+
+    Without it, job SQL and dead-letter payloads are left out of what a read returns.
+    The header is read directly, so these reads do not declare the bearer scheme in the
+    OpenAPI: they answer without it, with less.
+    """
+    if token is None:
+
+        def open_read() -> bool:
+            return True
+
+        return open_read
+    expected = token.encode("utf-8")
+
+    def given(request: Request) -> bool:
+        scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        offered = credentials.strip().encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(offered, expected)
+
+    return given
+
+
+def _redact_letter(doc: dict[str, Any]) -> dict[str, Any]:
+    redacted = {k: v for k, v in doc.items() if k not in ("payload", "payload_base64")}
+    redacted["redacted"] = True
+    return redacted
 
 
 def require_token(token: str | None) -> Any:
@@ -242,16 +278,20 @@ def _problem_of(exc: Exception, name: str | None = None) -> ApiProblem:
 def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
     router = APIRouter(tags=["jobs"])
     mutate = [Depends(require_token(token))]
-    # Raw data (the jobs' SQL, dead-letter payloads) is guarded like a mutation.
-    raw = mutate
+    # Raw data (the jobs' SQL, dead-letter payloads) needs the token like a mutation;
+    # a read without it gets everything else.
+    # A default, not an Annotated alias: a local alias is not visible to FastAPI's
+    # resolution of the (postponed) annotations.
+    raw_ok_dependency = Depends(token_given(token))
     auth = (401,) if token is not None else ()
 
-    @router.get(
-        "/jobs", response_model=JobList, dependencies=raw, responses=problem_responses(*auth)
-    )
-    def list_jobs() -> dict[str, Any]:
-        """Every deployed job with its state, history and counts."""
-        return {"jobs": server.list_jobs(), "max_jobs": server.max_jobs}
+    @router.get("/jobs", response_model=JobList)
+    def list_jobs(raw_ok: bool = raw_ok_dependency) -> dict[str, Any]:
+        """Every deployed job with its state, history and counts (`sql`: see JobInfo)."""
+        jobs = server.list_jobs()
+        if not raw_ok:
+            jobs = [{**job, "sql": None} for job in jobs]
+        return {"jobs": jobs, "max_jobs": server.max_jobs}
 
     @router.post(
         "/jobs",
@@ -274,18 +314,14 @@ def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
             raise _problem_of(exc) from exc
         return {"jobs": names}
 
-    @router.get(
-        "/jobs/{name}",
-        response_model=JobInfo,
-        dependencies=raw,
-        responses=problem_responses(404, 422, *auth),
-    )
-    def get_job(name: str) -> dict[str, Any]:
+    @router.get("/jobs/{name}", response_model=JobInfo, responses=problem_responses(404, 422))
+    def get_job(name: str, raw_ok: bool = raw_ok_dependency) -> dict[str, Any]:
         """One job: its state, the history of its transitions, and its counts."""
         try:
-            return server.get_job_status(name)
+            job = server.get_job_status(name)
         except Exception as exc:
             raise _problem_of(exc, name) from exc
+        return job if raw_ok else {**job, "sql": None}
 
     @router.delete(
         "/jobs/{name}",
@@ -324,13 +360,11 @@ def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
         )
 
     @router.get(
-        "/jobs/{name}/dlq",
-        response_model=DeadLetterPage,
-        dependencies=raw,
-        responses=problem_responses(404, 422, *auth),
+        "/jobs/{name}/dlq", response_model=DeadLetterPage, responses=problem_responses(404, 422)
     )
     def dead_letters(
         name: str,
+        raw_ok: bool = raw_ok_dependency,
         offset: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         fingerprint: str | None = None,
@@ -343,6 +377,8 @@ def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
         docs = [
             d.doc for d in letters if fingerprint is None or d.doc.get("fingerprint") == fingerprint
         ]
+        if not raw_ok:
+            docs = [_redact_letter(doc) for doc in docs]
         return {"job": name, "letters": docs, "next_offset": nxt}
 
     @router.post(

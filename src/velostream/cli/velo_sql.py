@@ -21,6 +21,7 @@ import uvicorn
 from rich.console import Console
 from rich.markup import escape
 
+from velostream.api.guard import DEFAULT_MAX_BODY, allowed_hosts
 from velostream.errors import VelostreamError
 from velostream.observability.logging import configure_logging
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
@@ -79,6 +80,19 @@ Variables = Annotated[
         help="NAME=VALUE for ${NAME} in deployed SQL (repeatable); VELO_VAR_NAME also works",
     ),
 ]
+AllowedHosts = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allowed-host",
+        metavar="NAME",
+        help="a Host name the API answers to besides loopback and the bind address "
+        "(repeatable; * for any)",
+    ),
+]
+MaxBody = Annotated[
+    int,
+    typer.Option("--max-body", min=1, metavar="BYTES", help="largest request body accepted"),
+]
 ShutdownDeadline = Annotated[
     float, typer.Option("--shutdown-deadline", help="seconds jobs get to stop on SIGTERM")
 ]
@@ -100,6 +114,8 @@ class ServeOptions:
     log_file: str | None
     log_syslog: str | None
     var: list[str] | None = None
+    allowed_host: list[str] | None = None
+    max_body: int = DEFAULT_MAX_BODY
 
 
 def _serve(options: ServeOptions, application: Path | None = None, once: bool = False) -> int:
@@ -146,7 +162,14 @@ def _serve(options: ServeOptions, application: Path | None = None, once: bool = 
         if forced:
             _log.error("forced to abandon jobs at shutdown: %s", ", ".join(forced))
 
-    api = create_app(observability, jobs, token=token, on_shutdown=stop_jobs)
+    api = create_app(
+        observability,
+        jobs,
+        token=token,
+        on_shutdown=stop_jobs,
+        hosts=allowed_hosts(host, options.allowed_host or ()),
+        max_body=options.max_body,
+    )
     config = uvicorn.Config(
         api, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
     )
@@ -302,6 +325,8 @@ def server(
     processing_slots: ProcessingSlots = None,
     insecure: Insecure = False,
     var: Variables = None,
+    allowed_host: AllowedHosts = None,
+    max_body: MaxBody = DEFAULT_MAX_BODY,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
@@ -323,6 +348,8 @@ def deploy_app(
     processing_slots: ProcessingSlots = None,
     insecure: Insecure = False,
     var: Variables = None,
+    allowed_host: AllowedHosts = None,
+    max_body: MaxBody = DEFAULT_MAX_BODY,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",

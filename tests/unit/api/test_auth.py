@@ -1,15 +1,16 @@
-"""Bearer-token auth: with VELO_API_TOKEN, every mutating call and every read of raw
-data (job SQL, dead-letter payloads) needs it (401 problem+json otherwise); the other
-reads stay open; without a token nothing is asked."""
+"""Bearer-token auth: with VELO_API_TOKEN, every mutating call needs it (401
+problem+json otherwise); reads stay open but leave out raw data (job SQL, dead-letter
+payloads) unless it is given; without a token nothing is asked."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.jobserver import TOKEN, Harness, app_sql
+from tests.jobserver import TOKEN, Harness, app_sql, poison_lines, write_jsonl
 
 PROBLEM = "application/problem+json"
 ROWS = json.dumps([{"id": i} for i in range(3)])
@@ -24,13 +25,11 @@ MUTATING = [
     ("POST", "/jobs/out/stop", None),
     ("POST", "/jobs/out/dlq/replay", None),
     ("DELETE", "/jobs/no-such-job", None),  # auth is checked before the job is looked up
-    # reads of raw data: the jobs' SQL text, dead-letter payloads
-    ("GET", "/jobs", None),
-    ("GET", "/jobs/out", None),
-    ("GET", "/jobs/out/dlq", None),
-    ("GET", "/jobs/no-such-job/dlq", None),
 ]
 READS = [
+    "/jobs",
+    "/jobs/out",
+    "/jobs/out/dlq",
     "/errors",
     "/errors/recent",
     "/errors/report",
@@ -63,7 +62,7 @@ def call(
     [None, "Bearer wrong-token", f"Basic {TOKEN}", f"Bearer {TOKEN}x", "Bearer", "Bearer ÿé"],
     ids=["missing", "wrong", "not-bearer", "longer", "empty", "non-ascii"],
 )
-def test_a_guarded_call_without_the_right_token_is_refused(
+def test_a_mutating_call_without_the_right_token_is_refused(
     secured: Harness, method: str, path: str, body: object, authorization: str | None
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
@@ -96,15 +95,13 @@ def test_the_right_token_is_accepted(secured: Harness) -> None:
     assert h.client.delete("/jobs/out", headers=auth).status_code == 200
 
 
-def test_the_openapi_declares_the_bearer_scheme_on_guarded_calls(secured: Harness) -> None:
+def test_the_openapi_declares_the_bearer_scheme_on_mutating_calls(secured: Harness) -> None:
     doc = secured.client.get("/openapi.json").json()
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    raw_reads = {"/jobs", "/jobs/{name}", "/jobs/{name}/dlq"}
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             secured_op = bool(operation.get("security"))
-            guarded = method in ("post", "delete") or (method == "get" and path in raw_reads)
-            assert secured_op == guarded, (method, path)
+            assert secured_op == (method in ("post", "delete")), (method, path)
             if secured_op:
                 assert "401" in operation["responses"]
 
@@ -116,3 +113,39 @@ def test_without_a_token_nothing_is_asked(harness: Harness) -> None:
     assert h.client.post("/jobs/out/stop").status_code == 200
     doc = h.client.get("/openapi.json").json()
     assert "securitySchemes" not in doc.get("components", {})
+
+
+def test_raw_data_is_left_out_of_reads_without_the_token(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    h.token = TOKEN
+    source = write_jsonl(tmp_path / "in.jsonl", poison_lines())
+    sql = app_sql(
+        "dl",
+        select="SELECT id, CAST(v AS INTEGER) AS v FROM src",
+        source={"type": "file_source", "path": str(source), "format": "json"},
+        job={"failure_strategy": "SendToDLQ"},
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert h.client.post("/jobs", json={"sql": sql}, headers=auth).status_code == 201
+    h.wait_state("dl", "completed")
+    for headers, raw_shown in (
+        ({}, False),
+        ({"Authorization": "Bearer wrong"}, False),
+        (auth, True),
+    ):
+        (listed,) = h.client.get("/jobs", headers=headers).json()["jobs"]
+        one = h.client.get("/jobs/dl", headers=headers).json()
+        letters = h.client.get("/jobs/dl/dlq", headers=headers).json()["letters"]
+        assert len(letters) == 4
+        if raw_shown:
+            assert listed["sql"] == one["sql"]
+            assert "CAST(v AS INTEGER)" in listed["sql"]
+            assert all(d["payload"] and not d["redacted"] for d in letters)
+        else:
+            assert listed["sql"] is None and one["sql"] is None
+            assert all("payload" not in d or d["payload"] is None for d in letters)
+            assert all(d["redacted"] for d in letters)
+            text = h.client.get("/jobs/dl/dlq", headers=headers).text
+            assert '\\"v\\"' not in text and '{\\"id\\": 5' not in text  # no payload
+        # the rest is there either way
+        assert listed["state"] == "completed" and {d["stage"] for d in letters}

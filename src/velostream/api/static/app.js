@@ -842,8 +842,14 @@
       time.title = iso(d.timestamp);
       const payload = make("td", "c-payload");
       const text = d.payload ?? null;
-      const pre = make("pre", "payload", text !== null ? text : d.payload_base64 || "");
-      if (text === null && d.payload_base64) pre.title = "base64: the record is not UTF-8 text";
+      let pre;
+      if (d.redacted) {
+        // The server has a token: a record is raw data, shown only with it.
+        pre = make("pre", "payload redacted", "hidden: enter the API token above to see it");
+      } else {
+        pre = make("pre", "payload", text !== null ? text : d.payload_base64 || "");
+        if (text === null && d.payload_base64) pre.title = "base64: the record is not UTF-8 text";
+      }
       payload.appendChild(pre);
       row.append(
         make("td", "c-position", d.position || ""),
@@ -978,6 +984,7 @@
       } catch {
         /* kept in the field only */
       }
+      refreshLetters(); // a token shows the records it hid
     });
     restoreFilters();
     window.addEventListener("hashchange", followHash);
