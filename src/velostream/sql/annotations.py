@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 
+from velostream.errors import SandboxError
 from velostream.sql.model import FailureStrategy, JobMode, MetricSpec, Position
 from velostream.sql.properties import (
     BOOLEAN_ALIASES,
@@ -25,6 +26,7 @@ from velostream.sql.properties import (
     parse_failure_strategy,
     parse_int,
 )
+from velostream.sql.sandbox import parse_condition
 
 __all__ = [
     "APP_KEYS",
@@ -332,6 +334,12 @@ def _metric(head: Annotation, fields: dict[str, Annotation], report: Report) -> 
     if buckets is None:
         ok = False
     condition = fields["metric_condition"].value.strip() if "metric_condition" in fields else None
+    if condition:
+        try:
+            condition = parse_condition(condition)
+        except SandboxError as exc:
+            report(fields["metric_condition"].position, f"metric '{name}': @metric_condition {exc}")
+            ok = False
     if not ok or buckets is None:
         return None
     return MetricSpec(

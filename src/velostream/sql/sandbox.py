@@ -6,11 +6,19 @@ locked (defence in depth); this check gives the user a clear message at validati
 
 from __future__ import annotations
 
+import sqlglot
 from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
 
 from velostream.errors import SandboxError
 
-__all__ = ["FORBIDDEN_FUNCTIONS", "check_sandbox"]
+__all__ = [
+    "FORBIDDEN_FUNCTIONS",
+    "UNAVAILABLE_FUNCTIONS",
+    "check_expression",
+    "check_sandbox",
+    "parse_condition",
+]
 
 # Table and scalar functions that read files, the network or the environment.
 FORBIDDEN_FUNCTIONS = frozenset(
@@ -52,6 +60,17 @@ FORBIDDEN_FUNCTIONS = frozenset(
 )
 
 
+# Functions a sandboxed job has no use for, or that would only fail once rows flow:
+# refused at validation, each with the reason.
+UNAVAILABLE_FUNCTIONS = {
+    "which_secret": "secrets are not available to job SQL",
+    "checkpoint": "a job does not manage its database",
+    "force_checkpoint": "a job does not manage its database",
+    "nextval": "sequences are not available in job SQL (use ROW_NUMBER() or a key column)",
+    "currval": "sequences are not available in job SQL (use ROW_NUMBER() or a key column)",
+}
+
+
 def _function_name(node: exp.Expr) -> str:
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
@@ -74,16 +93,7 @@ def check_sandbox(tree: exp.Expr, sources: set[str]) -> str:
             f"{_statement_name(tree)} is not allowed in job SQL: a job is a single SELECT "
             "over its declared sources (sources and sinks do all I/O)"
         )
-    for node in tree.walk():
-        if isinstance(node, exp.Func):
-            name = _function_name(node)
-            if name in FORBIDDEN_FUNCTIONS or name.startswith(("read_", "pragma_")):
-                raise SandboxError(
-                    f"function {name}() is not allowed in job SQL: jobs read only their "
-                    "declared sources (configure a file_source or kafka_source instead)"
-                )
-        if isinstance(node, exp.Command | exp.Pragma | exp.Set | exp.Copy | exp.Attach):
-            raise SandboxError(f"{node.key.upper()} is not allowed in job SQL")
+    check_expression(tree)
     from_ = tree.args.get("from_") or tree.args.get("from")
     if from_ is None:
         raise SandboxError("a job's SELECT needs FROM <source>")
@@ -108,8 +118,75 @@ def check_sandbox(tree: exp.Expr, sources: set[str]) -> str:
     if name not in sources:
         valid = ", ".join(sorted(sources)) or "none declared"
         raise SandboxError(f"FROM {name}: not a declared source (declared: {valid})")
+    _no_subqueries(tree)
+    return name
+
+
+def check_expression(tree: exp.Expr) -> None:
+    """Raise SandboxError if anything in `tree` reaches outside a job's rows.
+
+    Functions that read files, the network, settings or the environment, statements
+    (PRAGMA, SET, COPY, ATTACH, ...), functions a job cannot use, and Unicode escape
+    strings (`U&'...'`, which DuckDB does not read as a string).
+    """
+    for node in tree.walk():
+        if isinstance(node, exp.Func):
+            name = _function_name(node)
+            if name in FORBIDDEN_FUNCTIONS or name.startswith(("read_", "pragma_")):
+                raise SandboxError(
+                    f"function {name}() is not allowed in job SQL: jobs read only their "
+                    "declared sources (configure a file_source or kafka_source instead)"
+                )
+            if name in UNAVAILABLE_FUNCTIONS:
+                raise SandboxError(
+                    f"function {name}() is not allowed: {UNAVAILABLE_FUNCTIONS[name]}"
+                )
+        if isinstance(node, exp.Command | exp.Pragma | exp.Set | exp.Copy | exp.Attach):
+            raise SandboxError(f"{node.key.upper()} is not allowed in job SQL")
+        if (
+            isinstance(node, exp.BitwiseAnd)
+            and isinstance(node.this, exp.Column)
+            and not node.this.table
+            and node.this.name.upper() == "U"
+            and isinstance(node.expression, exp.Literal)
+            and node.expression.is_string
+        ):
+            raise SandboxError(
+                "Unicode escape strings (U&'...') are not supported: write the characters "
+                "themselves in an ordinary string"
+            )
+
+
+def _no_subqueries(tree: exp.Expr) -> None:
     for sub in tree.find_all(exp.Subquery, exp.Exists, exp.In):
         if isinstance(sub, exp.In) and sub.args.get("query") is None:
             continue
         raise SandboxError("subqueries are not supported yet")
-    return name
+
+
+# The clauses a metric condition may fill in its probe query: nothing else.
+_CONDITION_CLAUSES = frozenset({"expressions", "from", "from_", "where"})
+
+
+def parse_condition(text: str) -> str:
+    """`text` as one sandboxed SQL condition, in the SQL that will run; else SandboxError.
+
+    It is parsed as the WHERE of a probe query, which must then be that query and
+    nothing else (no second statement, no GROUP BY), and checked like job SQL. What
+    runs is the condition as parsed, written out again without comments, so no text
+    of the annotation is ever spliced into SQL.
+    """
+    try:
+        statements = sqlglot.parse(f"SELECT 1 FROM __rows WHERE {text}", read="duckdb")
+    except (ParseError, TokenError) as exc:
+        raise SandboxError(f"not a SQL condition: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1 or not isinstance(statements[0], exp.Select):
+        raise SandboxError("must be a single SQL condition, not several statements")
+    probe = statements[0]
+    extra = sorted(k for k, v in probe.args.items() if v and k not in _CONDITION_CLAUSES)
+    where = probe.args.get("where")
+    if extra or where is None:
+        raise SandboxError("must be a single SQL condition, with no other clause")
+    check_expression(where.this)
+    _no_subqueries(where.this)
+    return str(where.this.sql(dialect="duckdb", comments=False))
