@@ -3,13 +3,16 @@
 Each output batch is aggregated once per metric by DuckDB (rows matching
 `@metric_condition`, grouped by the `@metric_labels` columns): a counter counts the
 rows (or adds `@metric_field`), a gauge keeps the last value of `@metric_field`, a
-histogram counts values per bucket. Series carry a `job` label. Label combinations
-are bounded per metric (default 1,000); the overflow is counted in
-`velo_user_metric_overflow_total{job,metric}`, never exported as new series.
+histogram counts values per bucket. Series carry a `job` label. A job's label
+combinations are bounded across all its metrics (default 1,000): the overflow is
+counted in `velo_user_metric_overflow_total{job,metric}` and logged (once per job and
+metric), never exported as new series. An undeployed job's series go, and a family
+left with none goes too.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ __all__ = ["DEFAULT_BUCKETS", "MAX_LABEL_SETS", "UserMetrics"]
 MAX_LABEL_SETS = 1000
 DEFAULT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _TABLE = "__out"
+_log = logging.getLogger("velostream.metrics")
 
 
 def _quote(name: str) -> str:
@@ -49,9 +53,11 @@ class UserMetrics(Collector):
     """Every job's user-defined metrics, exported at scrape time."""
 
     def __init__(self, max_label_sets: int = MAX_LABEL_SETS) -> None:
+        """`max_label_sets`: the series one job may have, across all its metrics."""
         self._lock = threading.Lock()
         self._series: dict[str, _Series] = {}
         self._max = max_label_sets
+        self._per_job: dict[str, int] = {}
 
     def observe(
         self,
@@ -95,9 +101,19 @@ class UserMetrics(Collector):
                 measures = [float(m) if m is not None else 0.0 for m in row[n:]]
                 current = series.values.get(key)
                 if current is None:
-                    if len(series.values) >= self._max:
+                    if self._per_job.get(job, 0) >= self._max:
+                        if job not in series.overflow:
+                            _log.warning(
+                                "job %r: metric %s reached the job's bound of %d series; "
+                                "new label sets are counted in velo_user_metric_overflow_total",
+                                job,
+                                spec.name,
+                                self._max,
+                                extra={"job": job},
+                            )
                         series.overflow[job] = series.overflow.get(job, 0) + 1
                         continue
+                    self._per_job[job] = self._per_job.get(job, 0) + 1
                     series.values[key] = measures
                 elif spec.type == "gauge":
                     series.values[key] = measures
@@ -106,10 +122,13 @@ class UserMetrics(Collector):
 
     def remove_job(self, job: str) -> None:
         with self._lock:
-            for series in self._series.values():
+            for name, series in list(self._series.items()):
                 for key in [k for k in series.values if k[0] == job]:
                     del series.values[key]
                 series.overflow.pop(job, None)
+                if not series.values and not series.overflow:
+                    del self._series[name]  # its family goes with its last series
+            self._per_job.pop(job, None)
 
     def collect(self) -> Iterable[Metric]:
         with self._lock:

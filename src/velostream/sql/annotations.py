@@ -70,6 +70,9 @@ _ANNOTATION = re.compile(r"^--\s*@([A-Za-z_][A-Za-z0-9_.]*)\s*:(.*)$", re.DOTALL
 _LOOKS_LIKE = re.compile(r"^--\s*@[A-Za-z_]")
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+#: The prefixes of the families the server exports itself (its own, and the client's
+#: process and Python collectors): a user metric may not take one of their names.
+RESERVED_METRIC_PREFIXES = ("velo_", "process_", "python_")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
@@ -295,6 +298,14 @@ def _metric(head: Annotation, fields: dict[str, Annotation], report: Report) -> 
         report(
             head.position,
             f"metric name '{name}' is invalid: it must match [a-zA-Z_:][a-zA-Z0-9_:]*",
+        )
+        ok = False
+    elif name.lower().startswith(RESERVED_METRIC_PREFIXES):
+        reserved = ", ".join(f"{p}*" for p in RESERVED_METRIC_PREFIXES)
+        report(
+            head.position,
+            f"metric name '{name}' is reserved: the server's own families are named "
+            f"{reserved}; choose another name",
         )
         ok = False
     kind = "counter"

@@ -141,7 +141,7 @@ def test_error_reporting_cannot_be_switched_off(parse: Parse, statement: Stateme
 
 def test_metrics(parse: Parse, statement: StatementFactory) -> None:
     text = """\
-        -- @metric: velo_big_trades_total
+        -- @metric: big_trades_total
         -- @metric_type: counter
         -- @metric_help: "Big trades seen"
         -- @metric_labels: symbol, band
@@ -158,7 +158,7 @@ def test_metrics(parse: Parse, statement: StatementFactory) -> None:
     job = parse(text + statement()).jobs[0]
     assert job.metrics == (
         MetricSpec(
-            name="velo_big_trades_total",
+            name="big_trades_total",
             type="counter",
             help="Big trades seen",
             labels=("symbol", "band"),
