@@ -12,6 +12,15 @@ from velostream.observability.manager import ObservabilityManager
 # A fixed node identity, so no test depends on this machine's HOSTNAME.
 NODE_CONTEXT = DeploymentContext.with_all("node-1", "Test Node", "eu-west-1", "9.9.9")
 
+# (job SQL, why it is refused): SQL that would fail only once rows flow, refused at
+# validation (issue 12, item 9).
+RUN_TIME_FAILURES = [
+    ("SELECT U&'\\0041' AS a FROM src", "Unicode escape strings"),
+    ("SELECT which_secret('s3://b/k', 's3') AS s FROM src", "secrets are not available"),
+    ("SELECT id FROM src WHERE checkpoint() IS NULL", "does not manage its database"),
+    ("SELECT nextval('seq') AS n FROM src", "sequences are not available"),
+]
+
 ManagerFactory = Callable[..., ObservabilityManager]
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import RUN_TIME_FAILURES
 from tests.integration.server_process import Launcher, VeloServer, launcher, write_trades
 
 __all__ = ["launcher"]
@@ -54,12 +55,7 @@ def test_a_spliced_metric_condition_is_refused(server: VeloServer, tmp_path: Pat
 
 @pytest.mark.parametrize(
     ("select", "reason"),
-    [
-        ("SELECT U&'\\0041' AS a FROM src", "Unicode escape strings"),
-        ("SELECT which_secret('s3://b/k', 's3') AS s FROM src", "secrets are not available"),
-        ("SELECT id FROM src WHERE checkpoint() IS NULL", "does not manage its database"),
-        ("SELECT nextval('seq') AS n FROM src", "sequences are not available"),
-    ],
+    RUN_TIME_FAILURES,
 )
 def test_sql_that_would_fail_only_at_run_time_is_refused_at_deploy(
     server: VeloServer, tmp_path: Path, select: str, reason: str

@@ -11,6 +11,7 @@ import sqlglot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
+from tests.helpers import RUN_TIME_FAILURES
 
 from velostream.datasource.registry import connector_catalog
 from velostream.datasource.validation import check_application
@@ -136,12 +137,7 @@ WITH ('src.type' = 'memory_source', 'src.rows' = '{value.replace("'", "''")}',
 
 @pytest.mark.parametrize(
     ("select", "reason"),
-    [
-        ("SELECT U&'\\0041' AS a FROM src", "Unicode escape strings"),
-        ("SELECT which_secret('s3://b/k', 's3') AS s FROM src", "secrets are not available"),
-        ("SELECT id FROM src WHERE checkpoint() IS NULL", "does not manage its database"),
-        ("SELECT nextval('seq') AS n FROM src", "sequences are not available"),
-    ],
+    RUN_TIME_FAILURES,
 )
 def test_sql_that_would_only_fail_at_run_time_is_refused_at_validation(
     select: str, reason: str
