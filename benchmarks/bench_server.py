@@ -139,7 +139,16 @@ def main() -> None:
             path.write_text("id,symbol,qty\n0,S0,5\n", encoding="utf-8")
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if k != "VELO_API_TOKEN"}
-        command = [_velo_sql(), "server", "--port", str(port), "--data-dir", str(workdir / "d")]
+        command = [
+            _velo_sql(),
+            "server",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(workdir / "d"),
+            "--allow-path",
+            str(workdir),
+        ]
         command += ["--log-level", "WARNING", "--max-jobs", str(max(100, args.jobs))]
         log = open(workdir / "server.log", "wb")  # noqa: SIM115 - closed below
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -1,11 +1,50 @@
-"""Small durable-filesystem helpers shared by sinks, dead letters and checkpoints."""
+"""Small filesystem helpers: durable names, and the roots a server's jobs may touch."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["fsync_directory"]
+from velostream.errors import ConfigurationError
+
+__all__ = ["PathRoots", "fsync_directory"]
+
+_GLOB = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class PathRoots:
+    """The folders a server's jobs may read and write under (`--allow-path`).
+
+    A path is checked after `~`, `..` and symbolic links are resolved, so neither a
+    `../../etc/passwd` nor a link planted under a root leads out of it. A relative path
+    is taken from the server's working directory, as connectors open it; a pattern is
+    checked by the folder before its first wildcard.
+    """
+
+    roots: tuple[Path, ...]
+
+    @classmethod
+    def of(cls, paths: Iterable[str | Path]) -> PathRoots:
+        return cls(tuple(dict.fromkeys(Path(p).expanduser().resolve() for p in paths)))
+
+    def check(self, path: str | Path, what: str) -> Path:
+        """`path` resolved; ConfigurationError naming it and the roots when outside them."""
+        candidate = Path(path).expanduser()
+        if not candidate.is_absolute():
+            candidate = Path.cwd() / candidate
+        parts = candidate.parts
+        fixed = next((i for i, part in enumerate(parts) if _GLOB & set(part)), len(parts))
+        resolved = Path(*parts[:fixed]).resolve() if fixed else candidate.resolve()
+        if not any(resolved == root or resolved.is_relative_to(root) for root in self.roots):
+            listed = ", ".join(str(root) for root in self.roots) or "none"
+            raise ConfigurationError(
+                f"{what} {str(path)!r} is outside the server's roots ({listed}); "
+                "the operator can add one with --allow-path"
+            )
+        return resolved
 
 
 def fsync_directory(directory: str | Path) -> None:

@@ -203,6 +203,7 @@ class Launcher:
         env: Mapping[str, str] | None = None,
         token: str | None = None,
         wait: bool = True,
+        allow: Sequence[Path] | None = None,
     ) -> VeloServer:
         """`velo-sql server` on a free port with `data_dir`; healthy unless `wait` is off."""
         port = free_port()
@@ -217,6 +218,7 @@ class Launcher:
             str(data_dir),
             "--shutdown-deadline",
             "30",
+            *self._roots(allow),
             *args,
         ]
         return self._start(command, port, env, token, wait)
@@ -228,6 +230,7 @@ class Launcher:
         *,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        allow: Sequence[Path] | None = None,
     ) -> VeloServer:
         """`velo-sql deploy-app --file app` on a free port (not waited for)."""
         port = free_port()
@@ -240,9 +243,17 @@ class Launcher:
             str(port),
             "--data-dir",
             str(data_dir),
+            *self._roots(allow),
             *args,
         ]
         return self._start(command, port, env, None, wait=False)
+
+    def _roots(self, allow: Sequence[Path] | None) -> list[str]:
+        """`--allow-path` for `allow`, by default the test session's temporary folder,
+        where tests keep their sources and sinks (the server's own default is its data
+        dir and working directory)."""
+        folders = allow if allow is not None else [self.workdir.parent]
+        return [arg for folder in folders for arg in ("--allow-path", str(folder))]
 
     def _start(
         self,

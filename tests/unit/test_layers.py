@@ -17,11 +17,11 @@ import velostream
 
 ROOT = Path(velostream.__file__).parent
 
-# Lowest first; one rank per layer.
-LAYERS: dict[str, int] = {
+# Lowest first; one rank per layer (fsutil may raise errors' exceptions).
+LAYERS: dict[str, float] = {
     "__init__": 0,
     "errors": 0,
-    "fsutil": 0,
+    "fsutil": 0.5,
     "sql": 1,
     "datasource": 2,
     "engine": 3,

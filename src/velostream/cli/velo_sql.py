@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from velostream.api.guard import DEFAULT_MAX_BODY, allowed_hosts
 from velostream.errors import VelostreamError
+from velostream.fsutil import PathRoots
 from velostream.observability.logging import configure_logging
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
 from velostream.sql.variables import operator_variables
@@ -89,6 +90,15 @@ AllowedHosts = Annotated[
         "(repeatable; * for any)",
     ),
 ]
+AllowPaths = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--allow-path",
+        metavar="DIR",
+        help="a folder deployed jobs may read and write under (repeatable; default: the "
+        "data dir and the working directory)",
+    ),
+]
 MaxBody = Annotated[
     int,
     typer.Option("--max-body", min=1, metavar="BYTES", help="largest request body accepted"),
@@ -116,6 +126,7 @@ class ServeOptions:
     var: list[str] | None = None
     allowed_host: list[str] | None = None
     max_body: int = DEFAULT_MAX_BODY
+    allow_path: list[Path] | None = None
 
 
 def _serve(options: ServeOptions, application: Path | None = None, once: bool = False) -> int:
@@ -153,6 +164,7 @@ def _serve(options: ServeOptions, application: Path | None = None, once: bool = 
         max_jobs=options.max_jobs,
         processing_slots=options.processing_slots,
         variables=variables,
+        roots=_roots(options, application),
     )
 
     forced: list[str] = []
@@ -213,6 +225,15 @@ def _serve(options: ServeOptions, application: Path | None = None, once: bool = 
     if forced:
         _exit_now(outcome["code"])
     return outcome["code"]
+
+
+def _roots(options: ServeOptions, application: Path | None) -> PathRoots:
+    """Where deployed jobs may read and write: `--allow-path`, else the data dir and the
+    working directory; `deploy-app` adds its application's folder."""
+    roots = list(options.allow_path or (options.data_dir, Path.cwd()))
+    if application is not None:
+        roots.append(application.parent)
+    return PathRoots.of(roots)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -326,6 +347,7 @@ def server(
     insecure: Insecure = False,
     var: Variables = None,
     allowed_host: AllowedHosts = None,
+    allow_path: AllowPaths = None,
     max_body: MaxBody = DEFAULT_MAX_BODY,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
@@ -349,6 +371,7 @@ def deploy_app(
     insecure: Insecure = False,
     var: Variables = None,
     allowed_host: AllowedHosts = None,
+    allow_path: AllowPaths = None,
     max_body: MaxBody = DEFAULT_MAX_BODY,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",

@@ -7,18 +7,28 @@ SQL layer may not import this one; this is that check with the registry's types,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from velostream.datasource.registry import connector_catalog
+from velostream.errors import ConfigurationError, SqlValidationError
+from velostream.fsutil import PathRoots
 from velostream.sql import check
 from velostream.sql.model import Application
 
 __all__ = ["check_application"]
 
+# The built-in connectors whose `path` is a file the job reads or writes.
+_FILE_TYPES = frozenset({"file_source", "file_sink"})
+
 
 def check_application(
-    text: str, *, base_dir: Path, source_name: str, env: Mapping[str, str] | None = None
+    text: str,
+    *,
+    base_dir: Path,
+    source_name: str,
+    env: Mapping[str, str] | None = None,
+    roots: PathRoots | None = None,
 ) -> Application:
     """The parsed and planned application; `SqlValidationError` lists every problem.
 
@@ -26,7 +36,39 @@ def check_application(
     resolves relative `config_file` paths (the application file's folder). `env` is what
     `${VAR}` resolves from: a server passes only its operator's variables; None is the
     process environment (a local `velo-sql run` or `validate`, trusted like a shell).
+
+    With `roots` (a server's `--allow-path`), every file a job names — file sources and
+    sinks, `dlq.path`, `config_file` — must lie under them; each one outside is a problem
+    naming the path and the roots.
     """
-    return check.check_application(
-        text, connectors=connector_catalog(), base_dir=base_dir, source_name=source_name, env=env
+    app = check.check_application(
+        text,
+        connectors=connector_catalog(),
+        base_dir=base_dir,
+        source_name=source_name,
+        env=env,
+        roots=roots,
     )
+    if roots is not None:
+        problems = list(_outside(app, roots))
+        if problems:
+            found = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+            raise SqlValidationError(f"{source_name}: {found} found", problems=problems)
+    return app
+
+
+def _outside(app: Application, roots: PathRoots) -> Iterator[str]:
+    for job in app.jobs:
+        named = [
+            (f"{c.name}.path", c.properties.get("path"))
+            for c in (*job.sources, *job.sinks)
+            if c.type in _FILE_TYPES
+        ]
+        named.append(("dlq.path", job.properties.get("dlq.path")))
+        for what, path in named:
+            if not path:
+                continue
+            try:
+                roots.check(path, f"{what}")
+            except ConfigurationError as exc:
+                yield f"statement {job.name} at {job.position}: {exc}"

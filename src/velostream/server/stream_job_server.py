@@ -41,6 +41,7 @@ from velostream.errors import (
     Stage,
     VelostreamError,
 )
+from velostream.fsutil import PathRoots
 from velostream.observability.logging import bind_job, job_logger
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
@@ -126,6 +127,7 @@ class StreamJobServer:
         processing_slots: int | None = None,
         checkpoints: bool = True,
         variables: Mapping[str, str] | None = None,
+        roots: PathRoots | None = None,
     ) -> None:
         """`processing_slots`: how many jobs process a batch at the same time (default:
         the CPU count); the others wait with their batch read. Python runs one thread at
@@ -135,12 +137,14 @@ class StreamJobServer:
         source's beginning (`velo-sql run`, a foreground run of a file).
 
         `variables` are all that `${VAR}` in deployed SQL resolves from (`--var`,
-        `VELO_VAR_*`): never the server's own environment, which holds its secrets."""
+        `VELO_VAR_*`): never the server's own environment, which holds its secrets.
+        `roots` confine every file a deployed job names (`--allow-path`; None: any)."""
         self.observability = observability
         self.metrics = observability.require_metrics()
         self.data_dir = data_dir
         self.max_jobs = max_jobs
         self.variables: dict[str, str] = dict(variables or {})
+        self.roots = roots
         self.checkpoints = CheckpointStore(data_dir / "checkpoints") if checkpoints else None
         self.processing_slots = max(1, processing_slots or os.cpu_count() or 2)
         self._slots = threading.BoundedSemaphore(self.processing_slots)
@@ -163,6 +167,7 @@ class StreamJobServer:
             base_dir=Path.cwd() if base_dir is None else base_dir,
             source_name=source_name,
             env=self.variables,
+            roots=self.roots,
         )
 
     def _refuse(self, job: str | None, exc: VelostreamError) -> VelostreamError:

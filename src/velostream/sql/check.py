@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from velostream.errors import PlanError, SqlValidationError
+from velostream.fsutil import PathRoots
 from velostream.sql.connectors import ConnectorCatalog
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
@@ -49,6 +50,7 @@ def check_application(
     base_dir: Path,
     source_name: str,
     env: Mapping[str, str] | None = None,
+    roots: PathRoots | None = None,
 ) -> Application:
     """The parsed application; `SqlValidationError` lists every problem with line:column.
 
@@ -56,10 +58,16 @@ def check_application(
     keys: `velostream.datasource.validation.check_application` passes the registered
     ones. `base_dir` resolves relative `config_file` paths (the application file's folder).
     A planning problem is placed where the planner found it, else at the SELECT. `env`
-    is what `${VAR}` resolves from (None: the process environment).
+    is what `${VAR}` resolves from (None: the process environment); `roots`, if given,
+    confine the `config_file`s read.
     """
     app = parse_application(
-        text, connectors=connectors, env=env, base_dir=base_dir, source_name=source_name
+        text,
+        connectors=connectors,
+        env=env,
+        base_dir=base_dir,
+        source_name=source_name,
+        roots=roots,
     )
     problems = []
     for index, job in enumerate(app.jobs, start=1):

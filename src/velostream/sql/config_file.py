@@ -9,21 +9,30 @@ from typing import Any
 import yaml
 
 from velostream.errors import ConfigurationError
+from velostream.fsutil import PathRoots
 from velostream.sql.variables import substitute_value
 
 __all__ = ["load_config_file"]
 
 
-def load_config_file(path: Path, env: Mapping[str, str]) -> dict[str, str]:
+def load_config_file(
+    path: Path, env: Mapping[str, str], roots: PathRoots | None = None
+) -> dict[str, str]:
     """Load a connector's keys from YAML, following `extends:`; nested maps flatten.
 
     Raises `ConfigurationError` naming the file when it is missing, unreadable, not
-    YAML, not a mapping, part of an `extends` cycle or uses an undefined variable.
+    YAML, not a mapping, part of an `extends` cycle or uses an undefined variable, or,
+    with `roots`, when it (or a file it extends) lies outside them: checked before it
+    is read.
     """
-    return _load_config(path, env, ())
+    return _load_config(path, env, (), roots)
 
 
-def _load_config(path: Path, env: Mapping[str, str], chain: tuple[Path, ...]) -> dict[str, str]:
+def _load_config(
+    path: Path, env: Mapping[str, str], chain: tuple[Path, ...], roots: PathRoots | None
+) -> dict[str, str]:
+    if roots is not None:
+        roots.check(path, "config file")
     resolved = path.resolve()
     if resolved in chain:
         cycle = " -> ".join(str(p) for p in (*chain, resolved))
@@ -56,7 +65,7 @@ def _load_config(path: Path, env: Mapping[str, str], chain: tuple[Path, ...]) ->
         parent = Path(parent_text).expanduser()
         if not parent.is_absolute():
             parent = path.parent / parent
-        merged.update(_load_config(parent, env, (*chain, resolved)))
+        merged.update(_load_config(parent, env, (*chain, resolved), roots))
     for key, raw in _flatten(data, ""):
         value, missing = substitute_value(raw, env)
         _raise_undefined(path, key, missing)

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from velostream.errors import SqlValidationError
+from velostream.fsutil import PathRoots
 from velostream.sql.annotations import (
     Annotation,
     AnnotationSettings,
@@ -58,6 +59,7 @@ def parse_application(
     env: Mapping[str, str] | None = None,
     base_dir: Path | None = None,
     source_name: str = "<app>",
+    roots: PathRoots | None = None,
 ) -> Application:
     """Parse and validate an application; raise `SqlValidationError` listing every problem.
 
@@ -65,7 +67,8 @@ def parse_application(
     keys (`velostream.datasource.registry.connector_catalog()` gives the registered
     ones); `env` substitutes `${VAR}` / `${VAR:default}` (default: the process environment,
     read at call time); `base_dir` resolves relative `config_file` paths (default: the
-    current directory); `source_name` names the text in messages.
+    current directory); `source_name` names the text in messages; `roots`, if given,
+    confine the `config_file`s read (a server's `--allow-path`).
     """
     parser = _ApplicationParser(
         text,
@@ -73,6 +76,7 @@ def parse_application(
         env=os.environ if env is None else env,
         base_dir=Path.cwd() if base_dir is None else base_dir,
         source_name=source_name,
+        roots=roots,
     )
     return parser.parse()
 
@@ -88,8 +92,10 @@ class _ApplicationParser:
         env: Mapping[str, str],
         base_dir: Path,
         source_name: str,
+        roots: PathRoots | None = None,
     ) -> None:
         self.original = text
+        self.roots = roots
         self.connectors = connectors
         self.env = env
         self.base_dir = base_dir
@@ -243,6 +249,7 @@ class _ApplicationParser:
             env=self.env,
             default_at=self.position(statement.create),
             report=report,
+            roots=self.roots,
         )
         sources = []
         for name in parts.sources:

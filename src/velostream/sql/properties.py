@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from velostream.errors import ConfigurationError
+from velostream.fsutil import PathRoots
 from velostream.sql.config_file import load_config_file
 from velostream.sql.duration import parse_duration_ms
 from velostream.sql.model import FailureStrategy, Position
@@ -324,6 +325,7 @@ def collect_settings(
     env: Mapping[str, str],
     default_at: Position,
     report: Report,
+    roots: PathRoots | None = None,
 ) -> tuple[dict[str, Settings], Settings]:
     """Split WITH keys into each connector's settings and the job-wide settings.
 
@@ -346,7 +348,7 @@ def collect_settings(
         at = settings.where.pop("config_file")
         path = Path(config_file).expanduser()
         try:
-            loaded = load_config_file(path if path.is_absolute() else base_dir / path, env)
+            loaded = load_config_file(path if path.is_absolute() else base_dir / path, env, roots)
         except ConfigurationError as exc:
             report(at, exc.message)
             continue
