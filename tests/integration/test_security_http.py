@@ -51,6 +51,7 @@ def test_a_foreign_host_is_refused(server: VeloServer, tmp_path: Path, host: str
         assert response.json()["title"] == "Host not allowed"
         assert response.headers["content-type"] == "application/problem+json"
     _nothing_deployed(server, tmp_path)
+    assert "refused a request (400 Host not allowed)" in server.log()  # the operator sees it
 
 
 def test_loopback_names_and_an_allowed_host_are_answered(server: VeloServer) -> None:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -21,11 +22,14 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from velostream.api.jobs import problem
+
 __all__ = ["DEFAULT_MAX_BODY", "RequestGuard", "allowed_hosts"]
 
 DEFAULT_MAX_BODY = 1024 * 1024
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_log = logging.getLogger("velostream.api")
 
 
 def allowed_hosts(bind: str, extra: Iterable[str] = ()) -> frozenset[str]:
@@ -123,9 +127,10 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _refuse(status: int, title: str, detail: str) -> JSONResponse:
-    return JSONResponse(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
-        status_code=status,
-        media_type="application/problem+json",
-        headers={"Connection": "close"} if status == 413 else None,
-    )
+    """The problem document of a refused request, which is also logged: a refusal here
+    is most often someone probing the API, and the operator should see it."""
+    _log.warning("refused a request (%d %s): %s", status, title, detail)
+    response = problem(status, title, detail)
+    if status == 413:
+        response.headers["Connection"] = "close"  # the rest of the body is not read
+    return response

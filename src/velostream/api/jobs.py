@@ -199,16 +199,19 @@ def token_given(token: str | None) -> Any:
             return True
 
         return open_read
-    expected = token.encode("utf-8")
 
     def given(request: Request) -> bool:
         scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        offered = credentials.strip().encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(offered, expected)
+        return scheme.lower() == "bearer" and _matches(credentials, token)
 
     return given
+
+
+def _matches(credentials: str, token: str) -> bool:
+    """Whether bearer `credentials` are `token`, in constant time."""
+    # Bytes: compare_digest raises TypeError on str with non-ASCII characters.
+    offered = credentials.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(offered, token.encode("utf-8"))
 
 
 def _redact_letter(doc: dict[str, Any]) -> dict[str, Any]:
@@ -230,18 +233,11 @@ def require_token(token: str | None) -> Any:
             return None
 
         return open_call
-    expected = token.encode("utf-8")
 
     def check(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
     ) -> None:
-        # Bytes: compare_digest raises TypeError on str with non-ASCII characters.
-        given = (
-            credentials.credentials.strip().encode("utf-8", "surrogateescape")
-            if credentials
-            else b""
-        )
-        if credentials is None or not hmac.compare_digest(given, expected):
+        if credentials is None or not _matches(credentials.credentials, token):
             raise AuthError()
 
     return check

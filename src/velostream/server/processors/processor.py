@@ -114,7 +114,7 @@ class JobProcessor:
                 executor=self.executor,
                 checkpoints=checkpoints,
                 dlq=dlq,
-                record_error=self.record_error,
+                record_error=self.errors.record,
                 flush_dead_letters=self.flush_dead_letters,
                 deployment_context=functools.partial(
                     observability.deployment_context_for_job, job.name
@@ -165,17 +165,6 @@ class JobProcessor:
         self._running.wait()
         with self._loop_state:
             self._parked = False
-
-    def record_error(
-        self,
-        stage: Stage,
-        message: str,
-        *,
-        kind: ErrorKind | None = None,
-        exc: BaseException | None = None,
-        record_ref: str | None = None,
-    ) -> str | None:
-        return self.errors.record(stage, message, kind=kind, exc=exc, record_ref=record_ref)
 
     @property
     def duration(self) -> float:
@@ -234,13 +223,13 @@ class JobProcessor:
         try:
             self.source.open()
         except Exception as exc:
-            self.record_error(Stage.SOURCE, f"opening {self.source.name}: {exc}", exc=exc)
+            self.errors.record(Stage.SOURCE, f"opening {self.source.name}: {exc}", exc=exc)
             raise
         for sink in self.sinks:
             try:
                 sink.open()
             except Exception as exc:
-                self.record_error(Stage.SINK, f"opening {sink.name}: {exc}", exc=exc)
+                self.errors.record(Stage.SINK, f"opening {sink.name}: {exc}", exc=exc)
                 raise
 
     def _close(self) -> None:
@@ -252,7 +241,7 @@ class JobProcessor:
                 try:
                     close()
                 except Exception as exc:
-                    self.record_error(stage, f"closing {name}: {exc}", exc=exc)
+                    self.errors.record(stage, f"closing {name}: {exc}", exc=exc)
 
     def _read(self) -> SourceBatch | None:
         attempt = 0
@@ -263,7 +252,7 @@ class JobProcessor:
                 with self._batch_lock, bind_stage(Stage.SOURCE):
                     return self.source.read_batch(self.batch_size)
             except Exception as exc:
-                self.record_error(Stage.SOURCE, f"reading {self.source.name}: {exc}", exc=exc)
+                self.errors.record(Stage.SOURCE, f"reading {self.source.name}: {exc}", exc=exc)
                 attempt += 1
                 # A broker or network blip is retried under every strategy.
                 if not self.policy.retries and not _transient(exc):
@@ -340,7 +329,7 @@ class JobProcessor:
                         else BatchOutput(batch.table.slice(0, 0))
                     )
             except Exception as exc:
-                self.record_error(Stage.PROCESS, str(exc) or type(exc).__name__, exc=exc)
+                self.errors.record(Stage.PROCESS, str(exc) or type(exc).__name__, exc=exc)
                 raise
             bad = [*batch.bad, *output.bad, *output.late]
             if first:
@@ -430,7 +419,7 @@ class JobProcessor:
                 offset = self.dlq.flush()
         except Exception as exc:
             self.counters.dlq_write_failures += 1
-            self.record_error(Stage.DLQ, f"dead-letter write failed: {exc}", exc=exc)
+            self.errors.record(Stage.DLQ, f"dead-letter write failed: {exc}", exc=exc)
             raise DeadLetterError(f"dead-letter write failed: {exc}", job=self.job.name) from exc
         if pending:
             self.counters.dead_letters += pending
@@ -445,7 +434,7 @@ class JobProcessor:
                 with bind_stage(Stage.SINK):
                     sink.write(table)
             except Exception as exc:
-                self.record_error(Stage.SINK, f"writing {sink.name}: {exc}", exc=exc)
+                self.errors.record(Stage.SINK, f"writing {sink.name}: {exc}", exc=exc)
                 raise
         if self.job.metrics:
             try:
@@ -453,7 +442,7 @@ class JobProcessor:
                     self.job.name, self.job.metrics, table, self.executor.con
                 )
             except Exception as exc:  # a metric never costs the batch; it is an error
-                self.record_error(Stage.PROCESS, f"user metric: {exc}", exc=exc)
+                self.errors.record(Stage.PROCESS, f"user metric: {exc}", exc=exc)
         return int(table.num_rows)
 
     # --- dead-letter replay ------------------------------------------------------
