@@ -18,6 +18,7 @@ in (job, stage, source, position)::
     ├── BrokerConnectionError           Connection     a broker or server cannot be reached
     ├── OperationTimeoutError           Timeout        an operation did not finish in time
     ├── ResourceExhaustedError          Resource       memory, disk or a limit is exhausted
+    │   └── JobLimitError               Resource       a batch went over its job's memory or time
     ├── DeadLetterError                 IO             a dead letter cannot be written
     ├── JobStateError                   Configuration  an illegal job state transition
     ├── BatchFailedError                (failed_kind)  a batch cannot commit under its strategy
@@ -47,6 +48,7 @@ __all__ = [
     "ErrorKind",
     "InternalError",
     "JobConflictError",
+    "JobLimitError",
     "JobStateError",
     "OperationTimeoutError",
     "PlanError",
@@ -233,6 +235,11 @@ class ResourceExhaustedError(VelostreamError):
     """Memory, disk space or a configured limit (such as max_jobs) is exhausted."""
 
     kind = ErrorKind.RESOURCE
+
+
+class JobLimitError(ResourceExhaustedError):
+    """A job went over one of its limits (`job.memory.limit`, `job.batch.timeout`): its
+    batch is abandoned uncommitted and the job fails, whatever its failure strategy."""
 
 
 class DeadLetterError(VelostreamError):

@@ -22,10 +22,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from velostream.api.guard import DEFAULT_MAX_BODY, allowed_hosts
-from velostream.errors import VelostreamError
+from velostream.errors import ConfigurationError, VelostreamError
 from velostream.fsutil import PathRoots
 from velostream.observability.logging import configure_logging
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
+from velostream.server.processors.limits import JobLimits
+from velostream.sql.duration import parse_duration_ms
+from velostream.sql.size import parse_size_bytes
 from velostream.sql.variables import operator_variables
 
 if TYPE_CHECKING:
@@ -103,6 +106,25 @@ MaxBody = Annotated[
     int,
     typer.Option("--max-body", min=1, metavar="BYTES", help="largest request body accepted"),
 ]
+JobMemoryLimit = Annotated[
+    str,
+    typer.Option(
+        "--job-memory-limit",
+        metavar="SIZE",
+        help="memory one job's batch may take unless its job.memory.limit says otherwise",
+    ),
+]
+JobBatchTimeout = Annotated[
+    str,
+    typer.Option(
+        "--job-batch-timeout",
+        metavar="DURATION",
+        help="time one job's batch may take unless its job.batch.timeout says otherwise",
+    ),
+]
+#: Server-wide defaults of the per-job limits (docs/security.md).
+DEFAULT_JOB_MEMORY_LIMIT = "2GiB"
+DEFAULT_JOB_BATCH_TIMEOUT = "60s"
 ShutdownDeadline = Annotated[
     float, typer.Option("--shutdown-deadline", help="seconds jobs get to stop on SIGTERM")
 ]
@@ -127,6 +149,20 @@ class ServeOptions:
     allowed_host: list[str] | None = None
     max_body: int = DEFAULT_MAX_BODY
     allow_path: list[Path] | None = None
+    job_memory_limit: str = DEFAULT_JOB_MEMORY_LIMIT
+    job_batch_timeout: str = DEFAULT_JOB_BATCH_TIMEOUT
+
+
+def _limits(options: ServeOptions) -> JobLimits:
+    """The server-wide defaults of `job.memory.limit` and `job.batch.timeout`."""
+    try:
+        memory = parse_size_bytes(options.job_memory_limit)
+        timeout = parse_duration_ms(options.job_batch_timeout)
+    except ConfigurationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if timeout < 1:
+        raise typer.BadParameter("--job-batch-timeout must be above zero")
+    return JobLimits(memory_bytes=memory, batch_timeout_ms=timeout)
 
 
 def _serve(options: ServeOptions, application: Path | None = None, once: bool = False) -> int:
@@ -165,6 +201,7 @@ def _serve(options: ServeOptions, application: Path | None = None, once: bool = 
         processing_slots=options.processing_slots,
         variables=variables,
         roots=_roots(options, application),
+        limits=_limits(options),
     )
 
     forced: list[str] = []
@@ -349,6 +386,8 @@ def server(
     allowed_host: AllowedHosts = None,
     allow_path: AllowPaths = None,
     max_body: MaxBody = DEFAULT_MAX_BODY,
+    job_memory_limit: JobMemoryLimit = DEFAULT_JOB_MEMORY_LIMIT,
+    job_batch_timeout: JobBatchTimeout = DEFAULT_JOB_BATCH_TIMEOUT,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",
@@ -373,6 +412,8 @@ def deploy_app(
     allowed_host: AllowedHosts = None,
     allow_path: AllowPaths = None,
     max_body: MaxBody = DEFAULT_MAX_BODY,
+    job_memory_limit: JobMemoryLimit = DEFAULT_JOB_MEMORY_LIMIT,
+    job_batch_timeout: JobBatchTimeout = DEFAULT_JOB_BATCH_TIMEOUT,
     shutdown_deadline: ShutdownDeadline = 30.0,
     log_level: LogLevel = "INFO",
     log_format: LogFormat = "text",

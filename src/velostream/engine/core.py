@@ -52,11 +52,22 @@ _ROW_ERRORS = (
 _BISECT_LEAF = 1
 
 
-def sandboxed_connection(threads: int = 2) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB that cannot read or write files, the network or its settings."""
+def sandboxed_connection(
+    threads: int = 2, memory_limit: int | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB that cannot read or write files, the network or its settings.
+
+    `memory_limit` (bytes) bounds what DuckDB's buffer manager holds (hash tables,
+    sorts, aggregate states); nothing spills to disk, so going over it raises
+    `duckdb.OutOfMemoryException`. Default: DuckDB's own (80% of the machine).
+    """
+    limit = {} if memory_limit is None else {"memory_limit": f"{memory_limit}B"}
     con = duckdb.connect(
         config={
+            **limit,
             "enable_external_access": False,
+            # No spilling (no files): only accepted after enable_external_access.
+            "temp_directory": "",
             "autoinstall_known_extensions": False,
             "autoload_known_extensions": False,
             "allow_community_extensions": False,

@@ -47,6 +47,7 @@ from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.jobs import JobState, StateMachine
 from velostream.server.processors.error_tracking_helper import ErrorTracker
+from velostream.server.processors.limits import JobLimits
 from velostream.server.processors.processor import JobProcessor
 from velostream.sql.model import Application, ConnectorConfig, JobSpec
 
@@ -128,6 +129,7 @@ class StreamJobServer:
         checkpoints: bool = True,
         variables: Mapping[str, str] | None = None,
         roots: PathRoots | None = None,
+        limits: JobLimits | None = None,
     ) -> None:
         """`processing_slots`: how many jobs process a batch at the same time (default:
         the CPU count); the others wait with their batch read. Python runs one thread at
@@ -138,13 +140,16 @@ class StreamJobServer:
 
         `variables` are all that `${VAR}` in deployed SQL resolves from (`--var`,
         `VELO_VAR_*`): never the server's own environment, which holds its secrets.
-        `roots` confine every file a deployed job names (`--allow-path`; None: any)."""
+        `roots` confine every file a deployed job names (`--allow-path`; None: any).
+        `limits` are the defaults of each job's `job.memory.limit`/`job.batch.timeout`
+        (None: unbounded, as for `velo-sql run`)."""
         self.observability = observability
         self.metrics = observability.require_metrics()
         self.data_dir = data_dir
         self.max_jobs = max_jobs
         self.variables: dict[str, str] = dict(variables or {})
         self.roots = roots
+        self.limits = limits or JobLimits()
         self.checkpoints = CheckpointStore(data_dir / "checkpoints") if checkpoints else None
         self.processing_slots = max(1, processing_slots or os.cpu_count() or 2)
         self._slots = threading.BoundedSemaphore(self.processing_slots)
@@ -262,6 +267,7 @@ class StreamJobServer:
             checkpoints=self.checkpoints,
             dlq=dlq,
             slots=self._slots,
+            limits=self.limits,
         )
         return JobHandle(
             spec=job, app=app, sql=sql, machine=StateMachine(job.name), processor=processor

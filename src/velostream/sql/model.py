@@ -101,6 +101,9 @@ class JobSpec:
     event_time_field: str | None = None
     max_out_of_orderness_ms: int | None = None
     late_data_strategy: str = "drop"
+    #: `job.memory.limit` and `job.batch.timeout` (None: the server's defaults).
+    memory_limit_bytes: int | None = None
+    batch_timeout_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -308,6 +308,8 @@ class _ApplicationParser:
             event_time_field=settings.event_time_field,
             max_out_of_orderness_ms=settings.max_out_of_orderness_ms,
             late_data_strategy=settings.late_data_strategy,
+            memory_limit_bytes=settings.memory_limit_bytes,
+            batch_timeout_ms=settings.batch_timeout_ms,
         )
 
     def _original_text(self, statement: Statement) -> str:

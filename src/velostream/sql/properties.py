@@ -22,6 +22,7 @@ from velostream.fsutil import PathRoots
 from velostream.sql.config_file import load_config_file
 from velostream.sql.duration import parse_duration_ms
 from velostream.sql.model import FailureStrategy, Position
+from velostream.sql.size import parse_size_bytes
 
 __all__ = [
     "BOOLEANS",
@@ -58,6 +59,8 @@ _JOB_KEYS = frozenset({"failure_strategy", "max_retries", "retry_backoff_ms", "b
     "event.time.field",
     "watermark.max_out_of_orderness",
     "late.data.strategy",
+    "job.memory.limit",
+    "job.batch.timeout",
 }
 # ---------------------------------------------------------------------------
 # WITH ( ... )
@@ -262,6 +265,16 @@ class Checker:
             self.values[key] = f"{self.values[key].strip()}ms"
         return millis
 
+    def size(self, key: str) -> int | None:
+        """Bytes, from '512MB', '1GiB' or a bare number of bytes."""
+        if key not in self.values:
+            return None
+        try:
+            return parse_size_bytes(self.values[key])
+        except ConfigurationError as exc:
+            self.problem(key, f"{key}: {exc}")
+            return None
+
 
 @dataclass(frozen=True, slots=True)
 class JobSettings:
@@ -275,6 +288,8 @@ class JobSettings:
     event_time_field: str | None = None
     max_out_of_orderness_ms: int | None = None
     late_data_strategy: str = "drop"
+    memory_limit_bytes: int | None = None
+    batch_timeout_ms: int | None = None
 
 
 def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> JobSettings:
@@ -304,7 +319,18 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
         event_time_field=event_time,
         max_out_of_orderness_ms=check.duration("watermark.max_out_of_orderness"),
         late_data_strategy=check.choice("late.data.strategy", LATE_DATA_STRATEGIES) or "drop",
+        memory_limit_bytes=check.size("job.memory.limit"),
+        batch_timeout_ms=_positive(check, "job.batch.timeout"),
     )
+
+
+def _positive(check: Checker, key: str) -> int | None:
+    """A duration that must be above zero (a limit of nothing would fail every batch)."""
+    millis = check.duration(key)
+    if millis == 0:
+        check.problem(key, f"{key} must be above zero")
+        return None
+    return millis
 
 
 def _unknown_job_key(key: str) -> str:

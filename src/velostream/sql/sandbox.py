@@ -141,6 +141,7 @@ def check_expression(tree: exp.Expr) -> None:
                 raise SandboxError(
                     f"function {name}() is not allowed: {UNAVAILABLE_FUNCTIONS[name]}"
                 )
+            _check_constant_size(node, name)
         if isinstance(node, exp.Command | exp.Pragma | exp.Set | exp.Copy | exp.Attach):
             raise SandboxError(f"{node.key.upper()} is not allowed in job SQL")
         if (
@@ -155,6 +156,71 @@ def check_expression(tree: exp.Expr) -> None:
                 "Unicode escape strings (U&'...') are not supported: write the characters "
                 "themselves in an ordinary string"
             )
+
+
+# DuckDB folds a call with constant arguments while it plans the query, building the
+# whole value at once, and no interrupt reaches it there: `range(0, 100000000)` takes
+# 7 GB and 30 s. Such calls are refused beyond these sizes; calls that depend on a
+# column run chunk by chunk, under the job's limits (server/processors/limits.py).
+MAX_CONSTANT_ELEMENTS = 1_000_000
+MAX_CONSTANT_CHARACTERS = 16 * 1024 * 1024
+
+
+def _number(node: exp.Expr | None) -> float | None:
+    """The value of a constant numeric expression (literals, signs, casts, + - *)."""
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return None
+        try:
+            return float(node.this)
+        except ValueError:
+            return None
+    if isinstance(node, exp.Paren | exp.Cast | exp.TryCast):
+        return _number(node.this)
+    if isinstance(node, exp.Neg):
+        value = _number(node.this)
+        return None if value is None else -value
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul):
+        left, right = _number(node.this), _number(node.expression)
+        if left is None or right is None:
+            return None
+        if isinstance(node, exp.Add):
+            return left + right
+        return left - right if isinstance(node, exp.Sub) else left * right
+    return None
+
+
+def _check_constant_size(node: exp.Expr, name: str) -> None:
+    """Refuse a constant generator call whose value is too large to fold (see above)."""
+    elements: float | None = None
+    characters: float | None = None
+    if isinstance(node, exp.GenerateSeries):
+        start, end = _number(node.args.get("start")), _number(node.args.get("end"))
+        step = _number(node.args.get("step")) if node.args.get("step") else 1.0
+        if start is not None and end is not None and step:
+            elements = (end - start) / step
+    elif isinstance(node, exp.Repeat):
+        times = _number(node.args.get("times"))
+        value = node.this
+        if times is not None and isinstance(value, exp.Literal) and value.is_string:
+            characters = times * len(value.this)
+        elif times is not None and isinstance(value, exp.Array):
+            elements = times * len(value.expressions)
+    elif isinstance(node, exp.Pad):
+        characters = _number(node.args.get("expression"))
+    elif name in ("list_resize", "array_resize") and len(node.expressions) > 1:
+        elements = _number(node.expressions[1])
+    sql = node.sql(dialect="duckdb")
+    if elements is not None and elements > MAX_CONSTANT_ELEMENTS:
+        raise SandboxError(
+            f"{sql} builds a list of {elements:,.0f} elements while the query is planned, "
+            f"beyond the limit of {MAX_CONSTANT_ELEMENTS:,} for a constant list"
+        )
+    if characters is not None and characters > MAX_CONSTANT_CHARACTERS:
+        raise SandboxError(
+            f"{sql} builds a string of {characters:,.0f} characters while the query is "
+            f"planned, beyond the limit of {MAX_CONSTANT_CHARACTERS:,} for a constant string"
+        )
 
 
 def _no_subqueries(tree: exp.Expr) -> None:

@@ -221,3 +221,60 @@ def test_connection_still_runs_queries_over_registered_batches(
 
     con.register("batch", pa.table({"x": [1, 2, 3]}))
     assert con.sql("SELECT SUM(x) AS s FROM batch").fetchall() == [(6,)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT list_sum(range(0, 100000000)) AS s FROM trades", "100,000,000 elements"),
+        ("SELECT range(100000000) AS s FROM trades", "100,000,000 elements"),
+        ("SELECT generate_series(1, 10000000, 2) AS s FROM trades", "5,000,000 elements"),
+        ("SELECT range(-5e8::BIGINT, 0) AS s FROM trades", "500,000,000 elements"),
+        ("SELECT list_resize([1], 2 * 1000000) AS s FROM trades", "2,000,000 elements"),
+        ("SELECT repeat([1, 2], 600000) AS s FROM trades", "1,200,000 elements"),
+        ("SELECT repeat('ab', 10000000) AS s FROM trades", "20,000,000 characters"),
+        ("SELECT lpad('a', 100000000, 'x') AS s FROM trades", "100,000,000 characters"),
+        ("SELECT id FROM trades WHERE len(range(0, 100000000)) > id", "100,000,000 elements"),
+    ],
+)
+def test_a_huge_constant_is_refused(sql: str, message: str) -> None:
+    """DuckDB would build it while planning, where no interrupt or limit reaches."""
+    assert f"builds a {'string' if 'characters' in message else 'list'} of {message}" in (
+        rejected(sql)
+    )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT range(0, 1000) AS s FROM trades",
+        "SELECT range(0, id) AS s FROM trades",  # runs chunk by chunk, under the job's limits
+        "SELECT generate_series(1, 1000000) AS s FROM trades",
+        "SELECT lpad(sym, 10, ' ') AS s FROM trades",
+        "SELECT range(TIMESTAMP '2024-01-01', TIMESTAMP '2025-01-01', INTERVAL 1 SECOND) AS s "
+        "FROM trades",
+    ],
+)
+def test_small_or_data_dependent_generators_pass(sql: str) -> None:
+    job = JobSpec(
+        name="job",
+        statement_name="out",
+        kind=StatementKind.STREAM,
+        select_sql=sql,
+        emit=None,
+        sources=(ConnectorConfig("trades", "memory_source", {}),),
+        sinks=(),
+    )
+    plan_job(job)
+
+
+def test_the_connection_has_the_memory_limit_and_never_spills() -> None:
+    con = sandboxed_connection(memory_limit=64 * 1024 * 1024)
+    settings = con.sql(
+        "SELECT current_setting('memory_limit'), current_setting('temp_directory')"
+    ).fetchall()
+    assert settings == [("64.0 MiB", "")]
+    with pytest.raises(duckdb.OutOfMemoryException):
+        con.sql(
+            "SELECT string_agg(repeat('x', 1000 + i % 7), ',') FROM range(200000) t(i)"
+        ).fetchall()

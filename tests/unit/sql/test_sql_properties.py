@@ -150,6 +150,40 @@ def test_job_wide_event_time_and_late_data(parse: Parse) -> None:
     assert job.properties["dlq.type"] == "kafka"
 
 
+def test_job_resource_limits(parse: Parse) -> None:
+    text = _one_line(
+        "'trades.type' = 'memory_source', 'out.type' = 'memory_sink', "
+        "'job.memory.limit' = '512MiB', 'job.batch.timeout' = '2.5s'"
+    )
+    app = parse(text)
+    job = app.jobs[0]
+    assert (job.memory_limit_bytes, job.batch_timeout_ms) == (512 * 1024**2, 2500)
+    assert app.warnings == ()
+    assert (
+        parse(_one_line("'trades.type' = 'memory_source', 'out.type' = 'memory_sink'"))
+        .jobs[0]
+        .memory_limit_bytes
+    ) is None
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ("'job.memory.limit' = 'lots'", "job.memory.limit: invalid size 'lots'"),
+        ("'job.memory.limit' = '0'", "job.memory.limit: invalid size '0'"),
+        ("'job.batch.timeout' = 'soon'", "job.batch.timeout 'soon' is not a duration"),
+        ("'job.batch.timeout' = '0s'", "job.batch.timeout must be above zero"),
+    ],
+)
+def test_job_resource_limits_must_be_sizes_and_durations(
+    problems: Problems, props: str, message: str
+) -> None:
+    found = problems(
+        _one_line(f"'trades.type' = 'memory_source', 'out.type' = 'memory_sink', {props}")
+    )
+    assert len(found) == 1 and message in found[0], found
+
+
 def test_a_bare_duration_is_milliseconds_and_gets_its_unit(parse: Parse) -> None:
     text = _one_line(
         "'trades.type' = 'memory_source', 'out.type' = 'memory_sink', "

@@ -23,11 +23,12 @@ import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
 from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
-from velostream.engine import BatchOutput, Executor, build_executor
+from velostream.engine import BatchOutput, Executor, build_executor, sandboxed_connection
 from velostream.errors import (
     BatchFailedError,
     DeadLetterError,
     ErrorKind,
+    JobLimitError,
     JobStateError,
     ReplayError,
     RetryableBatchError,
@@ -42,6 +43,7 @@ from velostream.server.checkpoint import CheckpointStore
 from velostream.server.processors.committers import choose_committer
 from velostream.server.processors.context import CommitContext, Committer
 from velostream.server.processors.failure import FailurePolicy
+from velostream.server.processors.limits import BatchWatch, JobLimits, Watchdog
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import plan_job
 
@@ -72,14 +74,21 @@ class JobProcessor:
         executor: Executor | None = None,
         batch_size: int | None = None,
         slots: threading.Semaphore | None = None,
+        limits: JobLimits | None = None,
     ) -> None:
+        """`limits`: the server's defaults, which the job's own WITH keys override."""
         self.job = job
         self.app_name = app_name
         self.source = source
         self.sinks = sinks
         self.observability = observability
         self.metrics = observability.require_metrics()
-        self.executor = executor or build_executor(plan_job(job), job)
+        self.limits = (limits or JobLimits()).for_job(job)
+        self.executor = executor or build_executor(
+            plan_job(job), job, sandboxed_connection(memory_limit=self.limits.memory_bytes)
+        )
+        self._watchdog = Watchdog.shared()
+        self._watch: BatchWatch | None = None  # the batch in flight, while in the query
         self.batch_size = batch_size or job.batch_size or DEFAULT_BATCH_SIZE
         self.policy = FailurePolicy.for_job(job)
         self.checkpoints = checkpoints
@@ -130,6 +139,10 @@ class JobProcessor:
         self.stop_reason = reason
         self._stop.set()
         self._running.set()
+        watch = self._watch
+        if watch is not None:  # the query in flight ends at its next chunk
+            watch.stopping = True
+            watch.interrupt()
 
     def pause(self, timeout: float = PAUSE_WAIT_SECONDS) -> bool:
         """Read nothing more; return once the batch in flight is committed.
@@ -277,8 +290,24 @@ class JobProcessor:
         while True:
             try:
                 with self._batch_lock:
-                    self._attempt(batch, first=attempt == 0)
+                    if self._attempt(batch, first=attempt == 0):
+                        return
+                    self._dlq_pending = 0  # interrupted by a stop: not committed
+                    self.committer.abort()
+                if attempt == 0:  # read again when the job starts: not counted twice
+                    self.counters.records_in -= batch.num_records
+                _log.info(
+                    "job %r: stopped in the middle of a batch of %d records; it was not "
+                    "committed and is read again when the job starts",
+                    self.job.name,
+                    batch.num_records,
+                )
                 return
+            except JobLimitError:
+                with self._batch_lock:
+                    self._dlq_pending = 0
+                    self.committer.abort()
+                raise
             except (DeadLetterError, BatchFailedError):
                 raise
             except Exception as exc:
@@ -311,8 +340,11 @@ class JobProcessor:
                     return
                 batch = again
 
-    def _attempt(self, batch: SourceBatch, *, first: bool = True) -> None:
-        """Process, write and commit one batch; `first`: not a retry (counts its input)."""
+    def _attempt(self, batch: SourceBatch, *, first: bool = True) -> bool:
+        """Process, write and commit one batch; `first`: not a retry (counts its input).
+
+        False when a stop interrupted its query: nothing was written or committed.
+        """
         started = time.perf_counter()
         if first:
             self.counters.records_in += batch.num_records
@@ -320,17 +352,9 @@ class JobProcessor:
         # mostly fsync, is outside it): with 50 busy jobs the API thread would otherwise
         # wait for the GIL behind all of them.
         with self._slots:
-            try:
-                # A batch of only bad records may come before any schema is known.
-                with bind_stage(Stage.PROCESS):
-                    output = (
-                        self.executor.process(batch)
-                        if batch.table.num_rows
-                        else BatchOutput(batch.table.slice(0, 0))
-                    )
-            except Exception as exc:
-                self.errors.record(Stage.PROCESS, str(exc) or type(exc).__name__, exc=exc)
-                raise
+            output = self._process(batch)
+            if output is None:
+                return False
             bad = [*batch.bad, *output.bad, *output.late]
             if first:
                 self.counters.late_records += len(output.late)
@@ -341,6 +365,34 @@ class JobProcessor:
             self.committer.commit(batch)
         self._count_out(written)
         self.counters.observe_batch(time.perf_counter() - started)
+        return True
+
+    def _process(self, batch: SourceBatch) -> BatchOutput | None:
+        """Run the batch's query under the job's limits; None if a stop interrupted it."""
+        if not batch.table.num_rows:  # only bad records, maybe before any schema is known
+            return BatchOutput(batch.table.slice(0, 0))
+        watch = self._watch = self._watchdog.begin(self.limits, self.executor.con.interrupt)
+        if self._stop.is_set():
+            watch.stopping = True
+        try:
+            with bind_stage(Stage.PROCESS):
+                output = self.executor.process(batch)
+        except Exception as exc:
+            limit = watch.tripped or _memory_error(self.limits, exc)
+            if limit is None and watch.stopping and _interrupt(exc):
+                return None
+            error: Exception = limit or exc
+            self.errors.record(Stage.PROCESS, str(error) or type(error).__name__, exc=error)
+            if limit is None:
+                raise
+            raise limit from exc
+        finally:
+            self._watch = None
+            self._watchdog.end(watch)
+        if watch.tripped is not None:  # over its limit in Python, where no interrupt reaches
+            self.errors.record(Stage.PROCESS, str(watch.tripped), exc=watch.tripped)
+            raise watch.tripped
+        return output
 
     def _count_out(self, rows: int) -> None:
         """A batch committed: count it and its rows out."""
@@ -494,6 +546,31 @@ class JobProcessor:
             return self.replay(letters)
         finally:
             self._close()
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _interrupt(exc: BaseException) -> bool:
+    """Whether DuckDB ended the query because it was interrupted."""
+    return any(type(e).__name__ == "InterruptException" for e in _causes(exc))
+
+
+def _memory_error(limits: JobLimits, exc: BaseException) -> JobLimitError | None:
+    """DuckDB's out-of-memory error as the job's limit error (when a limit is set)."""
+    if limits.memory_bytes is None:
+        return None
+    for cause in _causes(exc):
+        if type(cause).__name__ == "OutOfMemoryException":
+            first = str(cause).split("\n", 1)[0]
+            return limits.memory_exceeded(f"DuckDB: {first}")
+    return None
 
 
 def _transient(exc: BaseException) -> bool:

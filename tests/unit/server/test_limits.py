@@ -1,0 +1,133 @@
+"""A job's resource limits in the in-process server: what fails, how, and what does not.
+
+The real-server attacks (a long batch, a memory-hungry batch, a stop mid-query) are in
+tests/integration/test_security_limits.py; these cover the paths around them.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from tests.jobserver import Harness, app_sql, write_jsonl
+from velostream.errors import JobLimitError
+from velostream.server.processors.limits import JobLimits, Watchdog
+from velostream.sql.model import JobSpec, StatementKind
+
+SLOW = "SELECT id, list_sum(range(0, id % 7 + 8000)) AS v FROM src"
+
+
+def _source(tmp_path: Path, rows: int) -> Path:
+    return write_jsonl(tmp_path / "in.jsonl", [json.dumps({"id": i}) for i in range(rows)])
+
+
+def _deploy(h: Harness, tmp_path: Path, select: str, rows: int, **job: str) -> None:
+    h.deploy(
+        app_sql(
+            "out",
+            select=select,
+            source={"type": "file_source", "path": str(_source(tmp_path, rows)), "format": "jsonl"},
+            sink={"type": "file_sink", "path": str(tmp_path / "out.jsonl"), "format": "jsonl"},
+            job=job,
+        )
+    )
+
+
+def test_duckdbs_own_memory_limit_fails_the_job_naming_the_limit(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """What the buffer manager holds (here a DISTINCT's hash table) is bounded by DuckDB."""
+    _deploy(
+        harness,
+        tmp_path,
+        "SELECT id % 40000 AS k, COUNT(DISTINCT id) AS c FROM src GROUP BY id % 40000",
+        50_000,
+        **{"job.memory.limit": "1MiB"},
+    )
+    status = harness.wait_state("out", "failed", timeout=60)
+    assert "job.memory.limit (1.0 MiB) exceeded: DuckDB: Out of Memory Error" in status["reason"]
+    [group] = harness.catalog("process", "out")
+    assert group["kind"] == "ResourceError"
+    assert status["records_out"] == 0
+
+
+def test_a_limit_is_not_retried_by_retry_with_backoff(harness: Harness, tmp_path: Path) -> None:
+    """The same batch would only go over its limit again: the job fails at once."""
+    _deploy(
+        harness,
+        tmp_path,
+        SLOW,
+        50_000,
+        failure_strategy="RetryWithBackoff",
+        retry_backoff_ms="10",
+        **{"job.batch.timeout": "300ms"},
+    )
+    status = harness.wait_state("out", "failed", timeout=60)
+    assert "job.batch.timeout (0.3s) exceeded" in status["reason"]
+    assert harness.sample("velo_job_retries_total", job="out") in (0.0, None)
+    assert len(harness.catalog("process", "out")) == 1
+
+
+def test_a_job_under_its_limits_runs_to_the_end(harness: Harness, tmp_path: Path) -> None:
+    _deploy(
+        harness,
+        tmp_path,
+        "SELECT id, id * 2 AS v FROM src",
+        5_000,
+        **{"job.memory.limit": "256MiB", "job.batch.timeout": "30s"},
+    )
+    status = harness.wait_state("out", "completed", timeout=60)
+    assert status["records_out"] == 5_000
+
+
+def test_a_stopped_batch_is_read_again_when_the_job_starts(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Interrupted mid-query, the batch is not committed: a restart reads all of it."""
+    _deploy(harness, tmp_path, SLOW, 50_000)
+    harness.wait_for(lambda: harness.status("out")["records_in"] > 0, 30, "the first batch")
+    time.sleep(0.3)
+    started = time.monotonic()
+    harness.server.stop("out")
+    assert time.monotonic() - started < 1.0
+    assert harness.status("out")["records_in"] == 0
+    checkpoint = harness.server.checkpoints.load("out") if harness.server.checkpoints else None
+    assert checkpoint is None or checkpoint.position in (None, 0) or not checkpoint.position
+
+
+def test_the_job_keys_override_the_server_defaults() -> None:
+    job = JobSpec(
+        name="j",
+        statement_name="j",
+        kind=StatementKind.STREAM,
+        select_sql="SELECT 1",
+        emit=None,
+        sources=(),
+        sinks=(),
+        memory_limit_bytes=1024,
+    )
+    limits = JobLimits(memory_bytes=2048, batch_timeout_ms=500).for_job(job)
+    assert (limits.memory_bytes, limits.batch_timeout_ms) == (1024, 500)
+    assert limits.timeout_exceeded(0.61).args[0] == (
+        "job.batch.timeout (0.5s) exceeded: the batch ran 0.6s and was interrupted"
+    )
+    assert isinstance(limits.memory_exceeded("x"), JobLimitError)
+
+
+def test_the_watchdog_interrupts_until_the_batch_ends() -> None:
+    watchdog = Watchdog(tick=0.01)
+    calls: list[float] = []
+    watch = watchdog.begin(JobLimits(batch_timeout_ms=50), lambda: calls.append(time.monotonic()))
+    time.sleep(0.2)
+    watchdog.end(watch)
+    count = len(calls)
+    time.sleep(0.05)
+    assert watch.tripped is not None and count >= 3  # asked again each tick
+    assert len(calls) == count  # and never after the batch ended
+    done = threading.Event()
+    quiet = watchdog.begin(JobLimits(), done.set)
+    time.sleep(0.05)
+    watchdog.end(quiet)
+    assert not done.is_set() and quiet.tripped is None
