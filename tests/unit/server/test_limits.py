@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.jobserver import Harness, app_sql, write_jsonl
 from velostream.errors import JobLimitError
-from velostream.server.processors.limits import JobLimits, Watchdog
+from velostream.server.processors.limits import STOP_GRACE_SECONDS, JobLimits, Watchdog
 from velostream.sql.model import JobSpec, StatementKind
 
 SLOW = "SELECT id, list_sum(range(0, id % 7 + 8000)) AS v FROM src"
@@ -131,3 +131,15 @@ def test_the_watchdog_interrupts_until_the_batch_ends() -> None:
     time.sleep(0.05)
     watchdog.end(quiet)
     assert not done.is_set() and quiet.tripped is None
+
+
+def test_a_stopped_batch_gets_a_short_grace_before_it_is_interrupted() -> None:
+    watchdog = Watchdog(tick=0.01)
+    calls: list[float] = []
+    watch = watchdog.begin(JobLimits(), lambda: calls.append(time.monotonic()))
+    watch.stop()
+    time.sleep(STOP_GRACE_SECONDS / 2)
+    assert calls == []  # a batch that ends now is committed, not interrupted
+    time.sleep(STOP_GRACE_SECONDS)
+    watchdog.end(watch)
+    assert calls and calls[0] - watch.started >= STOP_GRACE_SECONDS

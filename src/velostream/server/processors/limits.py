@@ -8,8 +8,9 @@
   batch. That check is coarse: the jobs of a server share one process, so growth from
   two jobs' batches at once is seen by both.
 - `job.batch.timeout` bounds the time one batch spends in the query.
-- A stop asks DuckDB to interrupt the batch in flight and asks again every tick until
-  the batch has ended, so that it takes effect between two chunks of a query.
+- A stop lets the batch in flight finish if it does within `STOP_GRACE_SECONDS`;
+  after that the watchdog asks DuckDB to interrupt it, again every tick until the batch
+  has ended, so that the stop takes effect between two chunks of a query.
 
 DuckDB checks for an interrupt between chunks of work; constant expressions that it
 folds while planning (`range(0, 100000000)` with literal bounds) are not interruptible,
@@ -32,6 +33,9 @@ __all__ = ["BatchWatch", "JobLimits", "Watchdog", "resident_bytes"]
 
 #: How often the watchdog looks at the batches in flight.
 TICK_SECONDS = 0.1
+#: How long a stopped batch may go on before it is interrupted (most batches finish,
+#: and are committed, well within it).
+STOP_GRACE_SECONDS = 0.3
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -77,7 +81,7 @@ class JobLimits:
 class BatchWatch:
     """One batch in flight: its deadline, its memory baseline and how to interrupt it."""
 
-    __slots__ = ("baseline", "deadline", "interrupt", "limits", "started", "stopping", "tripped")
+    __slots__ = ("baseline", "deadline", "interrupt", "limits", "started", "stopped_at", "tripped")
 
     def __init__(self, limits: JobLimits, interrupt: Callable[[], None]) -> None:
         self.limits = limits
@@ -88,8 +92,17 @@ class BatchWatch:
         self.baseline = resident_bytes() if limits.memory_bytes is not None else None
         #: The limit this batch went over (set by the watchdog), or None.
         self.tripped: JobLimitError | None = None
-        #: A stop was asked for: interrupt until the batch ends.
-        self.stopping = False
+        #: When a stop was asked for (monotonic): interrupt after the grace period.
+        self.stopped_at: float | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.stopped_at is not None
+
+    def stop(self) -> None:
+        """A stop was asked for: interrupt the batch unless it ends within the grace."""
+        if self.stopped_at is None:
+            self.stopped_at = time.monotonic()
 
     def check(self, now: float, resident: int | None) -> None:
         """Trip on a limit (once) and interrupt; keep interrupting a stopping batch."""
@@ -106,7 +119,8 @@ class BatchWatch:
                     f"the server grew by {format_size(resident - self.baseline)} during the "
                     "batch, and the batch was interrupted"
                 )
-        if self.tripped is not None or self.stopping:
+        overdue = self.stopped_at is not None and now - self.stopped_at >= STOP_GRACE_SECONDS
+        if self.tripped is not None or overdue:
             self.interrupt()
 
 
