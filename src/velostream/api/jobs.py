@@ -117,6 +117,10 @@ class JobInfo(BaseModel):
     records_out: int
     records_failed: int
     dead_letters: int
+    late_records: int = Field(
+        description="records after their window closed (dropped or dead-lettered); "
+        "records_in = out or filtered + records_failed + late_records"
+    )
     batches: int
     history: list[StateChangeModel]
     sql: str | None = Field(

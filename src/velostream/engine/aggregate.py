@@ -125,8 +125,9 @@ class AggregateExecutor(Executor):
         if pre is None:
             pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
         late: list[BadRecord] = []
+        dropped = 0
         if self._windows is not None:
-            pre, more_bad, late = self._windows.assign(pre, batch.refs)
+            pre, more_bad, late, dropped = self._windows.assign(pre, batch.refs)
             bad.extend(more_bad)
         if self._mode == "sql":
             out = self._process_sql(pre)
@@ -134,7 +135,7 @@ class AggregateExecutor(Executor):
             out = self._run_changes(pre)
         else:
             out = self._run_final(pre)
-        return BatchOutput(self._apply_limit(out), bad, late)
+        return BatchOutput(self._apply_limit(out), bad, late, dropped)
 
     def _process_sql(self, pre: pa.Table) -> pa.Table:
         """One batch on DuckDB, then the windows it closed: emitted, or (EMIT CHANGES,

@@ -81,11 +81,13 @@ def sandboxed_connection(
 
 @dataclass(slots=True)
 class BatchOutput:
-    """What one micro-batch produced: output rows and rows that failed in the query."""
+    """What one micro-batch produced: output rows, rows that failed in the query, late
+    rows to dead-letter, and how many late rows were dropped (`late.data.strategy`)."""
 
     table: pa.Table
     bad: list[BadRecord] = field(default_factory=list)
     late: list[BadRecord] = field(default_factory=list)
+    late_dropped: int = 0
 
 
 class Executor(ABC):

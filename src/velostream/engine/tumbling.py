@@ -39,11 +39,13 @@ _MIN_MS = np.iinfo(np.int64).min
 
 class WindowedRows(NamedTuple):
     """A batch after window assignment: the rows that go on, with their window bounds;
-    rows without a usable event time; late rows for the DLQ (dead-letter strategy only)."""
+    rows without a usable event time; late rows for the DLQ (dead-letter strategy only)
+    and how many late rows were dropped (drop strategy)."""
 
     rows: pa.Table
     bad: list[BadRecord]
     late: list[BadRecord]
+    dropped: int = 0
 
 
 def _records(refs: RecordRefs, rows: np.ndarray, message: str, kind: ErrorKind) -> list[BadRecord]:
@@ -115,16 +117,19 @@ class TumblingWindows:
         end = start + size
         late_mask = end <= self._watermarks_before(ms)
         late: list[BadRecord] = []
+        dropped = 0
         if late_mask.any():
             self.late_records += int(late_mask.sum())
             if self.late_to_dead_letter:
                 rows = pre.column(ROW).to_numpy()[late_mask]
                 late = _records(refs, rows, LATE_MESSAGE, ErrorKind.EXECUTION)
+            else:
+                dropped = int(late_mask.sum())
         keep = ~late_mask
         pre = pre.filter(pa.array(keep))
         pre = pre.append_column(WINDOW_START, self._bounds(start[keep]))
         pre = pre.append_column(WINDOW_END, self._bounds(end[keep]))
-        return WindowedRows(pre, bad, late)
+        return WindowedRows(pre, bad, late, dropped)
 
     def _event_ms(self, pre: pa.Table, refs: RecordRefs) -> pa.ChunkedArray | list[BadRecord]:
         """The event time in epoch milliseconds, or every row as bad if its type is neither

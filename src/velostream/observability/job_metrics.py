@@ -46,10 +46,20 @@ COUNTERS: tuple[tuple[str, str], ...] = (
     ("velo_job_records_failed", "Records that failed in a job"),
     ("velo_dlq_records", "Records written to a job's dead-letter queue"),
     ("velo_dlq_write_failures", "Failed dead-letter writes"),
+    ("velo_late_records", "Records that came after their window closed (dropped or dead-lettered)"),
 )
 # The JobCounters attribute behind each of COUNTERS.
-_FIELDS = ("records_in", "records_out", "records_failed", "dead_letters", "dlq_write_failures")
-RECORDS_IN, RECORDS_OUT, RECORDS_FAILED, DLQ_RECORDS, DLQ_WRITE_FAILURES = range(len(COUNTERS))
+_FIELDS = (
+    "records_in",
+    "records_out",
+    "records_failed",
+    "dead_letters",
+    "dlq_write_failures",
+    "late_records",
+)
+RECORDS_IN, RECORDS_OUT, RECORDS_FAILED, DLQ_RECORDS, DLQ_WRITE_FAILURES, LATE_RECORDS = range(
+    len(COUNTERS)
+)
 STATUS = ("velo_job_status", "1 for a job's current state, 0 otherwise")
 BATCH_DURATION = ("velo_job_batch_duration_seconds", "Time to process one micro-batch")
 _LE = [*(repr(float(b)) for b in BATCH_DURATION_BUCKETS), "+Inf"]

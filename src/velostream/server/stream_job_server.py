@@ -110,6 +110,7 @@ class JobHandle:
             "records_out": stats.records_out if stats else 0,
             "records_failed": stats.records_failed if stats else 0,
             "dead_letters": stats.dead_letters if stats else 0,
+            "late_records": stats.late_records if stats else 0,
             "batches": stats.batches if stats else 0,
             "history": [{"state": c.state.value, "at": c.at, "reason": c.reason} for c in history],
             "sql": self.spec.text,

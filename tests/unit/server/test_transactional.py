@@ -275,3 +275,31 @@ def test_a_crash_between_checkpoint_and_publish_is_rolled_forward(
     assert stats.records_in == ROWS - 10 * crash_at, "resumed after the committed batch"
     assert csv_ids(out) == list(range(ROWS)), "published exactly once"
     assert not staging.exists()
+
+
+class PublishFailsOnce(FileSink):
+    """Its `fail_at`-th publish fails (the checkpoint is saved); the next one works."""
+
+    def __init__(self, name: str, properties: Mapping[str, str], fail_at: int) -> None:
+        super().__init__(name, properties)
+        self.fail_at, self.publishes = fail_at, 0
+
+    def publish(self) -> None:
+        self.publishes += 1
+        if self.publishes == self.fail_at:
+            raise SinkError("the disk blinked")
+        super().publish()
+
+
+def test_a_batch_the_abort_publishes_after_all_is_counted_out(
+    tmp_path: Path, make_manager: ManagerFactory
+) -> None:
+    """The checkpoint holds the batch, so the abort rolls it forward: its rows are out."""
+    store = CheckpointStore(tmp_path / "checkpoints")
+    sink = PublishFailsOnce("out", {"path": str(tmp_path / "out.csv")}, fail_at=3)
+    job_processor = processor(tmp_path, store, make_manager, [sink])
+    with pytest.raises(SinkError):  # LogAndContinue: a sink error fails the job
+        job_processor.run()
+    assert csv_ids(tmp_path / "out.csv") == list(range(30)), "three batches published"
+    stats = job_processor.stats
+    assert (stats.records_in, stats.records_out) == (30, 30)

@@ -186,7 +186,7 @@ class KafkaTransactionalCommitter:
             error = translate(exc, stage=Stage.COMMIT, name=self.source.name, doing="aborting")
             self.context.record_error(Stage.COMMIT, f"abort failed: {error}", exc=error)
 
-    def abort(self) -> None:
+    def abort(self) -> bool:
         """Undo the batch: abort its transaction, forget its outputs, rewind source and state."""
         ctx = self.context
         self._abort_transaction()
@@ -201,3 +201,4 @@ class KafkaTransactionalCommitter:
         except VelostreamError as exc:
             ctx.record_error(Stage.SOURCE, f"rewinding {self.source.name}: {exc}", exc=exc)
             raise
+        return False

@@ -24,6 +24,7 @@ import pyarrow as pa
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
 from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
 from velostream.engine import BatchOutput, Executor, build_executor, sandboxed_connection
+from velostream.engine.tumbling import LATE_MESSAGE
 from velostream.errors import (
     BatchFailedError,
     DeadLetterError,
@@ -32,6 +33,7 @@ from velostream.errors import (
     JobStateError,
     ReplayError,
     RetryableBatchError,
+    Severity,
     Stage,
     classify,
 )
@@ -115,6 +117,7 @@ class JobProcessor:
         self._ready = False  # recovered and opened: a replay may use the sinks
         self._closed = False  # sinks closed: a replay needs a fresh processor
         self._dlq_pending = 0  # dead letters written but not yet flushed
+        self._pending_out = 0  # rows written for the batch in flight, not yet committed
         self.committer: Committer = choose_committer(
             CommitContext(
                 job=job,
@@ -134,15 +137,15 @@ class JobProcessor:
     # --- control --------------------------------------------------------------
 
     def stop(self, reason: str = "stopped") -> None:
-        """End the loop after the batch in flight (committed); a paused loop ends too."""
+        """End the loop after the batch in flight (committed), or interrupt that batch
+        (not committed) if it takes longer than a short grace; a paused loop ends too."""
         self.stopped = True
         self.stop_reason = reason
         self._stop.set()
         self._running.set()
         watch = self._watch
-        if watch is not None:  # the query in flight ends at its next chunk
-            watch.stopping = True
-            watch.interrupt()
+        if watch is not None:  # interrupted unless it ends within the grace period
+            watch.stop()
 
     def pause(self, timeout: float = PAUSE_WAIT_SECONDS) -> bool:
         """Read nothing more; return once the batch in flight is committed.
@@ -292,8 +295,7 @@ class JobProcessor:
                 with self._batch_lock:
                     if self._attempt(batch, first=attempt == 0):
                         return
-                    self._dlq_pending = 0  # interrupted by a stop: not committed
-                    self.committer.abort()
+                    self._abort()  # interrupted by a stop: nothing was written
                 if attempt == 0:  # read again when the job starts: not counted twice
                     self.counters.records_in -= batch.num_records
                 _log.info(
@@ -305,15 +307,13 @@ class JobProcessor:
                 return
             except JobLimitError:
                 with self._batch_lock:
-                    self._dlq_pending = 0
-                    self.committer.abort()
+                    self._abort()
                 raise
             except (DeadLetterError, BatchFailedError):
                 raise
             except Exception as exc:
                 with self._batch_lock:
-                    self._dlq_pending = 0  # the abort drops the unflushed dead letters
-                    self.committer.abort()
+                    self._abort()
                 attempt += 1
                 if not self.policy.retries and not _transient(exc):
                     raise
@@ -355,14 +355,15 @@ class JobProcessor:
             output = self._process(batch)
             if output is None:
                 return False
-            bad = [*batch.bad, *output.bad, *output.late]
-            if first:
-                self.counters.late_records += len(output.late)
+            bad = [*batch.bad, *output.bad]
             if bad:
                 self._handle_bad(bad, count=first)
-            written = self._write(output.table)
+            if output.late or output.late_dropped:
+                self._handle_late(output, count=first)
+            written = self._pending_out = self._write(output.table)
         with bind_stage(Stage.COMMIT):
             self.committer.commit(batch)
+        self._pending_out = 0
         self._count_out(written)
         self.counters.observe_batch(time.perf_counter() - started)
         return True
@@ -373,7 +374,7 @@ class JobProcessor:
             return BatchOutput(batch.table.slice(0, 0))
         watch = self._watch = self._watchdog.begin(self.limits, self.executor.con.interrupt)
         if self._stop.is_set():
-            watch.stopping = True
+            watch.stop()
         try:
             with bind_stage(Stage.PROCESS):
                 output = self.executor.process(batch)
@@ -393,6 +394,15 @@ class JobProcessor:
             self.errors.record(Stage.PROCESS, str(watch.tripped), exc=watch.tripped)
             raise watch.tripped
         return output
+
+    def _abort(self) -> None:
+        """Undo the batch in flight; rows of a batch the abort committed after all
+        (a publish rolled forward) are counted out like any committed rows."""
+        self._dlq_pending = 0  # the abort drops the unflushed dead letters
+        rolled_forward = self.committer.abort()
+        if rolled_forward:
+            self._count_out(self._pending_out)
+        self._pending_out = 0
 
     def _count_out(self, rows: int) -> None:
         """A batch committed: count it and its rows out."""
@@ -415,6 +425,23 @@ class JobProcessor:
             raise BatchFailedError(
                 f"FailBatch: {reason}", failed_kind=first.kind, job=self.job.name
             )
+
+    def _handle_late(self, output: BatchOutput, *, count: bool = True) -> None:
+        """Late rows are counted as late (never as failed) and recorded under every
+        strategy; with `late.data.strategy = 'dead_letter'` each goes to the DLQ."""
+        if count:
+            self.counters.late_records += len(output.late) + output.late_dropped
+        if output.late_dropped:
+            self.errors.record(
+                Stage.PROCESS,
+                f"late records dropped: {LATE_MESSAGE} (late.data.strategy 'drop')",
+                kind=ErrorKind.EXECUTION,
+                severity=Severity.USER,
+                count=output.late_dropped,
+            )
+        if output.late:
+            context = self.errors.context
+            self._dead_letter(output.late, self._record_bad(output.late, context), context)
 
     def _record_bad(self, bad: list[BadRecord], context: DeploymentContext) -> list[str | None]:
         """Record the bad records' errors; return each record's fingerprint.
@@ -524,13 +551,14 @@ class JobProcessor:
                         job=self.job.name,
                     )
                 written = self._write(output.table)
+                self._pending_out = written
                 self.committer.commit(None)
             except BaseException:
                 # Between batches the source sits at the committed position, so the
                 # abort only undoes the replay's state changes and uncommitted output.
-                self._dlq_pending = 0
-                self.committer.abort()
+                self._abort()
                 raise
+            self._pending_out = 0
             self._count_out(written)
             if self.dlq is not None:
                 self.dlq.mark_replayed([letter.id for letter in letters])

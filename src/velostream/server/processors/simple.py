@@ -206,7 +206,7 @@ class SimpleCommitter:
             ctx.record_error(Stage.COMMIT, f"commit failed: {exc}", exc=exc)
             raise
 
-    def abort(self) -> None:
+    def abort(self) -> bool:
         """Rewind to the last commit: what was written stays (at-least-once)."""
         ctx = self.context
         if ctx.dlq is not None:
@@ -214,6 +214,7 @@ class SimpleCommitter:
         if self.state is not None:
             ctx.executor.restore(self.state)
         ctx.source.seek(self.position)
+        return False
 
 
 def _holds_data(state: dict[str, Any]) -> bool:

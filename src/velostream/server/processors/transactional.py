@@ -79,14 +79,16 @@ class TransactionalCommitter(SimpleCommitter):
                     raise
         self._publish_due = False
 
-    def abort(self) -> None:
+    def abort(self) -> bool:
         """Undo everything since the last commit: outputs, dead letters, position, state.
 
-        A batch the checkpoint already holds is published instead (rolled forward); if
-        that fails again the abort raises, and the job's restart publishes it.
+        A batch the checkpoint already holds is published instead (rolled forward, and
+        True is returned); if that fails again the abort raises, and the job's restart
+        publishes it.
         """
         ctx = self.context
-        if self._publish_due:
+        rolled_forward = self._publish_due
+        if rolled_forward:
             self._publish()
         for sink in ctx.sinks:
             if isinstance(sink, StagingSink):
@@ -98,3 +100,4 @@ class TransactionalCommitter(SimpleCommitter):
         if self.state is not None:
             ctx.executor.restore(self.state)
         ctx.source.seek(self.position)
+        return rolled_forward
