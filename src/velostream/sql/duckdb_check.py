@@ -30,6 +30,8 @@ __all__ = ["check_functions", "check_planned_sql", "check_syntax", "sqlglot_offs
 
 # Functions of the dialect that the planner rewrites; DuckDB never sees them.
 _OWN_FUNCTIONS = frozenset({"tumble_start", "tumble_end"})
+# Standard names the planner rewrites to DuckDB's (plan_sql.standard_functions).
+_REWRITTEN_FUNCTIONS = frozenset({"json_query"})
 # A ',' directly before one of these leaves an empty item, which sqlglot (and DuckDB's
 # friendly SQL) silently drop: `SELECT id, FROM src` has lost a column, or had one too many.
 _AFTER_LAST_ITEM = {
@@ -180,7 +182,12 @@ def check_functions(tree: exp.Select, parsed: dict[str, Any]) -> None:
     the planned SQL is judged as a whole by `check_planned_sql`.
     """
     known = _function_names()
-    unknown = {name for name, _ in _called_functions(parsed)} - known - _OWN_FUNCTIONS
+    unknown = (
+        {name for name, _ in _called_functions(parsed)}
+        - known
+        - _OWN_FUNCTIONS
+        - _REWRITTEN_FUNCTIONS
+    )
     if not unknown:
         return
     calls = sorted(tree.find_all(exp.Anonymous), key=lambda n: n.meta.get("start", 0))

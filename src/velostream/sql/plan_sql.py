@@ -6,7 +6,15 @@ import re
 
 from sqlglot import exp
 
-__all__ = ["blank", "output_name", "quote", "to_sql", "unalias", "unqualify"]
+__all__ = [
+    "blank",
+    "output_name",
+    "quote",
+    "standard_functions",
+    "to_sql",
+    "unalias",
+    "unqualify",
+]
 
 
 def to_sql(node: exp.Expr) -> str:
@@ -58,3 +66,27 @@ def unqualify(tree: exp.Select, source: str) -> None:
             continue
         keys = ("this", "table", "db", "catalog")
         column.replace(exp.Column(**dict(zip(keys, reversed(rest), strict=False))))
+
+
+def standard_functions(tree: exp.Expr) -> None:
+    """Give SQL/JSON functions their standard meaning, in place.
+
+    `JSON_VALUE(doc, path)` is the scalar at `path` as text (`buy`, not DuckDB's JSON
+    text `"buy"`), NULL for an object, an array or no value; `JSON_QUERY(doc, path)` is
+    the JSON fragment at `path` (DuckDB's `json_extract`).
+    """
+    for call in list(tree.find_all(exp.Anonymous)):
+        name = str(call.name).lower()
+        if name == "json_value" and len(call.expressions) == 2:
+            scalar = exp.Anonymous(
+                this="json_value", expressions=[e.copy() for e in call.expressions]
+            )
+            call.replace(
+                exp.Anonymous(
+                    this="json_extract_string", expressions=[scalar, exp.Literal.string("$")]
+                )
+            )
+        elif name == "json_query" and len(call.expressions) == 2:
+            call.replace(
+                exp.Anonymous(this="json_extract", expressions=[e.copy() for e in call.expressions])
+            )

@@ -48,7 +48,15 @@ from velostream.sql.plan import (
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
 from velostream.sql.plan_row_window import is_row_function, plan_row_window
-from velostream.sql.plan_sql import blank, output_name, quote, to_sql, unalias, unqualify
+from velostream.sql.plan_sql import (
+    blank,
+    output_name,
+    quote,
+    standard_functions,
+    to_sql,
+    unalias,
+    unqualify,
+)
 from velostream.sql.sandbox import check_sandbox
 
 __all__ = [
@@ -143,6 +151,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
         raise PlanError("SELECT DISTINCT is not supported on streams yet")
     _check_clauses(tree)
     unqualify(tree, source)
+    standard_functions(tree)
     if any(isinstance(s, exp.Star) for s in tree.selects) and tree.args.get("group"):
         raise PlanError("SELECT * cannot be combined with GROUP BY")
     window = None
