@@ -1,4 +1,5 @@
-"""benchmarks/bench_engine.py runs end to end on a tiny input (no figures checked).
+"""benchmarks/bench_engine.py and bench_limits.py run end to end on a tiny input (no figures
+checked).
 
 Performance is measured by the benchmark itself, at full size, never by the tests.
 """
@@ -39,3 +40,21 @@ def test_engine_benchmark_runs_every_case_on_a_small_input(tmp_path: Path) -> No
     for case in range(1, 6):
         assert f"\n{case}. " in result.stdout, output
     assert "peak RSS" in result.stdout
+
+
+LIMITS = BENCH.parent / "bench_limits.py"
+
+
+def test_limits_benchmark_runs_on_a_small_input() -> None:
+    result = subprocess.run(
+        [sys.executable, str(LIMITS), "--rows", "20000", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    for line in ("stop 0.5 s into the batch", "job.batch.timeout 1s", "256MiB limit"):
+        assert line in result.stdout, output
