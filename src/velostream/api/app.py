@@ -1,4 +1,9 @@
-"""The HTTP app: /metrics, /health, /errors and friends (FastAPI)."""
+"""The HTTP app: /metrics, /health, /errors and friends (FastAPI).
+
+Every JSON answer is rendered by `_SafeJSONResponse`: a name that is not UTF-8 (a
+surrogate-escaped file name in an error's record reference, a job's failure reason)
+is escaped by `observability.text.safe_text` instead of failing the whole response.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from velostream.api.guard import DEFAULT_MAX_BODY, RequestGuard
 from velostream.api.jobs import jobs_router, problem, problem_responses
 from velostream.errors import ApiProblem, AuthError, Stage
 from velostream.observability.manager import ObservabilityManager
+from velostream.observability.text import safe_json, safe_text
 from velostream.server.stream_job_server import StreamJobServer
 
 __all__ = ["create_app"]
@@ -27,10 +33,21 @@ _CRITICAL = {"description": "A job has failed (the health document, status criti
 _NOT_READY = {"description": "Shutting down: not taking work"}
 
 
+class _SafeJSONResponse(JSONResponse):
+    """JSONResponse that escapes text it cannot encode (lone surrogates) instead of
+    failing: Starlette's encoder raises UnicodeEncodeError on them, a 500 for the lot."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return super().render(safe_json(content))
+
+
 def _problem(
     status: int, title: str, detail: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    return JSONResponse(
+    return _SafeJSONResponse(
         {"type": "about:blank", "title": title, "status": status, "detail": detail},
         status_code=status,
         media_type=_PROBLEM,
@@ -61,14 +78,19 @@ def create_app(
         if on_shutdown is not None:
             await asyncio.to_thread(on_shutdown)
 
-    app = FastAPI(title="Velostream", version=__version__, lifespan=lifespan)
+    app = FastAPI(
+        title="Velostream",
+        version=__version__,
+        lifespan=lifespan,
+        default_response_class=_SafeJSONResponse,
+    )
     app.add_middleware(
         RequestGuard, hosts=hosts if hosts is not None else frozenset({"*"}), max_body=max_body
     )
 
     @app.exception_handler(ApiProblem)
     async def api_problem(request: Request, exc: ApiProblem) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.detail, **exc.extra)
+        return problem(exc.status, exc.title, safe_text(exc.detail), **safe_json(exc.extra))
 
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
@@ -114,13 +136,13 @@ def create_app(
                 "buffered": metrics.get_buffered_error_count(),
             },
         }
-        return JSONResponse(doc, status_code=503) if critical else doc
+        return _SafeJSONResponse(doc, status_code=503) if critical else doc
 
     @app.get("/ready", tags=["observability"], response_model=None, responses={503: _NOT_READY})
     async def ready() -> dict[str, Any] | JSONResponse:
         """Ready to take work (503 while shutting down)."""
         if server is not None and not server.accepting:
-            return JSONResponse({"ready": False}, status_code=503)
+            return _SafeJSONResponse({"ready": False}, status_code=503)
         return {"ready": True}
 
     @app.get("/errors", tags=["errors"], response_model=None, responses=problem_responses(400, 422))
@@ -168,7 +190,7 @@ def create_app(
     async def errors_report(job: str | None = None) -> str:
         """The seed's text report."""
         buffer = metrics.buffer if job is None else metrics.job_buffer(job)
-        return buffer.format_for_report() if buffer is not None else "No errors recorded"
+        return safe_text(buffer.format_for_report()) if buffer is not None else "No errors recorded"
 
     app.include_router(console_router(observability, server))
     if server is not None:

@@ -24,7 +24,7 @@ from rich.markup import escape
 from velostream.api.guard import DEFAULT_MAX_BODY, allowed_hosts
 from velostream.errors import ConfigurationError, VelostreamError
 from velostream.fsutil import PathRoots
-from velostream.observability.logging import configure_logging
+from velostream.observability.logging import configure_logging, parse_level
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
 from velostream.server.processors.limits import JobLimits
 from velostream.sql.duration import parse_duration_ms
@@ -38,7 +38,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Velostream s
 
 _log = logging.getLogger("velostream.cli")
 
-LogLevel = Annotated[str, typer.Option("--log-level", envvar="VELO_LOG_LEVEL")]
+
+def _log_level(value: str) -> str:
+    """`--log-level`: a level name `parse_level` knows (trace, debug, ... critical)."""
+    try:
+        parse_level(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+LogLevel = Annotated[
+    str,
+    typer.Option(
+        "--log-level",
+        envvar="VELO_LOG_LEVEL",
+        callback=_log_level,
+        help="trace|debug|info|warning|error|critical (debug: batches, commits, rebalances)",
+    ),
+]
 LogFormat = Annotated[str, typer.Option("--log-format", envvar="VELO_LOG_FORMAT", help="text|json")]
 LogFile = Annotated[
     str | None, typer.Option("--log-file", envvar="VELO_LOG_FILE", help="rotating log file")

@@ -34,6 +34,8 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from velostream.observability.text import safe_text
+
 __all__ = ["BATCH_DURATION_BUCKETS", "JOB_STATUSES", "JobCounters", "JobCounts", "JobFamilies"]
 
 JOB_STATUSES: tuple[str, ...] = ("starting", "running", "paused", "completed", "stopped", "failed")
@@ -108,7 +110,7 @@ class JobCounters:
     )
 
     def __init__(self, job: str) -> None:
-        self.label = f'job="{escape_label_value(job)}"'
+        self.label = f'job="{escape_label_value(safe_text(job))}"'
         self.records_in = 0
         self.records_out = 0
         self.records_failed = 0
@@ -243,13 +245,13 @@ class JobFamilies(Collector):
         for index, (name, help_text) in enumerate(COUNTERS):
             counter = CounterMetricFamily(name, help_text, labels=["job"])
             for job, (counts, created, _, _, _) in snapshot.items():
-                counter.add_metric([job], counts[index], created=created)
+                counter.add_metric([safe_text(job)], counts[index], created=created)
             yield counter
         status = GaugeMetricFamily(*STATUS, labels=["job", "status"])
         for job, (_, _, _, _, current) in snapshot.items():
             if current is not None:
                 for st in JOB_STATUSES:
-                    status.add_metric([job, st], 1 if st == current else 0)
+                    status.add_metric([safe_text(job), st], 1 if st == current else 0)
         yield status
         histogram = HistogramMetricFamily(*BATCH_DURATION, labels=["job"])
         for job, (_, _, buckets, total, _) in snapshot.items():
@@ -257,5 +259,5 @@ class JobFamilies(Collector):
             for le, n in zip(_LE, buckets, strict=True):
                 cumulative += n
                 pairs.append((le, float(cumulative)))
-            histogram.add_metric([job], pairs, total, timestamp=None)
+            histogram.add_metric([safe_text(job)], pairs, total, timestamp=None)
         yield histogram

@@ -6,6 +6,14 @@ its arguments, else `VELO_LOG_LEVEL`, `VELO_LOG_FORMAT`, `VELO_LOG_FILE`,
 is logged: the first occurrence is, then at most one summary line per interval
 carrying the number suppressed. Counters count every error regardless.
 
+Levels: the logging module's, plus `trace` (5, below `debug`) for per-poll and
+per-message detail; `parse_level` takes any of them by name, in any case. At `debug`
+the server writes a line at every batch boundary, commit, retry and Kafka rebalance.
+
+Every line is safe to write whatever text it carries: a name that is not UTF-8 (a
+surrogate-escaped file name) is escaped by `observability.text.safe_text`, in the JSON
+and the text format alike, so no handler fails on it.
+
 Log context: a job's thread runs under `bind_job(name)` (and `bind_stage(stage)` for
 each stage of a batch), and `JobContextFilter`, on every handler we install, gives a
 record logged there, by us or by a connector, the `job` and `stage` fields it lacks.
@@ -28,22 +36,36 @@ from collections.abc import Hashable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
-import orjson
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from velostream.observability.text import dumps, safe_text
+
 __all__ = [
     "ERROR_LOGGER",
+    "TRACE",
     "JobContextFilter",
     "JsonFormatter",
     "LogThrottle",
+    "TextFormatter",
     "bind_job",
     "bind_stage",
     "configure_logging",
     "job_logger",
+    "parse_level",
 ]
 
 ERROR_LOGGER = "velostream.errors"
+TRACE = 5
+_LEVELS = {
+    "trace": TRACE,
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
 _ROOT = "velostream"
 _CONTEXT_FIELDS = (
     "job",
@@ -103,6 +125,29 @@ class JobContextFilter(logging.Filter):
         return True
 
 
+def parse_level(level: str | int) -> int:
+    """A level number from a name (`trace`, `debug`, ... `critical`, any case) or a number."""
+    if isinstance(level, int):
+        return level
+    name = level.strip().lower()
+    if name.isdigit():
+        return int(name)
+    if name not in _LEVELS:
+        valid = ", ".join(n for n in _LEVELS if n != "warn")
+        raise ValueError(f"unknown log level {level!r}; valid: {valid}")
+    return _LEVELS[name]
+
+
+class TextFormatter(logging.Formatter):
+    """`time level logger: message`, with text that is not UTF-8 escaped."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return safe_text(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the error context."""
 
@@ -119,7 +164,7 @@ class JsonFormatter(logging.Formatter):
                 doc[key] = value
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode("utf-8")
+        return dumps(doc, default=str).decode("utf-8")
 
 
 def _parse_syslog(address: str) -> str | tuple[str, int]:
@@ -148,23 +193,23 @@ def configure_logging(
     A rotating log file (for example `velo_deployment.log`) is `file=...` away.
     """
     e = os.environ if env is None else env
-    level = level if level is not None else e.get("VELO_LOG_LEVEL", "INFO")
+    number = parse_level(level if level is not None else e.get("VELO_LOG_LEVEL", "INFO"))
     fmt = format or e.get("VELO_LOG_FORMAT", "text")
     if fmt not in ("text", "json"):
         raise ValueError(f"unknown log format {fmt!r}; valid: text, json")
     file = file or e.get("VELO_LOG_FILE") or None
     syslog = syslog or e.get("VELO_LOG_SYSLOG") or None
 
+    # Named here, not at import: a record at TRACE shows as TRACE, not "Level 5".
+    logging.addLevelName(TRACE, "TRACE")
     logger = logging.getLogger(_ROOT)
-    logger.setLevel(level.upper() if isinstance(level, str) else level)
+    logger.setLevel(number)
     logger.propagate = False
     for handler in [h for h in logger.handlers if getattr(h, _HANDLER_MARK, False)]:
         logger.removeHandler(handler)
         handler.close()
 
-    formatter: logging.Formatter = (
-        JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT)
-    )
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
     handlers: list[logging.Handler] = []
     if console:
         handlers.append(logging.StreamHandler())

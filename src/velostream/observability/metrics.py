@@ -47,6 +47,7 @@ from velostream.observability.job_metrics import (
     JobCounters,
     JobFamilies,
 )
+from velostream.observability.text import safe_text
 from velostream.observability.user_metrics import UserMetrics
 
 __all__ = [
@@ -60,15 +61,6 @@ __all__ = [
 MAX_MESSAGE_LABEL_CHARS = 300
 _UNATTRIBUTED_JOB = ""
 _ACTIVE_STATUSES = frozenset({"starting", "running", "paused"})
-
-
-def _printable(message: str) -> str:
-    """The message with lone surrogates (undecodable bytes) escaped, so it encodes."""
-    try:
-        message.encode("utf-8")
-        return message
-    except UnicodeEncodeError:
-        return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class _BufferedMessagesCollector(Collector):
@@ -86,7 +78,7 @@ class _BufferedMessagesCollector(Collector):
         # Messages sharing their first MAX_MESSAGE_LABEL_CHARS are one series.
         counts: dict[str, int] = {}
         for message, count in self._buffer.get_message_counts().items():
-            label = message[:MAX_MESSAGE_LABEL_CHARS]
+            label = safe_text(message)[:MAX_MESSAGE_LABEL_CHARS]
             counts[label] = counts.get(label, 0) + count
         for label, count in counts.items():
             family.add_metric([label], count)
@@ -174,7 +166,7 @@ class _ErrorCounts(Collector):
             "velo_job_errors", "Errors per job, stage and kind", labels=["job", "stage", "kind"]
         )
         for (job, stage, kind), count in by_job:
-            errors.add_metric([job, stage, kind], count)
+            errors.add_metric([safe_text(job), stage, kind], count)
         yield errors
         last = GaugeMetricFamily(
             "velo_job_last_error_timestamp_seconds",
@@ -182,7 +174,7 @@ class _ErrorCounts(Collector):
             labels=["job"],
         )
         for job, ts in last_error:
-            last.add_metric([job], ts)
+            last.add_metric([safe_text(job)], ts)
         yield last
 
 
@@ -252,9 +244,8 @@ class MetricsProvider:
             registry=r,
         )
         ctx = deployment_context or DeploymentContext()
-        self.build_info.labels(
-            build_version, ctx.node_id or "", ctx.node_name or "", ctx.region or ""
-        ).set(1)
+        identity = (ctx.node_id or "", ctx.node_name or "", ctx.region or "")
+        self.build_info.labels(build_version, *map(safe_text, identity)).set(1)
         if process_metrics:
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)
@@ -332,10 +323,16 @@ class MetricsProvider:
         the counters; return its fingerprint. Logging is the caller's
         (`observability.recorder.ErrorRecorder`, the one error path)."""
         now = time.time()
+        # The buffers and the catalog hold text as it is shown (/errors, the scrape, the
+        # console): undecodable bytes of a name or a line are escaped once, here. The
+        # isascii() tests (O(1)) keep the call off the common path.
         if not message.isascii():
-            message = _printable(message)
+            message = safe_text(message)
+        if record_ref is not None and not record_ref.isascii():
+            record_ref = safe_text(record_ref)
         try:
-            self.buffer.add_error(f"[{job}] {message}" if job else message, context, count)
+            line = f"[{job}] {message}" if job else message
+            self.buffer.add_error(line if line.isascii() else safe_text(line), context, count)
             # positional: keyword passing costs measurably on this path
             outcome = self.catalog.record(
                 job, stage, kind, message, severity, context, record_ref, now, count

@@ -28,6 +28,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.registry import Collector
 
+from velostream.observability.text import safe_text
 from velostream.sql.model import MetricSpec
 
 __all__ = ["DEFAULT_BUCKETS", "MAX_LABEL_SETS", "UserMetrics"]
@@ -145,11 +146,11 @@ class UserMetrics(Collector):
             if spec.type == "counter":
                 family = CounterMetricFamily(spec.name, help_text, labels=labels)
                 for key, measures in values.items():
-                    family.add_metric(list(key), measures[0])
+                    family.add_metric(_label_values(key), measures[0])
             elif spec.type == "gauge":
                 family = GaugeMetricFamily(spec.name, help_text, labels=labels)
                 for key, measures in values.items():
-                    family.add_metric(list(key), measures[0])
+                    family.add_metric(_label_values(key), measures[0])
             else:
                 family = HistogramMetricFamily(spec.name, help_text, labels=labels)
                 bounds = spec.buckets or DEFAULT_BUCKETS
@@ -157,8 +158,13 @@ class UserMetrics(Collector):
                     count, total = measures[-2], measures[-1]
                     buckets = [(str(b), measures[i]) for i, b in enumerate(bounds)]
                     buckets.append(("+Inf", count))
-                    family.add_metric(list(key), buckets, total)
+                    family.add_metric(_label_values(key), buckets, total)
             yield family
             for job, n in dropped.items():
-                overflow.add_metric([job, spec.name], n)
+                overflow.add_metric([safe_text(job), spec.name], n)
         yield overflow
+
+
+def _label_values(key: tuple[str, ...]) -> list[str]:
+    """A series key as label values a scrape can encode."""
+    return [safe_text(value) for value in key]

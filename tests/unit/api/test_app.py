@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -304,3 +305,42 @@ def test_undecodable_text_in_a_message_does_not_break_the_api(
     record(manager, "files", f"cannot parse line 7:\n{line}", Stage.DESERIALIZE, ErrorKind.PARSE)
     client = make_client(manager, raise_server_exceptions=False)
     assert client.get(path).status_code == 200
+
+
+NAME = os.fsdecode(b"/data/tr\xffades.csv")  # a file whose name is not UTF-8
+SHOWN = "/data/tr\\xffades.csv"
+
+
+@pytest.mark.parametrize("path", ["/errors", "/errors/recent", "/errors/report", "/metrics"])
+def test_a_file_name_that_is_not_utf8_is_shown_escaped(
+    make_manager: ManagerFactory, make_client: ClientFactory, path: str
+) -> None:
+    manager = make_manager(registry=CollectorRegistry())
+    fp = ErrorTracker.record_error(
+        manager,
+        "odd",
+        f"cannot read {NAME}",
+        stage=Stage.DESERIALIZE,
+        kind=ErrorKind.IO,
+        record_ref=f"{NAME}:7",
+    )
+    response = make_client(manager).get(path)
+    assert response.status_code == 200
+    # JSON and the exposition format write the escape's backslash doubled.
+    assert f"cannot read {SHOWN}" in response.text.replace("\\\\", "\\")
+    if path == "/errors":
+        (group,) = response.json()["groups"]
+        assert (group["fingerprint"], group["last_record_ref"]) == (fp, f"{SHOWN}:7")
+
+
+def test_any_json_answer_escapes_what_it_cannot_encode(
+    manager: ObservabilityManager, make_client: ClientFactory
+) -> None:
+    # Filed straight into the catalog, past the recorder's escaping: the response's
+    # encoder is the last line, and a whole /errors must not fail for one name.
+    metrics = manager.require_metrics()
+    metrics.catalog.record("odd", Stage.SOURCE, ErrorKind.IO, f"gone: {NAME}", record_ref=NAME)
+    response = make_client(manager).get("/errors")
+    assert response.status_code == 200
+    (group,) = response.json()["groups"]
+    assert (group["message"], group["last_record_ref"]) == (f"gone: {SHOWN}", SHOWN)

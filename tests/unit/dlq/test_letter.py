@@ -3,12 +3,22 @@ every queue."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
 from velostream.datasource.traits import BadRecord
-from velostream.dlq import DeadLetter, dead_letter, decode_payload, encode_payload
+from velostream.dlq import (
+    DeadLetter,
+    FileDeadLetterQueue,
+    dead_letter,
+    decode_payload,
+    encode_payload,
+)
+from velostream.dlq.letter import decode_text, encode_text
 from velostream.errors import ErrorKind
 from velostream.observability.error_tracker import DeploymentContext
 
@@ -61,3 +71,49 @@ def _utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+# --- names that are not UTF-8 ------------------------------------------------------------
+
+NAME = os.fsdecode(b"/data/tr\xffades.csv")  # as listing the folder gives it
+
+
+def test_text_that_is_utf8_is_kept_as_is() -> None:
+    assert encode_text("position", "f.csv:7") == {"position": "f.csv:7"}
+    assert encode_text("source", None) == {"source": None}
+    assert decode_text({"position": "f.csv:7"}, "position") == "f.csv:7"
+    assert decode_text({}, "position") is None
+
+
+@given(st.binary())
+def test_any_name_round_trips_through_json_exactly(raw: bytes) -> None:
+    name = os.fsdecode(raw)
+    stored = orjson.loads(orjson.dumps(encode_text("position", name)))
+    assert decode_text(stored, "position") == name
+    assert os.fsencode(decode_text(stored, "position") or "") == raw
+
+
+def test_a_dead_letter_of_a_file_whose_name_is_not_utf8_is_valid_json(tmp_path: Path) -> None:
+    record = BadRecord(b"poison,AAPL", f"{NAME}:7", f"bad line in {NAME}", ErrorKind.TYPE)
+    letter = dead_letter(
+        record,
+        job="j",
+        app=None,
+        version=None,
+        source="src",
+        fingerprint="fp",
+        context=DeploymentContext(),
+    )
+    assert letter.doc["position"] == "/data/tr\\xffades.csv:7"  # readable
+    assert letter.doc["message"] == "bad line in /data/tr\\xffades.csv"
+    assert letter.text("position") == f"{NAME}:7"  # exact
+    assert letter.text("message") == f"bad line in {NAME}"
+    assert letter.text("source") == "src" and "source_base64" not in letter.doc
+
+    queue = FileDeadLetterQueue(tmp_path / "j.jsonl")
+    queue.write([letter])
+    queue.flush()
+    (back,), _ = queue.read()
+    assert back.doc["position"] == "/data/tr\\xffades.csv:7"
+    assert os.fsencode(back.text("position") or "") == b"/data/tr\xffades.csv:7"
+    assert back.payload == b"poison,AAPL"

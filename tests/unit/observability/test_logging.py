@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 import socket
 from collections.abc import Iterator
@@ -20,9 +21,11 @@ from velostream.observability import logging as observability_logging
 from velostream.observability import metrics as observability_metrics
 from velostream.observability.logging import (
     ERROR_LOGGER,
+    TRACE,
     JsonFormatter,
     LogThrottle,
     configure_logging,
+    parse_level,
 )
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 
@@ -184,6 +187,90 @@ def test_configuring_again_replaces_only_our_handlers(tmp_path: Path) -> None:
     assert len(second) == 1
     assert not set(first) & set(second)
     assert foreign in logger.handlers
+
+
+# --- levels ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "level"),
+    [("trace", 5), ("TRACE", 5), ("debug", 10), ("Info", 20), ("warn", 30), ("critical", 50)],
+)
+def test_levels_are_named_in_any_case(name: str, level: int) -> None:
+    assert parse_level(name) == level
+    assert parse_level(level) == level
+
+
+def test_an_unknown_level_is_refused_naming_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown log level 'verbose'; valid: trace, debug, info"):
+        parse_level("verbose")
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_trace_is_a_level_below_debug(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "trace.log"
+    if how == "argument":
+        logger = configure_logging("trace", file=str(path), console=False)
+    else:
+        logger = configure_logging(file=str(path), console=False, env={"VELO_LOG_LEVEL": "trace"})
+    assert logger.level == TRACE < logging.DEBUG
+    log = logging.getLogger("velostream.kafka")
+    log.log(TRACE, "polled %d", 3)
+    log.debug("committed")
+    flush(logger)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [line.split(" ", 2)[2] for line in lines] == [
+        "TRACE velostream.kafka: polled 3",
+        "DEBUG velostream.kafka: committed",
+    ]
+
+
+def test_debug_leaves_trace_lines_out(tmp_path: Path) -> None:
+    path = tmp_path / "debug.log"
+    logger = configure_logging("debug", file=str(path), console=False)
+    logging.getLogger("velostream.kafka").log(TRACE, "polled")
+    flush(logger)
+    assert path.read_text(encoding="utf-8") == ""
+
+
+# --- names that are not UTF-8 -----------------------------------------------------------
+
+NAME = os.fsdecode(b"tr\xffades.csv")
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+def test_a_name_that_is_not_utf8_is_logged_escaped(
+    tmp_path: Path,
+    make_manager: ManagerFactory,
+    fmt: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "v.log"
+    configure_logging("INFO", format=fmt, file=str(path), console=False)  # type: ignore[arg-type]
+    ErrorTracker.record_error(
+        make_manager(),
+        "odd",
+        f"cannot read {NAME}",
+        stage=Stage.DESERIALIZE,
+        kind=ErrorKind.PARSE,
+        record_ref=f"{NAME}:7",
+    )
+    try:
+        raise OSError(f"no such file: {NAME}")
+    except OSError:
+        logging.getLogger("velostream.x").exception("opening %s", NAME)
+    flush(logging.getLogger("velostream"))
+    assert "Logging error" not in capsys.readouterr().err
+    text = path.read_text(encoding="utf-8")
+    if fmt == "json":
+        error, failure = json_lines(path)
+        assert error["record_ref"] == "tr\\xffades.csv:7"
+        assert error["message"].endswith("at tr\\xffades.csv:7: cannot read tr\\xffades.csv")
+        assert failure["message"] == "opening tr\\xffades.csv"
+        assert "no such file: tr\\xffades.csv" in failure["exception"]
+    else:
+        assert "error (ParseError) at tr\\xffades.csv:7: cannot read tr\\xffades.csv" in text
+        assert "OSError: no such file: tr\\xffades.csv" in text
 
 
 @pytest.fixture

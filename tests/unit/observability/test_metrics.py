@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import prometheus_client
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from tests.helpers import duplicate_series, message_series, series_of_job
 from velostream.errors import ErrorKind, Severity, Stage
@@ -215,6 +220,42 @@ def test_undecodable_text_in_a_message_does_not_break_the_exposition(
     raw_line = b"id,name\n1,caf\xe9\n".decode("utf-8", "surrogateescape")
     provider.record_job_error("files", Stage.DESERIALIZE, ErrorKind.PARSE, f"bad {raw_line}")
     assert "velo_error_messages_total 1.0" in provider.get_metrics_text()
+    assert [m for m, _ in message_series(provider.registry)] == [
+        "[files] bad id,name\n1,caf\\xe9\n"
+    ]
+
+
+NAME = os.fsdecode(b"tr\xffades")
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_names_that_are_not_utf8_are_escaped_in_every_label(openmetrics: bool) -> None:
+    registry = CollectorRegistry()
+    ctx = DeploymentContext(node_id=NAME, node_name="n", region="r")
+    provider = MetricsProvider(
+        registry, deployment_context=ctx, process_metrics=False, build_version="1"
+    )
+    provider.record_job_error(NAME, Stage.SOURCE, ErrorKind.IO, f"cannot read {NAME}.csv")
+    provider.add_records_in(NAME, 3)
+    provider.set_job_status(NAME, "running")
+    provider.observe_batch(NAME, 0.01)
+    text = provider.get_metrics_text(openmetrics=openmetrics)
+    parse = parse_openmetrics if openmetrics else parse_text
+    labels = {(s.name, k, v) for f in parse(text) for s in f.samples for k, v in s.labels.items()}
+    shown = "tr\\xffades"
+    for name in (
+        "velo_job_records_in_total",
+        "velo_job_status",
+        "velo_job_batch_duration_seconds_bucket",
+        "velo_job_errors_total",
+        "velo_job_last_error_timestamp_seconds",
+    ):
+        assert (name, "job", shown) in labels, name
+    assert ("velo_build_info", "node_id", shown) in labels
+    assert ("velo_error_message", "message", f"[{shown}] cannot read {shown}.csv") in labels
+    # The job is still one job: its series go when it is undeployed.
+    provider.remove_job(NAME)
+    assert shown not in provider.get_metrics_text().replace(f'node_id="{shown}"', "")
 
 
 # --- attributed errors -------------------------------------------------------------------------

@@ -6,6 +6,7 @@ state directory per job.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -154,3 +155,19 @@ def test_the_store_keeps_one_state_directory_per_job(tmp_path: Path) -> None:
     assert list(tmp_path.glob("job.state-*")) == []
     store.delete("job")
     assert store.load("job") is None
+
+
+@pytest.mark.parametrize("mode", ["simple", "transactional"])
+def test_each_commit_is_logged_at_debug(
+    mode: str, tmp_path: Path, make_manager: ManagerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="velostream.processor")
+    job = job_spec(tmp_path, mode)
+    store = CheckpointStore(tmp_path / "checkpoints")
+    processor(job, store, make_manager, FileSink("out", job.sinks[0].properties)).run()
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    commits = [line for line in debug if line.startswith(f"job '{job.name}': committed batch")]
+    assert commits[0].startswith(f"job '{job.name}': committed batch 1 at ")
+    assert len(commits) >= ROWS // 10
+    published = [line for line in debug if "published the staged batch" in line]
+    assert len(published) == (len(commits) if mode == "transactional" else 0)

@@ -184,6 +184,7 @@ class KafkaSink(Sink):
             name=self.name,
             topic=self.topic,
         )
+        log.debug("kafka '%s': flushed, %d messages written in all", self.name, self.written)
 
     def close(self) -> None:
         if self._producer is None:

@@ -221,6 +221,7 @@ class KafkaSource(Source):
             messages = consumer.consume(max(1, max_records), self.config.polling_interval)
         except (KafkaException, RuntimeError) as exc:
             raise translate(exc, stage=Stage.SOURCE, name=self.name, doing="reading") from exc
+        log.log(5, "kafka '%s': consumed %d messages", self.name, len(messages))  # 5: TRACE
         data = self._usable(messages)
         if not data:
             error = self._errors.take(f"reading topic '{self.topic}'")
@@ -367,6 +368,7 @@ class KafkaSource(Source):
             if isinstance(error, KafkaError) and error.code() == KafkaError._NO_OFFSET:
                 return
             raise translate(exc, stage=Stage.COMMIT, name=self.name, doing="committing") from exc
+        log.debug("kafka '%s': committed %s", self.name, {t.partition: t.offset for t in pending})
         for tp in result or pending:
             if tp.error is None:
                 self._acked[tp.partition] = tp.offset
@@ -391,6 +393,7 @@ class KafkaSource(Source):
             except KafkaException as exc:
                 raise translate(exc, stage=Stage.SOURCE, name=self.name, doing="seeking") from exc
             self._next[partition] = target
+            log.debug("kafka '%s': partition %d rewound to %d", self.name, partition, target)
 
     # -- rebalancing (called from inside consume) -----------------------------------
 
@@ -401,6 +404,7 @@ class KafkaSource(Source):
             for state in (self._next, self._start, self._durable, self._acked):
                 state.pop(partition, None)
         self._assigned.update(mine)
+        log.debug("kafka '%s': assignment now %s", self.name, sorted(self._assigned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = {tp.partition for tp in partitions if tp.topic == self.topic}
@@ -411,6 +415,7 @@ class KafkaSource(Source):
             log.warning("kafka '%s': commit on revocation failed: %s", self.name, exc)
             self._errors.add(KafkaError(KafkaError._STATE, f"commit on revocation: {exc}"))
         self._forget(mine)
+        log.debug("kafka '%s': assignment after revocation %s", self.name, sorted(self._assigned))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = {tp.partition for tp in partitions if tp.topic == self.topic}

@@ -105,6 +105,7 @@ class KafkaTransactionalCommitter:
             ctx.record_error(Stage.SINK, str(error), exc=error)
             raise error from exc
         self._producer = producer
+        log.debug("kafka: transactional producer %r ready", self.transactional_id)
         for sink in self.sinks:
             sink.attach_transactional(producer)
         if isinstance(ctx.dlq, KafkaDeadLetterQueue):
@@ -149,6 +150,7 @@ class KafkaTransactionalCommitter:
         self.position = position
         self.state = ctx.executor.snapshot()
         self.batches += 1
+        log.debug("job %r: committed batch %d at %s", ctx.job.name, self.batches, position)
         if ctx.checkpoints is not None:
             checkpoint = Checkpoint(
                 position=position,
@@ -180,6 +182,7 @@ class KafkaTransactionalCommitter:
         if not self.in_transaction or self._producer is None:
             return
         self.in_transaction = False
+        log.debug("job %r: aborting the batch's transaction", self.context.job.name)
         try:
             self._producer.abort_transaction(_TIMEOUT)
         except KafkaException as exc:

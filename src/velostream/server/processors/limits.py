@@ -29,7 +29,14 @@ from velostream.errors import JobLimitError
 from velostream.sql.model import JobSpec
 from velostream.sql.size import format_size
 
-__all__ = ["BatchWatch", "JobLimits", "Watchdog", "resident_bytes"]
+__all__ = [
+    "BatchWatch",
+    "JobLimits",
+    "Watchdog",
+    "interrupted",
+    "memory_error",
+    "resident_bytes",
+]
 
 #: How often the watchdog looks at the batches in flight.
 TICK_SECONDS = 0.1
@@ -172,3 +179,28 @@ class Watchdog:
             for watch in watches:
                 watch.check(now, resident)
             time.sleep(self.tick)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether DuckDB ended the query because it was interrupted."""
+    return any(type(e).__name__ == "InterruptException" for e in _causes(exc))
+
+
+def memory_error(limits: JobLimits, exc: BaseException) -> JobLimitError | None:
+    """DuckDB's out-of-memory error as the job's limit error (when a limit is set)."""
+    if limits.memory_bytes is None:
+        return None
+    for cause in _causes(exc):
+        if type(cause).__name__ == "OutOfMemoryException":
+            first = str(cause).split("\n", 1)[0]
+            return limits.memory_exceeded(f"DuckDB: {first}")
+    return None

@@ -39,13 +39,19 @@ from velostream.errors import (
 )
 from velostream.observability.error_tracker import DeploymentContext
 from velostream.observability.job_metrics import JobCounters, JobCounts
-from velostream.observability.logging import bind_stage
+from velostream.observability.logging import TRACE, bind_stage
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.processors.committers import choose_committer
 from velostream.server.processors.context import CommitContext, Committer
 from velostream.server.processors.failure import FailurePolicy
-from velostream.server.processors.limits import BatchWatch, JobLimits, Watchdog
+from velostream.server.processors.limits import (
+    BatchWatch,
+    JobLimits,
+    Watchdog,
+    interrupted,
+    memory_error,
+)
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import plan_job
 
@@ -209,10 +215,12 @@ class JobProcessor:
                 if batch is None:
                     break
                 if batch.num_records == 0:
+                    _log.log(TRACE, "job %r: no records, idle", self.job.name)
                     self._stop.wait(IDLE_WAIT_SECONDS)
                     continue
                 self._process_with_policy(batch)
             if not self._stop.is_set():
+                _log.debug("job %r: source ended, final flush and commit", self.job.name)
                 with self._batch_lock:
                     written = self._write(self.executor.finish())
                     self.committer.commit(None)
@@ -286,7 +294,9 @@ class JobProcessor:
 
     def _backoff(self, attempt: int) -> None:
         self.counters.retries += 1
-        self._stop.wait(self.policy.backoff_seconds(attempt))
+        delay = self.policy.backoff_seconds(attempt)
+        _log.debug("job %r: retry %d in %.2fs", self.job.name, attempt, delay)
+        self._stop.wait(delay)
 
     def _process_with_policy(self, batch: SourceBatch) -> None:
         attempt = 0
@@ -346,6 +356,8 @@ class JobProcessor:
         False when a stop interrupted its query: nothing was written or committed.
         """
         started = time.perf_counter()
+        again = "" if first else " again"
+        _log.debug("job %r: batch of %d records%s", self.job.name, batch.num_records, again)
         if first:
             self.counters.records_in += batch.num_records
         # A processing slot bounds how many job threads compute at once (the commit,
@@ -366,6 +378,7 @@ class JobProcessor:
         self._pending_out = 0
         self._count_out(written)
         self.counters.observe_batch(time.perf_counter() - started)
+        _log.debug("job %r: batch committed, %d rows out", self.job.name, written)
         return True
 
     def _process(self, batch: SourceBatch) -> BatchOutput | None:
@@ -379,8 +392,8 @@ class JobProcessor:
             with bind_stage(Stage.PROCESS):
                 output = self.executor.process(batch)
         except Exception as exc:
-            limit = watch.tripped or _memory_error(self.limits, exc)
-            if limit is None and watch.stopping and _interrupt(exc):
+            limit = watch.tripped or memory_error(self.limits, exc)
+            if limit is None and watch.stopping and interrupted(exc):
                 return None
             error: Exception = limit or exc
             self.errors.record(Stage.PROCESS, str(error) or type(error).__name__, exc=error)
@@ -400,6 +413,7 @@ class JobProcessor:
         (a publish rolled forward) are counted out like any committed rows."""
         self._dlq_pending = 0  # the abort drops the unflushed dead letters
         rolled_forward = self.committer.abort()
+        _log.debug("job %r: batch aborted (rolled forward: %s)", self.job.name, rolled_forward)
         if rolled_forward:
             self._count_out(self._pending_out)
         self._pending_out = 0
@@ -574,31 +588,6 @@ class JobProcessor:
             return self.replay(letters)
         finally:
             self._close()
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _interrupt(exc: BaseException) -> bool:
-    """Whether DuckDB ended the query because it was interrupted."""
-    return any(type(e).__name__ == "InterruptException" for e in _causes(exc))
-
-
-def _memory_error(limits: JobLimits, exc: BaseException) -> JobLimitError | None:
-    """DuckDB's out-of-memory error as the job's limit error (when a limit is set)."""
-    if limits.memory_bytes is None:
-        return None
-    for cause in _causes(exc):
-        if type(cause).__name__ == "OutOfMemoryException":
-            first = str(cause).split("\n", 1)[0]
-            return limits.memory_exceeded(f"DuckDB: {first}")
-    return None
 
 
 def _transient(exc: BaseException) -> bool:

@@ -189,6 +189,7 @@ class SimpleCommitter:
         )
         self.position, self.state = position, state
         self.sink_offsets, self.dlq_offset = offsets, dlq_offset
+        _log.debug("job %r: committed batch %d at %s", ctx.job.name, self.batches, position)
 
     def save(self, checkpoint: Checkpoint) -> None:
         """Persist the checkpoint, then tell the source; a failure is a commit error."""
@@ -209,6 +210,7 @@ class SimpleCommitter:
     def abort(self) -> bool:
         """Rewind to the last commit: what was written stays (at-least-once)."""
         ctx = self.context
+        _log.debug("job %r: abort, rewinding to %s", ctx.job.name, self.position)
         if ctx.dlq is not None:
             ctx.dlq.truncate(None)
         if self.state is not None:

@@ -17,12 +17,16 @@ again exactly once; a restart after a crash settles every sink to the checkpoint
 
 from __future__ import annotations
 
+import logging
+
 from velostream.datasource.traits import SourceBatch, StagingSink
 from velostream.errors import ConfigurationError, Stage
 from velostream.server.processors.context import CommitContext
 from velostream.server.processors.simple import SimpleCommitter
 
 __all__ = ["TransactionalCommitter"]
+
+_log = logging.getLogger("velostream.processor")
 
 
 class TransactionalCommitter(SimpleCommitter):
@@ -78,6 +82,7 @@ class TransactionalCommitter(SimpleCommitter):
                     ctx.record_error(Stage.SINK, f"publishing {sink.name}: {exc}", exc=exc)
                     raise
         self._publish_due = False
+        _log.debug("job %r: published the staged batch of every sink", ctx.job.name)
 
     def abort(self) -> bool:
         """Undo everything since the last commit: outputs, dead letters, position, state.
@@ -87,6 +92,7 @@ class TransactionalCommitter(SimpleCommitter):
         publishes it.
         """
         ctx = self.context
+        _log.debug("job %r: abort, rewinding sinks, dead letters and source", ctx.job.name)
         rolled_forward = self._publish_due
         if rolled_forward:
             self._publish()

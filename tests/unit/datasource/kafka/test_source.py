@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import pyarrow as pa
@@ -195,3 +196,25 @@ def test_positions_parse_only_their_topic() -> None:
     assert parse_position(None, "t") == {}
     with pytest.raises(SourceError):
         parse_position([1, 2], "t")
+
+
+def test_commits_rewinds_and_rebalances_are_logged_at_debug(
+    make_source: MakeSource, consumer: FakeConsumer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(5, logger="velostream.kafka")  # 5: TRACE, below debug
+    source = make_source()
+    consumer.results = [[message(b'{"a": 1}', partition=0, offset=3)]]
+    source.read_batch(10)
+    source.commit({"t-0": 4, "t-1": 6})
+    source.seek({"t-0": 2})
+    source._on_revoke(consumer, [TopicPartition("t", 1)])  # type: ignore[arg-type]
+    source._on_assign(consumer, [TopicPartition("t", 1)])  # type: ignore[arg-type]
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert (5, "kafka 'src': consumed 1 messages") in lines
+    for line in (
+        "kafka 'src': committed {0: 4, 1: 6}",
+        "kafka 'src': partition 0 rewound to 2",
+        "kafka 'src': assignment after revocation [0]",
+        "kafka 'src': assignment now [0, 1]",
+    ):
+        assert (logging.DEBUG, line) in lines, lines
