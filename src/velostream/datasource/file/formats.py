@@ -30,7 +30,9 @@ import pyarrow.csv as pa_csv
 from velostream.datasource.file.checks import (
     check_column,
     inferred_type,
+    majority_type,
     mask_at,
+    type_messages,
 )
 from velostream.errors import ErrorKind
 
@@ -283,7 +285,7 @@ class CsvDecoder(Decoder):
                 return None
             names = [f"column{i}" for i in range(table.num_columns)]
         types = [
-            _majority_type(table.column(i)) or inferred_type(t)
+            majority_type(table.column(i)) or inferred_type(t)
             for i, t in enumerate(table.schema.types)
         ]
         fields = [pa.field(name, t) for name, t in zip(names, types, strict=True)]
@@ -498,7 +500,7 @@ class CsvDecoder(Decoder):
                 continue
             self._failing.add(j)
             where = pc.indices_nonzero(failed)
-            messages = _type_messages(field, pc.take(column, where))
+            messages = type_messages(field, pc.take(column, where))
             new, kind = tuple.__new__, ErrorKind.TYPE
             for line, msg in zip(pc.take(row_lines, where).to_pylist(), messages, strict=True):
                 if line not in errors:
@@ -514,32 +516,6 @@ class CsvDecoder(Decoder):
         return Decoded(table, None if identity else row_lines, ordered, lines)
 
 
-# A text column whose values are almost all of one type gets that type: the few that
-# are not become record errors, instead of one bad value turning a column into text.
-MAJORITY = 0.8
-_TYPE_PATTERNS: tuple[tuple[str, pa.DataType], ...] = (
-    (r"^\s*[-+]?\d{1,18}\s*$", pa.int64()),
-    (r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$", pa.float64()),
-    (r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$", pa.timestamp("us")),
-)
-
-
-def _majority_type(column: pa.ChunkedArray) -> pa.DataType | None:
-    """The type at least MAJORITY of a text column's non-empty values have, if any."""
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        return None
-    values = pc.drop_null(column)
-    values = values.filter(pc.not_equal(values, pa.scalar("", values.type)))
-    total = len(values)
-    if total < 2:
-        return None
-    for pattern, data_type in _TYPE_PATTERNS:
-        matched = pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0
-        if matched < total and matched >= MAJORITY * total:
-            return data_type
-    return None
-
-
 def _failed_column(exc: Exception) -> int | None:
     match = re.match(r"In CSV column #(\d+): ", str(exc))
     return int(match.group(1)) if match else None
@@ -549,33 +525,3 @@ def _csv_message(exc: Exception) -> str:
     text = str(exc)
     text = re.sub(r"^CSV parse error: (Row #\d+: )?", "", text)
     return text.split("\n")[0]
-
-
-def _label(t: pa.DataType) -> str:
-    if pa.types.is_integer(t):
-        return f"integer ({t})"
-    if pa.types.is_floating(t):
-        return "double"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_timestamp(t):
-        return f"timestamp ({t})"
-    if pa.types.is_date(t):
-        return "date"
-    return str(t)
-
-
-def _type_messages(field: pa.Field, values: pa.Array) -> list[str]:
-    """`column 'x': 'value' is not a valid <type>` for each value (built by Arrow)."""
-    long = pc.greater(pc.utf8_length(values), pa.scalar(80, pa.int32()))
-    cut = pc.utf8_slice_codeunits(values, 0, 77)
-    text = pa.string()
-    ellipsis, empty = pa.scalar("...", text), pa.scalar("", text)
-    shown = pc.if_else(long, pc.binary_join_element_wise(cut, ellipsis, empty), values)
-    prefix = f"column '{field.name}': '"
-    suffix = f"' is not a valid {_label(field.type)}"
-    joined = pc.binary_join_element_wise(
-        pa.scalar(prefix, text), shown, pa.scalar(suffix, text), empty
-    )
-    messages: list[str] = joined.to_pylist()
-    return messages
