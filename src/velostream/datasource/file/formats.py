@@ -9,12 +9,20 @@ is checked with vectorised compute (see `checks`), and JSON is re-parsed from ju
 after each failing line (see `jsonl`). Good rows keep their order; each bad line
 becomes one `LineError`.
 
-Records are lines: a quoted CSV value may not contain a line break (such a line is a
-bad record). Empty lines are skipped; so are whitespace-only lines in JSON.
+Records are lines: a quoted CSV value may not contain a line break. A line whose
+quote is still open at its end is a bad record on its own ("unterminated quoted
+value") and the next line is the next record, so an open quote never swallows what
+follows it. Empty lines are skipped; so are whitespace-only lines in JSON.
+
+No line is longer than the decoder's `max_record_bytes` (the reader cuts longer ones
+out, see `lines`), so Arrow never meets a record across two of its blocks: parallel
+parses use blocks with room for the longest line, single-threaded ones read the whole
+block as one (see `arrow_block_size`).
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -42,8 +50,10 @@ __all__ = [
     "Decoded",
     "Decoder",
     "LineError",
+    "arrow_block_size",
     "join_lines",
     "kept_lines",
+    "open_quotes",
     "row_number",
     "screen_lines",
     "split_lines",
@@ -52,6 +62,8 @@ __all__ = [
 
 Block: TypeAlias = bytes | bytearray
 _HALVES_FROM = 1 << 18  # bytes: a dirty block this large is taken apart in two halves
+_ARROW_BLOCK = 1 << 20  # Arrow's default block size
+_OPEN_QUOTE = "unterminated quoted value (a value may not contain a line break)"
 # Typed scalars for kernels: an untyped Python one makes pyarrow try to import
 # optional modules (dateutil) on every call.
 _ZERO = pa.scalar(0, pa.int64())
@@ -83,6 +95,8 @@ class Decoder(ABC):
 
     #: Whether a large dirty block is taken apart as two halves at once.
     halves = True
+    #: The longest line a block may hold (the source's `max.record.bytes`).
+    max_record_bytes = _ARROW_BLOCK
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
@@ -173,6 +187,18 @@ def join_lines(lines: pa.Array) -> pa.Buffer:
     return joined.buffers()[2][bounds[0].as_py() : bounds[-1].as_py()]
 
 
+def arrow_block_size(size: int, threads: bool, max_record_bytes: int) -> int:
+    """Arrow's block size for parsing `size` bytes of lines.
+
+    Single-threaded: the whole buffer as one block, so a quote left open cannot run
+    past a block boundary ("parser got out of sync"). Parallel: room for the longest
+    line with its line break ("straddling object"), or Arrow's default if larger.
+    """
+    if threads:
+        return min((1 << 31) - 1, max(_ARROW_BLOCK, max_record_bytes + 64))
+    return min((1 << 31) - 1, max(1 << 16, size + 1))
+
+
 @cache
 def _background() -> ThreadPoolExecutor:
     """A worker thread for the second half of a dirty block; made on first use."""
@@ -212,6 +238,28 @@ def screen_lines(data: Block, lines: pa.Array, errors: dict[int, LineError]) -> 
         has_cr = pc.match_substring(lines.view(pa.string()), "\r")
         for i in pc.indices_nonzero(has_cr).to_pylist():
             errors.setdefault(i, LineError(i, ErrorKind.PARSE, "carriage return inside a line"))
+
+
+def open_quotes(lines: pa.Array, delimiter: str, errors: dict[int, LineError]) -> bool:
+    """Set aside lines whose quoted value is still open at the line's end.
+
+    Only lines with an odd number of quotes can be such; each is read by Python's CSV
+    reader, which quotes as Arrow does (a quote opens a value only at its start).
+    """
+    quotes = pc.count_substring(lines.view(pa.string()), '"')
+    odd = pc.equal(pc.bit_wise_and(quotes, _ONE), _ONE)
+    found = False
+    for i in pc.indices_nonzero(odd).to_pylist():
+        if i in errors:
+            continue
+        text = lines[i].as_py().decode("utf-8", errors="replace")
+        try:
+            next(csv.reader([text], delimiter=delimiter, strict=True), None)
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                errors[i] = LineError(i, ErrorKind.PARSE, _OPEN_QUOTE)
+                found = True
+    return found
 
 
 def kept_lines(n: int, errors: dict[int, LineError]) -> pa.Array:
@@ -262,16 +310,22 @@ class CsvDecoder(Decoder):
     ) -> CsvDecoder | None:
         """Infer column types from `block`; None when it holds no row to infer from."""
         n = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        if not valid_utf8(block) or _has_bare_cr(block):
+        if not valid_utf8(block) or _has_bare_cr(block) or b'"' in block:
             lines = split_lines(block, n)
             errors: dict[int, LineError] = {}
             screen_lines(block, lines, errors)
-            block = join_lines(pc.take(lines, kept_lines(n, errors))).to_pybytes()
+            if b'"' in block:
+                open_quotes(lines, delimiter, errors)
+            if errors:
+                block = join_lines(pc.take(lines, kept_lines(n, errors))).to_pybytes()
         try:
             table = pa_csv.read_csv(
                 pa.py_buffer(block),
                 read_options=pa_csv.ReadOptions(
-                    column_names=names, autogenerate_column_names=names is None
+                    column_names=names,
+                    autogenerate_column_names=names is None,
+                    use_threads=False,
+                    block_size=arrow_block_size(len(block), False, 0),
                 ),
                 parse_options=pa_csv.ParseOptions(
                     delimiter=delimiter, invalid_row_handler=lambda row: "skip"
@@ -299,10 +353,13 @@ class CsvDecoder(Decoder):
         handler: Callable[[pa_csv.InvalidRow], str] | None,
     ) -> pa.Table:
         buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+        size = arrow_block_size(buf.size, threads, self.max_record_bytes)
         try:
             return pa_csv.read_csv(
                 buf,
-                read_options=pa_csv.ReadOptions(column_names=self._names, use_threads=threads),
+                read_options=pa_csv.ReadOptions(
+                    column_names=self._names, use_threads=threads, block_size=size
+                ),
                 parse_options=pa_csv.ParseOptions(
                     delimiter=self.delimiter, invalid_row_handler=handler
                 ),
@@ -352,7 +409,7 @@ class CsvDecoder(Decoder):
         for _ in range(3):
             if row_lines is not None and text is not None:
                 return self._typed_rows(text, row_lines, lines, errors)
-            if text is not None and not self._set_aside_open_quotes(lines, errors):
+            if text is not None and not open_quotes(lines, self.delimiter, errors):
                 break
             kept = kept_lines(len(lines), errors) if errors else None
             body = block if kept is None else join_lines(pc.take(lines, kept))
@@ -443,21 +500,6 @@ class CsvDecoder(Decoder):
             )
             errors[line] = new(LineError, (line, ErrorKind.PARSE, msg))
         return row_lines
-
-    def _set_aside_open_quotes(self, lines: pa.Array, errors: dict[int, LineError]) -> bool:
-        """Lines whose quote never closes swallow the next line: make them bad records."""
-        quotes = pc.count_substring(lines.view(pa.string()), '"')
-        odd = pc.equal(pc.bit_wise_and(quotes, _ONE), _ONE)
-        found = False
-        for i in pc.indices_nonzero(odd).to_pylist():
-            if i in errors:
-                continue
-            one = self._parse(lines[i].as_py() + b"\n", self._text, False, lambda row: "skip")
-            if any(pc.any(pc.match_substring(col, "\n")).as_py() for col in one.columns):
-                msg = "unterminated quoted value (a value may not contain a line break)"
-                errors[i] = LineError(i, ErrorKind.PARSE, msg)
-                found = True
-        return found
 
     def _decode_line_by_line(self, lines: pa.Array, errors: dict[int, LineError]) -> Decoded:
         """Last resort when rows and lines cannot be matched up: one parse per line."""
