@@ -11,7 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from velostream.datasource.file import lines as file_lines
 from velostream.datasource.file import source as file_source
+from velostream.datasource.file.lines import source_error
 from velostream.datasource.file.source import FilePosition, FileSource
 from velostream.errors import ConfigurationError, SchemaError, SourceError
 
@@ -206,7 +208,7 @@ def test_missing_path_and_empty_glob_are_source_errors(tmp_path: Path) -> None:
     ],
 )
 def test_os_errors_are_translated(exc: OSError, message: str) -> None:
-    error = file_source._source_error("/data/x.csv", exc)
+    error = source_error("/data/x.csv", exc)
     assert isinstance(error, SourceError) and error.message == message
 
 
@@ -219,7 +221,7 @@ def test_read_error_is_raised_from_the_os_error(
     def broken(*args: object, **kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(file_source, "open", broken, raising=False)
+    monkeypatch.setattr(file_lines, "open", broken, raising=False)
     with pytest.raises(SourceError, match="permission denied") as info:
         source.read_batch(10)
     assert isinstance(info.value.__cause__, PermissionError)

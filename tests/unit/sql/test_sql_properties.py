@@ -207,7 +207,8 @@ def test_unknown_keys_are_kept_with_a_warning(parse: Parse) -> None:
 
     assert app.warnings == (
         at("'trades.pth'") + "source 'trades' (file_source): unknown key 'pth' is ignored; "
-        "known keys: delimiter, format, has_headers, path, polling_interval, watch",
+        "known keys: delimiter, format, has_headers, max.record.bytes, path, polling_interval, "
+        "watch",
         at("'parallelism'") + "unknown job-wide property 'parallelism' is kept but not used",
         at("'tradez.type'") + "property 'tradez.type' is not used: 'tradez' is neither "
         "a source in FROM/JOIN nor the statement's name",

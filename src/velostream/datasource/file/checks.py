@@ -4,6 +4,9 @@ Arrow's CSV conversion stops at the first bad value; to find every bad value of 
 column at once we cast the whole column and, only when that fails, mark values with a
 pattern that every valid value matches (a superset check, kernels only), then confirm
 the remaining values by casting, bisecting only if a value slipped past the pattern.
+
+Also here: the type most values of an inferred text column have (`majority_type`) and
+the messages for values that fail their type (`type_messages`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ __all__ = [
     "TRUE_VALUES",
     "check_column",
     "inferred_type",
+    "majority_type",
     "mask_at",
+    "type_messages",
 ]
 
 TRUE_VALUES = ["1", "True", "TRUE", "true"]
@@ -166,3 +171,59 @@ def _flat(column: Column) -> pa.Array:
     if isinstance(column, pa.ChunkedArray):
         return column.combine_chunks()
     return column
+
+
+# A text column whose values are almost all of one type gets that type: the few that
+# are not become record errors, instead of one bad value turning a column into text.
+MAJORITY = 0.8
+_TYPE_PATTERNS: tuple[tuple[str, pa.DataType], ...] = (
+    (r"^\s*[-+]?\d{1,18}\s*$", pa.int64()),
+    (r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$", pa.float64()),
+    (r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$", pa.timestamp("us")),
+)
+
+
+def majority_type(column: pa.ChunkedArray) -> pa.DataType | None:
+    """The type at least MAJORITY of a text column's non-empty values have, if any."""
+    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
+        return None
+    values = pc.drop_null(column)
+    values = values.filter(pc.not_equal(values, pa.scalar("", values.type)))
+    total = len(values)
+    if total < 2:
+        return None
+    for pattern, data_type in _TYPE_PATTERNS:
+        matched = pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0
+        if matched < total and matched >= MAJORITY * total:
+            return data_type
+    return None
+
+
+def _label(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return f"integer ({t})"
+    if pa.types.is_floating(t):
+        return "double"
+    if pa.types.is_boolean(t):
+        return "boolean"
+    if pa.types.is_timestamp(t):
+        return f"timestamp ({t})"
+    if pa.types.is_date(t):
+        return "date"
+    return str(t)
+
+
+def type_messages(field: pa.Field, values: pa.Array) -> list[str]:
+    """`column 'x': 'value' is not a valid <type>` for each value (built by Arrow)."""
+    long = pc.greater(pc.utf8_length(values), pa.scalar(80, pa.int32()))
+    cut = pc.utf8_slice_codeunits(values, 0, 77)
+    text = pa.string()
+    ellipsis, empty = pa.scalar("...", text), pa.scalar("", text)
+    shown = pc.if_else(long, pc.binary_join_element_wise(cut, ellipsis, empty), values)
+    prefix = f"column '{field.name}': '"
+    suffix = f"' is not a valid {_label(field.type)}"
+    joined = pc.binary_join_element_wise(
+        pa.scalar(prefix, text), shown, pa.scalar(suffix, text), empty
+    )
+    messages: list[str] = joined.to_pylist()
+    return messages

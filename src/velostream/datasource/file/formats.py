@@ -9,12 +9,20 @@ is checked with vectorised compute (see `checks`), and JSON is re-parsed from ju
 after each failing line (see `jsonl`). Good rows keep their order; each bad line
 becomes one `LineError`.
 
-Records are lines: a quoted CSV value may not contain a line break (such a line is a
-bad record). Empty lines are skipped; so are whitespace-only lines in JSON.
+Records are lines: a quoted CSV value may not contain a line break. A line whose
+quote is still open at its end is a bad record on its own ("unterminated quoted
+value") and the next line is the next record, so an open quote never swallows what
+follows it. Empty lines are skipped; so are whitespace-only lines in JSON.
+
+No line is longer than the decoder's `max_record_bytes` (the reader cuts longer ones
+out, see `lines`), so Arrow never meets a record across two of its blocks: parallel
+parses use blocks with room for the longest line, single-threaded ones read the whole
+block as one (see `arrow_block_size`).
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -30,7 +38,9 @@ import pyarrow.csv as pa_csv
 from velostream.datasource.file.checks import (
     check_column,
     inferred_type,
+    majority_type,
     mask_at,
+    type_messages,
 )
 from velostream.errors import ErrorKind
 
@@ -40,8 +50,10 @@ __all__ = [
     "Decoded",
     "Decoder",
     "LineError",
+    "arrow_block_size",
     "join_lines",
     "kept_lines",
+    "open_quotes",
     "row_number",
     "screen_lines",
     "split_lines",
@@ -50,6 +62,8 @@ __all__ = [
 
 Block: TypeAlias = bytes | bytearray
 _HALVES_FROM = 1 << 18  # bytes: a dirty block this large is taken apart in two halves
+_ARROW_BLOCK = 1 << 20  # Arrow's default block size
+_OPEN_QUOTE = "unterminated quoted value (a value may not contain a line break)"
 # Typed scalars for kernels: an untyped Python one makes pyarrow try to import
 # optional modules (dateutil) on every call.
 _ZERO = pa.scalar(0, pa.int64())
@@ -81,6 +95,8 @@ class Decoder(ABC):
 
     #: Whether a large dirty block is taken apart as two halves at once.
     halves = True
+    #: The longest line a block may hold (the source's `max.record.bytes`).
+    max_record_bytes = _ARROW_BLOCK
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
@@ -171,6 +187,18 @@ def join_lines(lines: pa.Array) -> pa.Buffer:
     return joined.buffers()[2][bounds[0].as_py() : bounds[-1].as_py()]
 
 
+def arrow_block_size(size: int, threads: bool, max_record_bytes: int) -> int:
+    """Arrow's block size for parsing `size` bytes of lines.
+
+    Single-threaded: the whole buffer as one block, so a quote left open cannot run
+    past a block boundary ("parser got out of sync"). Parallel: room for the longest
+    line with its line break ("straddling object"), or Arrow's default if larger.
+    """
+    if threads:
+        return min((1 << 31) - 1, max(_ARROW_BLOCK, max_record_bytes + 64))
+    return min((1 << 31) - 1, max(1 << 16, size + 1))
+
+
 @cache
 def _background() -> ThreadPoolExecutor:
     """A worker thread for the second half of a dirty block; made on first use."""
@@ -210,6 +238,28 @@ def screen_lines(data: Block, lines: pa.Array, errors: dict[int, LineError]) -> 
         has_cr = pc.match_substring(lines.view(pa.string()), "\r")
         for i in pc.indices_nonzero(has_cr).to_pylist():
             errors.setdefault(i, LineError(i, ErrorKind.PARSE, "carriage return inside a line"))
+
+
+def open_quotes(lines: pa.Array, delimiter: str, errors: dict[int, LineError]) -> bool:
+    """Set aside lines whose quoted value is still open at the line's end.
+
+    Only lines with an odd number of quotes can be such; each is read by Python's CSV
+    reader, which quotes as Arrow does (a quote opens a value only at its start).
+    """
+    quotes = pc.count_substring(lines.view(pa.string()), '"')
+    odd = pc.equal(pc.bit_wise_and(quotes, _ONE), _ONE)
+    found = False
+    for i in pc.indices_nonzero(odd).to_pylist():
+        if i in errors:
+            continue
+        text = lines[i].as_py().decode("utf-8", errors="replace")
+        try:
+            next(csv.reader([text], delimiter=delimiter, strict=True), None)
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                errors[i] = LineError(i, ErrorKind.PARSE, _OPEN_QUOTE)
+                found = True
+    return found
 
 
 def kept_lines(n: int, errors: dict[int, LineError]) -> pa.Array:
@@ -260,16 +310,22 @@ class CsvDecoder(Decoder):
     ) -> CsvDecoder | None:
         """Infer column types from `block`; None when it holds no row to infer from."""
         n = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
-        if not valid_utf8(block) or _has_bare_cr(block):
+        if not valid_utf8(block) or _has_bare_cr(block) or b'"' in block:
             lines = split_lines(block, n)
             errors: dict[int, LineError] = {}
             screen_lines(block, lines, errors)
-            block = join_lines(pc.take(lines, kept_lines(n, errors))).to_pybytes()
+            if b'"' in block:
+                open_quotes(lines, delimiter, errors)
+            if errors:
+                block = join_lines(pc.take(lines, kept_lines(n, errors))).to_pybytes()
         try:
             table = pa_csv.read_csv(
                 pa.py_buffer(block),
                 read_options=pa_csv.ReadOptions(
-                    column_names=names, autogenerate_column_names=names is None
+                    column_names=names,
+                    autogenerate_column_names=names is None,
+                    use_threads=False,
+                    block_size=arrow_block_size(len(block), False, 0),
                 ),
                 parse_options=pa_csv.ParseOptions(
                     delimiter=delimiter, invalid_row_handler=lambda row: "skip"
@@ -283,7 +339,7 @@ class CsvDecoder(Decoder):
                 return None
             names = [f"column{i}" for i in range(table.num_columns)]
         types = [
-            _majority_type(table.column(i)) or inferred_type(t)
+            majority_type(table.column(i)) or inferred_type(t)
             for i, t in enumerate(table.schema.types)
         ]
         fields = [pa.field(name, t) for name, t in zip(names, types, strict=True)]
@@ -297,10 +353,13 @@ class CsvDecoder(Decoder):
         handler: Callable[[pa_csv.InvalidRow], str] | None,
     ) -> pa.Table:
         buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+        size = arrow_block_size(buf.size, threads, self.max_record_bytes)
         try:
             return pa_csv.read_csv(
                 buf,
-                read_options=pa_csv.ReadOptions(column_names=self._names, use_threads=threads),
+                read_options=pa_csv.ReadOptions(
+                    column_names=self._names, use_threads=threads, block_size=size
+                ),
                 parse_options=pa_csv.ParseOptions(
                     delimiter=self.delimiter, invalid_row_handler=handler
                 ),
@@ -350,7 +409,7 @@ class CsvDecoder(Decoder):
         for _ in range(3):
             if row_lines is not None and text is not None:
                 return self._typed_rows(text, row_lines, lines, errors)
-            if text is not None and not self._set_aside_open_quotes(lines, errors):
+            if text is not None and not open_quotes(lines, self.delimiter, errors):
                 break
             kept = kept_lines(len(lines), errors) if errors else None
             body = block if kept is None else join_lines(pc.take(lines, kept))
@@ -442,21 +501,6 @@ class CsvDecoder(Decoder):
             errors[line] = new(LineError, (line, ErrorKind.PARSE, msg))
         return row_lines
 
-    def _set_aside_open_quotes(self, lines: pa.Array, errors: dict[int, LineError]) -> bool:
-        """Lines whose quote never closes swallow the next line: make them bad records."""
-        quotes = pc.count_substring(lines.view(pa.string()), '"')
-        odd = pc.equal(pc.bit_wise_and(quotes, _ONE), _ONE)
-        found = False
-        for i in pc.indices_nonzero(odd).to_pylist():
-            if i in errors:
-                continue
-            one = self._parse(lines[i].as_py() + b"\n", self._text, False, lambda row: "skip")
-            if any(pc.any(pc.match_substring(col, "\n")).as_py() for col in one.columns):
-                msg = "unterminated quoted value (a value may not contain a line break)"
-                errors[i] = LineError(i, ErrorKind.PARSE, msg)
-                found = True
-        return found
-
     def _decode_line_by_line(self, lines: pa.Array, errors: dict[int, LineError]) -> Decoded:
         """Last resort when rows and lines cannot be matched up: one parse per line."""
         rows: list[int] = []
@@ -498,7 +542,7 @@ class CsvDecoder(Decoder):
                 continue
             self._failing.add(j)
             where = pc.indices_nonzero(failed)
-            messages = _type_messages(field, pc.take(column, where))
+            messages = type_messages(field, pc.take(column, where))
             new, kind = tuple.__new__, ErrorKind.TYPE
             for line, msg in zip(pc.take(row_lines, where).to_pylist(), messages, strict=True):
                 if line not in errors:
@@ -514,32 +558,6 @@ class CsvDecoder(Decoder):
         return Decoded(table, None if identity else row_lines, ordered, lines)
 
 
-# A text column whose values are almost all of one type gets that type: the few that
-# are not become record errors, instead of one bad value turning a column into text.
-MAJORITY = 0.8
-_TYPE_PATTERNS: tuple[tuple[str, pa.DataType], ...] = (
-    (r"^\s*[-+]?\d{1,18}\s*$", pa.int64()),
-    (r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$", pa.float64()),
-    (r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?$", pa.timestamp("us")),
-)
-
-
-def _majority_type(column: pa.ChunkedArray) -> pa.DataType | None:
-    """The type at least MAJORITY of a text column's non-empty values have, if any."""
-    if not pa.types.is_string(column.type) and not pa.types.is_large_string(column.type):
-        return None
-    values = pc.drop_null(column)
-    values = values.filter(pc.not_equal(values, pa.scalar("", values.type)))
-    total = len(values)
-    if total < 2:
-        return None
-    for pattern, data_type in _TYPE_PATTERNS:
-        matched = pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0
-        if matched < total and matched >= MAJORITY * total:
-            return data_type
-    return None
-
-
 def _failed_column(exc: Exception) -> int | None:
     match = re.match(r"In CSV column #(\d+): ", str(exc))
     return int(match.group(1)) if match else None
@@ -549,33 +567,3 @@ def _csv_message(exc: Exception) -> str:
     text = str(exc)
     text = re.sub(r"^CSV parse error: (Row #\d+: )?", "", text)
     return text.split("\n")[0]
-
-
-def _label(t: pa.DataType) -> str:
-    if pa.types.is_integer(t):
-        return f"integer ({t})"
-    if pa.types.is_floating(t):
-        return "double"
-    if pa.types.is_boolean(t):
-        return "boolean"
-    if pa.types.is_timestamp(t):
-        return f"timestamp ({t})"
-    if pa.types.is_date(t):
-        return "date"
-    return str(t)
-
-
-def _type_messages(field: pa.Field, values: pa.Array) -> list[str]:
-    """`column 'x': 'value' is not a valid <type>` for each value (built by Arrow)."""
-    long = pc.greater(pc.utf8_length(values), pa.scalar(80, pa.int32()))
-    cut = pc.utf8_slice_codeunits(values, 0, 77)
-    text = pa.string()
-    ellipsis, empty = pa.scalar("...", text), pa.scalar("", text)
-    shown = pc.if_else(long, pc.binary_join_element_wise(cut, ellipsis, empty), values)
-    prefix = f"column '{field.name}': '"
-    suffix = f"' is not a valid {_label(field.type)}"
-    joined = pc.binary_join_element_wise(
-        pa.scalar(prefix, text), shown, pa.scalar(suffix, text), empty
-    )
-    messages: list[str] = joined.to_pylist()
-    return messages

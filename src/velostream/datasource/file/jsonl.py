@@ -22,6 +22,7 @@ from velostream.datasource.file.formats import (
     Decoded,
     Decoder,
     LineError,
+    arrow_block_size,
     join_lines,
     row_number,
     screen_lines,
@@ -65,7 +66,10 @@ class JsonDecoder(Decoder):
                 continue
         while objects:
             try:
-                table = pa_json.read_json(pa.py_buffer(b"\n".join(objects) + b"\n"))
+                body = pa.py_buffer(b"\n".join(objects) + b"\n")
+                size = arrow_block_size(body.size, False, 0)
+                options = pa_json.ReadOptions(use_threads=False, block_size=size)
+                table = pa_json.read_json(body, read_options=options)
                 break
             except pa.ArrowInvalid as exc:
                 bad = row_number(exc)
@@ -82,7 +86,7 @@ class JsonDecoder(Decoder):
     def _read(self, data: Block | pa.Buffer, threads: bool) -> pa.Table:
         buf = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
         # One block when single-threaded, so a row number in an error is segment-relative.
-        size = None if threads else max(1 << 16, buf.size + 1)
+        size = arrow_block_size(buf.size, threads, self.max_record_bytes)
         options = pa_json.ReadOptions(use_threads=threads, block_size=size)
         return pa_json.read_json(buf, read_options=options, parse_options=self._options)
 

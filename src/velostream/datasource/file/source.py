@@ -1,11 +1,14 @@
 """`file_source`: CSV or JSON lines from a file or a glob, optionally followed as it grows.
 
-Files are read in blocks of whole lines (up to `max_records` lines per batch) and
-decoded by Arrow (see `formats`). Column types are inferred once, from the first
-`INFER_BYTES` of data of the first file with data, and then fixed; a restart infers
-the same schema from the same bytes. A batch's position is a `FilePosition`: the file's
-index in the sorted glob, the byte offset of the next unread line and the number of
-lines before it; `seek` resumes there.
+Files are read in blocks of whole lines (up to `max_records` lines per batch, see
+`lines`) and decoded by Arrow (see `formats`). A line longer than `max.record.bytes`
+(default 1 MiB) is a bad record (stage `deserialize`, kind `ParseError`) whose payload
+is its first 1 KiB: it is read past in bounded chunks, never held whole, and reading
+goes on at the next line. Column types are inferred once, from the first `INFER_BYTES`
+of data of the first file with data, and then fixed; a restart infers the same schema
+from the same bytes. A batch's position is a `FilePosition`: the file's index in the
+sorted glob, the byte offset of the next unread line and the number of lines before
+it; `seek` resumes there.
 
 Without `watch`, the next batch is read and decoded on a worker thread while the
 current one is processed (Arrow's parser releases the GIL); `seek` and `close` drop
@@ -33,16 +36,20 @@ import pyarrow.compute as pc
 
 from velostream.datasource.file.formats import Block, CsvDecoder, Decoder, split_lines
 from velostream.datasource.file.jsonl import JsonDecoder
+from velostream.datasource.file.lines import LineBlock, LineReader
 from velostream.datasource.file.options import (
     JSONL_ALIASES,
+    MAX_RECORD_BYTES,
     SOURCE_FORMATS,
     SOURCE_KEYS,
     parse_delimiter,
+    parse_record_limit,
 )
 from velostream.datasource.registry import bool_property, choice_property, duration_property
 from velostream.datasource.traits import BadRecord, RecordRefs, Source, SourceBatch
 from velostream.errors import (
     ConfigurationError,
+    ErrorKind,
     ResourceExhaustedError,
     SchemaError,
     SourceError,
@@ -54,9 +61,6 @@ __all__ = ["INFER_BYTES", "FilePosition", "FileSource", "FileSourceConfig"]
 log = logging.getLogger(__name__)
 
 INFER_BYTES = 1 << 20
-_MIN_READ = 1 << 16
-_MAX_READ = 1 << 26
-_BOM = b"\xef\xbb\xbf"
 _FORMATS = {f: f for f in SOURCE_FORMATS} | JSONL_ALIASES
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 _KEYS = SOURCE_KEYS | {"type"}
@@ -93,6 +97,7 @@ class FileSourceConfig:
     delimiter: str = ","
     watch: bool = False
     polling_interval: float = 1.0
+    max_record_bytes: int = MAX_RECORD_BYTES
 
     @classmethod
     def from_properties(cls, name: str, props: Mapping[str, str]) -> FileSourceConfig:
@@ -107,6 +112,11 @@ class FileSourceConfig:
             raise ConfigurationError(
                 f"'{name}': delimiter must be one ASCII character, not {raw!r}", source=name
             )
+        limit = props.get("max.record.bytes")
+        try:
+            max_record_bytes = MAX_RECORD_BYTES if limit is None else parse_record_limit(limit)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"'{name}': {exc.message}", source=name) from exc
         unknown = sorted(set(props) - _KEYS)
         if unknown:
             log.warning("file_source '%s': ignoring unknown properties %s", name, unknown)
@@ -118,148 +128,8 @@ class FileSourceConfig:
             delimiter=delimiter,
             watch=bool_property(props, "watch", False, name=name),
             polling_interval=duration_property(props, "polling_interval", 1.0, name=name),
+            max_record_bytes=max_record_bytes,
         )
-
-
-class _Cursor:
-    """Reads one file in blocks of whole lines from a byte offset."""
-
-    def __init__(
-        self, path: str, offset: int, line: int, skip_header: bool, avg: float = 64.0
-    ) -> None:
-        self.path = path
-        self.offset = offset  # file offset of `_pending[0]`
-        self.line = line  # lines before `offset`
-        self.header: bytes | None = None
-        self._skip_header = skip_header
-        self._started = offset > 0
-        self._pending = b""
-        self._pending_lines = 0
-        self._avg = avg  # mean line length, to size reads
-        try:
-            self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
-            self._file.seek(offset)
-        except OSError as exc:
-            raise _source_error(path, exc) from exc
-
-    def close(self) -> None:
-        self._file.close()
-
-    def read_block(self, max_lines: int, final: bool) -> tuple[Block, int, int] | None:
-        """(block, its line count, lines before it), or None when no line is complete.
-
-        `final`: the file will not grow, so a last line without a newline counts.
-        """
-        if not self._started and not self._start(final):
-            return None
-        buf, have = self._fill(max_lines)
-        if have >= max_lines:
-            cut, n, rest = _after_line(buf, max_lines, have), max_lines, have - max_lines
-        elif final and buf:
-            cut, n, rest = len(buf), have + (0 if buf.endswith(b"\n") else 1), 0
-        elif have:
-            cut, n, rest = buf.rfind(b"\n") + 1, have, 0
-        else:
-            self._pending = bytes(buf)
-            if not final:
-                self._check_shrunk()
-            return None
-        self._pending, self._pending_lines = bytes(buf[cut:]), rest
-        del buf[cut:]
-        block = buf
-        first = self.line
-        self.offset += cut
-        self.line += n
-        self._avg = 0.5 * self._avg + 0.5 * (cut / n)
-        return block, n, first
-
-    def head(self, limit: int) -> bytes:
-        """Up to `limit` bytes of whole data lines from the start of the file."""
-        if not self._started and not self._start(True):
-            return b""
-        try:
-            data = self._pending + self._file.read(max(0, limit - len(self._pending)))
-        except OSError as exc:
-            raise _source_error(self.path, exc) from exc
-        if len(data) >= limit and b"\n" in data[:limit]:
-            data = data[: data.rfind(b"\n", 0, limit) + 1]
-        return data
-
-    def _start(self, final: bool) -> bool:
-        """At offset 0: skip a UTF-8 BOM and read the header line, once complete."""
-        buf, have = self._fill(1)
-        if len(buf) < len(_BOM) and _BOM.startswith(buf) and not final:
-            self._pending, self._pending_lines = bytes(buf), have
-            return False
-        skip = len(_BOM) if buf.startswith(_BOM) else 0
-        if self._skip_header and buf:
-            end = buf.find(b"\n", skip)
-            if end < 0 and not final:
-                self._pending, self._pending_lines = bytes(buf), have
-                return False
-            end = len(buf) if end < 0 else end + 1
-            self.header = bytes(buf[skip:end]).rstrip(b"\r\n")
-            self.line, skip, have = 1, end, max(0, have - 1)
-        self._pending, self._pending_lines = bytes(buf[skip:]), have
-        self.offset = skip
-        self._started = True
-        return True
-
-    def _fill(self, max_lines: int) -> tuple[bytearray, int]:
-        """Pending bytes plus reads until they hold `max_lines` newlines or the file ends.
-
-        Reads go straight into one buffer, which becomes the block: no copy of the data.
-        """
-        buf, have = bytearray(self._pending), self._pending_lines
-        self._pending, self._pending_lines = b"", 0
-        while have < max_lines:
-            want = min(max(int((max_lines - have) * self._avg * 1.02) + 1024, _MIN_READ), _MAX_READ)
-            start = len(buf)
-            grown = bytearray(start + want)
-            grown[:start] = buf
-            buf = grown
-            try:
-                got = self._file.readinto(memoryview(buf)[start:])
-            except OSError as exc:
-                raise _source_error(self.path, exc) from exc
-            del buf[start + (got or 0) :]
-            if not got:
-                break
-            have += buf.count(b"\n", start)
-        return buf, have
-
-    def _check_shrunk(self) -> None:
-        size = os.fstat(self._file.fileno()).st_size
-        if size < self.offset + len(self._pending):
-            log.warning("file_source: %s shrank; reading it again from the start", self.path)
-            self._file.seek(0)
-            self.offset = self.line = 0
-            self._pending, self._pending_lines = b"", 0
-            self._started = False
-
-
-def _after_line(buf: Block, n: int, total: int) -> int:
-    """Byte offset just after the `n`-th newline of `buf`, which holds `total`.
-
-    Guesses the spot from the mean line length, counts newlines on the short side of
-    the guess, then steps line by line over the (small) difference.
-    """
-    size = len(buf)
-    if n <= total - n:
-        guess = min(size, size * n // total)
-        seen = buf.count(b"\n", 0, guess)  # newlines before the guess
-    else:
-        guess = max(0, size - size * (total - n) // total)
-        seen = total - buf.count(b"\n", guess)
-    if seen >= n:
-        pos = guess
-        for _ in range(seen - n + 1):
-            pos = buf.rfind(b"\n", 0, pos)
-    else:
-        pos = guess - 1
-        for _ in range(n - seen):
-            pos = buf.find(b"\n", pos + 1)
-    return pos + 1
 
 
 class _BlockRefs(RecordRefs):
@@ -307,7 +177,7 @@ class FileSource(Source):
         self.bounded = not self.config.watch
         self._files: list[str] | None = None
         self._index = 0
-        self._cursor: _Cursor | None = None
+        self._cursor: LineReader | None = None
         self._decoder: Decoder | None = None
         self._names: list[str] | None = None
         self._committed: FilePosition | None = None
@@ -367,8 +237,7 @@ class FileSource(Source):
         self._index = pos.file_index
         if pos.file_index < len(files):
             skip_header = pos.offset == 0 and self.config.has_headers
-            path = files[pos.file_index]
-            self._cursor = _Cursor(path, pos.offset, pos.line, skip_header, self._avg_line)
+            self._cursor = self._reader(files[pos.file_index], pos.offset, pos.line, skip_header)
 
     def decode_records(self, records: list[bytes]) -> SourceBatch:
         """Decode stored lines (dead letters) with this source's schema; refs `replay:<n>`."""
@@ -436,8 +305,8 @@ class FileSource(Source):
         self._index = position.file_index
         files = self._files or []
         if position.file_index < len(files) and (position.offset or position.line):
-            self._cursor = _Cursor(
-                files[position.file_index], position.offset, position.line, False, self._avg_line
+            self._cursor = self._reader(
+                files[position.file_index], position.offset, position.line, False
             )
 
     def _position(self) -> FilePosition:
@@ -458,7 +327,7 @@ class FileSource(Source):
             if cursor.header is not None:
                 self._check_header(cursor)
             if got is not None:
-                return self._decode(cursor, *got)
+                return self._decode(cursor, got)
             if not final:
                 return None
             cursor.close()
@@ -466,14 +335,19 @@ class FileSource(Source):
             self._index += 1
         return None
 
-    def _cursor_at(self, index: int) -> _Cursor:
+    def _cursor_at(self, index: int) -> LineReader:
         if self._cursor is None:
             files = self._files or []
-            self._cursor = _Cursor(files[index], 0, 0, self.config.has_headers, self._avg_line)
+            self._cursor = self._reader(files[index], 0, 0, self.config.has_headers)
         return self._cursor
 
-    def _decode(self, cursor: _Cursor, block: Block, n: int, first: int) -> SourceBatch:
+    def _reader(self, path: str, offset: int, line: int, skip_header: bool) -> LineReader:
+        limit = self.config.max_record_bytes
+        return LineReader(path, offset, line, skip_header, limit=limit, avg=self._avg_line)
+
+    def _decode(self, cursor: LineReader, got: LineBlock) -> SourceBatch:
         assert self._decoder is not None
+        block, n, first = got.block, got.n_lines, got.first
         try:
             decoded = self._decoder.decode(block, n)
         except pa.ArrowMemoryError as exc:
@@ -501,9 +375,24 @@ class FileSource(Source):
                 new(BadRecord, (raw, prefix + str(base + line), message, kind, stage))
                 for (line, kind, message), raw in zip(decoded.errors, raws, strict=True)
             ]
+        if got.long:
+            bad = self._long_records(cursor.path, got, bad)
         refs = _BlockRefs(cursor.path, block, n, first, decoded.rows, decoded.lines)
         position = FilePosition(self._index, cursor.offset, cursor.line)
         return SourceBatch(decoded.table, refs, bad, position)
+
+    def _long_records(self, path: str, got: LineBlock, bad: list[BadRecord]) -> list[BadRecord]:
+        """The block's lines over `max.record.bytes` as bad records, in line order."""
+        limit = self.config.max_record_bytes
+        for long in got.long:
+            number = got.first + long.line + 1
+            message = (
+                f"record too large: line {number} has {long.size} bytes, more than "
+                f"max.record.bytes ({limit}); skipped to the next line, "
+                f"its first {len(long.prefix)} bytes kept"
+            )
+            bad.append(BadRecord(long.prefix, f"{path}:{number}", message, ErrorKind.PARSE))
+        return sorted(bad, key=lambda record: int(record.ref.rsplit(":", 1)[1]))
 
     def _glob(self) -> list[str]:
         pattern = os.path.expanduser(self.config.path)
@@ -530,7 +419,7 @@ class FileSource(Source):
         """Fix the schema from the first file with data; False when there is none yet."""
         unusable = None
         for path in self._files or []:
-            cursor = _Cursor(path, 0, 0, self.config.has_headers)
+            cursor = self._reader(path, 0, 0, self.config.has_headers)
             try:
                 block = cursor.head(INFER_BYTES)
             finally:
@@ -545,11 +434,13 @@ class FileSource(Source):
             else:
                 self._decoder = CsvDecoder.infer(block, self._names, self.config.delimiter)
             if self._decoder is not None:
+                self._decoder.max_record_bytes = self.config.max_record_bytes
                 return True
             unusable = unusable or path
         if self._names is not None and self.bounded:
             schema = pa.schema([(n, pa.string()) for n in self._names])
             self._decoder = CsvDecoder(schema, self.config.delimiter)
+            self._decoder.max_record_bytes = self.config.max_record_bytes
             return True
         if unusable is not None:
             raise SourceError(
@@ -559,7 +450,7 @@ class FileSource(Source):
             )
         return False
 
-    def _check_header(self, cursor: _Cursor) -> None:
+    def _check_header(self, cursor: LineReader) -> None:
         header, cursor.header = cursor.header, None
         names = _header_names(header or b"", self.config.delimiter)
         if self._names is not None and names != self._names:
@@ -574,13 +465,3 @@ def _header_names(header: bytes, delimiter: str) -> list[str]:
     text = header.decode("utf-8", errors="replace")
     row = next(csv.reader([text], delimiter=delimiter), [])
     return [name.strip() or f"column{i}" for i, name in enumerate(row)]
-
-
-def _source_error(path: str, exc: OSError) -> SourceError:
-    if isinstance(exc, FileNotFoundError):
-        return SourceError(f"no such file: {path}", position=path)
-    if isinstance(exc, PermissionError):
-        return SourceError(f"permission denied: {path}", position=path)
-    if isinstance(exc, IsADirectoryError):
-        return SourceError(f"not a file: {path}", position=path)
-    return SourceError(f"cannot read {path}: {exc.strerror or exc}", position=path)
