@@ -24,6 +24,7 @@ EXPORTS: dict[str, set[str]] = {
         "ErrorKind",
         "InternalError",
         "JobConflictError",
+        "JobLimitError",
         "JobStateError",
         "OperationTimeoutError",
         "PlanError",
