@@ -21,7 +21,8 @@ class DeadLetterQueue(Protocol):
         ...
 
     def truncate(self, offset: int | None) -> None:
-        """Drop queued letters and, where the queue can, anything past `offset`."""
+        """Drop queued letters and, where the queue can, anything past `offset` (an
+        abort, or a restart settling to the last commit)."""
         ...
 
     def mark_replayed(self, ids: list[str]) -> None:
@@ -29,7 +30,11 @@ class DeadLetterQueue(Protocol):
         ...
 
     def read(self, offset: int = 0, limit: int = 100) -> tuple[list[DeadLetter], int | None]:
-        """A page of letters, oldest first, each with `replayed`; and the next offset."""
+        """A page of letters, oldest first, each with `replayed`; and the next offset.
+
+        A stored record that is not a whole letter (a torn line) is skipped and
+        reported, never raised: the letters around it stay readable and replayable.
+        """
         ...
 
     def close(self) -> None:

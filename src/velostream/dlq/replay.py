@@ -3,6 +3,7 @@ job again, so a second replay sends none of them twice."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from pathlib import Path
@@ -18,7 +19,9 @@ class ReplayLog:
     """The ids of replayed dead letters: in memory, and appended to `path` if given.
 
     The file is read again on every `ids()`: another queue on the same path (the fresh
-    processor that replays for an ended job) may have added to it.
+    processor that replays for an ended job) may have added to it. An append that fails
+    (a full disk) is cut back off; one a crash tore is ended by the next append's line
+    break, so a torn id never swallows the next one (it matches no letter).
     """
 
     def __init__(self, path: Path | None = None) -> None:
@@ -39,14 +42,32 @@ class ReplayLog:
             self._ids.update(ids)
             if self.path is None:
                 return
+            data = "".join(f"{i}\n" for i in ids).encode("utf-8")
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "a", encoding="utf-8") as out:
-                    out.write("".join(f"{i}\n" for i in ids))
-                    out.flush()
-                    os.fsync(out.fileno())
+                _append_lines(self.path, data)
             except OSError as exc:
                 raise DeadLetterError(f"cannot record replayed letters: {exc}") from exc
+
+
+def _append_lines(path: Path, data: bytes) -> None:
+    """Append whole lines to `path` durably, on a line of their own; cut back on failure."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        if start and os.pread(fd, 1, start - 1) != b"\n":
+            data = b"\n" + data  # a crash tore the last id
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):  # the error raised is the write's
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def letters_to_replay(

@@ -1,15 +1,22 @@
 """The file dead-letter queue: original records with their context, durable on flush,
-rolled into segments named by offset, cut back to a committed offset."""
+rolled into segments named by offset, cut back to a committed offset; a write that
+runs out of space is taken back, and a torn or unreadable line is skipped and
+reported, never raised."""
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.fulldisk import Disk
 from tests.unit.dlq.letters import bad, letters
-from velostream.dlq import FileDeadLetterQueue, dead_letter
-from velostream.errors import DeadLetterError, Stage
+from velostream.dlq import FileDeadLetterQueue, dead_letter, letters_to_replay
+from velostream.errors import DeadLetterError, ErrorKind, Stage
 from velostream.observability.error_tracker import DeploymentContext
 
 
@@ -159,3 +166,116 @@ def test_a_dlq_write_failure_is_an_error_not_a_loss(tmp_path: Path) -> None:
     dlq.write(letters(0))
     with pytest.raises(DeadLetterError, match="cannot write dead letters"):
         dlq.flush()
+
+
+# --- a disk that fills; torn and unreadable lines ------------------------------------
+
+
+class Reports(list[tuple[str, ErrorKind]]):
+    """What a queue reported, as its `report` hook."""
+
+    def __call__(self, message: str, kind: ErrorKind) -> None:
+        self.append((message, kind))
+
+
+def _raising(exc: OSError) -> Callable[..., Any]:
+    def fail(*args: Any) -> Any:
+        raise exc
+
+    return fail
+
+
+def _on_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Disk:
+    disk = Disk()
+    disk.patch_os_write(monkeypatch, tmp_path)
+    return disk
+
+
+def test_a_flush_that_runs_out_of_space_takes_its_letters_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = _on_full_disk(tmp_path, monkeypatch)
+    dlq = FileDeadLetterQueue(tmp_path / "j.jsonl")
+    dlq.write(letters(0, 2))
+    committed = dlq.flush()
+    disk.fill(100)  # part of the next letter fits
+    dlq.write(letters(2, 3))
+    with pytest.raises(DeadLetterError, match="No space left on device"):
+        dlq.flush()
+    assert disk.refused == 1
+    assert (tmp_path / "j.jsonl").stat().st_size == committed, "the torn write was taken back"
+    disk.free()
+    dlq.write(letters(2, 3))  # the batch again, after a restart
+    dlq.flush()
+    assert _positions(dlq) == [f"f.csv:{i}" for i in range(5)]
+    assert dlq.unreadable == 0
+
+
+def test_a_torn_tail_is_skipped_and_reported_once_then_cut_by_the_next_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The take-back itself fails (or a crash came first): the torn line stays until
+    the queue settles; readers skip it, and it is reported once."""
+    disk = _on_full_disk(tmp_path, monkeypatch)
+    path = tmp_path / "j.jsonl"
+    dlq = FileDeadLetterQueue(path)
+    dlq.report = reports = Reports()
+    dlq.write(letters(0, 2))
+    committed = dlq.flush()
+    disk.fill(100)
+    monkeypatch.setattr(os, "ftruncate", _raising(OSError(errno.EIO, "Input/output error")))
+    dlq.write(letters(2, 1))
+    with pytest.raises(DeadLetterError):
+        dlq.flush()
+    assert path.stat().st_size == committed + 100 and not path.read_bytes().endswith(b"\n")
+    for _ in range(3):  # listed again and again: one report
+        assert _positions(dlq) == ["f.csv:0", "f.csv:1"]
+    assert [d.doc["position"] for d in letters_to_replay(dlq)] == ["f.csv:0", "f.csv:1"]
+    assert reports == [
+        (f"dead letters: skipped a torn last line (100 bytes) in {path} at byte {committed}", IO)
+    ]
+    assert dlq.unreadable == 1
+    assert "skipped a torn last line" in caplog.text
+    monkeypatch.undo()  # space again, and truncation works
+    dlq.write(letters(2, 1))
+    dlq.flush()
+    assert _positions(dlq) == ["f.csv:0", "f.csv:1", "f.csv:2"]
+    assert reports[1] == (
+        f"dead letters: cut a torn last line of 100 bytes from {path} (a write that was "
+        "never committed)",
+        IO,
+    )
+
+
+def test_settle_cuts_what_a_crash_left_and_says_the_committed_length(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    first = FileDeadLetterQueue(path)
+    first.write(letters(0, 2))
+    whole = first.flush()
+    with open(path, "ab") as out:
+        out.write(b'{"id": "torn", "job": "j", "payl')  # the crash
+    dlq = FileDeadLetterQueue(path)
+    dlq.report = reports = Reports()
+    assert dlq.settle() == whole == path.stat().st_size
+    assert [kind for _, kind in reports] == [IO]
+    assert dlq.settle() == whole and len(reports) == 1
+
+
+def test_a_line_that_is_not_a_dead_letter_is_skipped_and_reported(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    dlq = FileDeadLetterQueue(path)
+    dlq.report = reports = Reports()
+    dlq.write(letters(0, 1))
+    dlq.flush()
+    with open(path, "ab") as out:
+        out.write(b'not json\n[1, 2]\n{"no": "id"}\n\n')
+    dlq.write(letters(1, 1))
+    dlq.flush()
+    page, nxt = dlq.read(0, 1)
+    assert [d.doc["position"] for d in page] == ["f.csv:0"] and nxt == 1
+    assert [d.doc["position"] for d in dlq.read(nxt, 10)[0]] == ["f.csv:1"]
+    assert [kind for _, kind in reports] == [PARSE, PARSE, PARSE]
+    assert "a line that is not a dead letter (9 bytes)" in reports[0][0]
+
+
+IO, PARSE = ErrorKind.IO, ErrorKind.PARSE

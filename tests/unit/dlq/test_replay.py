@@ -1,5 +1,5 @@
 """Replay bookkeeping: every queue marks replayed letters the same way, and a file
-keeps them across queues and restarts."""
+keeps them across queues and restarts — whole ids only, on a full disk or after a crash."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fulldisk import Disk
 from tests.unit.dlq.letters import letters as make_letters
 from velostream.dlq import (
     DeadLetterQueue,
@@ -73,3 +74,29 @@ def test_letters_to_replay_are_the_unreplayed_ones_in_order_across_pages() -> No
     queue.mark_replayed(every[1:3])
     assert [x.id for x in letters_to_replay(queue, page=2)] == [every[0], *every[3:]]
     assert [x.id for x in letters_to_replay(queue, [every[2], every[5]])] == [every[5]]
+
+
+def test_a_torn_id_never_swallows_the_next_one(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl.replayed"
+    path.write_text("a\nb\ntor")  # a crash tore the last append
+    log = ReplayLog(path)
+    log.add(["c"])
+    assert path.read_text() == "a\nb\ntor\nc\n"
+    assert "c" in ReplayLog(path).ids()
+
+
+def test_an_append_that_runs_out_of_space_is_taken_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "j.jsonl.replayed"
+    disk = Disk()
+    disk.patch_os_write(monkeypatch, tmp_path)
+    log = ReplayLog(path)
+    log.add(["a"])
+    disk.fill(3)
+    with pytest.raises(DeadLetterError, match="No space left"):
+        log.add(["bcdef", "ghijk"])
+    assert path.read_text() == "a\n"
+    disk.free()
+    log.add(["bcdef"])
+    assert ReplayLog(path).ids() == {"a", "bcdef"}

@@ -3,13 +3,17 @@
 The file is truncated at open unless `append` is true; a CSV header is written once,
 and not at all when appending to a file that already has content. `flush` makes the
 data durable (fsync); `committed_offset` and `truncate` let a job roll the file back
-to its last commit.
+to its last commit. A write that failed part-way (a full disk) leaves a torn line and
+unwritten bytes in the stream's buffer; `truncate` closes that stream without keeping
+them (whatever its closing flush still lands is cut too), so a retry never writes the
+batch twice and never leaves a torn line behind.
 
 Transactional mode stages instead (`begin_staging`), so the file only ever holds
 committed rows: a batch goes to a hidden file beside it, `.<name>.velo-pending`;
 `flush` fsyncs that (prepare) and `committed_offset` counts the file's length plus
 the staged bytes; once the checkpoint holds that length, `publish` moves the staged
-bytes into the file, and an abort's `discard` empties the staging file. Publishing
+bytes into the file, and an abort's `discard` empties the staging file (dropping what
+a failed write left in the stream's buffer). Publishing
 renames the staging file over the file (atomic) while the file holds no committed
 bytes, and otherwise appends the staged bytes at the committed length with
 `os.copy_file_range` (a kernel-side copy; a read/write loop where the kernel cannot)
@@ -214,25 +218,24 @@ class FileSink(StagingSink):
             assert self._writer is not None
             self._writer.restart(header=offset == 0)
             return
+        # Past the commit: what a failed write left in the buffer is never to be written.
+        self._drop_stream()
         try:
-            stream = self._stream
-            if stream is None:
-                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-                exists = os.path.exists(self.path)
-                stream = open(self.path, "r+b") if exists else open(self.path, "w+b")  # noqa: SIM115
-                self._stream = stream
-                self._writer = RowWriter(self.config.format, self.config.delimiter)
-            else:
-                stream.flush()
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            exists = os.path.exists(self.path)
+            stream = open(self.path, "r+b") if exists else open(self.path, "w+b")  # noqa: SIM115
+            self._stream = stream
             size = os.fstat(stream.fileno()).st_size
             if offset > size:
                 raise self._too_short(offset, size)
-            stream.truncate(offset)
+            if size > offset:
+                stream.truncate(offset)
+                os.fsync(stream.fileno())
             stream.seek(offset)
-            os.fsync(stream.fileno())
         except OSError as exc:
             raise sink_error(self.name, self.path, exc) from exc
-        assert self._writer is not None
+        if self._writer is None:
+            self._writer = RowWriter(self.config.format, self.config.delimiter)
         self._writer.restart(header=offset == 0)
         self._durable = offset
 
@@ -307,14 +310,14 @@ class FileSink(StagingSink):
         """Empty the staging file (an abort); the file at `path` is untouched."""
         if not self._staged:
             return
-        stream, self._durable = self._stream, 0
-        if stream is not None:
+        self._durable = 0
+        if self._stream is not None:
+            self._drop_stream()  # the next write opens (and empties) it afresh
             try:
-                stream.truncate(0)
-                stream.seek(0)
+                os.truncate(self.staging_path, 0)
+            except FileNotFoundError:
+                pass
             except OSError as exc:
-                self._stream = None  # the next write opens (and empties) it afresh
-                stream.close()
                 raise sink_error(self.name, self.staging_path, exc) from exc
         assert self._writer is not None
         self._writer.restart(header=self._published == 0)
@@ -345,6 +348,20 @@ class FileSink(StagingSink):
                 os.unlink(self.staging_path)
         except OSError as exc:
             raise sink_error(self.name, self.staging_path, exc) from exc
+
+    def _drop_stream(self) -> None:
+        """Close the stream without keeping what it has not written.
+
+        After a failed write its buffer still holds bytes; closing tries to write them
+        once more (and fails again, or lands them), so the caller cuts the file after.
+        """
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        try:
+            stream.close()
+        except OSError as exc:  # expected after a failed write: the bytes are let go
+            log.debug("sink '%s': dropping unwritten bytes: %s", self.name, exc)
 
     def _roll_forward(self, target: int, staged: int, committed: int) -> None:
         """Publish again the staged batch a crash interrupted; see `begin_staging`."""

@@ -1,15 +1,25 @@
-"""Simple mode: at-least-once.
+"""Simple mode: at-least-once, settled to the last commit.
 
 A batch's source position is committed only after its sink writes and its dead
-letters are durable; a crash before the commit replays the batch (duplicates are
-possible, losses are not). An abort rewinds the source and the executor's state to
-the last commit; what was written stays.
+letters are durable. Each commit records, with the position and the executor state,
+the committed length of every sink that can roll back (a file: bytes; the memory
+sink: rows) and of the dead-letter file. Before anything is written again the job
+settles them to that commit:
 
-A sink that can roll back (a file) has its committed length recorded in the
-checkpoint too. A job that resumes from a checkpoint — after a crash, a restart or a
-redeploy — cuts such a sink back to that length before writing again, so the output
-of before keeps its committed rows and loses only the torn tail a crash can leave (a
-half-written line), which the replayed batches write again.
+- an abort (a failed batch, before its retry; a stop mid-batch) cuts every such
+  sink and the dead-letter file back to the last commit and rewinds the source and
+  the state, so a retry never duplicates what the sink already holds and a write
+  torn by a full disk is gone before a reader can see it;
+- a job that resumes from a checkpoint — after a crash, a restart or a redeploy —
+  does the same before its sinks open.
+
+What at-least-once still means: a batch is not committed until its checkpoint is
+saved, so rows and dead letters written after the last commit are, after a crash,
+cut at the restart and written again by the replayed batches. A reader of the output
+may see them, and see them go, in between — that is what transactional mode spares.
+A sink that cannot roll back (Kafka) keeps what it was sent: it may hold a batch twice.
+Before a job's first checkpoint its committed lengths are what its sinks keep at open
+and what the dead-letter file holds then.
 
 A checkpoint resumes only what still fits. Its position is applied only to the source
 it was read from: after an upgrade to another source the new one is read from its start
@@ -27,7 +37,8 @@ from typing import Any
 import pyarrow as pa
 
 from velostream.datasource.traits import SourceBatch
-from velostream.errors import ErrorKind, Stage, StateIncompatibleError
+from velostream.dlq import FileDeadLetterQueue
+from velostream.errors import DeadLetterError, ErrorKind, Stage, StateIncompatibleError
 from velostream.server.checkpoint import Checkpoint, describe_source, source_identity
 from velostream.server.processors.context import CommitContext
 
@@ -40,7 +51,8 @@ class SimpleCommitter:
     """Flush sinks, flush dead letters, then persist the position (and state).
 
     `recover` runs before the sinks are opened: a sink that opens by truncating its
-    destination must find it already positioned when the job resumes.
+    destination must find it already positioned when the job resumes. A file
+    dead-letter queue reports the lines it cannot read back as the job's `dlq` errors.
     """
 
     def __init__(self, context: CommitContext) -> None:
@@ -53,18 +65,29 @@ class SimpleCommitter:
         job = context.job
         self.source_id = source_identity(job.sources[0]) if job.sources else None
         self.sink_ids = {s.name: source_identity(s) for s in job.sinks}
+        if isinstance(context.dlq, FileDeadLetterQueue):
+            context.dlq.report = self._unreadable_dead_letter
+
+    def _unreadable_dead_letter(self, message: str, kind: ErrorKind) -> None:
+        self.context.record_error(Stage.DLQ, message, kind=kind)
 
     def recover(self) -> None:
+        """Settle the sinks and the dead-letter file to the last commit, resume from it."""
         ctx = self.context
         self.state = ctx.executor.snapshot()
+        # Before any checkpoint, a sink's committed length is what its open keeps.
+        self.sink_offsets = self.sink_lengths()
         checkpoint = ctx.checkpoints.load(ctx.job.name) if ctx.checkpoints is not None else None
+        self.dlq_offset = self.committed_dlq_offset(checkpoint)
+        if ctx.dlq is not None:
+            ctx.dlq.truncate(self.dlq_offset)
         if checkpoint is None:
             return
         self.restore(checkpoint)
-        self.sink_offsets = self.kept_sink_offsets(checkpoint)
-        self.dlq_offset = checkpoint.dlq_offset
+        kept = self.kept_sink_offsets(checkpoint)
+        self.sink_offsets.update(kept)
         for sink in ctx.sinks:
-            offset = self.sink_offsets.get(sink.name)
+            offset = kept.get(sink.name)
             if offset is not None and sink.committed_offset() is not None:
                 sink.truncate(offset)
         _log.info(
@@ -73,6 +96,20 @@ class SimpleCommitter:
             checkpoint.batches,
             checkpoint.position,
         )
+
+    def committed_dlq_offset(self, checkpoint: Checkpoint | None) -> int | None:
+        """The dead letters' committed offset: the checkpoint's, else (before a first
+        commit) a file queue's length now, once a torn line a crash left is cut."""
+        if checkpoint is not None and checkpoint.dlq_offset is not None:
+            return checkpoint.dlq_offset
+        dlq = self.context.dlq
+        if not isinstance(dlq, FileDeadLetterQueue):
+            return None
+        try:
+            return dlq.settle()
+        except DeadLetterError as exc:
+            self.context.record_error(Stage.DLQ, f"settling dead letters: {exc}", exc=exc)
+            raise
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Resume the executor's state, and the position if read from this source.
@@ -208,11 +245,17 @@ class SimpleCommitter:
             raise
 
     def abort(self) -> bool:
-        """Rewind to the last commit: what was written stays (at-least-once)."""
+        """Rewind to the last commit: sinks that can roll back and the dead letters are
+        cut back to their committed lengths, then the state and the source rewind.
+        Nothing is rolled forward in simple mode: False."""
         ctx = self.context
         _log.debug("job %r: abort, rewinding to %s", ctx.job.name, self.position)
+        for sink in ctx.sinks:
+            offset = self.sink_offsets.get(sink.name)
+            if offset is not None and sink.committed_offset() is not None:
+                sink.truncate(offset)
         if ctx.dlq is not None:
-            ctx.dlq.truncate(None)
+            ctx.dlq.truncate(self.dlq_offset)
         if self.state is not None:
             ctx.executor.restore(self.state)
         ctx.source.seek(self.position)

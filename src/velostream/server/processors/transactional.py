@@ -50,12 +50,11 @@ class TransactionalCommitter(SimpleCommitter):
                 )
         # Before any checkpoint, a sink's committed length is what its open keeps.
         self.sink_offsets = self.sink_lengths()
-        self.dlq_offset = None
         self.state = ctx.executor.snapshot()
         checkpoint = ctx.checkpoints.load(ctx.job.name) if ctx.checkpoints is not None else None
+        self.dlq_offset = self.committed_dlq_offset(checkpoint)
         if checkpoint is not None:
             self.sink_offsets.update(self.kept_sink_offsets(checkpoint))
-            self.dlq_offset = checkpoint.dlq_offset
             self.restore(checkpoint)
         for sink in ctx.sinks:
             committed = self.sink_offsets.get(sink.name, 0)
