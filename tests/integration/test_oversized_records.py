@@ -207,3 +207,9 @@ def test_a_restarted_server_goes_on_after_the_long_line(tmp_path: Path, launcher
     assert (job["state"], job["records_in"], job["records_failed"]) == ("running", 1000, 0)
     assert read_ids(tmp_path / "out.csv") == GOOD
     _assert_one_letter(_letters(data_dir), line, f"line {line} has 5000000 bytes")
+    # The letter holds only the line's first KiB: replaying it would write a row of
+    # that start alone, so it is refused and nothing is written.
+    response = server.http.post("/jobs/out/dlq/replay")
+    assert response.status_code == 422, response.text
+    assert "hold only the start of their record" in response.text
+    assert read_ids(tmp_path / "out.csv") == GOOD

@@ -32,6 +32,7 @@ __all__ = [
     "SourceBatch",
     "StagingSink",
     "TransactionCapability",
+    "TruncatedRecord",
 ]
 
 
@@ -58,6 +59,13 @@ class BadRecord(NamedTuple):
     message: str
     kind: ErrorKind
     stage: Stage = Stage.DESERIALIZE
+
+
+class TruncatedRecord(BadRecord):
+    """A bad record of which only the start is kept (it was over `max.record.bytes`):
+    its dead letter is marked `truncated` and is never replayed."""
+
+    __slots__ = ()
 
 
 class RecordRefs(ABC):

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from velostream.datasource.traits import BadRecord
+from velostream.datasource.traits import BadRecord, TruncatedRecord
 from velostream.observability.error_tracker import DeploymentContext
 from velostream.observability.text import raw_bytes, safe_text
 
@@ -125,4 +125,6 @@ def dead_letter(
     for field in _TEXT_FIELDS:
         doc.update(encode_text(field, doc[field]))
     doc.update(encode_payload(record.raw))
+    if isinstance(record, TruncatedRecord):
+        doc["truncated"] = True  # only the record's start: never replayed
     return DeadLetter(doc)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from velostream.dlq.letter import DeadLetter
 from velostream.dlq.queue import DeadLetterQueue
-from velostream.errors import DeadLetterError
+from velostream.errors import DeadLetterError, ReplayError
 
-__all__ = ["ReplayLog", "letters_to_replay"]
+__all__ = ["ReplayLog", "letters_to_replay", "refuse_truncated"]
 
 
 class ReplayLog:
@@ -85,3 +85,16 @@ def letters_to_replay(
             if not letter.doc.get("replayed") and (wanted is None or letter.id in wanted)
         ]
     return letters
+
+
+def refuse_truncated(letters: list[DeadLetter], job: str) -> None:
+    """ReplayError if a letter holds only the start of its record (`truncated`: it was
+    over max.record.bytes): replaying it would write a row of the start alone."""
+    cut = [letter for letter in letters if letter.doc.get("truncated")]
+    if cut:
+        raise ReplayError(
+            f"{len(cut)} of {len(letters)} dead letters hold only the start of their record "
+            f"(over max.record.bytes), e.g. {cut[0].doc.get('position')}; none was replayed",
+            failures=[],
+            job=job,
+        )

@@ -46,7 +46,13 @@ from velostream.datasource.file.options import (
     parse_record_limit,
 )
 from velostream.datasource.registry import bool_property, choice_property, duration_property
-from velostream.datasource.traits import BadRecord, RecordRefs, Source, SourceBatch
+from velostream.datasource.traits import (
+    BadRecord,
+    RecordRefs,
+    Source,
+    SourceBatch,
+    TruncatedRecord,
+)
 from velostream.errors import (
     ConfigurationError,
     ErrorKind,
@@ -391,7 +397,7 @@ class FileSource(Source):
                 f"max.record.bytes ({limit}); skipped to the next line, "
                 f"its first {len(long.prefix)} bytes kept"
             )
-            bad.append(BadRecord(long.prefix, f"{path}:{number}", message, ErrorKind.PARSE))
+            bad.append(TruncatedRecord(long.prefix, f"{path}:{number}", message, ErrorKind.PARSE))
         return sorted(bad, key=lambda record: int(record.ref.rsplit(":", 1)[1]))
 
     def _glob(self) -> list[str]:

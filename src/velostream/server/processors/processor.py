@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
 from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
+from velostream.dlq.replay import refuse_truncated
 from velostream.engine import BatchOutput, Executor, build_executor, sandboxed_connection
 from velostream.engine.tumbling import LATE_MESSAGE
 from velostream.errors import (
@@ -549,6 +550,7 @@ class JobProcessor:
         """
         if not letters:
             return 0
+        refuse_truncated(letters, self.job.name)
         with self._batch_lock:
             if self._closed or not self._ready:
                 state = "has ended" if self._closed else "is not running yet"
