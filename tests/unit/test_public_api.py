@@ -154,7 +154,7 @@ EXPORTS: dict[str, set[str]] = {
         "encode_text",
     },
     "velostream.dlq.queue": {"DeadLetterQueue"},
-    "velostream.dlq.replay": {"ReplayLog", "letters_to_replay"},
+    "velostream.dlq.replay": {"ReplayLog", "letters_to_replay", "refuse_truncated"},
     "velostream.dlq.file": {"FileDeadLetterQueue"},
     "velostream.dlq.memory": {"MemoryDeadLetterQueue"},
     "velostream.dlq.kafka": {
