@@ -8,7 +8,8 @@ table and summary on top. Whatever a deployed job can do, a `run` job does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -54,13 +55,18 @@ class JobRun:
         return self.error is not None
 
 
-def load_application(path: Path) -> Application:
-    """Parse and plan an application file; raises VelostreamError listing every problem."""
-    return check_application(_read(path), base_dir=path.parent, source_name=str(path))
+def load_application(path: Path, *, notes: Callable[[str], None] | None = None) -> Application:
+    """Parse, plan and bind an application file; raises VelostreamError listing every
+    problem. `notes` is told of each source whose columns could not be checked."""
+    return check_application(_read(path), base_dir=path.parent, source_name=str(path), notes=notes)
 
 
 def validate_application(path: Path) -> Application:
-    return load_application(path)
+    """`load_application`, with a warning for each source whose columns it could not
+    check (a Kafka topic of JSON values, a file not there yet)."""
+    notes: list[str] = []
+    app = load_application(path, notes=notes.append)
+    return replace(app, warnings=(*app.warnings, *notes))
 
 
 def _read(path: Path) -> str:

@@ -1,20 +1,25 @@
-"""Check an application against the connector types registered here.
+"""Check an application against the connector types registered here, and its sources.
 
 `velostream.sql.check.check_application` is handed its connector types because the
 SQL layer may not import this one; this is that check with the registry's types, as
-`velo-sql validate`, `velo-sql run` and server deploys use it.
+`velo-sql validate`, `velo-sql run` and server deploys use it. It is also handed each
+source's columns, sampled here (`schema`), so that every job's queries are bound to
+them before anything runs: an unknown column, type or function is a validation
+problem at its line:column, not a DuckDB error when the job runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from velostream.datasource.registry import connector_catalog
+from velostream.datasource.schema import sample_schema
 from velostream.errors import ConfigurationError, SqlValidationError
 from velostream.fsutil import PathRoots
 from velostream.sql import check
-from velostream.sql.model import Application
+from velostream.sql.bind import SchemaLookup, SourceSchema
+from velostream.sql.model import Application, JobSpec
 
 __all__ = ["check_application"]
 
@@ -29,6 +34,7 @@ def check_application(
     source_name: str,
     env: Mapping[str, str] | None = None,
     roots: PathRoots | None = None,
+    notes: Callable[[str], None] | None = None,
 ) -> Application:
     """The parsed and planned application; `SqlValidationError` lists every problem.
 
@@ -39,7 +45,10 @@ def check_application(
 
     With `roots` (a server's `--allow-path`), every file a job names — file sources and
     sinks, `dlq.path`, `config_file` — must lie under them; each one outside is a problem
-    naming the path and the roots.
+    naming the path and the roots; a file outside them is not sampled.
+
+    Each job's queries are bound to its source's columns (see the module docstring);
+    where they are not known, `notes` (if given) is told why, once per source.
     """
     app = check.check_application(
         text,
@@ -48,6 +57,7 @@ def check_application(
         source_name=source_name,
         env=env,
         roots=roots,
+        schemas=_sampler(roots, notes),
     )
     if roots is not None:
         problems = list(_outside(app, roots))
@@ -72,3 +82,26 @@ def _outside(app: Application, roots: PathRoots) -> Iterator[str]:
                 roots.check(path, f"{what}")
             except ConfigurationError as exc:
                 yield f"statement {job.name} at {job.position}: {exc}"
+
+
+def _sampler(roots: PathRoots | None, notes: Callable[[str], None] | None) -> SchemaLookup:
+    """The columns of each job's source, sampled once per source and its settings."""
+    seen: dict[tuple[str, str, tuple[tuple[str, str], ...]], SourceSchema | str] = {}
+    noted: set[str] = set()
+
+    def lookup(job: JobSpec, source: str) -> SourceSchema | None:
+        connector = next((c for c in job.sources if c.name == source), None)
+        if connector is None:
+            return None
+        key = (connector.name, connector.type, tuple(sorted(connector.properties.items())))
+        if key not in seen:
+            seen[key] = sample_schema(connector, roots=roots)
+        found = seen[key]
+        if isinstance(found, SourceSchema):
+            return found
+        if notes is not None and found not in noted:
+            noted.add(found)
+            notes(found)
+        return None
+
+    return lookup

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from velostream.errors import PlanError, SqlValidationError
 from velostream.fsutil import PathRoots
+from velostream.sql.bind import SchemaLookup, bind_job
 from velostream.sql.connectors import ConnectorCatalog
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
@@ -51,6 +52,7 @@ def check_application(
     source_name: str,
     env: Mapping[str, str] | None = None,
     roots: PathRoots | None = None,
+    schemas: SchemaLookup | None = None,
 ) -> Application:
     """The parsed application; `SqlValidationError` lists every problem with line:column.
 
@@ -60,6 +62,10 @@ def check_application(
     A planning problem is placed where the planner found it, else at the SELECT. `env`
     is what `${VAR}` resolves from (None: the process environment); `roots`, if given,
     confine the `config_file`s read.
+
+    With `schemas`, each planned job is also bound to its source's columns as
+    `schemas` knows them (`velostream.sql.bind`): unknown columns, types and functions
+    are problems here rather than errors when the job runs.
     """
     app = parse_application(
         text,
@@ -72,7 +78,9 @@ def check_application(
     problems = []
     for index, job in enumerate(app.jobs, start=1):
         try:
-            plan_job(job)
+            plan = plan_job(job)
+            if schemas is not None:
+                bind_job(job, plan, schemas(job, plan.source))
         except PlanError as exc:
             at = _locate(job, exc.offset)
             problems.append(f"statement {index} ({job.name}) at {at}: {exc}")
