@@ -83,7 +83,10 @@ class DeploymentKeeper:
             self._report(problem, ConfigurationError(problem))
         names: list[str] = []
         for deployment in deployments:
-            names.extend(self._restore(server, deployment))
+            try:
+                names.extend(self._restore(server, deployment))
+            except Exception as exc:  # a bug here must not keep the server from starting
+                self._report(f"application {deployment.app!r} was not deployed again: {exc}", exc)
         if deployments:
             _log.info("restored %d job(s) of %d deployment(s)", len(names), len(deployments))
         return names
@@ -116,7 +119,7 @@ class DeploymentKeeper:
         _log.info("%s deployed again from %s", label, deployment.source_name)
         return names
 
-    def _report(self, message: str, exc: VelostreamError) -> None:
+    def _report(self, message: str, exc: Exception) -> None:
         hint = " (fix it and restart the server, or undeploy its jobs to forget them)"
         ErrorTracker.record_error(
             self.observability, self.deploy_job, message + hint, stage=Stage.DEPLOY, exc=exc

@@ -35,9 +35,8 @@ from velostream.server.stream_job_server import DEPLOY_JOB, StreamJobServer
 
 
 def deployment(app: str, *jobs: str, sql: str = "SELECT 1", at: float = 1.0) -> Deployment:
-    return Deployment(
-        app, sql, "<api>", "/srv/base", "/srv/app", {"V": "1"}, {j: JobRecord("1") for j in jobs}, at
-    )
+    records = {j: JobRecord("1") for j in jobs}
+    return Deployment(app, sql, "<api>", "/srv/base", "/srv/app", {"V": "1"}, records, at)
 
 
 def test_a_recorded_deployment_reads_back_in_a_new_store(tmp_path: Path) -> None:
@@ -371,3 +370,26 @@ def test_the_api_restores_when_it_starts(harness: Harness, tmp_path: Path) -> No
     with TestClient(create_app(h.manager, h.server)) as client:
         assert [j["name"] for j in client.get("/jobs").json()["jobs"]] == ["api"]
     assert os.path.exists(h.data_dir / "apps" / "app_api.json")
+
+
+def test_a_bug_while_restoring_one_application_spares_the_others(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    source = write_jsonl(tmp_path / "in.jsonl", ['{"id": 1}'])
+    h.deploy(copy_sql("broken", source, tmp_path / "a.jsonl"))
+    h.deploy(copy_sql("whole", source, tmp_path / "b.jsonl"))
+    h.server.shutdown(10.0)
+    server = StreamJobServer(h.manager, h.data_dir, max_jobs=10)
+    h.server, h._client = server, None
+    validate = server.validate
+
+    def flaky(sql: str, **kwargs: Any) -> Any:
+        if "broken" in sql:
+            raise RuntimeError("an invariant did not hold")
+        return validate(sql, **kwargs)
+
+    monkeypatch.setattr(server, "validate", flaky)
+    assert server.restore() == ["whole"]
+    [group] = h.catalog("deploy", DEPLOY_JOB)
+    assert "'app_broken' was not deployed again: an invariant did not hold" in group["message"]
