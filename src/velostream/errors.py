@@ -10,6 +10,7 @@ in (job, stage, source, position)::
     │   │   └── SandboxError            Parse          job SQL reaches outside its sources
     │   ├── StateIncompatibleError      Configuration  a checkpointed state does not fit the plan
     │   └── JobConflictError            Configuration  that job and version is already deployed
+    │       └── SinkConflictError       Configuration  a sink another deployed job already writes
     ├── RecordError                     Parse/Type     one record cannot be decoded or typed
     ├── SchemaError                     Schema         columns do not match what a query needs
     ├── QueryExecutionError             Execution      DuckDB fails to run a job's SQL
@@ -60,6 +61,7 @@ __all__ = [
     "SandboxError",
     "SchemaError",
     "Severity",
+    "SinkConflictError",
     "SinkError",
     "SourceError",
     "SqlValidationError",
@@ -187,6 +189,28 @@ class StateIncompatibleError(ConfigurationError):
 
 class JobConflictError(ConfigurationError):
     """A job of that name and version is already deployed (HTTP 409)."""
+
+
+class SinkConflictError(JobConflictError):
+    """A deploy names a sink another job already writes (HTTP 409).
+
+    Raised before anything starts when a job would write the file (a sink's `path`,
+    `dlq.path`) or the Kafka topic another deployed job, or another statement of the
+    same application, writes. `other_job` is that job, `target` what both write
+    (e.g. `file /srv/out.csv`).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        other_job: str | None = None,
+        target: str | None = None,
+        **kw: str,
+    ) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.other_job = other_job
+        self.target = target
 
 
 class RecordError(VelostreamError):

@@ -3,8 +3,8 @@
 Each test runs one application of three jobs over the same large CSV: a copy (every
 record once), a per-symbol aggregate and a per-hour tumbling window (both EMIT FINAL,
 so their executor state must survive the crash). The server is stopped while every
-job is mid-stream, started again on the same data dir and the same application
-deployed again; it must resume from the checkpoints, not start over, and end with:
+job is mid-stream and started again on the same data dir, which deploys the application
+again by itself; it must resume from the checkpoints, not start over, and end with:
 
 - simple mode: every input record in the copy at least once;
 - transactional mode: every input record exactly once;
@@ -180,10 +180,11 @@ def assert_stopped_mid_stream(data_dir: Path, out: Path) -> dict[str, int]:
 def restart_and_finish(
     launcher: Launcher, data_dir: Path, sql: str, committed: dict[str, int]
 ) -> VeloServer:
-    """A new server on the same data dir, the same application again, run to the end."""
+    """A new server on the same data dir, which deploys the application again by itself
+    (deploying it again by hand is refused: that version is deployed); run to the end."""
     server = launcher.server(data_dir)
-    assert server.jobs() == {}
-    assert sorted(server.deploy(sql)) == sorted(JOBS)
+    assert sorted(server.jobs()) == sorted(JOBS)
+    assert server.http.post("/jobs", json={"sql": sql}).status_code == 409
     for job in JOBS:
         doc = server.wait_state(job, "completed", timeout=90)
         # Resumed where its checkpoint says, not from the start.
@@ -275,7 +276,6 @@ WITH ('src.type' = 'file_source', 'src.path' = '{trades_csv}',
     assert not (data_dir / "checkpoints" / "slow_copy.json").exists(), "nothing committed"
 
     # What the abandoned job had not committed is rolled back when it resumes.
-    restarted = launcher.server(data_dir)
-    restarted.deploy(sql)
+    restarted = launcher.server(data_dir)  # deploys it again by itself
     restarted.wait_state("slow_copy", "completed", timeout=90)
     assert read_ids(out / "slow_copy.csv") == list(range(ROWS))

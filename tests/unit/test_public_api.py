@@ -36,6 +36,7 @@ EXPORTS: dict[str, set[str]] = {
         "SandboxError",
         "SchemaError",
         "Severity",
+        "SinkConflictError",
         "SinkError",
         "SourceError",
         "SqlValidationError",

@@ -66,7 +66,9 @@ def create_app(
 ) -> FastAPI:
     """Build the app around one server's observability manager (and its jobs).
 
-    `on_shutdown` runs when the HTTP server stops (SIGTERM/SIGINT), before it exits.
+    When the HTTP server starts, before it answers, `server` deploys again the
+    applications kept in its data dir (`StreamJobServer.restore`). `on_shutdown` runs
+    when the HTTP server stops (SIGTERM/SIGINT), before it exits.
     `hosts` are the Host names it answers to (`guard.allowed_hosts`; None: any, for an
     app embedded in a test); `max_body` bounds request bodies (413 beyond).
     """
@@ -74,6 +76,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if server is not None:
+            await asyncio.to_thread(server.restore)
         yield
         if on_shutdown is not None:
             await asyncio.to_thread(on_shutdown)

@@ -23,6 +23,7 @@ from velostream.errors import (
     JobStateError,
     ReplayError,
     ResourceExhaustedError,
+    SinkConflictError,
     SqlValidationError,
     VelostreamError,
 )
@@ -253,6 +254,10 @@ def _problem_of(exc: Exception, name: str | None = None) -> ApiProblem:
         return ApiProblem(404, "Job not found", f"no job named {name!r}")
     if isinstance(exc, SqlValidationError):
         return ApiProblem(400, "Invalid application", str(exc), problems=exc.problems)
+    if isinstance(exc, SinkConflictError):
+        return ApiProblem(
+            409, "Sink already written", str(exc), conflicts_with=exc.other_job, target=exc.target
+        )
     if isinstance(exc, JobConflictError):
         return ApiProblem(409, "Job already deployed", str(exc))
     if isinstance(exc, JobStateError):
@@ -304,7 +309,11 @@ def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
         """Deploy an application (all of its jobs or none).
 
         A job that exists is upgraded in place when its `@version` differs (it resumes
-        from its committed position), and refused (409) when it is the same.
+        from its committed position), and refused (409) when it is the same. A job that
+        would write a file or Kafka topic another deployed job writes (or another
+        statement of the application) is refused (409, naming `conflicts_with` and
+        `target`). The application is kept in the data dir: a restarted server deploys
+        it again.
         """
         if not server.accepting:
             raise ApiProblem(503, "Shutting down", "the server is not accepting jobs")
@@ -330,7 +339,8 @@ def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
         responses=problem_responses(404, 422, *auth),
     )
     def undeploy(name: str) -> dict[str, Any]:
-        """Stop the job and remove it (its checkpoint and dead letters stay on disk)."""
+        """Stop the job and remove it, also from what a restarted server deploys again
+        (its checkpoint and dead letters stay on disk)."""
         try:
             server.undeploy(name)
         except Exception as exc:

@@ -14,6 +14,12 @@ same history); a job that crashes goes to Failed with its reason recorded as a
 Each job's state is checked and moved under its state machine's lock, so a request
 (pause, stop) and the job's own thread (completed, failed) never race to a state the
 machine refuses.
+
+A server with checkpoints also keeps each deployed application in its data dir
+(`deployments.py`) with the operator's intent for each job, and `restore` deploys them
+again when it starts: each job resumes from its checkpoint, paused or stopped if the
+operator had left it so. A deploy whose sinks another job writes is refused
+(`sink_claims.py`).
 """
 
 from __future__ import annotations
@@ -25,19 +31,17 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from velostream.datasource.registry import create_sink, create_source
-from velostream.datasource.traits import Sink, Source
 from velostream.datasource.validation import check_application
-from velostream.dlq import DeadLetter, FileDeadLetterQueue, letters_to_replay
+from velostream.dlq import DeadLetter, letters_to_replay
 from velostream.errors import (
     BatchFailedError,
     JobConflictError,
     JobStateError,
     ResourceExhaustedError,
+    SinkConflictError,
     Stage,
     VelostreamError,
 )
@@ -45,20 +49,16 @@ from velostream.fsutil import PathRoots
 from velostream.observability.logging import bind_job, job_logger
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
+from velostream.server.connectors import job_connectors
+from velostream.server.deployments import Deployment, DeploymentStore, Intent, UsedVariables
+from velostream.server.handle import JobHandle
 from velostream.server.jobs import JobState, StateMachine
 from velostream.server.processors.error_tracking_helper import ErrorTracker
 from velostream.server.processors.limits import JobLimits
 from velostream.server.processors.processor import JobProcessor
-from velostream.sql.model import Application, ConnectorConfig, JobSpec
-
-
-def _sink_properties(job: JobSpec, sink: ConnectorConfig) -> dict[str, str]:
-    """A sink's properties; a Kafka sink also learns the PRIMARY KEY columns."""
-    props = dict(sink.properties)
-    if sink.type == "kafka_sink" and job.primary_keys:
-        props.setdefault("key.columns", ",".join(job.primary_keys))
-    return props
-
+from velostream.server.restore import DeploymentKeeper
+from velostream.server.sink_claims import check_sink_claims
+from velostream.sql.model import Application, JobSpec
 
 __all__ = ["DEFAULT_MAX_JOBS", "DEPLOY_JOB", "JobHandle", "StreamJobServer"]
 
@@ -69,52 +69,6 @@ DEPLOY_JOB = "(deploy)"
 _log = logging.getLogger("velostream.server")
 # How long `wait_idle` waits on one job before it looks at them all again.
 _IDLE_POLL_SECONDS = 0.25
-
-
-@dataclass(slots=True)
-class JobHandle:
-    """A deployed job: its spec, state machine, processor and thread."""
-
-    spec: JobSpec
-    app: Application
-    sql: str
-    machine: StateMachine
-    processor: JobProcessor | None = None
-    thread: threading.Thread | None = None
-    deployed_at: float = field(default_factory=time.time)
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    def state(self) -> JobState:
-        return self.machine.state
-
-    def describe(self) -> dict[str, Any]:
-        stats = self.processor.stats if self.processor is not None else None
-        history = list(self.machine.history)
-        return {
-            "name": self.name,
-            "app": self.app.name,
-            "version": self.spec.version,
-            "state": history[-1].state.value,
-            "reason": history[-1].reason,
-            "state_since": history[-1].at,
-            "mode": self.spec.job_mode.value,
-            "failure_strategy": self.spec.failure_strategy.value,
-            "deployed_at": self.deployed_at,
-            "source": self.spec.sources[0].name if self.spec.sources else None,
-            "sinks": [s.name for s in self.spec.sinks],
-            "records_in": stats.records_in if stats else 0,
-            "records_out": stats.records_out if stats else 0,
-            "records_failed": stats.records_failed if stats else 0,
-            "dead_letters": stats.dead_letters if stats else 0,
-            "late_records": stats.late_records if stats else 0,
-            "batches": stats.batches if stats else 0,
-            "history": [{"state": c.state.value, "at": c.at, "reason": c.reason} for c in history],
-            "sql": self.spec.text,
-        }
 
 
 class StreamJobServer:
@@ -137,7 +91,8 @@ class StreamJobServer:
         a time, so more would only make every job, and the API, wait longer.
 
         `checkpoints=False` keeps no job state between runs: every job starts from its
-        source's beginning (`velo-sql run`, a foreground run of a file).
+        source's beginning (`velo-sql run`, a foreground run of a file), and no
+        deployment is kept for `restore`.
 
         `variables` are all that `${VAR}` in deployed SQL resolves from (`--var`,
         `VELO_VAR_*`): never the server's own environment, which holds its secrets.
@@ -152,6 +107,8 @@ class StreamJobServer:
         self.roots = roots
         self.limits = limits or JobLimits()
         self.checkpoints = CheckpointStore(data_dir / "checkpoints") if checkpoints else None
+        store = DeploymentStore(data_dir / "apps") if checkpoints else None
+        self.deployments = DeploymentKeeper(store, observability, DEPLOY_JOB)
         self.processing_slots = max(1, processing_slots or os.cpu_count() or 2)
         self._slots = threading.BoundedSemaphore(self.processing_slots)
         self._jobs: dict[str, JobHandle] = {}
@@ -161,18 +118,24 @@ class StreamJobServer:
     # --- deploy ---------------------------------------------------------------
 
     def validate(
-        self, sql: str, *, source_name: str = "<api>", base_dir: Path | None = None
+        self,
+        sql: str,
+        *,
+        source_name: str = "<api>",
+        base_dir: Path | None = None,
+        variables: Mapping[str, str] | None = None,
     ) -> Application:
         """Parse and plan an application; raise SqlValidationError with every problem.
 
         `base_dir` resolves relative `config_file` paths (default: the server's working
-        directory; `deploy-app` passes the application file's folder).
+        directory; `deploy-app` passes the application file's folder). `variables`:
+        what `${VAR}` resolves from (default: the operator's).
         """
         return check_application(
             sql,
             base_dir=Path.cwd() if base_dir is None else base_dir,
             source_name=source_name,
-            env=self.variables,
+            env=self.variables if variables is None else variables,
             roots=self.roots,
         )
 
@@ -198,16 +161,31 @@ class StreamJobServer:
         """Deploy every job of an application, or none; return the job names."""
         if not self._accepting:
             raise ResourceExhaustedError("the server is shutting down; not accepting jobs")
+        base = Path.cwd() if base_dir is None else base_dir
+        used = UsedVariables(self.variables)
         try:
-            app = self.validate(sql, source_name=source_name, base_dir=base_dir)
+            app = self.validate(sql, source_name=source_name, base_dir=base, variables=used)
         except VelostreamError as exc:
             raise self._refuse(None, exc) from None
-        return self.deploy_application(app, sql)
+        origin = Deployment(
+            app.name, sql, source_name, str(base.resolve()), str(Path.cwd()), used.used
+        )
+        return self.deploy_application(app, sql, origin=origin)
 
-    def deploy_application(self, app: Application, sql: str = "") -> list[str]:
+    def deploy_application(
+        self,
+        app: Application,
+        sql: str = "",
+        *,
+        origin: Deployment | None = None,
+        intents: Mapping[str, Intent] | None = None,
+    ) -> list[str]:
         """Deploy an application already validated (`validate`), all or nothing.
 
-        `sql` is its text, kept for `GET /jobs` and restarts.
+        `sql` is its text, kept for `GET /jobs` and restarts. A server with checkpoints
+        keeps the deployment (`origin`: where it came from) for `restore`, before any job
+        starts; `intents` (a restore, which keeps nothing) say which jobs come back
+        paused or stopped.
         """
         if not self._accepting:
             raise ResourceExhaustedError("the server is shutting down; not accepting jobs")
@@ -232,14 +210,40 @@ class StreamJobServer:
                     f"({len(self._jobs)} deployed)"
                 )
                 raise self._refuse(None, limit)
+            self._check_sinks(app)
             handles = [self._prepare(job, app, sql) for job in app.jobs]
+            if intents is None:  # not a restore: keep it, or refuse it
+                try:
+                    self.deployments.record(app, sql, origin)
+                except ResourceExhaustedError as exc:
+                    raise self._refuse(None, exc) from None
             for handle in handles:
                 old = upgrades.get(handle.name)
                 if old is not None:
                     self._upgrade(old, handle)
                 self._jobs[handle.name] = handle
-                self._start(handle)
+                self._launch(handle, (intents or {}).get(handle.name, Intent.RUNNING))
         return [h.name for h in handles]
+
+    def _check_sinks(self, app: Application) -> None:
+        """Refuse `app` if it writes a file or topic another job writes (an upgraded job
+        replaces its own old version), or two of its statements write one."""
+        try:
+            deployed = [(h.app.name, h.spec) for h in self._jobs.values()]
+            check_sink_claims(app, deployed, self.data_dir)
+        except SinkConflictError as exc:
+            raise self._refuse(exc.job, exc) from None
+
+    def _launch(self, handle: JobHandle, intent: Intent) -> None:
+        """Start the job, or (a restore) leave it as the operator had: paused or stopped."""
+        if intent == Intent.STOPPED:
+            self._set_context(handle.spec)
+            self._transition(handle, JobState.STOPPED, "stopped before the server restarted")
+            return
+        if intent == Intent.PAUSED and handle.processor is not None:
+            handle.processor.pause(timeout=0)  # parks before its first read
+            handle.start_paused = "paused before the server restarted"
+        self._start(handle)
 
     def _upgrade(self, old: JobHandle, new: JobHandle) -> None:
         """Stop `old` (its last commit is where `new` resumes) and continue its history."""
@@ -253,10 +257,7 @@ class StreamJobServer:
     def _prepare(self, job: JobSpec, app: Application, sql: str) -> JobHandle:
         """Create the job's connectors and processor (no I/O beyond opening)."""
         try:
-            src = job.sources[0]
-            source = create_source(src.name, src.type, src.properties)
-            sinks = [create_sink(s.name, s.type, _sink_properties(job, s)) for s in job.sinks]
-            dlq = self._dead_letter_queue(job, source, sinks)
+            source, sinks, dlq = job_connectors(job, self.data_dir)
         except VelostreamError as exc:
             raise self._refuse(job.name, exc) from None
         processor = JobProcessor(
@@ -274,21 +275,6 @@ class StreamJobServer:
             spec=job, app=app, sql=sql, machine=StateMachine(job.name), processor=processor
         )
 
-    def _dead_letter_queue(self, job: JobSpec, source: Source, sinks: list[Sink]) -> Any:
-        """The job's DLQ: a Kafka topic with `dlq.type = kafka`, else a JSON-lines file."""
-        if job.properties.get("dlq.type") == "kafka":
-            from velostream.dlq.kafka import kafka_dead_letter_queue
-
-            return kafka_dead_letter_queue(
-                job.name,
-                job.properties,
-                [source, *sinks],
-                lookup=source if hasattr(source, "message") else None,
-                replayed_path=self.data_dir / "dlq" / f"{job.name}.kafka.replayed",
-            )
-        path = job.properties.get("dlq.path") or self.data_dir / "dlq" / f"{job.name}.jsonl"
-        return FileDeadLetterQueue(Path(path))
-
     def _transition(self, handle: JobHandle, state: JobState, reason: str | None = None) -> None:
         with handle.machine.lock:
             handle.machine.move(state, reason)
@@ -298,13 +284,16 @@ class StreamJobServer:
             level, "job %r -> %s%s", handle.name, state.value, f" ({reason})" if reason else ""
         )
 
-    def _start(self, handle: JobHandle) -> None:
-        """Announce the handle's Starting state and run its processor in a thread."""
-        job = handle.spec
+    def _set_context(self, job: JobSpec) -> None:
         node = self.observability.node_context
         self.observability.set_deployment_context_for_job(
             job.name, dataclasses.replace(node, version=job.version or node.version)
         )
+
+    def _start(self, handle: JobHandle) -> None:
+        """Announce the handle's Starting state and run its processor in a thread."""
+        job = handle.spec
+        self._set_context(job)
         self.metrics.set_job_status(job.name, JobState.STARTING.value)
         reason = handle.machine.reason
         job_logger(_log, job.name).info(
@@ -323,6 +312,8 @@ class StreamJobServer:
                     if handle.state.value != JobState.STARTING.value:
                         return  # stopped before it ran
                     self._transition(handle, JobState.RUNNING)
+                    if handle.start_paused:
+                        self._transition(handle, JobState.PAUSED, handle.start_paused)
                 processor.run()
                 with handle.machine.lock:
                     if handle.state.active and processor.stopped:
@@ -381,15 +372,24 @@ class StreamJobServer:
         if not handle.state.active:
             raise JobStateError(f"job {name!r} is {handle.state}, not running", job=name)
         self._halt(handle, JobState.STOPPED, reason)
+        self.deployments.intend(name, Intent.STOPPED)
 
     def undeploy(self, name: str) -> None:
-        """Stop the job if it runs and forget it (its checkpoint and DLQ stay on disk)."""
+        """Stop the job if it runs and forget it (its checkpoint and DLQ stay on disk),
+        here and in the deployments `restore` brings back (first: a crash meanwhile
+        does not bring it back). A job kept there that `restore` could not deploy
+        is forgotten there."""
         with self._lock:
-            handle = self._get(name)
-            if handle.state.active:
-                self._halt(handle, JobState.STOPPED, "undeployed")
-            del self._jobs[name]
-        self.observability.remove_job(name)
+            handle = self._jobs.get(name)
+            forgotten = self.deployments.forget(name)
+            if handle is None and not forgotten:
+                raise KeyError(name)
+            if handle is not None:
+                if handle.state.active:
+                    self._halt(handle, JobState.STOPPED, "undeployed")
+                del self._jobs[name]
+        if handle is not None:
+            self.observability.remove_job(name)
         job_logger(_log, name).info("job %r undeployed", name)
 
     def pause(self, name: str) -> None:
@@ -410,6 +410,7 @@ class StreamJobServer:
                 processor.resume()
                 raise JobStateError(f"job {name!r} ended before it could pause", job=name)
             self._transition(handle, JobState.PAUSED, "paused by request")
+        self.deployments.intend(name, Intent.PAUSED)
 
     def resume(self, name: str) -> None:
         handle = self._get(name)
@@ -422,6 +423,7 @@ class StreamJobServer:
                 )
             processor.resume()
             self._transition(handle, JobState.RUNNING, "resumed by request")
+        self.deployments.intend(name, Intent.RUNNING)
 
     def restart(self, name: str) -> None:
         """Stop the job if it runs, then start it again from its committed position."""
@@ -436,6 +438,7 @@ class StreamJobServer:
                 fresh.machine.move(JobState.STARTING, "restarted by request")
             self._jobs[name] = fresh
             self._start(fresh)
+        self.deployments.intend(name, Intent.RUNNING)
 
     def list_jobs(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -447,6 +450,16 @@ class StreamJobServer:
 
     def job(self, name: str) -> JobHandle:
         return self._get(name)
+
+    def restore(self) -> list[str]:
+        """Deploy again, once, the applications kept in the data dir; return the jobs.
+
+        Each job resumes from its checkpoint, paused or stopped if the operator had left
+        it so. An application that no longer deploys (its SQL no longer validates, a
+        file root is gone, a sink is taken) is recorded as a `deploy` error and logged;
+        the others, and the server, go on.
+        """
+        return self.deployments.restore(self)
 
     # --- dead letters ---------------------------------------------------------------
 

@@ -1,0 +1,53 @@
+"""A job's connectors as the server creates them: its source, its sinks and its DLQ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from velostream.datasource.registry import create_sink, create_source
+from velostream.datasource.traits import Sink, Source
+from velostream.dlq import FileDeadLetterQueue
+from velostream.sql.model import ConnectorConfig, JobSpec
+
+__all__ = ["file_dlq_path", "job_connectors"]
+
+
+def _sink_properties(job: JobSpec, sink: ConnectorConfig) -> dict[str, str]:
+    """A sink's properties; a Kafka sink also learns the PRIMARY KEY columns."""
+    props = dict(sink.properties)
+    if sink.type == "kafka_sink" and job.primary_keys:
+        props.setdefault("key.columns", ",".join(job.primary_keys))
+    return props
+
+
+def file_dlq_path(job: JobSpec, data_dir: Path) -> Path | None:
+    """The file of the job's dead letters: `dlq.path`, else `<data_dir>/dlq/<job>.jsonl`;
+    None with `dlq.type = kafka`."""
+    if job.properties.get("dlq.type") == "kafka":
+        return None
+    return Path(job.properties.get("dlq.path") or data_dir / "dlq" / f"{job.name}.jsonl")
+
+
+def _dead_letter_queue(job: JobSpec, source: Source, sinks: list[Sink], data_dir: Path) -> Any:
+    """The job's DLQ: a Kafka topic with `dlq.type = kafka`, else a JSON-lines file."""
+    path = file_dlq_path(job, data_dir)
+    if path is not None:
+        return FileDeadLetterQueue(path)
+    from velostream.dlq.kafka import kafka_dead_letter_queue
+
+    return kafka_dead_letter_queue(
+        job.name,
+        job.properties,
+        [source, *sinks],
+        lookup=source if hasattr(source, "message") else None,
+        replayed_path=data_dir / "dlq" / f"{job.name}.kafka.replayed",
+    )
+
+
+def job_connectors(job: JobSpec, data_dir: Path) -> tuple[Source, list[Sink], Any]:
+    """Create the job's source, sinks and dead-letter queue (no I/O beyond opening)."""
+    src = job.sources[0]
+    source = create_source(src.name, src.type, src.properties)
+    sinks = [create_sink(s.name, s.type, _sink_properties(job, s)) for s in job.sinks]
+    return source, sinks, _dead_letter_queue(job, source, sinks, data_dir)

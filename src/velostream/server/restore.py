@@ -1,0 +1,126 @@
+"""The server's side of its kept deployments: record each deploy, follow the operator's
+intent for each job, and deploy them all again when the server starts.
+
+What is kept, and where, is `deployments.py`. A failure to keep something is never
+silent: a deploy that cannot be recorded is refused (it would not survive a restart),
+an intent that cannot be recorded is a `deploy` error, and an application that can no
+longer be deployed at start is a `deploy` error naming its jobs and why, while the
+server and the other applications go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from velostream.errors import ConfigurationError, SqlValidationError, Stage, VelostreamError
+from velostream.observability.manager import ObservabilityManager
+from velostream.server.deployments import (
+    Deployment,
+    DeploymentStore,
+    Intent,
+    JobRecord,
+    jobs_to_restore,
+    restore_variables,
+)
+from velostream.server.processors.error_tracking_helper import ErrorTracker
+from velostream.sql.model import Application
+
+if TYPE_CHECKING:
+    from velostream.server.stream_job_server import StreamJobServer
+
+__all__ = ["DeploymentKeeper"]
+
+_log = logging.getLogger("velostream.server")
+
+
+class DeploymentKeeper:
+    """Keeps a server's deployments in `store`; with None (`velo-sql run`), keeps none."""
+
+    def __init__(
+        self, store: DeploymentStore | None, observability: ObservabilityManager, deploy_job: str
+    ) -> None:
+        self.store = store
+        self.observability = observability
+        self.deploy_job = deploy_job  # the `job` of errors that concern no deployed job
+        self._restored = False
+
+    def record(self, app: Application, sql: str, origin: Deployment | None) -> None:
+        """Keep `app`'s jobs as deployed from `origin` (default: the API, here and now),
+        each intended to run. Raises ResourceExhaustedError when it cannot be written."""
+        if self.store is None:
+            return
+        here = str(Path.cwd())
+        deployment = origin or Deployment(app.name, sql, "<api>", here, here)
+        deployment.jobs = {job.name: JobRecord(job.version) for job in app.jobs}
+        self.store.record(deployment)
+
+    def intend(self, job: str, intent: Intent) -> None:
+        """Keep what the operator asked of `job`; a failure to is recorded, and the
+        request it follows stands."""
+        if self.store is None:
+            return
+        try:
+            self.store.set_intent(job, intent)
+        except VelostreamError as exc:
+            message = f"job {job!r} is {intent}, but a restarted server would not know: {exc}"
+            ErrorTracker.record_error(self.observability, job, message, stage=Stage.DEPLOY, exc=exc)
+
+    def forget(self, job: str) -> bool:
+        """Drop `job` from what a restart deploys; False when it was not kept."""
+        return self.store is not None and self.store.forget(job)
+
+    def restore(self, server: StreamJobServer) -> list[str]:
+        """Deploy again, once, every kept application's jobs not deployed yet; return
+        their names. Each resumes from its checkpoint, as the operator left it."""
+        if self.store is None or self._restored:
+            return []
+        self._restored = True
+        deployments, problems = self.store.load()
+        for problem in problems:
+            self._report(problem, ConfigurationError(problem))
+        names: list[str] = []
+        for deployment in deployments:
+            try:
+                names.extend(self._restore(server, deployment))
+            except Exception as exc:  # a bug here must not keep the server from starting
+                self._report(f"application {deployment.app!r} was not deployed again: {exc}", exc)
+        if deployments:
+            _log.info("restored %d job(s) of %d deployment(s)", len(names), len(deployments))
+        return names
+
+    def _restore(self, server: StreamJobServer, deployment: Deployment) -> list[str]:
+        deployed = {job["name"] for job in server.list_jobs()}
+        if not set(deployment.jobs) - deployed:
+            return []  # deployed already (`deploy-app` deploys its file first)
+        label = f"application {deployment.app!r} (job(s) {', '.join(deployment.jobs)})"
+        try:
+            app = server.validate(
+                deployment.sql,
+                source_name=deployment.source_name,
+                base_dir=Path(deployment.base_dir) if deployment.base_dir else None,
+                variables=restore_variables(deployment, server.variables),
+            )
+            jobs = jobs_to_restore(app, deployment, deployed)
+        except VelostreamError as exc:
+            detail = "; ".join(exc.problems) if isinstance(exc, SqlValidationError) else str(exc)
+            self._report(f"{label} cannot be deployed again at start: {detail}", exc)
+            return []
+        intents = {name: record.intent for name, record in deployment.jobs.items()}
+        try:
+            names = server.deploy_application(
+                dataclasses.replace(app, jobs=jobs), deployment.sql, intents=intents
+            )
+        except VelostreamError as exc:  # recorded by the deploy, as a refusal
+            _log.error("%s cannot be deployed again at start: %s", label, exc)
+            return []
+        _log.info("%s deployed again from %s", label, deployment.source_name)
+        return names
+
+    def _report(self, message: str, exc: Exception) -> None:
+        hint = " (fix it and restart the server, or undeploy its jobs to forget them)"
+        ErrorTracker.record_error(
+            self.observability, self.deploy_job, message + hint, stage=Stage.DEPLOY, exc=exc
+        )
