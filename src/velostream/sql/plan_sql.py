@@ -11,6 +11,7 @@ from velostream.sql.plan import SYSTEM_COLUMNS, Star
 
 __all__ = [
     "blank",
+    "check_engine_names",
     "check_stars",
     "output_name",
     "plan_star",
@@ -139,6 +140,19 @@ def check_stars(tree: exp.Select) -> None:
             "name the columns it should stand for",
             offset,
         )
+
+
+def check_engine_names(tree: exp.Select) -> None:
+    """PlanError at a name that starts with `__`: the engine's own columns and its batch
+    table are named so (`plan`), and a query never reads them."""
+    for column in tree.find_all(exp.Column):
+        for part in column.parts:
+            if isinstance(part, exp.Identifier) and part.name.startswith("__"):
+                raise PlanError(
+                    f"{part.name}: names starting with __ are the engine's own "
+                    "(rename the column in the source)",
+                    start_of(column),
+                )
 
 
 def plan_star(star: exp.Star) -> Star:

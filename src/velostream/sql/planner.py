@@ -52,6 +52,7 @@ from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate,
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
     blank,
+    check_engine_names,
     check_stars,
     output_name,
     plan_star,
@@ -157,6 +158,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
         raise PlanError("SELECT DISTINCT is not supported on streams yet")
     _check_clauses(tree)
     unqualify(tree, source)
+    check_engine_names(tree)
     check_stars(tree)
     standard_functions(tree)
     window = None

@@ -114,3 +114,18 @@ def test_an_aggregate_of_star_over_a_row_window_is_refused() -> None:
     assert "SUM(*) is not valid" in str(
         rejected("SELECT SUM(*) OVER (ROWS WINDOW BUFFER 2 ROWS) AS s FROM trades")
     )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT __rn AS r FROM trades",
+        "SELECT __batch AS everything FROM trades",
+        "SELECT id FROM trades WHERE __rn > 1",
+        "SELECT LAG(__seq) OVER (ROWS WINDOW BUFFER 2 ROWS) AS s FROM trades",
+    ],
+)
+def test_the_engines_own_names_are_never_read(sql: str) -> None:
+    error = rejected(sql)
+    assert "names starting with __ are the engine's own" in str(error)
+    assert error.offset == sql.index("__")
