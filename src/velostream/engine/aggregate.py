@@ -203,9 +203,13 @@ class AggregateExecutor(Executor):
         return ", ".join(order)
 
     def finish(self) -> pa.Table | None:
-        if self._final is not None:
-            state = self._final.table()
-            self._final = FinalAggregates(self.plan, self._final.schema)
+        if self._final is not None or self._mode == "grouped":
+            if self._final is not None:
+                state = self._final.table()
+                self._final = FinalAggregates(self.plan, self._final.schema)
+            else:  # restored, and no batch since to rebuild the partials with: same table
+                state = (self._pending or {}).get("final_state") or pa.table({})
+                self._pending = None
             if state.num_rows == 0:
                 return None
             self.con.register(_PRE, state)

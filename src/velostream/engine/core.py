@@ -28,7 +28,7 @@ from velostream.errors import (
     StateIncompatibleError,
     classify,
 )
-from velostream.sql.planner import BATCH, ROW, QueryPlan
+from velostream.sql.planner import BATCH, ROW, SYSTEM_COLUMNS, QueryPlan
 
 __all__ = [
     "SYSTEM_COLUMNS",
@@ -39,7 +39,6 @@ __all__ = [
     "isolate_rows",
     "kind_of_state",
     "sandboxed_connection",
-    "star",
 ]
 
 # DuckDB errors caused by a row's data; anything else is the query's own fault.
@@ -362,40 +361,29 @@ def _bisect(executor: Executor, table: pa.Table, query: str) -> dict[int, tuple[
     return out
 
 
-# Not part of `SELECT *` (SQL.md); a query that wants one names it.
-SYSTEM_COLUMNS = (
-    "_event_time",
-    "_timestamp",
-    "_key",
-    "_partition",
-    "_offset",
-    "_headers",
-    "_window_start",
-    "_window_end",
-)
-
-
-def star(*internal: str) -> str:
-    """`*` for a select list: every column but the system ones and `internal`."""
-    names = ", ".join(f"'{name}'" for name in (*SYSTEM_COLUMNS, *internal))
-    return f"COLUMNS(lambda c: c NOT IN ({names}))"
-
-
 class StatelessExecutor(Executor):
     """Projection and WHERE, batch by batch; rows keep their input order."""
 
     def __init__(self, plan: QueryPlan, con: duckdb.DuckDBPyConnection | None = None) -> None:
         super().__init__(plan, con)
-        where = f" WHERE {plan.where_sql}" if plan.where_sql else ""
-        items = ", ".join(star(ROW) if item == "*" else item for item in plan.select_sql)
-        # preserve_insertion_order (on) keeps input order without a sort.
-        self._query = f"SELECT {items} FROM {BATCH}{where}"
+        self._queries: dict[tuple[str, ...], str] = {}
+
+    def query(self, columns: list[str]) -> str:
+        """The query over a batch of `columns` (a `*` is made for them: `Star.sql`)."""
+        key = tuple(columns)
+        query = self._queries.get(key)
+        if query is None:
+            where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
+            items = self.plan.select_list(columns, (ROW,))
+            # preserve_insertion_order (on) keeps input order without a sort.
+            query = self._queries[key] = f"SELECT {items} FROM {BATCH}{where}"
+        return query
 
     def process(self, batch: SourceBatch) -> BatchOutput:
         if self.limit_reached or batch.table.num_rows == 0:
             return BatchOutput(_empty_like(self, batch.table))
         table = with_row_numbers(batch.table)
-        result, bad, _ = isolate_rows(self, table, self._query, batch.refs)
+        result, bad, _ = isolate_rows(self, table, self.query(table.column_names), batch.refs)
         return BatchOutput(self._apply_limit(result), bad)
 
 
@@ -405,7 +393,7 @@ def _empty_like(executor: Executor, table: pa.Table) -> pa.Table:
     executor.con.register(BATCH, empty)
     try:
         if isinstance(executor, StatelessExecutor):
-            return executor.con.sql(executor._query).to_arrow_table()
+            return executor.con.sql(executor.query(empty.column_names)).to_arrow_table()
         return pa.table({})
     finally:
         executor.con.unregister(BATCH)

@@ -2,10 +2,13 @@
 
 The column-name constants name the helper columns the engine's DuckDB queries add to a
 batch: they start with `__`, which a job's own columns may not (`_check_grouped`).
+`SYSTEM_COLUMNS` are the columns a source adds (Kafka metadata, window bounds): a query
+reads one by naming it; `*` leaves them out, as it leaves out the engine's own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -18,12 +21,14 @@ __all__ = [
     "EVENT_TIME",
     "KEY",
     "ROW",
+    "SYSTEM_COLUMNS",
     "WINDOW_END",
     "WINDOW_START",
     "AggregateCall",
     "PlanKind",
     "QueryPlan",
     "RowWindowCall",
+    "Star",
     "TumblingWindow",
 ]
 
@@ -35,6 +40,18 @@ AGG = "__agg{}"
 WINDOW_START = "__ws"
 WINDOW_END = "__we"
 EVENT_TIME = "__et"
+
+# Not part of `SELECT *` (SQL.md); a query that wants one names it.
+SYSTEM_COLUMNS = (
+    "_event_time",
+    "_timestamp",
+    "_key",
+    "_partition",
+    "_offset",
+    "_headers",
+    "_window_start",
+    "_window_end",
+)
 
 
 class PlanKind(StrEnum):
@@ -75,10 +92,54 @@ class RowWindowCall:
     buffer_rows: int
     partition_sql: tuple[str, ...]
     order_sql: tuple[str, ...]
+    order_keys: tuple[tuple[str, str], ...] = ()
+    """The ORDER BY as (expression SQL, `ASC|DESC NULLS FIRST|LAST`), DuckDB's defaults
+    spelled out (the modifiers of `create_sort_key`)."""
 
     @property
     def column(self) -> str:
         return f"__w{self.index}"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True, slots=True)
+class Star:
+    """A `*` of the SELECT list with DuckDB's `EXCLUDE`, `REPLACE` and `RENAME`.
+
+    It stands for the batch's columns, less the system columns and the engine's own
+    (`hidden`); which of those a batch has is known only when it comes, so the SQL is
+    made per batch (`sql`).
+    """
+
+    exclude: tuple[str, ...] = ()
+    replace: tuple[tuple[str, str], ...] = ()
+    """(expression SQL, the column it replaces)"""
+    rename: tuple[tuple[str, str], ...] = ()
+    """(column, its new name)"""
+
+    def sql(self, columns: Iterable[str], hidden: Iterable[str]) -> str:
+        """`*` over a table of `columns`, leaving out those of `hidden` and EXCLUDE's."""
+        hidden_names = {*SYSTEM_COLUMNS, *hidden}
+        leave_out = [c for c in columns if c in hidden_names]
+        taken = {c.lower() for c in leave_out}
+        lowered_hidden = {h.lower() for h in hidden_names}
+        # Excluding a system column the batch does not have is no error: * never had it.
+        for name in self.exclude:
+            if name.lower() not in taken and name.lower() not in lowered_hidden:
+                leave_out.append(name)
+                taken.add(name.lower())
+        text = "*"
+        if leave_out:
+            text += f" EXCLUDE ({', '.join(_quote(c) for c in leave_out)})"
+        if self.replace:
+            text += " REPLACE (" + ", ".join(f"{e} AS {_quote(n)}" for e, n in self.replace) + ")"
+        if self.rename:
+            text += " RENAME (" + ", ".join(f"{_quote(a)} AS {_quote(b)}" for a, b in self.rename)
+            text += ")"
+        return text
 
 
 @dataclass(slots=True)
@@ -101,3 +162,15 @@ class QueryPlan:
     casts: list[tuple[str, str, str, bool, str]] = field(default_factory=list)
     """(CAST sql, argument sql, target type, in WHERE?, the row expression around it)
     for isolating failing rows."""
+    stars: list[Star] = field(default_factory=list)
+    """The `*` items of `select_sql` (each written there as `*`), in order."""
+
+    def select_list(self, columns: Iterable[str], hidden: Iterable[str] = ()) -> str:
+        """`select_sql` joined, each `*` made for a table of `columns` (`Star.sql`)."""
+        columns, hidden = list(columns), list(hidden)
+        stars = iter(self.stars)
+        items = [
+            next(stars, Star()).sql(columns, hidden) if item == "*" else item
+            for item in self.select_sql
+        ]
+        return ", ".join(items)

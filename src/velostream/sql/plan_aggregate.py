@@ -25,7 +25,15 @@ from velostream.sql.plan import (
     QueryPlan,
     TumblingWindow,
 )
-from velostream.sql.plan_sql import blank, output_name, quote, to_sql, unalias, unqualify
+from velostream.sql.plan_sql import (
+    blank,
+    output_name,
+    quote,
+    start_of,
+    to_sql,
+    unalias,
+    unqualify,
+)
 from velostream.sql.sandbox import check_sandbox
 
 __all__ = ["extract_window_clause", "plan_aggregate", "tumbling_window"]
@@ -201,11 +209,20 @@ def plan_aggregate(
         ).transform(rewrite)
         _check_grouped(having, "HAVING")
         having_sql = to_sql(having)
+    emit = job.emit
+    if emit is None:
+        emit = EmitMode.FINAL if window is not None else EmitMode.CHANGES
     order_sql = []
     if tree.args.get("order") is not None:
-        if job.emit == EmitMode.CHANGES:
+        if emit == EmitMode.CHANGES:
+            default = (
+                "" if job.emit is not None else " (the default of a GROUP BY without a window)"
+            )
             raise PlanError(
-                "ORDER BY is not supported with EMIT CHANGES (rows emit in arrival order)"
+                f"ORDER BY is not supported with EMIT CHANGES{default}: each input row emits "
+                "its group's new values as it arrives; add EMIT FINAL to emit the groups "
+                "sorted when the input ends (with a window: each window's groups when it closes)",
+                start_of(tree.args["order"]),
             )
         for ordered in tree.args["order"].expressions:
             node = ordered.this
@@ -215,9 +232,6 @@ def plan_aggregate(
             rewritten = ordered.copy().transform(rewrite)
             _check_grouped(rewritten, "ORDER BY")
             order_sql.append(to_sql(rewritten))
-    emit = job.emit
-    if emit is None:
-        emit = EmitMode.FINAL if window is not None else EmitMode.CHANGES
     return QueryPlan(
         kind=PlanKind.AGGREGATE,
         source=source,

@@ -1,7 +1,9 @@
 """Plan row-window queries: `f(...) OVER (ROWS WINDOW BUFFER N ROWS ...)`.
 
 Each window call becomes a `__wN` column the engine computes over the batch joined
-with the last N rows it kept per partition.
+with the last N rows it kept per partition. The `ROWS WINDOW BUFFER` clauses were
+blanked out of the text before parsing: the N-th clause belongs to the N-th window
+call in the text (`in_text_order`), whatever order the tree lists them in.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from sqlglot import exp
 from velostream.errors import PlanError
 from velostream.sql.model import JobSpec
 from velostream.sql.plan import PlanKind, QueryPlan, RowWindowCall
-from velostream.sql.plan_sql import output_name, quote, to_sql, unalias
+from velostream.sql.plan_sql import output_name, plan_star, quote, start_of, to_sql, unalias
 
-__all__ = ["is_row_function", "plan_row_window"]
+__all__ = ["in_text_order", "is_row_function", "plan_row_window"]
 
 _ROW_FUNCS = {
     exp.Lag: "lag",
@@ -36,6 +38,11 @@ def is_row_function(node: exp.Expr) -> bool:
     return isinstance(node, _ROW_FUNCTION_TYPES)
 
 
+def in_text_order(windows: list[exp.Window]) -> list[exp.Window]:
+    """`windows` in the order their calls appear in the SQL text."""
+    return sorted(windows, key=lambda window: start_of(window) or 0)
+
+
 def plan_row_window(
     job: JobSpec,
     tree: exp.Select,
@@ -56,10 +63,14 @@ def plan_row_window(
     if tree.args.get("order") is not None:
         raise PlanError("ORDER BY on a stream is not supported: use ORDER BY inside OVER (...)")
     calls: list[RowWindowCall] = []
-    replacements: dict[int, str] = {}
     for window, size in zip(windows, buffer_sizes, strict=True):
         if size < 1:
             raise PlanError("ROWS WINDOW BUFFER needs at least 1 row")
+        if window.args.get("spec") is not None:
+            raise PlanError(
+                f"a window frame ({to_sql(window.args['spec'])}) is not supported: the frame "
+                "of a row window is its ROWS WINDOW BUFFER N ROWS"
+            )
         func_node = window.this
         name = _RANKS.get(func_node.name.upper()) if isinstance(func_node, exp.Anonymous) else None
         if name is None:
@@ -75,6 +86,8 @@ def plan_row_window(
         offset = 1
         if name in ("lag", "lead", "sum", "avg", "min", "max", "count"):
             this = func_node.this
+            if isinstance(this, exp.Star) and name != "count":
+                raise PlanError(f"{name.upper()}(*) is not valid")
             arg = None if this is None or isinstance(this, exp.Star) else to_sql(this)
             if name in ("lag", "lead"):
                 offset_node = func_node.args.get("offset")
@@ -91,7 +104,16 @@ def plan_row_window(
                     )
         partition = tuple(to_sql(p) for p in window.args.get("partition_by") or [])
         order = window.args.get("order")
-        order_sql = tuple(to_sql(o) for o in order.expressions) if order is not None else ()
+        ordered = list(order.expressions) if order is not None else []
+        order_sql = tuple(to_sql(o) for o in ordered)
+        order_keys = tuple(
+            (
+                to_sql(o.this),
+                f"{'DESC' if o.args.get('desc') else 'ASC'} "
+                f"NULLS {'FIRST' if o.args.get('nulls_first') else 'LAST'}",
+            )
+            for o in ordered
+        )
         if name in ("rank", "dense_rank") and len(order_sql) != 1:
             raise PlanError(f"{name.upper()} needs ORDER BY one expression inside OVER (...)")
         call = RowWindowCall(
@@ -103,22 +125,22 @@ def plan_row_window(
             buffer_rows=size,
             partition_sql=partition,
             order_sql=order_sql,
+            order_keys=order_keys,
         )
         calls.append(call)
-        replacements[id(window)] = call.column
-    # copy() loses identity: match each window by its SQL text instead
-    window_columns = {to_sql(w): replacements[id(w)] for w in windows}
-    select_sql, output_columns = [], []
-    for i, item in enumerate(tree.selects):
-        rewritten = unalias(item).copy()
-        rewritten = rewritten.transform(
-            lambda n: exp.column(window_columns[to_sql(n)]) if isinstance(n, exp.Window) else n
-        )
-        if isinstance(item, exp.Star):
+    # Each window becomes its column in a copy of the tree (the same walk finds the
+    # copy's windows in the same order; two calls with the same text stay two).
+    work = tree.copy()
+    for window, call in zip(in_text_order(list(work.find_all(exp.Window))), calls, strict=True):
+        window.replace(exp.column(call.column))
+    select_sql, output_columns, stars = [], [], []
+    for i, (item, rewritten) in enumerate(zip(tree.selects, work.selects, strict=True)):
+        if isinstance(rewritten, exp.Star):
             select_sql.append("*")
             output_columns.append("*")
+            stars.append(plan_star(rewritten))
             continue
-        select_sql.append(f"{to_sql(rewritten)} AS {quote(output_name(item, i))}")
+        select_sql.append(f"{to_sql(unalias(rewritten))} AS {quote(output_name(item, i))}")
         output_columns.append(output_name(item, i))
     return QueryPlan(
         kind=PlanKind.ROW_WINDOW,
@@ -129,4 +151,5 @@ def plan_row_window(
         limit=limit,
         emit=job.emit,
         row_calls=calls,
+        stars=stars,
     )

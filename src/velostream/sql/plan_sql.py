@@ -1,4 +1,4 @@
-"""Small sqlglot helpers the planners share: SQL text, quoting, names, unqualifying."""
+"""Small sqlglot helpers the planners share: SQL text, quoting, names, unqualifying, `*`."""
 
 from __future__ import annotations
 
@@ -6,15 +6,24 @@ import re
 
 from sqlglot import exp
 
+from velostream.errors import PlanError
+from velostream.sql.plan import SYSTEM_COLUMNS, Star
+
 __all__ = [
     "blank",
+    "check_engine_names",
+    "check_stars",
     "output_name",
+    "plan_star",
     "quote",
     "standard_functions",
+    "start_of",
     "to_sql",
     "unalias",
     "unqualify",
 ]
+
+_STAR_ITEMS = "list the columns, or use * [EXCLUDE (...)] [REPLACE (...)] [RENAME (...)]"
 
 
 def to_sql(node: exp.Expr) -> str:
@@ -41,6 +50,12 @@ def output_name(node: exp.Expr, position: int) -> str:
     return f"col{position}"
 
 
+def start_of(node: exp.Expr) -> int | None:
+    """Where `node` starts in the SQL text (its first token with a known place), if known."""
+    starts = [n.meta["start"] for n in node.walk() if "start" in n.meta]
+    return min(starts, default=None)
+
+
 def blank(text: str) -> str:
     """`text` as spaces, line breaks kept: offsets after it still point into the SELECT."""
     return re.sub(r"[^\n]", " ", text)
@@ -62,7 +77,7 @@ def unqualify(tree: exp.Select, source: str) -> None:
             continue
         rest = parts[1:]
         if isinstance(rest[-1], exp.Star):
-            column.replace(exp.Star())
+            column.replace(rest[-1])  # `src.* EXCLUDE (...)` keeps its EXCLUDE
             continue
         keys = ("this", "table", "db", "catalog")
         column.replace(exp.Column(**dict(zip(keys, reversed(rest), strict=False))))
@@ -90,3 +105,72 @@ def standard_functions(tree: exp.Expr) -> None:
             call.replace(
                 exp.Anonymous(this="json_extract", expressions=[e.copy() for e in call.expressions])
             )
+
+
+def check_stars(tree: exp.Select) -> None:
+    """PlanError unless every `*` is a SELECT item or COUNT's, and there is no COLUMNS(...).
+
+    `*` stands for the source's own columns (never the system columns or the engine's
+    helper columns); in any other place, and in COLUMNS(...), DuckDB would expand it
+    over the engine's batch, helper columns included.
+    """
+    columns = tree.find(exp.Columns)
+    if columns is not None:
+        raise PlanError(
+            f"{to_sql(columns)} is not supported in a job's SELECT: {_STAR_ITEMS}",
+            columns.meta.get("start"),
+        )
+    for star in tree.find_all(exp.Star):
+        parent = star.parent
+        offset = star.meta.get("start")
+        if star.args.get("ilike") is not None or isinstance(
+            parent, exp.Like | exp.ILike | exp.SimilarTo | exp.Glob
+        ):
+            raise PlanError(
+                f"* with a name pattern (LIKE, ILIKE, SIMILAR TO, GLOB) is not supported: "
+                f"{_STAR_ITEMS}",
+                offset,
+            )
+        if isinstance(parent, exp.Select) and star in tree.selects:
+            continue
+        if isinstance(parent, exp.AggFunc) and not any(star.args.values()):
+            continue  # COUNT(*); the planners judge any other aggregate of *
+        raise PlanError(
+            "* is only allowed as an item of the SELECT list or in COUNT(*): "
+            "name the columns it should stand for",
+            offset,
+        )
+
+
+def check_engine_names(tree: exp.Select) -> None:
+    """PlanError at a name that starts with `__`: the engine's own columns and its batch
+    table are named so (`plan`), and a query never reads them."""
+    for column in tree.find_all(exp.Column):
+        for part in column.parts:
+            if isinstance(part, exp.Identifier) and part.name.startswith("__"):
+                raise PlanError(
+                    f"{part.name}: names starting with __ are the engine's own "
+                    "(rename the column in the source)",
+                    start_of(column),
+                )
+
+
+def plan_star(star: exp.Star) -> Star:
+    """The `Star` of a SELECT item `*`, with its EXCLUDE, REPLACE and RENAME."""
+    replace = tuple((to_sql(unalias(a)), a.alias) for a in star.args.get("replace") or [])
+    rename = tuple(
+        (unalias(a).name if isinstance(unalias(a), exp.Column) else to_sql(unalias(a)), a.alias)
+        for a in star.args.get("rename") or []
+    )
+    system = {name.lower() for name in SYSTEM_COLUMNS}
+    for what, names in (("REPLACE", [n for _, n in replace]), ("RENAME", [n for n, _ in rename])):
+        for name in names:
+            if name.lower() in system or name.startswith("__"):
+                raise PlanError(
+                    f"* {what} ({name}): {name} is not one of the columns * stands for "
+                    "(system columns are selected by name)"
+                )
+    exclude = tuple(
+        c.name if isinstance(c, exp.Column) else to_sql(c) for c in star.args.get("except_") or []
+    )
+    return Star(exclude=exclude, replace=replace, rename=rename)

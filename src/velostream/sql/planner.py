@@ -38,19 +38,24 @@ from velostream.sql.plan import (
     EVENT_TIME,
     KEY,
     ROW,
+    SYSTEM_COLUMNS,
     WINDOW_END,
     WINDOW_START,
     AggregateCall,
     PlanKind,
     QueryPlan,
     RowWindowCall,
+    Star,
     TumblingWindow,
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
-from velostream.sql.plan_row_window import is_row_function, plan_row_window
+from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
     blank,
+    check_engine_names,
+    check_stars,
     output_name,
+    plan_star,
     quote,
     standard_functions,
     to_sql,
@@ -67,12 +72,14 @@ __all__ = [
     "EVENT_TIME",
     "KEY",
     "ROW",
+    "SYSTEM_COLUMNS",
     "WINDOW_END",
     "WINDOW_START",
     "AggregateCall",
     "PlanKind",
     "QueryPlan",
     "RowWindowCall",
+    "Star",
     "TumblingWindow",
     "parse_duration_ms",
     "plan_job",
@@ -151,9 +158,9 @@ def plan_job(job: JobSpec) -> QueryPlan:
         raise PlanError("SELECT DISTINCT is not supported on streams yet")
     _check_clauses(tree)
     unqualify(tree, source)
+    check_engine_names(tree)
+    check_stars(tree)
     standard_functions(tree)
-    if any(isinstance(s, exp.Star) for s in tree.selects) and tree.args.get("group"):
-        raise PlanError("SELECT * cannot be combined with GROUP BY")
     window = None
     if window_kind is not None:
         if window_kind != "TUMBLING":
@@ -181,8 +188,13 @@ def plan_job(job: JobSpec) -> QueryPlan:
     # Any aggregate outside OVER (...) makes this a GROUP BY query; an unsupported one
     # is rejected there rather than silently computed per batch.
     has_aggregates = any(not isinstance(a.parent, exp.Window) for a in tree.find_all(exp.AggFunc))
-    windows = list(tree.find_all(exp.Window))
+    windows = in_text_order(list(tree.find_all(exp.Window)))
     if tree.args.get("group") is not None or has_aggregates or window is not None:
+        if any(isinstance(s, exp.Star) for s in tree.selects):
+            raise PlanError(
+                "SELECT * cannot be combined with GROUP BY, aggregates or a time window: "
+                "name the keys and aggregates to emit"
+            )
         if windows:
             raise PlanError("window functions cannot be combined with GROUP BY or aggregates yet")
         plan = plan_aggregate(*plan_args, window)
@@ -207,6 +219,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
             if isinstance(item, exp.Star):
                 plan.select_sql.append("*")
                 plan.output_columns.append("*")
+                plan.stars.append(plan_star(item))
             else:
                 plan.select_sql.append(f"{to_sql(unalias(item))} AS {quote(output_name(item, i))}")
                 plan.output_columns.append(output_name(item, i))
@@ -262,7 +275,8 @@ def _collect_casts(tree: exp.Select) -> list[tuple[str, str, str, bool, str]]:
 
 def _planned_sql(plan: QueryPlan) -> str:
     """Every SQL piece of `plan` in one SELECT: what the engine's queries are made of."""
-    items = list(plan.select_sql) + [f"({k})" for k in plan.keys]
+    items = [plan.select_list(())] if plan.select_sql else []
+    items += [f"({k})" for k in plan.keys]
     items += [f"({a.arg})" for a in plan.aggregates if a.arg is not None]
     if plan.having_sql:
         items.append(f"({plan.having_sql})")
