@@ -22,6 +22,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokenizer_core import TokenType
 
+from velostream.errors import QueryExecutionError
 from velostream.sql.plan import AggregateCall
 from velostream.sql.plan_aggregate import extract_window_clause
 from velostream.sql.plan_sql import blank, standard_functions, to_sql, unqualify
@@ -31,6 +32,7 @@ __all__ = [
     "Problem",
     "UserSql",
     "explain_binder_error",
+    "query_error",
     "read_problem",
     "suggest",
     "type_names",
@@ -248,3 +250,15 @@ class UserSql:
             return []
         names = {c.parts[0].name.lower(): c.parts[0].name for c in self.tree.find_all(exp.Column)}
         return list(names.values())
+
+
+def query_error(exc: BaseException, columns: Sequence[str]) -> QueryExecutionError | None:
+    """A DuckDB bind error at run time (a source whose columns validation could not
+    sample) as a QueryExecutionError in the user's names, or None if it is not one."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        said = explain_binder_error(cause, columns)
+        if said is not None:
+            return QueryExecutionError(said)
+        cause = cause.__cause__
+    return None

@@ -53,6 +53,7 @@ from velostream.server.processors.limits import (
     interrupted,
     memory_error,
 )
+from velostream.sql.bind_errors import query_error
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import plan_job
 
@@ -396,11 +397,11 @@ class JobProcessor:
             limit = watch.tripped or memory_error(self.limits, exc)
             if limit is None and watch.stopping and interrupted(exc):
                 return None
-            error: Exception = limit or exc
+            error: Exception = limit or query_error(exc, batch.table.column_names) or exc
             self.errors.record(Stage.PROCESS, str(error) or type(error).__name__, exc=error)
-            if limit is None:
+            if error is exc:
                 raise
-            raise limit from exc
+            raise error from exc
         finally:
             self._watch = None
             self._watchdog.end(watch)
