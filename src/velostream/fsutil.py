@@ -9,7 +9,7 @@ from pathlib import Path
 
 from velostream.errors import ConfigurationError
 
-__all__ = ["PathRoots", "fsync_directory"]
+__all__ = ["PathRoots", "fsync_directory", "write_all"]
 
 _GLOB = frozenset("*?[")
 
@@ -58,3 +58,11 @@ def fsync_directory(directory: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (os.write may write less) and fsync it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)

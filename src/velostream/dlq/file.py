@@ -33,7 +33,7 @@ import orjson
 from velostream.dlq.letter import DeadLetter
 from velostream.dlq.replay import ReplayLog
 from velostream.errors import DeadLetterError, ErrorKind
-from velostream.fsutil import fsync_directory
+from velostream.fsutil import fsync_directory, write_all
 
 __all__ = ["FileDeadLetterQueue"]
 
@@ -133,10 +133,7 @@ class FileDeadLetterQueue:
         try:
             start = os.fstat(fd).st_size
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                write_all(fd, data)
             except OSError:
                 self._take_back(fd, start)
                 raise

@@ -11,6 +11,7 @@ from pathlib import Path
 from velostream.dlq.letter import DeadLetter
 from velostream.dlq.queue import DeadLetterQueue
 from velostream.errors import DeadLetterError, ReplayError
+from velostream.fsutil import write_all
 
 __all__ = ["ReplayLog", "letters_to_replay", "refuse_truncated"]
 
@@ -58,10 +59,7 @@ def _append_lines(path: Path, data: bytes) -> None:
         if start and os.pread(fd, 1, start - 1) != b"\n":
             data = b"\n" + data  # a crash tore the last id
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            write_all(fd, data)
         except OSError:
             with contextlib.suppress(OSError):  # the error raised is the write's
                 os.ftruncate(fd, start)

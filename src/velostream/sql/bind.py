@@ -43,6 +43,7 @@ from velostream.sql.bind_errors import (
     types_message,
     without_internal_names,
 )
+from velostream.sql.duckdb_check import checking_connection
 from velostream.sql.model import JobSpec
 from velostream.sql.plan import (
     ARG,
@@ -99,15 +100,7 @@ _INTEGERS = frozenset(
 
 
 def _connection() -> duckdb.DuckDBPyConnection:
-    return duckdb.connect(
-        config={
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-            "threads": 1,
-        }
-    )
+    return checking_connection(threads=1)
 
 
 Pieces = list[tuple[str, exp.Expr | None]]

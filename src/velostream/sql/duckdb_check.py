@@ -25,7 +25,13 @@ from sqlglot.tokenizer_core import TokenType
 from velostream.errors import PlanError
 from velostream.sql.sandbox import FORBIDDEN_FUNCTIONS
 
-__all__ = ["check_functions", "check_planned_sql", "check_syntax", "sqlglot_offset"]
+__all__ = [
+    "check_functions",
+    "check_planned_sql",
+    "check_syntax",
+    "checking_connection",
+    "sqlglot_offset",
+]
 
 
 # Functions of the dialect that the planner rewrites; DuckDB never sees them.
@@ -50,17 +56,24 @@ _AFTER_LAST_ITEM = {
 _DUCKDB_LOCK = threading.Lock()
 
 
+def checking_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB set up like the engine's (no files, network or extensions),
+    for checking SQL; `threads` None: DuckDB's default."""
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+    }
+    if threads is not None:
+        config["threads"] = threads
+    return duckdb.connect(config=config)
+
+
 @functools.cache
 def _duckdb() -> duckdb.DuckDBPyConnection:
-    """One in-memory DuckDB per process, set up like the engine's; used only to parse."""
-    return duckdb.connect(
-        config={
-            "enable_external_access": False,
-            "autoinstall_known_extensions": False,
-            "autoload_known_extensions": False,
-            "allow_community_extensions": False,
-        }
-    )
+    """One checking DuckDB per process; used only to parse."""
+    return checking_connection()
 
 
 @functools.cache

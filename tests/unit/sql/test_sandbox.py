@@ -15,8 +15,9 @@ from velostream.sql.planner import plan_job
 from velostream.sql.sandbox import FORBIDDEN_FUNCTIONS, check_sandbox
 
 
-def rejected(sql: str) -> str:
-    job = JobSpec(
+def job_of(sql: str) -> JobSpec:
+    """A job reading the memory source `trades` with `sql`."""
+    return JobSpec(
         name="job",
         statement_name="out",
         kind=StatementKind.STREAM,
@@ -25,8 +26,11 @@ def rejected(sql: str) -> str:
         sources=(ConnectorConfig("trades", "memory_source", {}),),
         sinks=(),
     )
+
+
+def rejected(sql: str) -> str:
     with pytest.raises(PlanError) as caught:
-        plan_job(job)
+        plan_job(job_of(sql))
     return str(caught.value)
 
 
@@ -256,16 +260,7 @@ def test_a_huge_constant_is_refused(sql: str, message: str) -> None:
     ],
 )
 def test_small_or_data_dependent_generators_pass(sql: str) -> None:
-    job = JobSpec(
-        name="job",
-        statement_name="out",
-        kind=StatementKind.STREAM,
-        select_sql=sql,
-        emit=None,
-        sources=(ConnectorConfig("trades", "memory_source", {}),),
-        sinks=(),
-    )
-    plan_job(job)
+    plan_job(job_of(sql))
 
 
 def test_the_connection_has_the_memory_limit_and_never_spills() -> None:
