@@ -15,10 +15,8 @@ busy for seconds per batch. Measured side by side, medians of `--rounds`:
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,29 +24,18 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from common import free_port, velo_sql
 
 HEAVY = "list_sum(range(0, id % 7 + 8000))"
 HUNGRY = "range(0, id % 7 + 8000)"
 UNLIMITED = ["--job-memory-limit", "1TiB", "--job-batch-timeout", "1d"]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _velo_sql() -> str:
-    script = Path(sys.executable).parent / "velo-sql"
-    return str(script) if script.exists() else "velo-sql"
-
-
 @contextmanager
 def _server(workdir: Path, args: list[str]) -> Iterator[tuple[httpx.Client, int]]:
-    port = _free_port()
+    port = free_port()
     data = workdir / f"data-{port}"
-    command = [_velo_sql(), "server", "--port", str(port), "--data-dir", str(data)]
+    command = [velo_sql(), "server", "--port", str(port), "--data-dir", str(data)]
     command += ["--allow-path", str(workdir), *args]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)

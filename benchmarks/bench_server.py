@@ -15,34 +15,21 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
+from common import free_port, velo_sql
 
 GOAL_P99_MS = 20.0
 ENDPOINTS = ("/metrics", "/errors")
 REFERENCE = "/health"  # a trivial handler: how responsive the server is at all
 TICK_SECONDS = 0.1  # the writer appends to every job's file this often
 POISON_EVERY = 2  # ticks
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _velo_sql() -> str:
-    script = Path(sys.executable).parent / "velo-sql"
-    return str(script) if script.exists() else "velo-sql"
 
 
 def _application(workdir: Path, jobs: int) -> str:
@@ -137,10 +124,10 @@ def main() -> None:
         inputs = [workdir / f"in_{i:02d}.csv" for i in range(args.jobs)]
         for path in inputs:
             path.write_text("id,symbol,qty\n0,S0,5\n", encoding="utf-8")
-        port = _free_port()
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if k != "VELO_API_TOKEN"}
         command = [
-            _velo_sql(),
+            velo_sql(),
             "server",
             "--port",
             str(port),

@@ -44,6 +44,19 @@ def console_script(name: str) -> str:
     return found
 
 
+def velo_sql(*args: str, cwd: Path, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run `velo-sql` in `cwd` and return its exit code and output."""
+    return subprocess.run(
+        [console_script("velo-sql"), *args],
+        cwd=cwd,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -7,12 +7,11 @@ the original system's example kept 0 of 60 rows where 31 were expected.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.server_process import clean_env, console_script
+from tests.integration.server_process import velo_sql
 
 pytestmark = pytest.mark.integration
 
@@ -39,15 +38,7 @@ WITH ('src.type' = 'file_source', 'src.path' = 'events.jsonl', 'src.format' = 'j
       'buys.type' = 'file_sink', 'buys.path' = 'buys.jsonl', 'buys.format' = 'jsonl');
 """
     )
-    done = subprocess.run(
-        [console_script("velo-sql"), "run", str(app), "--data-dir", str(tmp_path / "data")],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = velo_sql("run", str(app), "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [json.loads(line) for line in (tmp_path / "buys.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == list(range(1, 60, 2))

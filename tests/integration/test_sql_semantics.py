@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.server_process import clean_env, console_script
+from tests.integration.server_process import velo_sql
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +32,7 @@ def _velo_sql(tmp_path: Path, command: str, app: str) -> subprocess.CompletedPro
     path = tmp_path / "app.sql"
     path.write_text(app)
     extra = ["--data-dir", str(tmp_path / "data")] if command == "run" else []
-    return subprocess.run(
-        [console_script("velo-sql"), command, str(path), *extra],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return velo_sql(command, str(path), *extra, cwd=tmp_path)
 
 
 def _write_trades(tmp_path: Path, count: int = 400) -> list[dict[str, object]]:
