@@ -200,8 +200,7 @@ def test_a_restarted_server_goes_on_after_the_long_line(tmp_path: Path, launcher
 
     with source.open("ab") as out:
         out.writelines(_csv_row(i) for i in range(2000, ROWS))
-    server = launcher.server(data_dir)
-    server.deploy(sql)
+    server = launcher.server(data_dir)  # deploys its saved application again by itself
     wait_for("the rest to be committed", caught_up(server, ROWS + 1), timeout=60)
     job = server.job("out")
     assert (job["state"], job["records_in"], job["records_failed"]) == ("running", 1000, 0)
