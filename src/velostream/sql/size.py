@@ -46,10 +46,12 @@ def parse_size_bytes(text: str) -> int:
 
 
 def format_size(size: int) -> str:
-    """`size` bytes the way a person reads it (`512.0 MiB`, `2.0 GiB`)."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    """`size` bytes the way a person reads it (`512 B`, `256.0 MiB`, `2.0 GiB`)."""
+    if size < 1024:
+        return f"{size} B"
+    value, unit = size / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"

@@ -143,3 +143,19 @@ def test_a_stopped_batch_gets_a_short_grace_before_it_is_interrupted() -> None:
     time.sleep(STOP_GRACE_SECONDS)
     watchdog.end(watch)
     assert calls and calls[0] - watch.started >= STOP_GRACE_SECONDS
+
+
+def test_a_failing_interrupt_does_not_end_the_watchdog() -> None:
+    """A job whose connection is gone must not stop the limits of every other job."""
+    watchdog = Watchdog(tick=0.01)
+
+    def broken() -> None:
+        raise RuntimeError("connection closed")
+
+    first = watchdog.begin(JobLimits(batch_timeout_ms=1), broken)
+    calls: list[float] = []
+    second = watchdog.begin(JobLimits(batch_timeout_ms=30), lambda: calls.append(1.0))
+    time.sleep(0.2)
+    watchdog.end(first)
+    watchdog.end(second)
+    assert first.tripped is not None and second.tripped is not None and calls

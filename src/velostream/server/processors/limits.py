@@ -19,6 +19,7 @@ which is why validation refuses large literal generators (sql/sandbox.py).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 #: How often the watchdog looks at the batches in flight.
+_log = logging.getLogger("velostream.limits")
 TICK_SECONDS = 0.1
 #: How long a stopped batch may go on before it is interrupted (most batches finish,
 #: and are committed, well within it).
@@ -177,7 +179,10 @@ class Watchdog:
             now = time.monotonic()
             resident = resident_bytes() if any(w.baseline is not None for w in watches) else None
             for watch in watches:
-                watch.check(now, resident)
+                try:
+                    watch.check(now, resident)
+                except Exception:  # one job's closed connection must not end the watchdog
+                    _log.exception("watchdog: checking a batch failed")
             time.sleep(self.tick)
 
 
