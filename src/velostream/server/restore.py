@@ -47,15 +47,29 @@ class DeploymentKeeper:
         self.deploy_job = deploy_job  # the `job` of errors that concern no deployed job
         self._restored = False
 
-    def record(self, app: Application, sql: str, origin: Deployment | None) -> None:
-        """Keep `app`'s jobs as deployed from `origin` (default: the API, here and now),
-        each intended to run. Raises ResourceExhaustedError when it cannot be written."""
+    def record(self, app: Application, sql: str, origin: Deployment | None) -> dict[str, Intent]:
+        """Keep `app`'s jobs as deployed from `origin` (default: the API, here and now);
+        return how each is to start. Raises ResourceExhaustedError when it cannot be
+        written.
+
+        A job is intended to run, unless the same version was kept before as paused or
+        stopped: `deploy-app` deploying its file again at start must not undo what the
+        operator asked (an API deploy of a kept job is refused before it comes here).
+        """
         if self.store is None:
-            return
+            return {}
         here = str(Path.cwd())
         deployment = origin or Deployment(app.name, sql, "<api>", here, here)
-        deployment.jobs = {job.name: JobRecord(job.version) for job in app.jobs}
+        deployment.jobs = {job.name: self._kept(job.name, job.version) for job in app.jobs}
         self.store.record(deployment)
+        return {name: record.intent for name, record in deployment.jobs.items()}
+
+    def _kept(self, job: str, version: str | None) -> JobRecord:
+        kept = self.store.find(job) if self.store is not None else None
+        record = kept.jobs.get(job) if kept is not None else None
+        if record is not None and record.version == version:
+            return JobRecord(version, record.intent)
+        return JobRecord(version)
 
     def intend(self, job: str, intent: Intent) -> None:
         """Keep what the operator asked of `job`; a failure to is recorded, and the

@@ -214,7 +214,7 @@ class StreamJobServer:
             handles = [self._prepare(job, app, sql) for job in app.jobs]
             if intents is None:  # not a restore: keep it, or refuse it
                 try:
-                    self.deployments.record(app, sql, origin)
+                    intents = self.deployments.record(app, sql, origin)
                 except ResourceExhaustedError as exc:
                     raise self._refuse(None, exc) from None
             for handle in handles:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,41 @@ def test_paused_and_stopped_jobs_come_back_paused_and_stopped(
     restarted(h)
     for name in ("p", "s", "r"):
         h.wait_state(name, "running")
+
+
+def test_deploy_app_deploying_its_file_again_keeps_paused_and_stopped_jobs(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """`deploy-app` deploys its file before the kept deployments are restored: the same
+    version comes back as the operator left it; a new version starts running."""
+    h = harness
+    source = write_jsonl(tmp_path / "in.jsonl", [])
+    lines(source, 0, 5)
+    sqls = {name: copy_sql(name, source, tmp_path / f"{name}.jsonl") for name in ("p", "s")}
+    for name, sql in sqls.items():
+        h.deploy(sql)
+        h.wait_for(lambda n=name: len(read_jsonl(tmp_path / f"{n}.jsonl")) == 5, what=name)
+    h.server.pause("p")
+    h.server.stop("s")
+
+    h.server.shutdown(10.0)
+    h.server = StreamJobServer(h.manager, h.data_dir, max_jobs=10)
+    h._client = None
+    for sql in sqls.values():  # what deploy-app does with its file, before restoring
+        h.deploy(sql)
+    assert h.server.restore() == []
+    h.wait_state("p", "paused")
+    assert h.status("s")["state"] == "stopped"
+    lines(source, 5, 8)
+    time.sleep(0.3)
+    assert len(read_jsonl(tmp_path / "p.jsonl")) == 5  # paused: reads nothing
+
+    h.server.shutdown(10.0)
+    h.server = StreamJobServer(h.manager, h.data_dir, max_jobs=10)
+    h._client = None
+    h.deploy(sqls["p"].replace("@version: 1", "@version: 2"))  # an upgrade in the file: it runs
+    h.wait_state("p", "running")
+    h.wait_for(lambda: ids(tmp_path / "p.jsonl") == list(range(8)), what="the upgraded job")
 
 
 def test_a_failed_job_is_started_again(harness: Harness, tmp_path: Path) -> None:
