@@ -475,8 +475,15 @@ def validate(file: Annotated[Path, typer.Argument(help="SQL application file")])
 def run(
     file: Annotated[Path, typer.Argument(help="SQL application file")],
     metrics_port: Annotated[
-        int | None, typer.Option("--metrics-port", help="serve /metrics while running")
+        int | None,
+        typer.Option("--metrics-port", help="serve /metrics on 127.0.0.1:PORT while running"),
     ] = None,
+    linger: Annotated[
+        bool,
+        typer.Option(
+            "--linger", help="with --metrics-port: keep serving after the jobs end, until Ctrl-C"
+        ),
+    ] = False,
     data_dir: Annotated[
         Path, typer.Option("--data-dir", envvar="VELO_DATA_DIR", help="dead letters go here")
     ] = Path("./velo-data"),
@@ -490,6 +497,8 @@ def run(
 
     configure_logging(log_level, log_format, log_file, syslog=log_syslog)  # type: ignore[arg-type]
     err = Console(stderr=True)
+    if linger and metrics_port is None:
+        raise typer.BadParameter("--linger keeps /metrics served: give --metrics-port too")
     try:
         application = load_application(file)
     except VelostreamError as exc:
@@ -499,13 +508,28 @@ def run(
         err.print(f"[yellow]warning:[/yellow] {warning}")
     observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
     observability.initialize()
-    server = _serve_metrics(observability, metrics_port) if metrics_port else None
+    server = None
+    if metrics_port is not None:
+        try:
+            server = _serve_metrics(observability, metrics_port)
+        except OSError as exc:
+            observability.shutdown()
+            reason = escape(exc.strerror or str(exc))
+            err.print(f"[red]cannot serve /metrics on 127.0.0.1:{metrics_port}: {reason}[/red]")
+            raise typer.Exit(1) from exc
+        err.print(f"serving /metrics on http://127.0.0.1:{metrics_port}/metrics")
     console = Console()
     try:
         runs = run_application(
             application, observability, console, data_dir, sql=file.read_text(encoding="utf-8")
         )
         print_summary(runs, observability, console)
+        if server is not None and linger:
+            err.print(
+                f"the jobs have ended; /metrics stays on http://127.0.0.1:{metrics_port}/metrics "
+                "until Ctrl-C"
+            )
+            _wait_for_signal()
     finally:
         observability.shutdown()
         if server is not None:
@@ -515,14 +539,25 @@ def run(
 
 
 def _serve_metrics(observability: ObservabilityManager, port: int) -> uvicorn.Server:
+    """Serve /metrics on 127.0.0.1:`port` from a thread; OSError when it cannot listen."""
     from velostream.api.app import create_app
 
-    config = uvicorn.Config(
-        create_app(observability), host="127.0.0.1", port=port, log_level="warning"
-    )
+    sock = _listen("127.0.0.1", port)  # bound here, so a busy port fails before any job runs
+    config = uvicorn.Config(create_app(observability), log_level="warning")
     server = uvicorn.Server(config)
-    threading.Thread(target=server.run, name="metrics-http", daemon=True).start()
+    threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="metrics-http", daemon=True
+    ).start()
     return server
+
+
+def _wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        pass
 
 
 def main() -> None:
