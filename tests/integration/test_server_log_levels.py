@@ -60,6 +60,13 @@ def test_an_info_server_logs_no_commit_line(launcher: Launcher, tmp_path: Path) 
     log = server.log()
     assert "job 'quiet' -> completed" in log
     assert _commits(log, "quiet") == [] and " DEBUG " not in log
+    # Started once, and its end is said: an operator sees when and how it stopped.
+    assert log.count("velo-sql server on http://") == 1, log
+    assert server.terminate() == 0
+    log = server.log()
+    assert "velo-sql server shutting down: stopping its jobs" in log
+    assert "every job committed and stopped in " in log
+    assert re.search(r"velo-sql server on http://[^ ]+ has shut down", log), log
 
 
 def test_an_unknown_level_is_refused_before_the_server_starts(tmp_path: Path) -> None:

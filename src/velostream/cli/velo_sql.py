@@ -225,9 +225,16 @@ def _serve(options: ServeOptions, application: Path | None = None, once: bool = 
     forced: list[str] = []
 
     def stop_jobs() -> None:
+        _log.info(
+            "velo-sql server shutting down: stopping its jobs (at most %gs)",
+            options.shutdown_deadline,
+        )
+        started = time.monotonic()
         forced.extend(jobs.shutdown(options.shutdown_deadline))
         if forced:
             _log.error("forced to abandon jobs at shutdown: %s", ", ".join(forced))
+        else:
+            _log.info("every job committed and stopped in %.2fs", time.monotonic() - started)
 
     api = create_app(
         observability,
@@ -277,6 +284,7 @@ def _serve(options: ServeOptions, application: Path | None = None, once: bool = 
     finally:
         sock.close()
         observability.shutdown()
+        _log.info("velo-sql server on http://%s:%d has shut down", host, port)
     if forced:
         _exit_now(outcome["code"])
     return outcome["code"]

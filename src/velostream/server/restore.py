@@ -101,7 +101,7 @@ class DeploymentKeeper:
                 names.extend(self._restore(server, deployment))
             except Exception as exc:  # a bug here must not keep the server from starting
                 self._report(f"application {deployment.app!r} was not deployed again: {exc}", exc)
-        if deployments:
+        if names:
             _log.info("restored %d job(s) of %d deployment(s)", len(names), len(deployments))
         return names
 
