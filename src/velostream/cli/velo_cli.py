@@ -17,6 +17,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from velostream.cli.help import fix_flag_types
+
+fix_flag_types()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Velostream client.")
 console = Console()
 err = Console(stderr=True)

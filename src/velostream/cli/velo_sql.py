@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from velostream.api.guard import DEFAULT_MAX_BODY, allowed_hosts
+from velostream.cli.help import fix_flag_types
 from velostream.errors import ConfigurationError, VelostreamError
 from velostream.fsutil import PathRoots
 from velostream.observability.logging import configure_logging, parse_level
@@ -34,6 +35,7 @@ from velostream.sql.variables import operator_variables
 if TYPE_CHECKING:
     from velostream.server.stream_job_server import StreamJobServer
 
+fix_flag_types()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Velostream streaming SQL.")
 
 _log = logging.getLogger("velostream.cli")
