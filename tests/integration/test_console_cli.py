@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
@@ -130,12 +131,12 @@ def _terminal_env() -> dict[str, str]:
 class Tmux:
     """A private tmux server (its own socket) running one command in a fixed-size pane."""
 
-    def __init__(self, socket_path: Path, command: str) -> None:
+    def __init__(self, socket_path: Path, command: str, columns: int = COLUMNS) -> None:
         tmux = shutil.which("tmux")
         if tmux is None:
             pytest.fail("tmux is missing: `make system-deps` installs Debian's tmux")
         self.base = [tmux, "-S", str(socket_path), "-f", "/dev/null"]
-        self.run("new-session", "-d", "-s", "cli", "-x", str(COLUMNS), "-y", str(LINES), command)
+        self.run("new-session", "-d", "-s", "cli", "-x", str(columns), "-y", str(LINES), command)
 
     def run(self, *args: str) -> str:
         done = subprocess.run(
@@ -282,6 +283,51 @@ def test_follow_shows_a_live_table_that_updates_in_place(
         wait_until("a clean exit", lambda: "EXIT=0" in tmux.screen())
     finally:
         tmux.close()
+
+
+LONG = (
+    "clean_trades",
+    Stage.PROCESS,
+    ErrorKind.TYPE,
+    "cannot CAST notional = 'twelve thousand and a half' to DECIMAL(18, 2) in "
+    + "CASE WHEN quantity > 0 THEN price * quantity ELSE 0 END " * 4
+    + "\nsecond line of the message",
+)
+
+
+def test_errors_fit_80_columns_one_line_per_group(
+    url: str, manager: ObservabilityManager, tmp_path: Path
+) -> None:
+    """In an 80-column terminal every group is one line, cut with an ellipsis; piped,
+    or with --wide, the message is whole."""
+    record(manager, LONG)
+    command = shlex.join([*CLI, "errors", "--url", url])
+    tmux = Tmux(tmp_path / "tmux.sock", f"{command}; echo EXIT=$?; sleep 60", columns=80)
+    try:
+        wait_until("the table", lambda: "EXIT=0" in tmux.screen(history=True))
+        screen = tmux.screen(history=True)
+    finally:
+        tmux.close()
+    lines = screen.rstrip().splitlines()
+    assert all(len(line) <= 80 for line in lines), screen
+    body = [line for line in lines if line.startswith("│")]
+    groups = len(httpx.get(f"{url}/errors").json()["groups"])
+    assert len(body) == groups, screen  # no row takes a second line
+    for line in body:
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        assert cells[0] and cells[1] and cells[3].isdigit(), line  # no continuation row
+    long_row = next(line for line in body if line.split("│")[4].strip() == "1")
+    assert "cannot CAST notional = " in long_row
+    assert long_row.rstrip(" │").endswith("…"), long_row
+
+    for args in (["errors", "--url", url], ["errors", "--wide", "--url", url]):
+        piped = subprocess.run(
+            [*CLI, *args], capture_output=True, text=True, timeout=30, env=_terminal_env()
+        )
+        assert piped.returncode == 0, piped.stderr
+        row = next(line for line in piped.stdout.splitlines() if "twelve" in line)
+        assert LONG[3].split("\n")[0] in row  # whole, on its row
+        assert "second line of the message" in piped.stdout
 
 
 def _lines(process: subprocess.Popen[str]) -> queue.Queue[str]:

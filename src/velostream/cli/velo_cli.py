@@ -30,6 +30,53 @@ Token = Annotated[
 ]
 _DEFAULT_URL = "http://127.0.0.1:8080"
 
+Wide = Annotated[bool, typer.Option("--wide", help="show every value whole (rows may wrap)")]
+_NARROW = 120  # below this many columns, tables leave out their least useful columns
+
+
+def _fits(wide: bool) -> bool:
+    """Whether a table is drawn one line per row, cut with an ellipsis to the terminal:
+    on a terminal unless `--wide`; a pipe gets every value whole."""
+    return not wide and console.is_terminal
+
+
+def _table(
+    title: str,
+    columns: list[str],
+    *,
+    fit: bool,
+    right: tuple[str, ...] = (),
+    long: tuple[str, ...] = (),
+) -> Table:
+    """A table whose rows take one line each when `fit` (cells cut with an ellipsis),
+    or fold to show every value whole. The `long` columns give up their room first
+    (their cells come from `_long`)."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        justify: Literal["left", "right"] = "right" if column in right else "left"
+        short = fit and column not in long
+        table.add_column(
+            column, overflow="ellipsis" if short else "fold", no_wrap=short, justify=justify
+        )
+    return table
+
+
+def _show(table: Table, fit: bool) -> None:
+    """Print `table`: cut to the terminal when `fit`, else as wide as its values
+    (a pipe or `--wide`: no value is folded into a column a few characters wide)."""
+    if fit:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(1 << 16))
+    Console(width=max(console.width, natural.maximum)).print(table)
+
+
+def _long(value: str, fit: bool) -> str | Text:
+    """A long cell (message, payload, reason): its first line, cut to the room left."""
+    if not fit:
+        return value
+    return Text(value.split("\n", 1)[0], no_wrap=True, overflow="ellipsis")
+
 
 def _client(url: str, token: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -88,12 +135,14 @@ def health(url: Url = _DEFAULT_URL, token: Token = None) -> None:
 
 
 @app.command()
-def jobs(url: Url = _DEFAULT_URL, token: Token = None) -> None:
+def jobs(url: Url = _DEFAULT_URL, token: Token = None, wide: Wide = False) -> None:
     """List deployed jobs."""
     doc = _get(url, token, "/jobs")
-    table = Table(title=f"Jobs ({len(doc['jobs'])} of max {doc['max_jobs']})")
-    for column in ("name", "version", "state", "in", "out", "failed", "dead letters", "reason"):
-        table.add_column(column, overflow="fold")
+    fit = _fits(wide)
+    columns = ["name", "version", "state", "in", "out", "failed", "dead letters", "reason"]
+    title = f"Jobs ({len(doc['jobs'])} of max {doc['max_jobs']})"
+    right = ("in", "out", "failed", "dead letters")
+    table = _table(title, columns, fit=fit, right=right, long=("reason",))
     for j in doc["jobs"]:
         table.add_row(
             j["name"],
@@ -103,9 +152,9 @@ def jobs(url: Url = _DEFAULT_URL, token: Token = None) -> None:
             str(j["records_out"]),
             str(j["records_failed"]),
             str(j["dead_letters"]),
-            j["reason"] or "",
+            _long(j["reason"] or "", fit),
         )
-    console.print(table)
+    _show(table, fit)
 
 
 @app.command()
@@ -160,6 +209,7 @@ def dlq(
     as_json: Annotated[bool, typer.Option("--json")] = False,
     url: Url = _DEFAULT_URL,
     token: Token = None,
+    wide: Wide = False,
 ) -> None:
     """Show a job's dead letters, or replay them."""
     if replay:
@@ -171,20 +221,20 @@ def dlq(
         for letter in doc["letters"]:
             sys.stdout.write(orjson.dumps(letter).decode() + "\n")
         return
-    table = Table(title=f"Dead letters of {name}")
-    for column in ("position", "stage", "kind", "message", "payload", "replayed"):
-        table.add_column(column, overflow="fold")
+    fit = _fits(wide)
+    columns = ["position", "stage", "kind", "message", "payload", "replayed"]
+    table = _table(f"Dead letters of {name}", columns, fit=fit, long=("message", "payload"))
     for d in doc["letters"]:
         payload = d.get("payload", d.get("payload_base64", ""))
         table.add_row(
             str(d["position"]),
             d["stage"],
             d["kind"],
-            d["message"],
-            payload,
+            _long(d["message"], fit),
+            _long(payload, fit),
             "yes" if d.get("replayed") else "",
         )
-    console.print(table)
+    _show(table, fit)
 
 
 def _ts(value: float) -> str:
@@ -210,6 +260,7 @@ def errors(
     ] = 1.0,
     url: Url = _DEFAULT_URL,
     token: Token = None,
+    wide: Wide = False,
 ) -> None:
     """List error groups, most recently seen first (`--follow`: live)."""
     if follow:
@@ -233,7 +284,9 @@ def errors(
         for group in groups:
             sys.stdout.write(orjson.dumps(group).decode() + "\n")
         return
-    console.print(_groups_table(groups, f"Error groups ({doc['total_groups']} tracked)"))
+    title = f"Error groups ({doc['total_groups']} tracked)"
+    fit = _fits(wide)
+    _show(_groups_table(groups, title, width=console.width if fit else None), fit)
 
 
 def _groups_table(
@@ -244,24 +297,25 @@ def _groups_table(
 ) -> Table:
     """Groups as a table.
 
-    With `changes` (follow mode) a "Δ" column marks new groups and risen counts, each
-    group takes one line so the live table stays in place, and a terminal narrower
-    than 120 columns drops first seen, node and version to leave the message room.
+    With `changes` (follow mode) a "Δ" column marks new groups and risen counts. With a
+    `width` (a terminal, live or not, without `--wide`) each group takes one line, its
+    message cut with an ellipsis, and a terminal narrower than 120 columns drops first
+    seen, node and version to leave the message room (and under 100, last seen).
     """
     live = changes is not None
-    wide = width is None or width >= 120
+    fit = width is not None
+    roomy = width is None or width >= _NARROW
     columns = ["job", "stage", "kind", "count"]
     columns += ["Δ"] if live else []
-    columns += ["first", "last", "node", "version"] if wide or not live else ["last"]
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        justify: Literal["left", "right"] = "right" if column in ("count", "Δ") else "left"
-        table.add_column(column, overflow="fold", justify=justify, no_wrap=live)
-    # Live, only the message shrinks (to an ellipsis) when the terminal is narrow.
-    table.add_column("message", overflow="fold")
+    if roomy:
+        columns += ["first", "last", "node", "version"]
+    elif width is not None and width >= _NARROW - 20:
+        columns += ["last"]
+    columns += ["message"]
+    table = _table(title, columns, fit=fit, right=("count", "Δ"), long=("message",))
     for g in groups:
         change = changes.get(_group_key(g), "") if changes is not None else ""
-        values = {
+        values: dict[str, str | Text] = {
             "job": g["job"],
             "stage": g["stage"],
             "kind": g["kind"],
@@ -271,12 +325,10 @@ def _groups_table(
             "last": _ts(g["last_seen"]),
             "node": g["node_id"] or "",
             "version": g["version"] or "",
+            "message": _long(g["message"], fit),
         }
-        message: str | Text = g["message"]
-        if live:
-            message = Text(g["message"].split("\n", 1)[0], no_wrap=True, overflow="ellipsis")
         style = "bold yellow" if change == "new" else "bold" if change else None
-        table.add_row(*(values[c] for c in columns), message, style=style)
+        table.add_row(*(values[c] for c in columns), style=style)
     return table
 
 
