@@ -58,3 +58,20 @@ def test_limits_benchmark_runs_on_a_small_input() -> None:
     assert "Traceback" not in output
     for line in ("stop 0.5 s into the batch", "job.batch.timeout 1s", "256MiB limit"):
         assert line in result.stdout, output
+
+
+CLI = BENCH.parent / "bench_cli.py"
+
+
+def test_cli_benchmark_runs_every_command_once() -> None:
+    result = subprocess.run(
+        [sys.executable, str(CLI), "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for line in ("velo-sql --help", "velo-sql validate 02_filter.sql", "velo-cli --help"):
+        assert line in result.stdout, output

@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from velostream.cli.velo_sql import _listen
+from velostream.cli.serve import listen as _listen
 
 
 def test_accepted_connections_have_nagle_off() -> None:

@@ -22,6 +22,7 @@ LAYERS: dict[str, float] = {
     "__init__": 0,
     "errors": 0,
     "fsutil": 0.5,
+    "lazy": 0,
     "sql": 1,
     "datasource": 2,
     "engine": 3,
