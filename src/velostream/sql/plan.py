@@ -68,6 +68,8 @@ class AggregateCall:
     func: str
     arg: str | None
     distinct: bool = False
+    separator: str | None = None
+    """LISTAGG/STRING_AGG's separator (a literal)."""
 
     @property
     def column(self) -> str:
