@@ -111,7 +111,7 @@ class Executor(ABC):
         return None
 
     def _apply_limit(self, table: pa.Table) -> pa.Table:
-        table = with_headers(normalize_output(table), self.plan.set_headers)
+        table = with_headers(normalize_output(table), self.plan.set_headers, self.con)
         limit = self.plan.limit
         if limit is None:
             return table

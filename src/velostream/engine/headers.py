@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -22,29 +23,47 @@ from velostream.datasource.kafka.codec import HEADERS_TYPE
 __all__ = ["with_headers"]
 
 _HEADERS = "_headers"
+_VALUES = "__header_values"
 
 
-def _as_bytes(column: pa.ChunkedArray) -> list[bytes | None]:
+def _text(column: pa.ChunkedArray, con: duckdb.DuckDBPyConnection) -> pa.ChunkedArray:
+    """A column as text: Arrow's cast, or DuckDB's for what Arrow cannot (lists, structs)."""
+    try:
+        return pc.cast(column, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        con.register(_VALUES, pa.table({"v": column}))
+        try:
+            return (
+                con.sql(f"SELECT CAST(v AS VARCHAR) AS v FROM {_VALUES}").to_arrow_table().column(0)
+            )
+        finally:
+            con.unregister(_VALUES)
+
+
+def _as_bytes(column: pa.ChunkedArray, con: duckdb.DuckDBPyConnection) -> list[bytes | None]:
     """A column's values as header bytes (see the module docstring)."""
     t = column.type
     if pa.types.is_null(t):
         return [None] * len(column)
     if not (pa.types.is_binary(t) or pa.types.is_large_binary(t)):
         if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
-            column = pc.cast(column, pa.string())
+            column = _text(column, con)
         column = column.cast(pa.binary())  # UTF-8 bytes, no copy
     values: list[bytes | None] = column.to_pylist()
     return values
 
 
-def with_headers(table: pa.Table, set_headers: Sequence[tuple[str, str]]) -> pa.Table:
-    """`table` with its `_headers` column made from `set_headers` (key, column)."""
-    if not set_headers:
+def with_headers(
+    table: pa.Table, set_headers: Sequence[tuple[str, str]], con: duckdb.DuckDBPyConnection
+) -> pa.Table:
+    """`table` with its `_headers` column made from `set_headers` (key, column); `con`
+    (the job's DuckDB) casts to text what Arrow cannot."""
+    if not set_headers or table.num_rows == 0:  # (an EMIT FINAL batch has no columns)
         return table
     n = table.num_rows
     names = table.column_names
     keys = [key for key, _ in set_headers]
-    values = [_as_bytes(table.column(column)) for _, column in set_headers]
+    values = [_as_bytes(table.column(column), con) for _, column in set_headers]
     base: list[Any] = [None] * n
     if _HEADERS in names and pa.types.is_list(table.schema.field(_HEADERS).type):
         base = table.column(_HEADERS).to_pylist()

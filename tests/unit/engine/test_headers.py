@@ -112,12 +112,27 @@ def test_set_header_of_each_type(sizes: int) -> None:
     assert headers(rows[3])[2:6:3] == [("b", b"true"), ("copy", None)]
 
 
+def test_set_header_of_a_nested_value_is_its_duckdb_text() -> None:
+    rows = run("SELECT SET_HEADER('l', [id, id + 1]) AS l, SET_HEADER('s', {'a': k}) AS s FROM t")
+    assert headers(rows[0]) == [("l", b"[1, 2]"), ("s", b"{'a': a}")]
+
+
 def test_set_header_replaces_a_selected_header_and_keeps_the_others() -> None:
     rows = run("SELECT _headers, id, SET_HEADER('trace', 'new') FROM t")
     assert headers(rows[0]) == [("bin", b"\xff\x00"), ("trace", b"new")]
     assert headers(rows[1]) == [("trace", b"new")]
     assert headers(rows[3]) == [("it's", "é".encode()), ("trace", b"new")]
     assert rows[0]["col2"] == "new"
+
+
+@pytest.mark.parametrize("sizes", [1, 4])
+def test_set_header_of_final_groups(sizes: int) -> None:
+    rows = run(
+        "SELECT k, SET_HEADER('n', COUNT(*)) AS n FROM t GROUP BY k ORDER BY k",
+        EmitMode.FINAL,
+        sizes=sizes,
+    )
+    assert [(r["k"], headers(r)) for r in rows] == [("a", [("n", b"2")]), ("b", [("n", b"2")])]
 
 
 def test_set_header_over_groups_and_row_windows() -> None:
