@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,6 +25,7 @@ from tests.unit.engine.test_differential import (
     event_cases,
     frame,
 )
+from velostream.errors import StateIncompatibleError
 from velostream.sql.model import EmitMode
 
 SEPARATORS = [",", "; ", "", "'|'", "→"]
@@ -193,6 +195,19 @@ def test_listagg_bound_survives_a_snapshot() -> None:
     assert [b.ref for b in first.bad] == ["t.csv:3"]
     assert [b.ref for b in out.bad] == ["t.csv:4"]
     assert out.table.to_pylist() == [{"k": "a", "l": "abc"}]
+
+
+def test_a_state_of_another_separator_is_refused() -> None:
+    table = pa.table({"k": ["a", "a"], "s": ["x", "y"]})
+    first = run_job("SELECT k, GROUP_CONCAT(s) AS g FROM t GROUP BY k", table, emit=EmitMode.FINAL)
+    assert first.rows == [{"k": "a", "g": "x,y"}] and first.executor is not None
+    state = first.executor.snapshot()
+    other = run_job(
+        "SELECT k, LISTAGG(s, ';') AS g FROM t GROUP BY k", table.slice(0, 0), emit=EmitMode.FINAL
+    )
+    assert other.executor is not None
+    with pytest.raises(StateIncompatibleError, match=r"\[STRING_AGG\(s, ';'\)\] in the query"):
+        other.executor.check_state(state)
 
 
 # --- STDDEV / VARIANCE over row windows -------------------------------------------------
