@@ -77,7 +77,9 @@ def _header_calls(tree: exp.Expr) -> list[tuple[exp.Anonymous, str]]:
 
 
 def check_header_reads(tree: exp.Select, job: JobSpec, source: str) -> None:
-    """PlanError at a header read whose source has no headers, or with bad arguments."""
+    """PlanError at a header read whose source has no headers, or with bad arguments,
+    or (in a GROUP BY query) neither a group key nor inside an aggregate."""
+    keys = _group_keys(tree)
     for call, name in _header_calls(tree):
         if name == "set_header":
             continue
@@ -89,6 +91,43 @@ def check_header_reads(tree: exp.Select, job: JobSpec, source: str) -> None:
                 "and has none: use it on a kafka_source",
                 call.meta.get("start"),
             )
+        if keys is not None and not _grouped(call, keys):
+            text = _sql(call)
+            raise PlanError(
+                f"{text} in a GROUP BY query must be a group key (GROUP BY {text}) "
+                "or inside an aggregate",
+                call.meta.get("start"),
+            )
+
+
+def _sql(node: exp.Expr) -> str:
+    return node.sql(dialect="duckdb")
+
+
+def _group_keys(tree: exp.Select) -> set[str] | None:
+    """The GROUP BY expressions as SQL (a SELECT alias as its expression); None when the
+    query does not aggregate."""
+    group = tree.args.get("group")
+    aggregates = any(not isinstance(a.parent, exp.Window) for a in tree.find_all(exp.AggFunc))
+    if group is None and not aggregates:
+        return None
+    aliases = {i.alias: i.this for i in tree.selects if isinstance(i, exp.Alias)}
+    keys = set()
+    for g in group.expressions if group is not None else []:
+        if isinstance(g, exp.Column) and not g.table and g.name in aliases:
+            g = aliases[g.name]
+        keys.add(_sql(g))
+    return keys
+
+
+def _grouped(call: exp.Expr, keys: set[str]) -> bool:
+    """Whether `call` is evaluated per group: in a key, an aggregate, or WHERE/GROUP BY."""
+    node: exp.Expr | None = call
+    while node is not None:
+        if _sql(node) in keys or isinstance(node, exp.AggFunc | exp.Where | exp.Group):
+            return True
+        node = node.parent
+    return False
 
 
 def plan_set_headers(tree: exp.Select, job: JobSpec) -> list[tuple[str, str]]:

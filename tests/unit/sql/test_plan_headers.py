@@ -63,6 +63,21 @@ def test_set_header_items_keep_their_value_and_name_the_header() -> None:
     assert p.select_sql[3] == 'id + 1 AS "n"'
 
 
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT HEADER('t') AS t, COUNT(*) AS n FROM orders GROUP BY HEADER('t')",
+        "SELECT UPPER(HEADER('t')) AS t, COUNT(*) AS n FROM orders GROUP BY HEADER('t')",
+        "SELECT HEADER('t') AS t, LISTAGG(HEADER('u'), ',') AS us FROM orders "
+        "WHERE HAS_HEADER('v') GROUP BY t",
+        "SELECT HEADER('t') AS t, COUNT(*) AS n FROM orders GROUP BY t "
+        "HAVING HEADER('t') IS NOT NULL",
+    ],
+)
+def test_header_reads_as_group_keys_and_in_aggregates(sql: str) -> None:
+    plan(sql, emit=EmitMode.FINAL)
+
+
 def test_set_header_in_a_group_by_query_is_over_the_groups_values() -> None:
     p = plan(
         "SELECT sym, SET_HEADER('count', COUNT(*)) AS c FROM orders GROUP BY sym",
@@ -98,6 +113,13 @@ INVALID: list[tuple[str, dict[str, object], str]] = [
     ),
     ("SELECT SET_HEADER('k', id) AS k FROM orders", {"sinks": ()}, "the job has no sink"),
     ("SELECT HEADER(id) FROM orders", {}, "must be a non-empty string literal"),
+    (
+        "SELECT sym, HEADER('t') AS t FROM orders GROUP BY sym",
+        {},
+        "HEADER('t') in a GROUP BY query must be a group key (GROUP BY HEADER('t')) or inside "
+        "an aggregate",
+    ),
+    ("SELECT HEADER_KEYS() AS k, COUNT(*) FROM orders", {}, "HEADER_KEYS() in a GROUP BY"),
     ("SELECT HEADER('') FROM orders", {}, "must be a non-empty string literal"),
     ("SELECT HEADER('a', 'b') FROM orders", {}, "HEADER takes 1 argument(s): write HEADER('key')"),
     ("SELECT HEADER_KEYS('a') FROM orders", {}, "HEADER_KEYS takes no argument(s)"),
