@@ -174,7 +174,7 @@ def sql_string(text: str) -> str:
 def describe(call: AggregateCall) -> str:
     """An aggregate as SQL, for a state's shape and its error messages."""
     if call.func == "string_agg":
-        return f"STRING_AGG({call.arg}, {sql_string(_separator(call))})"
+        return f"LISTAGG({call.arg}, {sql_string(_separator(call))})"
     if call.func == "count_star":
         return "COUNT(*)"
     if call.func == "count_distinct":

@@ -206,7 +206,7 @@ def test_a_state_of_another_separator_is_refused() -> None:
         "SELECT k, LISTAGG(s, ';') AS g FROM t GROUP BY k", table.slice(0, 0), emit=EmitMode.FINAL
     )
     assert other.executor is not None
-    with pytest.raises(StateIncompatibleError, match=r"\[STRING_AGG\(s, ';'\)\] in the query"):
+    with pytest.raises(StateIncompatibleError, match=r"\[LISTAGG\(s, ';'\)\] in the query"):
         other.executor.check_state(state)
 
 
