@@ -1,13 +1,13 @@
 """GROUP BY on DuckDB: the partials of each group in a table, merged batch by batch.
 
 Each aggregate keeps *partials* per group (count; sum; sum and count for AVG; n, mean
-and M2 for STDDEV and VARIANCE; the string so far for LISTAGG; ...). A batch is aggregated by DuckDB — with window functions for
-EMIT CHANGES, so every input row gets its group's running value, or with GROUP BY for
-EMIT FINAL — and merged with the state carried from earlier batches, which lives in a
-DuckDB table (`__state`) keyed by the group. COUNT(DISTINCT) also remembers each
-group's values (`__dstateN`), and LISTAGG the length each group has been given
-(`__lstateN`), which bounds its string (`limit_strings`). Results do not depend on where
-batches are cut.
+and M2 for STDDEV and VARIANCE; the string so far for LISTAGG; ...). A batch is
+aggregated by DuckDB — with window functions for EMIT CHANGES, so every input row gets
+its group's running value, or with GROUP BY for EMIT FINAL — and merged with the state
+carried from earlier batches, which lives in a DuckDB table (`__state`) keyed by the
+group. COUNT(DISTINCT) also remembers each group's values (`__dstateN`), and LISTAGG
+the length each group has been given (`__lstateN`), which bounds its string
+(`limit_strings`). Results do not depend on where batches are cut.
 
 This path runs every aggregate, any key and a time window (whose bounds are then part
 of the key); `running` and `final` are the faster paths for what they support.
