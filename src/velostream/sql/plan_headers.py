@@ -29,7 +29,7 @@ from velostream.sql.model import JobSpec
 
 __all__ = ["HEADER_FUNCTIONS", "check_header_reads", "plan_set_headers", "rewrite_header_reads"]
 
-HEADER_FUNCTIONS = frozenset({"header", "has_header", "header_keys", "set_header"})
+HEADER_FUNCTIONS = frozenset({"header", "has_header", "header_keys", "set_header", "remove_header"})
 _READS = ("header", "has_header", "header_keys")
 _SOURCES = frozenset({"kafka_source"})
 _SINKS = frozenset({"kafka_sink"})
@@ -83,6 +83,12 @@ def check_header_reads(tree: exp.Select, job: JobSpec, source: str) -> None:
     for call, name in _header_calls(tree):
         if name == "set_header":
             continue
+        if name == "remove_header":
+            raise PlanError(
+                "REMOVE_HEADER is not supported: select the headers to keep, as in "
+                "list_filter(_headers, lambda h: h.key <> 'k') AS _headers",
+                call.meta.get("start"),
+            )
         _key(call, name)
         kind = next((s.type for s in job.sources if s.name == source), None)
         if kind not in _SOURCES:

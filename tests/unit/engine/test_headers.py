@@ -135,6 +135,15 @@ def test_set_header_of_final_groups(sizes: int) -> None:
     assert [(r["k"], headers(r)) for r in rows] == [("a", [("n", b"2")]), ("b", [("n", b"2")])]
 
 
+def test_headers_dropped_by_list_filter_are_not_written() -> None:
+    rows = run(
+        "SELECT id, list_filter(_headers, lambda h: h.key <> 'trace') AS _headers, "
+        "SET_HEADER('x', 'y') AS x FROM t"
+    )
+    assert headers(rows[0]) == [("bin", b"\xff\x00"), ("x", b"y")]
+    assert headers(rows[3]) == [("it's", "é".encode()), ("x", b"y")]
+
+
 def test_set_header_over_groups_and_row_windows() -> None:
     rows = run(
         "SELECT k, SET_HEADER('count', COUNT(*)) AS c, LISTAGG(HEADER('trace'), '|') AS l "

@@ -114,6 +114,12 @@ INVALID: list[tuple[str, dict[str, object], str]] = [
     ("SELECT SET_HEADER('k', id) AS k FROM orders", {"sinks": ()}, "the job has no sink"),
     ("SELECT HEADER(id) FROM orders", {}, "must be a non-empty string literal"),
     (
+        "SELECT id, REMOVE_HEADER('ssn') AS r FROM orders",
+        {},
+        "REMOVE_HEADER is not supported: select the headers to keep, as in "
+        "list_filter(_headers, lambda h: h.key <> 'k') AS _headers",
+    ),
+    (
         "SELECT sym, HEADER('t') AS t FROM orders GROUP BY sym",
         {},
         "HEADER('t') in a GROUP BY query must be a group key (GROUP BY HEADER('t')) or inside "
