@@ -6,9 +6,11 @@ import duckdb
 
 from velostream.engine.aggregate import AggregateExecutor
 from velostream.engine.core import BatchOutput, Executor, StatelessExecutor, sandboxed_connection
+from velostream.engine.duckdb_aggregates import MAX_STRING_BYTES
 from velostream.engine.row_window import RowWindowExecutor
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import PlanKind, QueryPlan, parse_duration_ms
+from velostream.sql.size import parse_size_bytes
 
 __all__ = [
     "AggregateExecutor",
@@ -31,11 +33,15 @@ def build_executor(
             ooo = job.properties.get("watermark.max_out_of_orderness")
             ooo_ms = parse_duration_ms(ooo) if ooo else 0
         strategy = job.properties.get("late.data.strategy", job.late_data_strategy)
+        max_string = job.properties.get("listagg.max.bytes")
         return AggregateExecutor(
             plan,
             con,
             out_of_orderness_ms=ooo_ms,
             late_to_dead_letter=strategy.lower() == "dead_letter",
+            max_string_bytes=MAX_STRING_BYTES
+            if max_string is None
+            else parse_size_bytes(max_string),
         )
     if plan.kind == PlanKind.ROW_WINDOW:
         return RowWindowExecutor(plan, con)

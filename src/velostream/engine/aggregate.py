@@ -28,11 +28,16 @@ import pyarrow as pa
 from velostream.datasource.traits import BadRecord, SourceBatch
 from velostream.engine.core import BatchOutput, Executor, isolate_rows, with_row_numbers
 from velostream.engine.direct import picked_columns, renames
-from velostream.engine.duckdb_aggregates import DuckDBAggregates, describe, projection
+from velostream.engine.duckdb_aggregates import (
+    MAX_STRING_BYTES,
+    DuckDBAggregates,
+    describe,
+    projection,
+)
 from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
 from velostream.engine.tumbling import NO_WINDOW_STATE, TumblingWindows
-from velostream.errors import StateIncompatibleError
+from velostream.errors import ErrorKind, Stage, StateIncompatibleError
 from velostream.sql.planner import ARG, BATCH, KEY, ROW, QueryPlan
 
 __all__ = ["AggregateExecutor"]
@@ -52,6 +57,7 @@ class AggregateExecutor(Executor):
         *,
         out_of_orderness_ms: int = 0,
         late_to_dead_letter: bool = False,
+        max_string_bytes: int = MAX_STRING_BYTES,
     ) -> None:
         super().__init__(plan, con)
         self._windows = (
@@ -69,6 +75,7 @@ class AggregateExecutor(Executor):
             key_cols = [*TumblingWindows.KEY_COLUMNS, *key_cols]
         self._key_cols = key_cols
         self._duckdb = DuckDBAggregates(plan, self.con, key_cols)
+        self._duckdb.max_string_bytes = max_string_bytes
         # Without a time window, EMIT CHANGES runs on numpy (`running`) and EMIT FINAL
         # on Arrow's grouping (`final`) when the aggregates and types allow; decided on
         # the first batch, kept in snapshots. Otherwise ("sql") the state is in DuckDB.
@@ -129,6 +136,13 @@ class AggregateExecutor(Executor):
         if self._windows is not None:
             pre, more_bad, late, dropped = self._windows.assign(pre, batch.refs)
             bad.extend(more_bad)
+        pre, refused = self._duckdb.limit_strings(pre)
+        bad.extend(
+            BadRecord(
+                batch.refs.raw(rn), batch.refs.ref(rn), why, ErrorKind.RESOURCE, Stage.PROCESS
+            )
+            for rn, why in sorted(refused.items())
+        )
         if self._mode == "sql":
             out = self._process_sql(pre)
         elif self.plan.emit == "CHANGES":

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, RecordRefs, SourceBatch
+from velostream.engine.headers import with_headers
 from velostream.errors import (
     ErrorKind,
     QueryExecutionError,
@@ -110,7 +111,7 @@ class Executor(ABC):
         return None
 
     def _apply_limit(self, table: pa.Table) -> pa.Table:
-        table = normalize_output(table)
+        table = with_headers(normalize_output(table), self.plan.set_headers, self.con)
         limit = self.plan.limit
         if limit is None:
             return table

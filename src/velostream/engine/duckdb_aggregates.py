@@ -1,11 +1,13 @@
 """GROUP BY on DuckDB: the partials of each group in a table, merged batch by batch.
 
 Each aggregate keeps *partials* per group (count; sum; sum and count for AVG; n, mean
-and M2 for STDDEV; ...). A batch is aggregated by DuckDB — with window functions for
-EMIT CHANGES, so every input row gets its group's running value, or with GROUP BY for
-EMIT FINAL — and merged with the state carried from earlier batches, which lives in a
-DuckDB table (`__state`) keyed by the group. COUNT(DISTINCT) also remembers each
-group's values (`__dstateN`). Results do not depend on where batches are cut.
+and M2 for STDDEV and VARIANCE; the string so far for LISTAGG; ...). A batch is
+aggregated by DuckDB — with window functions for EMIT CHANGES, so every input row gets
+its group's running value, or with GROUP BY for EMIT FINAL — and merged with the state
+carried from earlier batches, which lives in a DuckDB table (`__state`) keyed by the
+group. COUNT(DISTINCT) also remembers each group's values (`__dstateN`), and LISTAGG
+the length each group has been given (`__lstateN`), which bounds its string
+(`limit_strings`). Results do not depend on where batches are cut.
 
 This path runs every aggregate, any key and a time window (whose bounds are then part
 of the key); `running` and `final` are the faster paths for what they support.
@@ -18,14 +20,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from velostream.engine.core import check_columns
 from velostream.sql.planner import ARG, ROW, AggregateCall, QueryPlan
 
-__all__ = ["STATE_TABLE", "DuckDBAggregates", "describe", "projection"]
+__all__ = ["MAX_STRING_BYTES", "STATE_TABLE", "DuckDBAggregates", "describe", "projection"]
 
 STATE_TABLE = "__state"
+MAX_STRING_BYTES = 1 << 20
+"""Default bound of one group's LISTAGG/STRING_AGG value (UTF-8 bytes, separators in)."""
 _PRE = "__pre"
 _SEEN = "__seen"
 
@@ -74,7 +79,7 @@ def _partials(call: AggregateCall, int_arg: bool) -> list[_Partial]:
     if call.func in ("min", "max"):
         f, pick = ("MIN", "LEAST") if call.func == "min" else ("MAX", "GREATEST")
         return [_Partial(p + "m", f"{f}({a}){w}", f"{f}({a})", f"{pick}(s.{p}m, b.{p}m)")]
-    if call.func in ("stddev", "stddev_pop"):
+    if call.func in ("stddev", "stddev_pop", "variance", "var_pop"):
         sn, bn = f"COALESCE(s.{p}n, 0)", f"COALESCE(b.{p}n, 0)"
         mean = (
             f"CASE WHEN {sn} = 0 THEN b.{p}mean WHEN {bn} = 0 THEN s.{p}mean "
@@ -95,6 +100,20 @@ def _partials(call: AggregateCall, int_arg: bool) -> list[_Partial]:
                 f"VAR_POP({x}) * COUNT({x})",
                 m2,
             ),
+        ]
+    if call.func == "string_agg":
+        # In arrival order: the window is ordered by it, the grouped aggregate too.
+        sep = sql_string(_separator(call))
+        x = f"CAST({a} AS VARCHAR)"
+        sv, bv = f"s.{p}v", f"b.{p}v"
+        return [
+            _Partial(
+                p + "v",
+                f"STRING_AGG({x}, {sep}){w}",
+                f"STRING_AGG({x}, {sep} ORDER BY {ROW})",
+                f"CASE WHEN {sv} IS NULL THEN {bv} WHEN {bv} IS NULL THEN {sv} "
+                f"ELSE {sv} || {sep} || {bv} END",
+            )
         ]
     if call.func == "first_value":
         return [
@@ -132,12 +151,32 @@ def _final(call: AggregateCall) -> str:
             return f"CASE WHEN {p}n > 1 THEN SQRT(GREATEST({p}m2, 0) / ({p}n - 1)) END"
         case "stddev_pop":
             return f"CASE WHEN {p}n > 0 THEN SQRT(GREATEST({p}m2, 0) / {p}n) END"
+        case "variance":
+            return f"CASE WHEN {p}n > 1 THEN GREATEST({p}m2, 0) / ({p}n - 1) END"
+        case "var_pop":
+            return f"CASE WHEN {p}n > 0 THEN GREATEST({p}m2, 0) / {p}n END"
         case _:
             return f"{p}v"
 
 
+def _separator(call: AggregateCall) -> str:
+    return "," if call.separator is None else call.separator
+
+
+def _length_sql(x: str, sep: int) -> str:
+    """What a value `x` adds to its LISTAGG: its UTF-8 bytes and a separator's `sep`."""
+    return f"CASE WHEN {x} IS NULL THEN 0 ELSE strlen(CAST({x} AS VARCHAR)) + {sep} END"
+
+
+def sql_string(text: str) -> str:
+    """`text` as a SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def describe(call: AggregateCall) -> str:
     """An aggregate as SQL, for a state's shape and its error messages."""
+    if call.func == "string_agg":
+        return f"LISTAGG({call.arg}, {sql_string(_separator(call))})"
     if call.func == "count_star":
         return "COUNT(*)"
     if call.func == "count_distinct":
@@ -172,10 +211,16 @@ class DuckDBAggregates:
         self.has_state = False
         self._partials: list[_Partial] | None = None
         self._distinct = [c for c in plan.aggregates if c.func == "count_distinct"]
+        self._strings = [c for c in plan.aggregates if c.func == "string_agg"]
+        self.max_string_bytes = MAX_STRING_BYTES
 
     @property
     def _tables(self) -> list[str]:
-        return [STATE_TABLE, *(f"__dstate{c.index}" for c in self._distinct)]
+        return [
+            STATE_TABLE,
+            *(f"__dstate{c.index}" for c in self._distinct),
+            *(f"__lstate{c.index}" for c in self._strings),
+        ]
 
     def _match(self, left: str, right: str) -> str:
         return " AND ".join(f"{left}.{k} IS NOT DISTINCT FROM {right}.{k}" for k in self.key_cols)
@@ -286,6 +331,57 @@ class DuckDBAggregates:
             con.execute(f"INSERT INTO {d} SELECT {keys}, {a} FROM {_PRE} WHERE __new{call.index}")
         return pre
 
+    def limit_strings(self, pre: pa.Table) -> tuple[pa.Table, dict[int, str]]:
+        """`pre` less the rows that would take a group's LISTAGG past `max_string_bytes`.
+
+        A group's *attempted* length (`__lstateN.n`: every non-NULL value it was given,
+        each with a separator) is kept whether or not its rows were taken; a row is
+        refused when the attempted length up to and including it is over the bound. So
+        the value that overflows a group, and every later non-NULL value of the group,
+        are refused (returned by `__rn` with the reason), wherever the batches are cut.
+        """
+        if not self._strings or pre.num_rows == 0:
+            return pre, {}
+        con, keys, limit = self.con, ", ".join(self.key_cols), self.max_string_bytes
+        refused: dict[int, str] = {}
+        con.register(_PRE, pre)
+        try:
+            for call in self._strings:
+                a, table = ARG.format(call.index), f"__lstate{call.index}"
+                sep = len(_separator(call).encode())
+                con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} AS SELECT {keys}, "
+                    f"CAST(0 AS BIGINT) AS n FROM {_PRE} LIMIT 0"
+                )
+                pkeys = ", ".join(f"p.{k}" for k in self.key_cols)
+                running = (
+                    f"SUM({_length_sql('p.' + a, sep)}) OVER (PARTITION BY {pkeys} "
+                    f"ORDER BY p.{ROW} ROWS UNBOUNDED PRECEDING)"
+                )
+                rows = con.sql(
+                    f"SELECT {ROW} FROM (SELECT p.{ROW}, p.{a} IS NOT NULL AS has, "
+                    f"COALESCE(l.n, 0) + {running} - {sep} AS total FROM {_PRE} p "
+                    f"LEFT JOIN {table} l ON {self._match('p', 'l')}) WHERE has AND total > {limit}"
+                ).fetchall()
+                reason = (
+                    f"{describe(call)} of this row's group would exceed {limit} bytes "
+                    "(listagg.max.bytes); the row is refused, and so is every later "
+                    "non-NULL value of the group"
+                )
+                refused.update((int(rn), reason) for (rn,) in rows)
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {table} AS SELECT {keys}, SUM(n) AS n FROM "
+                    f"(SELECT {keys}, n FROM {table} UNION ALL BY NAME SELECT {keys}, "
+                    f"SUM({_length_sql(a, sep)}) AS n FROM {_PRE} GROUP BY {keys}) "
+                    f"GROUP BY {keys}"
+                )
+        finally:
+            con.unregister(_PRE)
+        if not refused:
+            return pre, refused
+        keep = ~np.isin(pre.column(ROW).to_numpy(), np.fromiter(refused, dtype=np.int64))
+        return pre.filter(pa.array(keep)), refused
+
     # --- emitting -----------------------------------------------------------------
 
     def take(self, where: str, order: str) -> pa.Table:
@@ -326,6 +422,10 @@ class DuckDBAggregates:
                 state.get(f"__dstate{call.index}"),
                 [*self.key_cols, "v"],
             )
+        for call in self._strings:
+            table = state.get(f"__lstate{call.index}")
+            if table is not None:
+                check_columns(f"lengths of {describe(call)}", table, [*self.key_cols, "n"])
 
     def snapshot(self) -> dict[str, pa.Table]:
         """The tables, by name (none before the first merge)."""

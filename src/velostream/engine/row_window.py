@@ -8,9 +8,10 @@ Semantics. A row's value is computed once, when it is final, over its *frame*: t
 of its partition the buffer holds at that moment, *sorted by the ORDER BY of its
 OVER (...)*, ties in arrival order (without ORDER BY: in arrival order).
 
-- LAG, ROW_NUMBER, RANK, DENSE_RANK and running SUM/AVG/MIN/MAX/COUNT are final when
-  the row arrives; the frame is the last N rows of its partition, itself included (for
-  LAG(x, N), the N rows before it and itself). LAG(x, k) is the row k places before it
+- LAG, ROW_NUMBER, RANK, DENSE_RANK and running SUM/AVG/MIN/MAX/COUNT and
+  STDDEV/VARIANCE (sample and population) are final when the row arrives; the frame is
+  the last N rows of its partition, itself included (for LAG(x, N), the N rows before
+  it and itself). LAG(x, k) is the row k places before it
   in the sorted frame; SUM etc. run over the rows that sort up to it; RANK/DENSE_RANK
   rank its ORDER BY value among the frame's. ROW_NUMBER counts the whole partition: the
   rows that have left the buffer, plus its place in the sorted frame (in arrival

@@ -421,6 +421,10 @@ def _aggregate_sql(call: AggregateCall) -> str:
             return f"STDDEV_SAMP(CAST({a} AS DOUBLE))"
         case "stddev_pop":
             return f"STDDEV_POP(CAST({a} AS DOUBLE))"
+        case "variance" | "var_pop":
+            return f"{'VAR_SAMP' if call.func == 'variance' else 'VAR_POP'}(CAST({a} AS DOUBLE))"
+        case "string_agg":  # any value, as its text
+            return f"STRING_AGG(CAST({a} AS VARCHAR), ',')"
         case "first_value":
             return f"FIRST({a})"
         case "last_value":

@@ -23,6 +23,7 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import TokenType
 
 from velostream.errors import PlanError
+from velostream.sql.plan_headers import HEADER_FUNCTIONS
 from velostream.sql.sandbox import FORBIDDEN_FUNCTIONS
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 # Functions of the dialect that the planner rewrites; DuckDB never sees them.
 _OWN_FUNCTIONS = frozenset({"tumble_start", "tumble_end"})
 # Standard names the planner rewrites to DuckDB's (plan_sql.standard_functions).
-_REWRITTEN_FUNCTIONS = frozenset({"json_query"})
+_REWRITTEN_FUNCTIONS = frozenset({"json_query"}) | HEADER_FUNCTIONS
 # A ',' directly before one of these leaves an empty item, which sqlglot (and DuckDB's
 # friendly SQL) silently drop: `SELECT id, FROM src` has lost a column, or had one too many.
 _AFTER_LAST_ITEM = {

@@ -68,6 +68,8 @@ class AggregateCall:
     func: str
     arg: str | None
     distinct: bool = False
+    separator: str | None = None
+    """LISTAGG/STRING_AGG's separator (a literal)."""
 
     @property
     def column(self) -> str:
@@ -164,6 +166,8 @@ class QueryPlan:
     for isolating failing rows."""
     stars: list[Star] = field(default_factory=list)
     """The `*` items of `select_sql` (each written there as `*`), in order."""
+    set_headers: list[tuple[str, str]] = field(default_factory=list)
+    """(Kafka header key, output column) of each `SET_HEADER` item (`plan_headers`)."""
 
     def select_list(self, columns: Iterable[str], hidden: Iterable[str] = ()) -> str:
         """`select_sql` joined, each `*` made for a table of `columns` (`Star.sql`)."""

@@ -61,10 +61,13 @@ _SUPPORTED_AGGS: dict[type[exp.Expr], str] = {
     exp.Stddev: "stddev",
     exp.StddevSamp: "stddev",
     exp.StddevPop: "stddev_pop",
+    exp.Variance: "variance",
+    exp.VariancePop: "var_pop",
     exp.FirstValue: "first_value",
     exp.LastValue: "last_value",
     exp.First: "first_value",
     exp.Last: "last_value",
+    exp.GroupConcat: "string_agg",
 }
 
 
@@ -186,7 +189,8 @@ def plan_aggregate(
         if isinstance(node, exp.AggFunc):
             raise PlanError(
                 f"aggregate {to_sql(node)} is not supported (supported: COUNT(*), COUNT, "
-                "COUNT(DISTINCT), SUM, AVG, MIN, MAX, STDDEV, STDDEV_POP, FIRST_VALUE, LAST_VALUE)"
+                "COUNT(DISTINCT), SUM, AVG, MIN, MAX, STDDEV, STDDEV_POP, VARIANCE, VAR_POP, "
+                "FIRST_VALUE, LAST_VALUE, LISTAGG/STRING_AGG)"
             )
         return node
 
@@ -248,7 +252,30 @@ def plan_aggregate(
     )
 
 
+def _separator(node: exp.Expr) -> str:
+    """LISTAGG/STRING_AGG's separator: a string literal, ',' when left out."""
+    if isinstance(node.this, exp.Order):
+        raise PlanError(
+            f"{to_sql(node)}: LISTAGG/STRING_AGG concatenate in arrival order; ORDER BY "
+            "(or WITHIN GROUP) is not supported: write LISTAGG(x, ',')",
+            start_of(node),
+        )
+    extra = [k for k, v in node.args.items() if v and k not in ("this", "separator")]
+    if extra:
+        raise PlanError(f"{to_sql(node)} is not supported: write LISTAGG(x, ',')", start_of(node))
+    separator = node.args.get("separator")
+    if separator is None:
+        return ","
+    if not (isinstance(separator, exp.Literal) and separator.is_string):
+        raise PlanError(
+            f"the separator of {to_sql(node)} must be a string literal, as in LISTAGG(x, ', ')",
+            start_of(node),
+        )
+    return str(separator.this)
+
+
 def _register_aggregate(node: exp.Expr, func: str, aggregates: list[AggregateCall]) -> str:
+    separator = _separator(node) if func == "string_agg" else None
     arg_node = node.this
     distinct = isinstance(arg_node, exp.Distinct)
     if distinct:
@@ -269,9 +296,11 @@ def _register_aggregate(node: exp.Expr, func: str, aggregates: list[AggregateCal
     if distinct:
         func = "count_distinct"
     for existing in aggregates:
-        if existing.func == func and existing.arg == arg:
+        if existing.func == func and existing.arg == arg and existing.separator == separator:
             return existing.column
-    call = AggregateCall(index=len(aggregates), func=func, arg=arg, distinct=distinct)
+    call = AggregateCall(
+        index=len(aggregates), func=func, arg=arg, distinct=distinct, separator=separator
+    )
     aggregates.append(call)
     return call.column
 

@@ -26,7 +26,14 @@ _ROW_FUNCS = {
     exp.Min: "min",
     exp.Max: "max",
     exp.Count: "count",
+    exp.Stddev: "stddev_samp",
+    exp.StddevSamp: "stddev_samp",
+    exp.StddevPop: "stddev_pop",
+    exp.Variance: "var_samp",
+    exp.VariancePop: "var_pop",
 }
+# Aggregates over the frame: one argument, `COUNT(*)` the only star.
+_FRAME_AGGREGATES = frozenset(_ROW_FUNCS.values()) - {"lag", "lead", "row_number"}
 _RANKS = {"RANK": "rank", "DENSE_RANK": "dense_rank"}
 _ROW_FUNCTION_TYPES = (exp.Lag, exp.Lead, exp.RowNumber, exp.Rank, exp.DenseRank)
 
@@ -84,7 +91,7 @@ def plan_row_window(
             raise PlanError(f"{to_sql(func_node)} is not supported over a row window")
         arg = offset_sql = default_sql = None
         offset = 1
-        if name in ("lag", "lead", "sum", "avg", "min", "max", "count"):
+        if name in ("lag", "lead") or name in _FRAME_AGGREGATES:
             this = func_node.this
             if isinstance(this, exp.Star) and name != "count":
                 raise PlanError(f"{name.upper()}(*) is not valid")

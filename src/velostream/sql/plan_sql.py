@@ -8,6 +8,7 @@ from sqlglot import exp
 
 from velostream.errors import PlanError
 from velostream.sql.plan import SYSTEM_COLUMNS, Star
+from velostream.sql.plan_headers import rewrite_header_reads
 
 __all__ = [
     "blank",
@@ -88,8 +89,10 @@ def standard_functions(tree: exp.Expr) -> None:
 
     `JSON_VALUE(doc, path)` is the scalar at `path` as text (`buy`, not DuckDB's JSON
     text `"buy"`), NULL for an object, an array or no value; `JSON_QUERY(doc, path)` is
-    the JSON fragment at `path` (DuckDB's `json_extract`).
+    the JSON fragment at `path` (DuckDB's `json_extract`). Kafka header reads become
+    list functions over `_headers` (`plan_headers`).
     """
+    rewrite_header_reads(tree)
     for call in list(tree.find_all(exp.Anonymous)):
         name = str(call.name).lower()
         if name == "json_value" and len(call.expressions) == 2:

@@ -49,6 +49,7 @@ from velostream.sql.plan import (
     TumblingWindow,
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
+from velostream.sql.plan_headers import check_header_reads, plan_set_headers
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
     blank,
@@ -160,6 +161,8 @@ def plan_job(job: JobSpec) -> QueryPlan:
     unqualify(tree, source)
     check_engine_names(tree)
     check_stars(tree)
+    check_header_reads(tree, job, source)
+    set_headers = plan_set_headers(tree, job)
     standard_functions(tree)
     window = None
     if window_kind is not None:
@@ -224,6 +227,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
                 plan.select_sql.append(f"{to_sql(unalias(item))} AS {quote(output_name(item, i))}")
                 plan.output_columns.append(output_name(item, i))
     plan.casts = _collect_casts(tree)
+    plan.set_headers = set_headers
     check_planned_sql(_planned_sql(plan), tree)
     return plan
 

@@ -61,6 +61,7 @@ _JOB_KEYS = frozenset({"failure_strategy", "max_retries", "retry_backoff_ms", "b
     "late.data.strategy",
     "job.memory.limit",
     "job.batch.timeout",
+    "listagg.max.bytes",
 }
 # ---------------------------------------------------------------------------
 # WITH ( ... )
@@ -310,6 +311,8 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
     for key in values:
         if key not in _JOB_KEYS and not key.startswith("dlq."):
             warn(settings.at(key), _unknown_job_key(key))
+    if check.size("listagg.max.bytes") == 0:  # read by the engine from the properties
+        check.problem("listagg.max.bytes", "listagg.max.bytes must be above zero")
     return JobSettings(
         properties=values,
         failure_strategy=FailureStrategy(strategy) if strategy else None,

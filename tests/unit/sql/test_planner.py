@@ -212,7 +212,27 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
         "aggregate MEDIAN(price) is not supported (supported: COUNT(*), COUNT",
     ),
     ("SELECT MEDIAN(price) FROM trades", None, "aggregate MEDIAN(price) is not supported"),
-    ("SELECT sym, STRING_AGG(sym, ',') FROM trades GROUP BY sym", None, "is not supported"),
+    ("SELECT sym, ARRAY_AGG(sym) FROM trades GROUP BY sym", None, "is not supported"),
+    (
+        "SELECT sym, STRING_AGG(sym, ',' ORDER BY id) FROM trades GROUP BY sym",
+        None,
+        "concatenate in arrival order; ORDER BY (or WITHIN GROUP) is not supported",
+    ),
+    (
+        "SELECT sym, LISTAGG(sym, ',') WITHIN GROUP (ORDER BY id) FROM trades GROUP BY sym",
+        None,
+        "Unknown ordered aggregate",  # DuckDB's parser
+    ),
+    (
+        "SELECT sym, LISTAGG(id, sym) FROM trades GROUP BY sym",
+        None,
+        "must be a string literal, as in LISTAGG(x, ', ')",
+    ),
+    (
+        "SELECT sym, STRING_AGG(DISTINCT sym, ',') FROM trades GROUP BY sym",
+        None,
+        "DISTINCT is only supported in COUNT(DISTINCT x)",
+    ),
     (
         "SELECT SUM(DISTINCT qty) FROM trades",
         None,
