@@ -7,6 +7,7 @@ import duckdb
 from velostream.engine.aggregate import AggregateExecutor
 from velostream.engine.core import BatchOutput, Executor, StatelessExecutor, sandboxed_connection
 from velostream.engine.row_window import RowWindowExecutor
+from velostream.engine.union import UnionExecutor
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import PlanKind, QueryPlan, parse_duration_ms
 
@@ -16,6 +17,7 @@ __all__ = [
     "Executor",
     "RowWindowExecutor",
     "StatelessExecutor",
+    "UnionExecutor",
     "build_executor",
     "sandboxed_connection",
 ]
@@ -37,6 +39,8 @@ def build_executor(
             out_of_orderness_ms=ooo_ms,
             late_to_dead_letter=strategy.lower() == "dead_letter",
         )
+    if plan.kind == PlanKind.UNION:
+        return UnionExecutor(plan, con)
     if plan.kind == PlanKind.ROW_WINDOW:
         return RowWindowExecutor(plan, con)
     return StatelessExecutor(plan, con)
