@@ -98,6 +98,7 @@ def test_velo_sql_validate_refuses_branches_whose_types_differ(tmp_path: Path) -
     assert result.returncode != 0
     output = " ".join((result.stdout + result.stderr).split())
     assert "UNION ALL column price is DOUBLE FROM a but VARCHAR FROM b: CAST one of them" in output
+    assert "statement 1 (merged) at 6:1:" in output  # at the branch that differs
 
 
 # --- SIGKILL mid-job, restart ------------------------------------------------------------

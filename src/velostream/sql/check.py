@@ -98,10 +98,11 @@ def check_application(
 
 def _bind_union(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> None:
     """Bind each UNION ALL branch to its source, then check their columns agree."""
-    typed = {}
+    typed, offsets = {}, {}
     for sql, branch in zip(union_branches(job.select_sql), plan.branches, strict=True):
         schema = schemas(job, branch.source)
         bind_job(branch_job(job, sql), branch, schema)
+        offsets[branch.source] = len(sql) - len(sql.lstrip())
         if schema is not None and schema.typed:
             typed[branch.source] = schema.columns
-    check_union_types(plan, typed)
+    check_union_types(plan, typed, offsets)

@@ -179,12 +179,16 @@ def _check_names(first: QueryPlan, plan: QueryPlan, number: int, offset: int) ->
         )
 
 
-def check_union_types(plan: QueryPlan, schemas: Mapping[str, pa.Schema]) -> None:
+def check_union_types(
+    plan: QueryPlan, schemas: Mapping[str, pa.Schema], offsets: Mapping[str, int] | None = None
+) -> None:
     """Check every branch yields the same column names and types over its source's schema.
 
     `schemas` maps a branch's source to its sampled `pyarrow.Schema` where the types are
     known (typed samples only); a branch whose source's types are unknown is not judged.
+    `offsets` (by source) place an error at the branch that differs from the first.
     """
+    at = offsets or {}
     known: list[tuple[QueryPlan, list[tuple[str, str]]]] = []
     con = checking_connection(threads=1)
     try:
@@ -215,11 +219,13 @@ def check_union_types(plan: QueryPlan, schemas: Mapping[str, pa.Schema]) -> None
             raise PlanError(
                 f"UNION ALL branches must produce the same columns in the same order: FROM "
                 f"{first.source} gives {', '.join(n for n, _ in first_columns)}; FROM "
-                f"{branch.source} gives {', '.join(n for n, _ in columns)} (rename with AS)"
+                f"{branch.source} gives {', '.join(n for n, _ in columns)} (rename with AS)",
+                at.get(branch.source),
             )
         for (name, kind), (_, other) in zip(first_columns, columns, strict=True):
             if kind != other:
                 raise PlanError(
                     f"UNION ALL column {name} is {kind} FROM {first.source} but {other} FROM "
-                    f"{branch.source}: CAST one of them so the types agree"
+                    f"{branch.source}: CAST one of them so the types agree",
+                    at.get(branch.source),
                 )
