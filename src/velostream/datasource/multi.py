@@ -89,12 +89,14 @@ class MultiSource(Source):
         idle: SourceBatch | None = None
         for _ in range(count):
             index = self._next
-            self._next = (index + 1) % count
             if index in self._ended:
+                self._next = (index + 1) % count
                 continue
             source = self.sources[index]
             self._focus = index
+            # A read that raises leaves the turn with this source: its retry reads it again.
             batch = source.read_batch(max_records)
+            self._next = (index + 1) % count
             if batch is None:
                 self._ended.add(index)
                 _log.info("source %r ended (%d of %d)", source.name, len(self._ended), count)
@@ -163,6 +165,16 @@ class MultiSource(Source):
         batch = found.decode_records(records)
         batch.source = found.name
         return batch
+
+    def message(self, ref: str) -> Any:
+        """The key and headers of a recent message by its ref (Kafka sources, for a dead
+        letter sent to a Kafka DLQ); None when no source knows it."""
+        for source in self.sources:
+            lookup = getattr(source, "message", None)
+            found = lookup(ref) if lookup is not None else None
+            if found is not None:
+                return found
+        return None
 
     def _parts(self, position: Any) -> list[tuple[Source, Any]]:
         parts = position if isinstance(position, dict) else {}

@@ -138,3 +138,35 @@ def test_dead_letters_are_decoded_by_the_source_they_name() -> None:
         source.decode_for("c", [b"{}"])
     with pytest.raises(NotImplementedError):
         source.decode_records([b"{}"])
+
+
+class FailingOnce(MemorySource):
+    def __init__(self, name: str, data: list[dict[str, Any]]) -> None:
+        super().__init__(name, data=[data])
+        self.failures = 1
+
+    def read_batch(self, max_records: int) -> SourceBatch | None:
+        if self.failures:
+            self.failures -= 1
+            raise OSError(f"{self.name}: connection reset")
+        return super().read_batch(max_records)
+
+
+def test_a_failed_read_keeps_the_turn_so_its_retry_reads_the_same_source() -> None:
+    source = MultiSource([MemorySource("a", data=[rows(0, 4)]), FailingOnce("b", rows(100, 104))])
+    assert ids(source.read_batch(2)) == [0, 1]
+    with pytest.raises(OSError, match="b: connection reset"):
+        source.read_batch(2)
+    assert source.name == "b"  # the error names the source it came from
+    again = source.read_batch(2)
+    assert again is not None and again.source == "b" and ids(again) == [100, 101]
+
+
+def test_a_message_is_looked_up_in_the_source_that_knows_it() -> None:
+    class Known(MemorySource):
+        def message(self, ref: str) -> tuple[bytes, list[tuple[str, bytes]]] | None:
+            return (b"key", []) if ref == "t/0/5" else None
+
+    source = MultiSource([MemorySource("a"), Known("b")])
+    assert source.message("t/0/5") == (b"key", [])
+    assert source.message("t/0/6") is None

@@ -229,3 +229,72 @@ def test_a_union_of_a_kafka_and_a_file_source_is_refused_in_transactional_mode(
     )
     with pytest.raises(ConfigurationError, match=r"a \(checkpoint\), b \(kafka_offsets\)"):
         h.deploy(sql)  # refused at deploy: no job starts
+
+
+def test_dead_letters_of_both_sources_replay_through_their_own_branch(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    a = write_jsonl(tmp_path / "a.jsonl", poison_lines(12))
+    b = write_jsonl(tmp_path / "b.jsonl", poison_lines(12))
+    out = tmp_path / "out.jsonl"
+
+    def select(cast: str) -> str:
+        return " UNION ALL ".join(
+            f"SELECT id, {cast} AS n, '{name}' AS origin FROM {name}" for name in ("a", "b")
+        )
+
+    strict = select("CAST(v AS INTEGER)")
+    lenient = select("COALESCE(TRY_CAST(v AS INTEGER), CAST(substr(v, 2) AS INTEGER))")
+    run_to_end(h, union_sql(a, b, out, select=strict))
+    dead = h.client.get("/jobs/out/dlq").json()["letters"]
+    assert sorted((d["source"], d["stage"]) for d in dead) == sorted(
+        (s, stage) for s in ("a", "b") for stage in ("deserialize",) * 2 + ("process",) * 2
+    )
+    run_to_end(h, union_sql(a, b, out, select=lenient, version="2"))
+
+    cast_ids = [d["id"] for d in dead if d["stage"] == "process"]
+    response = h.client.post("/jobs/out/dlq/replay", json={"ids": cast_ids})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["rows_out"] == 4
+    replayed = read_jsonl(out)[-4:]
+    assert sorted((r["origin"], r["id"], r["n"]) for r in replayed) == sorted(
+        (s, i, i) for s in ("a", "b") for i in BAD_CAST
+    )
+
+
+def test_a_read_failure_names_its_source_and_is_retried_on_that_source(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    b = write_jsonl(tmp_path / "b.jsonl", lines(100, 104))
+    sql = union_sql(b, b, tmp_path / "out.jsonl", strategy="RetryWithBackoff")
+    sql = sql.replace(
+        f"'a.type' = 'file_source',\n    'a.path' = '{b}',\n    'a.format' = 'jsonl'",
+        "'a.type' = 'memory_source',\n    'a.fail_reads' = '2',\n"
+        """    'a.rows' = '[{"id": 1, "v": 1}, {"id": 2, "v": 2}]'""",
+    ).replace("'batch.size' = '4'", "'batch.size' = '4',\n    'retry_backoff_ms' = '1'")
+    status = run_to_end(h, sql)
+    assert status["per_source"]["a"]["records_in"] == 2
+    assert status["per_source"]["b"]["records_in"] == 4
+    groups = h.catalog("source", job="out")
+    assert len(groups) == 1 and groups[0]["count"] == 2
+    assert groups[0]["message"].startswith("reading a: source 'a': connection refused")
+
+
+def test_a_union_with_an_unbounded_source_runs_on_after_the_bounded_one_ends(
+    harness: Harness, tmp_path: Path
+) -> None:
+    h = harness
+    b = write_jsonl(tmp_path / "b.jsonl", lines(100, 104))
+    sql = union_sql(b, b, tmp_path / "out.jsonl").replace(
+        f"'a.type' = 'file_source',\n    'a.path' = '{b}',\n    'a.format' = 'jsonl'",
+        "'a.type' = 'memory_source',\n    'a.bounded' = 'false',\n"
+        """    'a.rows' = '[{"id": 1, "v": 1}]'""",
+    )
+    h.deploy(sql)
+    h.wait_for(lambda: h.status("out")["records_in"] == 5, what="both sources read")
+    assert h.state("out") == "running"  # b has ended; a is unbounded
+    h.server.stop("out")
+    assert h.wait_state("out", "stopped")["records_out"] == 1 + 2

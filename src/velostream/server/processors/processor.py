@@ -69,7 +69,8 @@ _log = logging.getLogger("velostream.processor")
 
 
 class JobProcessor:
-    """Runs one job from its source to its sinks; errors never vanish."""
+    """Runs one job from its source (several: a `MultiSource`) to its sinks; errors never
+    vanish."""
 
     def __init__(
         self,
