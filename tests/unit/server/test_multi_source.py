@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from tests.jobserver import BAD_CAST, BROKEN_JSON, Harness, poison_lines, read_jsonl, write_jsonl
-from velostream.errors import ConfigurationError
+from velostream.errors import SqlValidationError
 
 pytestmark = pytest.mark.usefixtures("faults")
 
@@ -227,8 +227,12 @@ def test_a_union_of_a_kafka_and_a_file_source_is_refused_in_transactional_mode(
         "'b.type' = 'kafka_source',\n    'b.bootstrap.servers' = '127.0.0.1:1',\n"
         "    'b.value.format' = 'json'",
     )
-    with pytest.raises(ConfigurationError, match=r"a \(checkpoint\), b \(kafka_offsets\)"):
-        h.deploy(sql)  # refused at deploy: no job starts
+    with pytest.raises(SqlValidationError) as refused:
+        h.deploy(sql)  # refused at validation: no job starts
+    [problem] = refused.value.problems
+    assert "statement out at 4:1: transactional mode needs every source" in problem
+    assert "a (checkpoint), b (kafka_offsets); read Kafka and files in separate jobs" in problem
+    assert h.server.list_jobs() == []
 
 
 def test_dead_letters_of_both_sources_replay_through_their_own_branch(
