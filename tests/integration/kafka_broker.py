@@ -274,13 +274,15 @@ def build_processor(
     checkpoints: Any = None,
     batch_size: int | None = None,
 ) -> Any:
-    """A `JobProcessor` for the first statement of `sql`, wired as the server wires it.
+    """A `JobProcessor` for the first statement of `sql`, wired as the server wires it
+    (a job reading several sources gets a `MultiSource` over them).
 
     The sink gets `key.columns` from the PRIMARY KEY; a job with `dlq.type = kafka`
     gets a `KafkaDeadLetterQueue` (else an in-memory one); transactional Kafka jobs
     get the Kafka transactional committer (the processor picks it by capability).
     """
     from velostream.datasource.kafka import KafkaSource
+    from velostream.datasource.multi import MultiSource
     from velostream.datasource.registry import connector_catalog, create_sink, create_source
     from velostream.dlq import MemoryDeadLetterQueue
     from velostream.dlq.kafka import kafka_dead_letter_queue
@@ -289,8 +291,8 @@ def build_processor(
 
     app = parse_application(sql, connectors=connector_catalog(), env={})
     job = app.jobs[0]
-    src = job.sources[0]
-    source = create_source(src.name, src.type, src.properties)
+    created = [create_source(src.name, src.type, src.properties) for src in job.sources]
+    source = created[0] if len(created) == 1 else MultiSource(created)  # UNION ALL
     sinks = []
     for spec in job.sinks:
         props = dict(spec.properties)
@@ -300,7 +302,7 @@ def build_processor(
     dlq: Any
     if job.properties.get("dlq.type") == "kafka":
         lookup = source if isinstance(source, KafkaSource) else None
-        dlq = kafka_dead_letter_queue(job.name, job.properties, [source, *sinks], lookup=lookup)
+        dlq = kafka_dead_letter_queue(job.name, job.properties, [*created, *sinks], lookup=lookup)
     else:
         dlq = MemoryDeadLetterQueue()
     processor = JobProcessor(

@@ -112,7 +112,16 @@ class JobInfo(BaseModel):
     mode: str
     failure_strategy: str
     deployed_at: float
-    source: str | None
+    source: str | None = Field(description="the first source (see `sources`)")
+    sources: list[str] = Field(
+        default_factory=list, description="every source the job reads (several: UNION ALL)"
+    )
+    per_source: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="a multi-source job's counts per source: records_in, records_out, "
+        "records_failed, late_records, dead_letters (each source's in = out or filtered + "
+        "failed + late)",
+    )
     sinks: list[str]
     records_in: int
     records_out: int

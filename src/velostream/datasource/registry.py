@@ -36,6 +36,7 @@ __all__ = [
     "register_sink",
     "register_source",
     "sink_types",
+    "source_class",
     "source_types",
 ]
 
@@ -158,8 +159,8 @@ def _deferred_check(target: str) -> OptionCheck:
     return check
 
 
-def create_source(name: str, type: str, properties: Mapping[str, str]) -> Source:
-    """Build the source called `name`; an unknown type names the valid ones."""
+def source_class(name: str, type: str) -> SourceClass:
+    """The class of the source called `name` of `type`; an unknown type names the valid ones."""
     key = _normalise(type)
     cls: SourceClass | None = _extra_sources.get(key)
     if cls is None:
@@ -170,7 +171,12 @@ def create_source(name: str, type: str, properties: Mapping[str, str]) -> Source
                 source=name,
             )
         cls = _resolve(target, key, name, Source)
-    return cls(name, properties)
+    return cls
+
+
+def create_source(name: str, type: str, properties: Mapping[str, str]) -> Source:
+    """Build the source called `name`; an unknown type names the valid ones."""
+    return source_class(name, type)(name, properties)
 
 
 def create_sink(name: str, type: str, properties: Mapping[str, str]) -> Sink:

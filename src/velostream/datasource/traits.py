@@ -88,6 +88,8 @@ class SourceBatch:
     refs: RecordRefs
     bad: list[BadRecord] = field(default_factory=list)
     position: Any = None
+    #: The source it was read from, in a job that reads several (`MultiSource`).
+    source: str | None = None
 
     @property
     def num_records(self) -> int:

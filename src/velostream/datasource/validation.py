@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from velostream.datasource.registry import connector_catalog
+from velostream.datasource.registry import connector_catalog, source_class
 from velostream.datasource.schema import sample_schema
 from velostream.errors import ConfigurationError, SqlValidationError
 from velostream.fsutil import PathRoots
 from velostream.sql import check
 from velostream.sql.bind import SchemaLookup, SourceSchema
-from velostream.sql.model import Application, JobSpec
+from velostream.sql.model import Application, JobMode, JobSpec
 
 __all__ = ["check_application"]
 
@@ -59,12 +59,34 @@ def check_application(
         roots=roots,
         schemas=_sampler(roots, notes),
     )
+    problems = list(_mixed_commits(app))
     if roots is not None:
-        problems = list(_outside(app, roots))
-        if problems:
-            found = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
-            raise SqlValidationError(f"{source_name}: {found} found", problems=problems)
+        problems += _outside(app, roots)
+    if problems:
+        found = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+        raise SqlValidationError(f"{source_name}: {found} found", problems=problems)
     return app
+
+
+def _mixed_commits(app: Application) -> Iterator[str]:
+    """Transactional jobs reading several sources whose positions commit differently
+    (Kafka offsets in the producer transaction, files in the checkpoint): refused."""
+    for job in app.jobs:
+        if job.job_mode != JobMode.TRANSACTIONAL or len(job.sources) < 2:
+            continue
+        try:
+            kinds = {
+                c.name: source_class(c.name, c.type).transaction_capability for c in job.sources
+            }
+        except ConfigurationError:
+            continue  # a type that cannot be loaded fails when the job starts, saying why
+        if len(set(kinds.values())) > 1:
+            listed = ", ".join(f"{name} ({kind.value})" for name, kind in kinds.items())
+            yield (
+                f"statement {job.name} at {job.position}: transactional mode needs every source "
+                f"of a job to commit its position the same way: {listed}; read Kafka and "
+                "files in separate jobs, or use job_mode simple"
+            )
 
 
 def _outside(app: Application, roots: PathRoots) -> Iterator[str]:

@@ -8,6 +8,7 @@ from velostream.engine.aggregate import AggregateExecutor
 from velostream.engine.core import BatchOutput, Executor, StatelessExecutor, sandboxed_connection
 from velostream.engine.duckdb_aggregates import MAX_STRING_BYTES
 from velostream.engine.row_window import RowWindowExecutor
+from velostream.engine.union import UnionExecutor
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import PlanKind, QueryPlan, parse_duration_ms
 from velostream.sql.size import parse_size_bytes
@@ -18,6 +19,7 @@ __all__ = [
     "Executor",
     "RowWindowExecutor",
     "StatelessExecutor",
+    "UnionExecutor",
     "build_executor",
     "sandboxed_connection",
 ]
@@ -43,6 +45,8 @@ def build_executor(
             if max_string is None
             else parse_size_bytes(max_string),
         )
+    if plan.kind == PlanKind.UNION:
+        return UnionExecutor(plan, con)
     if plan.kind == PlanKind.ROW_WINDOW:
         return RowWindowExecutor(plan, con)
     return StatelessExecutor(plan, con)

@@ -47,6 +47,7 @@ from velostream.observability.job_metrics import (
     JobCounters,
     JobFamilies,
 )
+from velostream.observability.source_metrics import SourceFamilies
 from velostream.observability.text import safe_text
 from velostream.observability.user_metrics import UserMetrics
 
@@ -236,6 +237,8 @@ class MetricsProvider:
 
         self.jobs = JobFamilies()
         self.registry.register(self.jobs)  # rendered apart by `exposition`, see job_metrics
+        self.sources = SourceFamilies()  # per source of a multi-source job
+        r.register(self.sources)
         self.active_jobs = Gauge("velo_active_jobs", "Jobs deployed and not finished", registry=r)
         self.build_info = Gauge(
             "velo_build_info",
@@ -414,6 +417,7 @@ class MetricsProvider:
         """Drop every series and buffer of an undeployed job."""
         with self._lock:
             self.jobs.remove(job)
+            self.sources.remove(job)
             self._job_buffers.pop(job, None)
             self.active_jobs.set(self._count_active())
         self.catalog.remove_job(job)

@@ -9,7 +9,9 @@ points at them; older directories are removed after the switch.
 
 A position means something only for the source it was read from, so a checkpoint also
 names its source (`source_identity`: the connector type and the properties that say
-what it reads), as Kafka Connect and Flink key source offsets by source.
+what it reads), as Kafka Connect and Flink key source offsets by source. A job that
+reads several sources (UNION ALL) keeps one position per source, each named
+(`Checkpoint.sources`; see server/processors/positions.py).
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class Checkpoint:
     """The source the position was read from (`source_identity`); None before it was kept."""
     sinks: dict[str, dict[str, str]] | None = None
     """What each sink of `sink_offsets` wrote to (`source_identity` of its config)."""
+    sources: dict[str, dict[str, str]] | None = None
+    """A multi-source job's sources by name (`source_identity`); its `position` is then
+    `{source name: position}`. None in a single-source job's checkpoint."""
 
 
 class CheckpointStore:
@@ -119,6 +124,7 @@ class CheckpointStore:
             state=self._load_state(job, doc.get("state")),
             source=_identity(doc.get("source")),
             sinks=_sink_identities(doc.get("sinks")),
+            sources=_sink_identities(doc.get("sources")),
         )
 
     def _state_dir(self, job: str, batches: int) -> Path:
@@ -192,6 +198,7 @@ class CheckpointStore:
                     "state": state,
                     "source": checkpoint.source,
                     "sinks": checkpoint.sinks,
+                    "sources": checkpoint.sources,
                 },
                 default=_encode,
             )

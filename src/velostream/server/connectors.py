@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from velostream.datasource.multi import MultiSource, sources_of
 from velostream.datasource.registry import create_sink, create_source
 from velostream.datasource.traits import Sink, Source
 from velostream.dlq import FileDeadLetterQueue
@@ -39,15 +40,18 @@ def _dead_letter_queue(job: JobSpec, source: Source, sinks: list[Sink], data_dir
     return kafka_dead_letter_queue(
         job.name,
         job.properties,
-        [source, *sinks],
+        [*sources_of(source), *sinks],
         lookup=source if hasattr(source, "message") else None,
         replayed_path=data_dir / "dlq" / f"{job.name}.kafka.replayed",
     )
 
 
 def job_connectors(job: JobSpec, data_dir: Path) -> tuple[Source, list[Sink], Any]:
-    """Create the job's source, sinks and dead-letter queue (no I/O beyond opening)."""
-    src = job.sources[0]
-    source = create_source(src.name, src.type, src.properties)
+    """Create the job's source, sinks and dead-letter queue (no I/O beyond opening).
+
+    A job reading several sources (UNION ALL) gets one `MultiSource` over them all.
+    """
+    created = [create_source(s.name, s.type, s.properties) for s in job.sources]
+    source = created[0] if len(created) == 1 else MultiSource(created)
     sinks = [create_sink(s.name, s.type, _sink_properties(job, s)) for s in job.sinks]
     return source, sinks, _dead_letter_queue(job, source, sinks, data_dir)

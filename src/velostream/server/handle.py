@@ -51,6 +51,11 @@ class JobHandle:
             "failure_strategy": self.spec.failure_strategy.value,
             "deployed_at": self.deployed_at,
             "source": self.spec.sources[0].name if self.spec.sources else None,
+            "sources": [s.name for s in self.spec.sources],
+            "per_source": {
+                name: counts.as_dict()
+                for name, counts in (self.processor.source_counts if self.processor else {}).items()
+            },
             "sinks": [s.name for s in self.spec.sinks],
             "records_in": stats.records_in if stats else 0,
             "records_out": stats.records_out if stats else 0,

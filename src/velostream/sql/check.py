@@ -12,7 +12,8 @@ from velostream.sql.bind import SchemaLookup, bind_job
 from velostream.sql.connectors import ConnectorCatalog
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
-from velostream.sql.planner import plan_job
+from velostream.sql.plan_union import branch_job, check_union_types, union_branches
+from velostream.sql.planner import PlanKind, QueryPlan, plan_job
 
 __all__ = ["check_application"]
 
@@ -79,7 +80,9 @@ def check_application(
     for index, job in enumerate(app.jobs, start=1):
         try:
             plan = plan_job(job)
-            if schemas is not None:
+            if schemas is not None and plan.kind == PlanKind.UNION:
+                _bind_union(job, plan, schemas)
+            elif schemas is not None:
                 bind_job(job, plan, schemas(job, plan.source))
         except PlanError as exc:
             at = _locate(job, exc.offset)
@@ -91,3 +94,15 @@ def check_application(
             problems=problems,
         )
     return app
+
+
+def _bind_union(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> None:
+    """Bind each UNION ALL branch to its source, then check their columns agree."""
+    typed, offsets = {}, {}
+    for sql, branch in zip(union_branches(job.select_sql), plan.branches, strict=True):
+        schema = schemas(job, branch.source)
+        bind_job(branch_job(job, sql), branch, schema)
+        offsets[branch.source] = len(sql) - len(sql.lstrip())
+        if schema is not None and schema.typed:
+            typed[branch.source] = schema.columns
+    check_union_types(plan, typed, offsets)

@@ -58,6 +58,7 @@ class PlanKind(StrEnum):
     STATELESS = "stateless"
     AGGREGATE = "aggregate"
     ROW_WINDOW = "row_window"
+    UNION = "union"
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,8 @@ class QueryPlan:
     """The `*` items of `select_sql` (each written there as `*`), in order."""
     set_headers: list[tuple[str, str]] = field(default_factory=list)
     """(Kafka header key, output column) of each `SET_HEADER` item (`plan_headers`)."""
+    branches: list[QueryPlan] = field(default_factory=list)
+    """A UNION ALL's branches (kind UNION), one stateless plan per source."""
 
     def select_list(self, columns: Iterable[str], hidden: Iterable[str] = ()) -> str:
         """`select_sql` joined, each `*` made for a table of `columns` (`Star.sql`)."""

@@ -63,6 +63,7 @@ from velostream.sql.plan_sql import (
     unalias,
     unqualify,
 )
+from velostream.sql.plan_union import is_union, plan_union
 from velostream.sql.sandbox import check_sandbox
 
 __all__ = [
@@ -135,6 +136,8 @@ def _limit(tree: exp.Select) -> int | None:
 
 def plan_job(job: JobSpec) -> QueryPlan:
     """Plan `job.select_sql`; raises PlanError naming what is unsupported."""
+    if is_union(job.select_sql):  # one stateless branch per source (plan_union)
+        return plan_union(job, plan_job)
     sql, window_kind, window_args = extract_window_clause(job.select_sql)
     buffer_sizes = [int(n) for n in _ROWS_BUFFER.findall(sql)]
     sql = _ROWS_BUFFER.sub(lambda m: blank(m.group()), sql)

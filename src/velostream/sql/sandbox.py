@@ -101,6 +101,12 @@ def check_sandbox(tree: exp.Expr, sources: set[str]) -> str:
         raise SandboxError("JOIN is not supported yet (planned: stream-table LEFT JOIN)")
     table = from_.this
     if isinstance(table, exp.Subquery | exp.Select):
+        if isinstance(table.this, exp.Union):
+            raise SandboxError(
+                "a UNION ALL in FROM is not supported: write SELECT ... FROM a UNION ALL "
+                "SELECT ... FROM b as the statement itself; to GROUP BY over it, write the "
+                "union to a sink in one statement and GROUP BY in a second one that reads it"
+            )
         raise SandboxError("subqueries in FROM are not supported")
     if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier):
         raise SandboxError(

@@ -2,7 +2,8 @@
 
 Simple mode commits at-least-once whatever the source. Transactional mode asks the
 source how its position can commit with the outputs (`Source.transaction_capability`):
-in the job's checkpoint (files, memory) or in a Kafka producer transaction. The Kafka
+in the job's checkpoint (files, memory) or in a Kafka producer transaction. A job
+reading several sources needs them all to answer alike (`MultiSource.capability`). The Kafka
 committer is imported only then, so file jobs never load confluent-kafka.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from velostream.datasource.multi import MultiSource
 from velostream.datasource.traits import Source, TransactionCapability
 from velostream.server.processors.context import CommitContext, Committer
 from velostream.server.processors.simple import SimpleCommitter
@@ -23,7 +25,10 @@ def committer_type(mode: JobMode, source: Source) -> Callable[[CommitContext], C
     """The committer class for a job of `mode` reading `source`."""
     if mode != JobMode.TRANSACTIONAL:
         return SimpleCommitter
-    if source.transaction_capability is TransactionCapability.KAFKA_OFFSETS:
+    capability = (
+        source.capability() if isinstance(source, MultiSource) else source.transaction_capability
+    )
+    if capability is TransactionCapability.KAFKA_OFFSETS:
         from velostream.server.processors.kafka_transactional import (
             KafkaTransactionalCommitter,
         )

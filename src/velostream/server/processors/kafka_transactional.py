@@ -17,7 +17,10 @@ The `transactional.id` is the first sink's `transactional.id` property, else
 
 A transactional job gets this committer when its source declares
 `TransactionCapability.KAFKA_OFFSETS` (committers.py); the source must be a
-`KafkaSource`, whose consumer's group metadata fences a stale member.
+`KafkaSource`, whose consumer's group metadata fences a stale member. A job reading
+several Kafka sources (UNION ALL) sends every source's offsets, each with its own
+consumer's group metadata, into the one transaction of the batch: a batch commits its
+outputs with all the sources' positions, so each resumes exactly where it was.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from velostream.datasource.kafka.client import ClientErrors, translate
 from velostream.datasource.kafka.sink import DeliveryReport, KafkaSink
 from velostream.datasource.kafka.source import KafkaSource, parse_position
-from velostream.datasource.traits import SourceBatch
+from velostream.datasource.multi import MultiSource, sources_of
+from velostream.datasource.traits import Source, SourceBatch
 from velostream.dlq.kafka import KafkaDeadLetterQueue
 from velostream.errors import ConfigurationError, Stage, VelostreamError
 from velostream.server.checkpoint import Checkpoint
@@ -51,8 +55,8 @@ class KafkaTransactionalCommitter:
 
     def __init__(self, context: CommitContext) -> None:
         self.context = context
-        source = context.source
-        if not isinstance(source, KafkaSource):
+        kafka = [s for s in sources_of(context.source) if isinstance(s, KafkaSource)]
+        if not kafka or len(kafka) != len(sources_of(context.source)):
             raise ConfigurationError("Kafka transactions need a kafka_source", job=context.job.name)
         others = [s.name for s in context.sinks if not isinstance(s, KafkaSink)]
         if others or not context.sinks:
@@ -62,7 +66,8 @@ class KafkaTransactionalCommitter:
                 "use job_mode simple",
                 job=context.job.name,
             )
-        self.source: KafkaSource = source
+        self.source: Source = context.source  # a KafkaSource, or a MultiSource over several
+        self.kafka_sources: list[KafkaSource] = kafka
         self.sinks: list[KafkaSink] = [s for s in context.sinks if isinstance(s, KafkaSink)]
         servers = {s.config.client["bootstrap.servers"] for s in self.sinks}
         if len(servers) > 1:
@@ -86,7 +91,7 @@ class KafkaTransactionalCommitter:
             return str(configured)
         context = self.context.deployment_context()
         node = context.node_id or os.environ.get("HOSTNAME") or socket.gethostname()
-        return f"velo-{self.source.config.group_id}-{node}"
+        return f"velo-{self.kafka_sources[0].config.group_id}-{node}"
 
     def recover(self) -> None:
         ctx = self.context
@@ -128,14 +133,15 @@ class KafkaTransactionalCommitter:
             self.in_transaction = True
             ctx.flush_sinks()  # the sinks produce the batch's outputs into the transaction
             dlq_offset = ctx.flush_dead_letters()
-            offsets = [
-                TopicPartition(self.source.topic, partition, offset)
-                for partition, offset in parse_position(position, self.source.topic).items()
-                if partition in self.source.assignment
-            ]
-            if offsets:
-                metadata = self.source.consumer.consumer_group_metadata()
-                producer.send_offsets_to_transaction(offsets, metadata, _TIMEOUT)
+            for source, part in self._parts(position):  # every source's, in one transaction
+                offsets = [
+                    TopicPartition(source.topic, partition, offset)
+                    for partition, offset in parse_position(part, source.topic).items()
+                    if partition in source.assignment
+                ]
+                if offsets:
+                    metadata = source.consumer.consumer_group_metadata()
+                    producer.send_offsets_to_transaction(offsets, metadata, _TIMEOUT)
             self._commit_transaction(producer)
         except Exception as exc:
             self._abort_transaction()
@@ -146,7 +152,9 @@ class KafkaTransactionalCommitter:
                 ctx.record_error(Stage.COMMIT, f"commit failed: {error}", exc=error)
                 raise error from exc
             raise
-        self.source.committed(position)
+        committed = getattr(self.source, "committed", None)
+        if committed is not None:
+            committed(position)
         self.position = position
         self.state = ctx.executor.snapshot()
         self.batches += 1
@@ -164,6 +172,13 @@ class KafkaTransactionalCommitter:
             except Exception as exc:
                 # The transaction is committed: the state file is only behind by a batch.
                 ctx.record_error(Stage.COMMIT, f"checkpoint after commit failed: {exc}", exc=exc)
+
+    def _parts(self, position: Any) -> list[tuple[KafkaSource, Any]]:
+        """Each Kafka source with its part of `position` (a multi-source's is by name)."""
+        if not isinstance(self.source, MultiSource):
+            return [(self.kafka_sources[0], position)]
+        parts = position if isinstance(position, dict) else {}
+        return [(s, parts.get(s.name)) for s in self.kafka_sources]
 
     def _commit_transaction(self, producer: Producer) -> None:
         for attempt in range(1, _COMMIT_ATTEMPTS + 1):

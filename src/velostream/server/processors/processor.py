@@ -21,9 +21,9 @@ import time
 
 import pyarrow as pa
 
+from velostream.datasource.multi import sources_of
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
 from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
-from velostream.dlq.replay import refuse_truncated
 from velostream.engine import BatchOutput, Executor, build_executor, sandboxed_connection
 from velostream.engine.tumbling import LATE_MESSAGE
 from velostream.errors import (
@@ -31,8 +31,6 @@ from velostream.errors import (
     DeadLetterError,
     ErrorKind,
     JobLimitError,
-    JobStateError,
-    ReplayError,
     RetryableBatchError,
     Severity,
     Stage,
@@ -42,6 +40,7 @@ from velostream.observability.error_tracker import DeploymentContext
 from velostream.observability.job_metrics import JobCounters, JobCounts
 from velostream.observability.logging import TRACE, bind_stage
 from velostream.observability.manager import ObservabilityManager
+from velostream.observability.source_metrics import SourceTally
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.processors.committers import choose_committer
 from velostream.server.processors.context import CommitContext, Committer
@@ -53,6 +52,7 @@ from velostream.server.processors.limits import (
     interrupted,
     memory_error,
 )
+from velostream.server.processors.replay import replay_letters
 from velostream.sql.bind_errors import query_error
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import plan_job
@@ -69,7 +69,8 @@ _log = logging.getLogger("velostream.processor")
 
 
 class JobProcessor:
-    """Runs one job from its source to its sinks; errors never vanish."""
+    """Runs one job from its source (several: a `MultiSource`) to its sinks; errors never
+    vanish."""
 
     def __init__(
         self,
@@ -109,6 +110,9 @@ class JobProcessor:
         # processor (a restart or an upgrade counts on). `stats` is this run's share.
         self.counters: JobCounters = self.metrics.job_counters(job.name)
         self._counted_before = self.counters.snapshot()
+        names = [s.name for s in sources_of(source)]  # a multi-source job counts per source
+        self.source_counts = self.metrics.sources.for_job(job.name, names) if len(names) > 1 else {}
+        self._tally = SourceTally(self.counters, self.source_counts)
         self.errors = observability.job_errors(job.name)
         self.started = time.time()
         self.ended_at: float | None = None
@@ -220,7 +224,8 @@ class JobProcessor:
                     _log.log(TRACE, "job %r: no records, idle", self.job.name)
                     self._stop.wait(IDLE_WAIT_SECONDS)
                     continue
-                self._process_with_policy(batch)
+                with self._tally.batch(batch.source):
+                    self._process_with_policy(batch)
             if not self._stop.is_set():
                 _log.debug("job %r: source ended, final flush and commit", self.job.name)
                 with self._batch_lock:
@@ -540,46 +545,11 @@ class JobProcessor:
                 self.errors.record(Stage.PROCESS, f"user metric: {exc}", exc=exc)
         return int(table.num_rows)
 
-    # --- dead-letter replay ------------------------------------------------------
+    # --- dead-letter replay (replay.py) ---------------------------------------------
 
     def replay(self, letters: list[DeadLetter]) -> int:
-        """Send dead letters through the running job again; return the rows they produced.
-
-        Between two batches, the rows are written and committed with the job's
-        position unchanged, then the letters are marked replayed. If any letter still
-        fails, none is replayed (ReplayError lists the failures).
-        """
-        if not letters:
-            return 0
-        refuse_truncated(letters, self.job.name)
-        with self._batch_lock:
-            if self._closed or not self._ready:
-                state = "has ended" if self._closed else "is not running yet"
-                raise JobStateError(f"job {self.job.name!r} {state}", job=self.job.name)
-            try:
-                batch = self.source.decode_records([letter.payload for letter in letters])
-                output = self.executor.process(batch)
-                bad = [*batch.bad, *output.bad]
-                if bad:
-                    raise ReplayError(
-                        f"{len(bad)} of {len(letters)} dead letters still fail; none was "
-                        f"replayed. First: {bad[0].message}",
-                        failures=bad,
-                        job=self.job.name,
-                    )
-                written = self._write(output.table)
-                self._pending_out = written
-                self.committer.commit(None)
-            except BaseException:
-                # Between batches the source sits at the committed position, so the
-                # abort only undoes the replay's state changes and uncommitted output.
-                self._abort()
-                raise
-            self._pending_out = 0
-            self._count_out(written)
-            if self.dlq is not None:
-                self.dlq.mark_replayed([letter.id for letter in letters])
-            return written
+        """Send dead letters through the running job again; return the rows they produced."""
+        return replay_letters(self, letters)
 
     def replay_offline(self, letters: list[DeadLetter]) -> int:
         """`replay` for a job whose loop is not running: resume its sinks, replay, close."""

@@ -23,13 +23,15 @@ and what the dead-letter file holds then.
 
 A checkpoint resumes only what still fits. Its position is applied only to the source
 it was read from: after an upgrade to another source the new one is read from its start
-(a warning, recorded as a `source` configuration error). Its executor state must fit
+(a warning, recorded as a `source` configuration error). A multi-source job keeps one
+position per source, each applied the same way (positions.py). Its executor state must fit
 the job's query: one that does not (other GROUP BY keys, aggregates, window) fails the
 job at start with what differs, rather than resetting the state unasked.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +43,7 @@ from velostream.dlq import FileDeadLetterQueue
 from velostream.errors import DeadLetterError, ErrorKind, Stage, StateIncompatibleError
 from velostream.server.checkpoint import Checkpoint, describe_source, source_identity
 from velostream.server.processors.context import CommitContext
+from velostream.server.processors.positions import resume_position
 
 __all__ = ["SimpleCommitter"]
 
@@ -63,7 +66,8 @@ class SimpleCommitter:
         self.sink_offsets: dict[str, int] = {}
         self.dlq_offset: int | None = None
         job = context.job
-        self.source_id = source_identity(job.sources[0]) if job.sources else None
+        self.source_ids = {s.name: source_identity(s) for s in job.sources}
+        self.source_id = source_identity(job.sources[0]) if len(job.sources) == 1 else None
         self.sink_ids = {s.name: source_identity(s) for s in job.sinks}
         if isinstance(context.dlq, FileDeadLetterQueue):
             context.dlq.report = self._unreadable_dead_letter
@@ -119,14 +123,16 @@ class SimpleCommitter:
         Only a state that holds no data yet (no groups, windows or rows) is let go.
         """
         ctx = self.context
-        same_source = self._same_source(checkpoint)
+        position = resume_position(
+            checkpoint, self.source_ids, functools.partial(self._changed, Stage.SOURCE)
+        )
         self.batches = checkpoint.batches
         if checkpoint.state is not None:
             self._restore_state(checkpoint.state, checkpoint.version)
-        if checkpoint.position is not None and same_source:
-            ctx.source.commit(checkpoint.position)
-            ctx.source.seek(checkpoint.position)
-            self.position = checkpoint.position
+        if position is not None:
+            ctx.source.commit(position)
+            ctx.source.seek(position)
+            self.position = position
 
     def _restore_state(self, state: dict[str, Any], version: str | None) -> None:
         ctx = self.context
@@ -170,22 +176,6 @@ class SimpleCommitter:
                 "its committed offset is not applied to the new destination",
             )
         return offsets
-
-    def _same_source(self, checkpoint: Checkpoint) -> bool:
-        """Whether the checkpoint's position was read from the job's source; if not,
-        warn and record it. A checkpoint that does not name its source is trusted."""
-        old, new = checkpoint.source, self.source_id
-        if old is None or new is None or old == new:
-            return True
-        self._changed(
-            Stage.SOURCE,
-            "the source",
-            checkpoint.version,
-            (old, new),
-            f"its position {checkpoint.position} is not applied, the new source is read from "
-            "its start (Kafka: the group's committed offsets, else auto.offset.reset)",
-        )
-        return False
 
     def _changed(
         self,
@@ -234,6 +224,7 @@ class SimpleCommitter:
         checkpoint.version = ctx.job.version
         checkpoint.batches = self.batches
         checkpoint.source = self.source_id
+        checkpoint.sources = self.source_ids if len(self.source_ids) > 1 else None
         checkpoint.sinks = self.sink_ids
         try:
             if ctx.checkpoints is not None:
