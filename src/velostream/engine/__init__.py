@@ -6,6 +6,7 @@ import duckdb
 
 from velostream.engine.aggregate import AggregateExecutor
 from velostream.engine.core import BatchOutput, Executor, StatelessExecutor, sandboxed_connection
+from velostream.engine.distinct import DistinctExecutor
 from velostream.engine.row_window import RowWindowExecutor
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import PlanKind, QueryPlan, parse_duration_ms
@@ -13,6 +14,7 @@ from velostream.sql.planner import PlanKind, QueryPlan, parse_duration_ms
 __all__ = [
     "AggregateExecutor",
     "BatchOutput",
+    "DistinctExecutor",
     "Executor",
     "RowWindowExecutor",
     "StatelessExecutor",
@@ -39,4 +41,7 @@ def build_executor(
         )
     if plan.kind == PlanKind.ROW_WINDOW:
         return RowWindowExecutor(plan, con)
+    if plan.kind == PlanKind.DISTINCT:
+        ttl = job.properties.get("distinct.ttl")
+        return DistinctExecutor(plan, con, ttl_ms=parse_duration_ms(ttl) if ttl else None)
     return StatelessExecutor(plan, con)

@@ -58,6 +58,7 @@ class PlanKind(StrEnum):
     STATELESS = "stateless"
     AGGREGATE = "aggregate"
     ROW_WINDOW = "row_window"
+    DISTINCT = "distinct"
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,9 @@ class QueryPlan:
     for isolating failing rows."""
     stars: list[Star] = field(default_factory=list)
     """The `*` items of `select_sql` (each written there as `*`), in order."""
+    distinct_time_sql: str | None = None
+    """A DISTINCT's event time (`event.time.field`), which ages its remembered rows;
+    None: they age in processing time."""
 
     def select_list(self, columns: Iterable[str], hidden: Iterable[str] = ()) -> str:
         """`select_sql` joined, each `*` made for a table of `columns` (`Star.sql`)."""

@@ -49,6 +49,7 @@ from velostream.sql.plan import (
     TumblingWindow,
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
+from velostream.sql.plan_distinct import distinct_of, distinct_time_sql
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
     blank,
@@ -154,8 +155,6 @@ def plan_job(job: JobSpec) -> QueryPlan:
     if not isinstance(tree, exp.Select):
         raise PlanError("a statement must be a single SELECT")
     check_functions(tree, parsed)
-    if tree.args.get("distinct"):
-        raise PlanError("SELECT DISTINCT is not supported on streams yet")
     _check_clauses(tree)
     unqualify(tree, source)
     check_engine_names(tree)
@@ -189,6 +188,8 @@ def plan_job(job: JobSpec) -> QueryPlan:
     # is rejected there rather than silently computed per batch.
     has_aggregates = any(not isinstance(a.parent, exp.Window) for a in tree.find_all(exp.AggFunc))
     windows = in_text_order(list(tree.find_all(exp.Window)))
+    grouped = tree.args.get("group") is not None or has_aggregates or window is not None
+    distinct = distinct_of(tree, job, grouped=grouped, windowed=bool(windows))
     if tree.args.get("group") is not None or has_aggregates or window is not None:
         if any(isinstance(s, exp.Star) for s in tree.selects):
             raise PlanError(
@@ -207,13 +208,14 @@ def plan_job(job: JobSpec) -> QueryPlan:
                 "(use it with GROUP BY ... EMIT FINAL)"
             )
         plan = QueryPlan(
-            kind=PlanKind.STATELESS,
+            kind=PlanKind.DISTINCT if distinct else PlanKind.STATELESS,
             source=source,
             output_columns=[],
             select_sql=[],
             where_sql=where_sql,
             limit=limit,
             emit=job.emit,
+            distinct_time_sql=distinct_time_sql(job) if distinct else None,
         )
         for i, item in enumerate(tree.selects):
             if isinstance(item, exp.Star):
@@ -282,6 +284,8 @@ def _planned_sql(plan: QueryPlan) -> str:
         items.append(f"({plan.having_sql})")
     if plan.window is not None:
         items.append(f"({plan.window.time_sql})")
+    if plan.distinct_time_sql is not None:
+        items.append(f"({plan.distinct_time_sql})")
     order = list(plan.order_sql)
     for call in plan.row_calls:
         items += [f"({s})" for s in (call.arg, call.default_sql) if s is not None]

@@ -61,6 +61,7 @@ _JOB_KEYS = frozenset({"failure_strategy", "max_retries", "retry_backoff_ms", "b
     "late.data.strategy",
     "job.memory.limit",
     "job.batch.timeout",
+    "distinct.ttl",
 }
 # ---------------------------------------------------------------------------
 # WITH ( ... )
@@ -310,6 +311,7 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
     for key in values:
         if key not in _JOB_KEYS and not key.startswith("dlq."):
             warn(settings.at(key), _unknown_job_key(key))
+    _positive(check, "distinct.ttl")  # the executor reads it (normalised) from `properties`
     return JobSettings(
         properties=values,
         failure_strategy=FailureStrategy(strategy) if strategy else None,

@@ -260,8 +260,8 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
         "ORDER BY on a stream is not supported: use ORDER BY inside OVER (...)",
     ),
     # DISTINCT
-    ("SELECT DISTINCT sym FROM trades", None, "SELECT DISTINCT is not supported on streams yet"),
-    ("SELECT DISTINCT ON (sym) sym FROM trades", None, "SELECT DISTINCT is not supported"),
+    ("SELECT DISTINCT ON (sym) sym FROM trades", None, "DISTINCT ON (...) is not supported"),
+    ("SELECT DISTINCT sym, COUNT(*) FROM trades GROUP BY sym", None, "drop DISTINCT"),
     # windows
     (
         "SELECT COUNT(*) FROM trades WINDOW SLIDING(1m, 30s)",
