@@ -49,6 +49,12 @@ from velostream.sql.plan import (
     TumblingWindow,
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
+from velostream.sql.plan_casts import (
+    HELPER,
+    integer_casts,
+    mask_timestamp_calls,
+    timestamp_calls,
+)
 from velostream.sql.plan_distinct import distinct_of, distinct_time_sql
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
@@ -138,7 +144,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
     sql, window_kind, window_args = extract_window_clause(job.select_sql)
     buffer_sizes = [int(n) for n in _ROWS_BUFFER.findall(sql)]
     sql = _ROWS_BUFFER.sub(lambda m: blank(m.group()), sql)
-    parsed = check_syntax(sql)
+    parsed = check_syntax(mask_timestamp_calls(sql))
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except ParseError as exc:
@@ -160,6 +166,8 @@ def plan_job(job: JobSpec) -> QueryPlan:
     check_engine_names(tree)
     check_stars(tree)
     standard_functions(tree)
+    timestamp_calls(tree)
+    integer_casts(tree)
     window = None
     if window_kind is not None:
         if window_kind != "TUMBLING":
@@ -267,7 +275,11 @@ def _collect_casts(tree: exp.Select) -> list[tuple[str, str, str, bool, str]]:
     where = tree.args.get("where")
     out = []
     for cast in tree.find_all(exp.Cast):
-        if isinstance(cast, exp.TryCast) or cast.find(exp.AggFunc, exp.Window) is not None:
+        if (
+            isinstance(cast, exp.TryCast)
+            or cast.meta.get(HELPER)
+            or cast.find(exp.AggFunc, exp.Window) is not None
+        ):
             continue  # a CAST of a group's or a window's value is not a row's failure
         in_where = where is not None and cast.find_ancestor(exp.Where) is not None
         context = where.this if in_where and where is not None else _row_context(cast)
