@@ -168,31 +168,37 @@ class DistinctExecutor(Executor):
         names = new.column_names
         n = new.num_rows
         ordered = new.append_column(_ORD, pa.array(np.arange(n, dtype=np.int64)))
-        partition = ", ".join(f"n.{c}" for c in names)
+        columns = ", ".join(names)
+
+        def same(a: str, b: str) -> str:
+            return " AND ".join(f"{a}.{c} IS NOT DISTINCT FROM {b}.{c}" for c in names)
+
+        # The batch's distinct rows (a hash aggregate), matched with the seen table
+        # once each, then given back to every row of the batch.
+        groups = f"SELECT {columns}, MIN({_ORD}) AS g FROM {_NEW} GROUP BY {columns}"
         con = self.con
         con.register(_NEW, ordered)
+        remembered = self._seen is not None and self._seen.num_rows > 0
         try:
-            if self._seen is None or self._seen.num_rows == 0:
-                query = (
-                    f"SELECT MIN(n.{_ORD}) OVER (PARTITION BY {partition}) AS g, "
-                    f"CAST(NULL AS BIGINT) AS s, CAST(-1 AS BIGINT) AS i "
-                    f"FROM {_NEW} n ORDER BY n.{_ORD}"
-                )
-            else:
+            if self._seen is not None and remembered:
                 state = self._seen.append_column(
                     _SIDX, pa.array(np.arange(self._seen.num_rows, dtype=np.int64))
                 )
                 con.register(_STATE, state)
-                on = " AND ".join(f"n.{c} IS NOT DISTINCT FROM s.{c}" for c in names)
-                query = (
-                    f"SELECT MIN(n.{_ORD}) OVER (PARTITION BY {partition}) AS g, "
-                    f"s.{_SEEN} AS s, COALESCE(s.{_SIDX}, -1) AS i "
-                    f"FROM {_NEW} n LEFT JOIN {_STATE} s ON {on} ORDER BY n.{_ORD}"
+                matched = (
+                    f"SELECT f.*, s.{_SEEN} AS s, COALESCE(s.{_SIDX}, -1) AS i "
+                    f"FROM ({groups}) f LEFT JOIN {_STATE} s ON {same('f', 's')}"
                 )
+            else:
+                matched = f"SELECT f.*, CAST(NULL AS BIGINT) AS s, -1 AS i FROM ({groups}) f"
+            query = (
+                f"SELECT m.g, m.s, m.i FROM {_NEW} n JOIN ({matched}) m ON {same('n', 'm')} "
+                f"ORDER BY n.{_ORD}"
+            )
             found = con.sql(query).fetchnumpy()
         finally:
             con.unregister(_NEW)
-            if self._seen is not None:
+            if remembered:
                 con.unregister(_STATE)
         group = np.asarray(found["g"], dtype=np.int64)
         copy = np.asarray(found["i"], dtype=np.int64)
@@ -255,11 +261,13 @@ class DistinctExecutor(Executor):
                 self._seen = rows
             else:
                 replaced = sidx[last]
-                keep = np.ones(self._seen.num_rows, dtype=bool)
-                keep[replaced[replaced >= 0]] = False
-                self._seen = pa.concat_tables(
-                    [self._seen.filter(pa.array(keep)), rows], promote_options="permissive"
-                )
+                replaced = replaced[replaced >= 0]
+                kept = self._seen
+                if replaced.size:
+                    keep = np.ones(kept.num_rows, dtype=bool)
+                    keep[replaced] = False
+                    kept = kept.filter(pa.array(keep))
+                self._seen = pa.concat_tables([kept, rows], promote_options="permissive")
         self._expire()
 
     def _expire(self) -> None:

@@ -233,6 +233,8 @@ def plan_job(job: JobSpec) -> QueryPlan:
             else:
                 plan.select_sql.append(f"{to_sql(unalias(item))} AS {quote(output_name(item, i))}")
                 plan.output_columns.append(output_name(item, i))
+    if distinct and plan.kind != PlanKind.DISTINCT:  # never drop a DISTINCT silently
+        raise PlanError(f"SELECT DISTINCT is not supported in a {plan.kind} query yet")
     plan.casts = _collect_casts(tree)
     check_planned_sql(_planned_sql(plan), tree)
     return plan
