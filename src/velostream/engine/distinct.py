@@ -155,12 +155,39 @@ class DistinctExecutor(Executor):
             self._expire()
             return result
         width = result.num_columns
-        new = result.rename_columns([_col(i) for i in range(width)])
+        new = self._comparable(result.rename_columns([_col(i) for i in range(width)]))
         group, seen, sidx = self._match(new)
         picked = self._pick(group, seen, sidx, times)
         last = self._last_per_group(group, picked)
         self._remember(new, times, last, sidx)
         return result.take(pa.array(picked, pa.int64()))
+
+    def _comparable(self, new: pa.Table) -> pa.Table:
+        """`new`, and the seen table, with the same column types (a source's types may
+        change from batch to batch: JSON, say). Types that do not widen to one another
+        (a number, then a string) are compared as text."""
+        if self._seen is None:
+            return new
+        if self._seen.num_columns - 1 != new.num_columns:
+            raise StateIncompatibleError(
+                f"the remembered rows have {self._seen.num_columns - 1} columns; this batch's "
+                f"SELECT DISTINCT gives {new.num_columns} (the source's columns changed)"
+            )
+        seen = self._seen
+        for i, name in enumerate(new.column_names):
+            mine, theirs = seen.schema.field(i).type, new.schema.field(i).type
+            if mine == theirs:
+                continue
+            try:
+                both = pa.schema([(name, mine)]), pa.schema([(name, theirs)])
+                common = pa.unify_schemas(both, promote_options="permissive").field(0).type
+                seen = seen.set_column(i, name, seen.column(i).cast(common))
+                new = new.set_column(i, name, new.column(i).cast(common))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+                seen = seen.set_column(i, name, seen.column(i).cast(pa.string()))
+                new = new.set_column(i, name, new.column(i).cast(pa.string()))
+        self._seen = seen
+        return new
 
     def _match(self, new: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per output row: its group (the position of its first copy in the batch), the

@@ -364,3 +364,28 @@ def test_many_batches_keep_order_across_sizes() -> None:
     expected = [f"k{i}" for i in range(13)]
     for size in itertools.chain(range(1, 15), [199, 200]):
         assert run_job("SELECT DISTINCT k FROM t", table, batch_size=size).column("k") == expected
+
+
+def test_types_that_change_between_batches_still_match() -> None:
+    job = make_job("SELECT DISTINCT v FROM t")
+    executor = build_executor(plan_job(job), job)
+    batches = [
+        pa.array([None, None]),
+        pa.array([1, 2]),
+        pa.array([2.0, 2.5]),  # widens to DOUBLE: 2.0 is the 2 seen
+        pa.array(["2.5", "x"]),  # no common type: compared as text
+        pa.array([3, 2]),
+    ]
+    emitted = [
+        executor.process(SourceBatch(pa.table({"v": values}), LineRefs(0))).table.to_pylist()
+        for values in batches
+    ]
+    assert emitted == [[{"v": None}], [{"v": 1}, {"v": 2}], [{"v": 2.5}], [{"v": "x"}], [{"v": 3}]]
+
+
+def test_a_star_whose_columns_change_under_a_restored_state_fails_clearly() -> None:
+    job = make_job("SELECT DISTINCT * FROM t")
+    executor = build_executor(plan_job(job), job)
+    executor.process(SourceBatch(pa.table({"k": ["a"]}), LineRefs(0)))
+    with pytest.raises(StateIncompatibleError, match="the remembered rows have 1 columns"):
+        executor.process(SourceBatch(pa.table({"k": ["a"], "v": [1]}), LineRefs(1)))
