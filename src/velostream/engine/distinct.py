@@ -12,11 +12,13 @@ seen so far, this row's included (a row without an event time is judged at the c
 as it is); without, the processing time of the batch.
 
 Per batch: the plan's projection and WHERE run with row isolation (a bad CAST is that
-row's failure, not the batch's); the output rows are matched with the seen table and
-grouped among themselves by DuckDB (`IS NOT DISTINCT FROM`, `PARTITION BY`), then the
-rows to emit are picked vectorised, in rounds: the first live-free occurrence of each
-group, then (with a TTL) each group's first occurrence `ttl` after its last emission,
-until none is left. A duplicate is simply not emitted: the row counts as filtered.
+row's failure, not the batch's); DuckDB groups the output rows among themselves (a hash
+aggregate) and matches each group once with the seen table (`IS NOT DISTINCT FROM`);
+then the rows to emit are picked vectorised, in rounds: each group's first occurrence
+that no live copy suppresses, then (with a TTL) each group's first occurrence `ttl`
+after its last emission, until none is left. A duplicate is simply not emitted: the row
+counts as filtered. The match scans the seen table once per batch (cost grows with the
+state, which the TTL bounds).
 """
 
 from __future__ import annotations

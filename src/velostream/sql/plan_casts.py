@@ -2,19 +2,24 @@
 
 **Integer casts truncate toward zero.** `CAST(7258.53 AS INTEGER)` is 7258 in Velostream,
 Flink and Spark; DuckDB rounds (7259). Every CAST / TRY_CAST / `::` to an integer type
-is rewritten, whatever its argument's type (which is not known when planning):
+T is rewritten, whatever its argument's type, which is not known when planning but is
+when DuckDB binds: `typeof(x)` is folded then, so only one branch of this runs:
 
-    COALESCE(CAST(trunc(TRY_CAST(x AS DECIMAL(38, 18))) AS T), CAST(x AS T))
+    CASE WHEN typeof(x) IN (<integer types>, 'BOOLEAN') THEN CAST(x AS T)
+         WHEN typeof(x) IN ('DOUBLE', 'FLOAT') OR <a VARCHAR of at most 15 characters>
+         THEN COALESCE(CAST(trunc(TRY_CAST(x AS DOUBLE)) AS T), CAST(x AS T))
+         ELSE COALESCE(CAST(trunc(TRY_CAST(x AS DECIMAL(38, 18))) AS T), CAST(x AS T)) END
 
-The exact decimal view of `x` (a number, a numeric string such as '7.5' or '1e3', a
-boolean) is truncated, then cast: out of range is still the row's error. What has no
-such view (NULL, a string that is no number, NaN, a hexadecimal string, a value beyond
-±10^20) falls to the plain cast, which keeps DuckDB's answer and its errors; that plain
-`CAST(x AS T)` is the user's own node, so row isolation (`plan.casts`) re-runs it as
-TRY_CAST to find failing rows as before. The engine's own casts are marked
-(`HELPER`) and never taken for the user's. An argument with a window function is cast
-through the decimal alone (`CAST(trunc(CAST(x AS DECIMAL(38, 18))) AS T)`), so the
-window is not computed twice.
+Integers pass as they are; a double, or a numeric string short enough to be exact in one
+('7.5', '1e3'), is truncated as a DOUBLE (fast); anything else (DECIMAL, long strings)
+through DECIMAL(38, 18), exact to 18 places. Out of range after truncation is still the
+row's error. What has no numeric view (a string that is no number, NaN, hexadecimal,
+beyond ±10^20) falls to the plain cast, which keeps DuckDB's answer and its errors.
+The first `CAST(x AS T)` is the user's own node: row isolation (`plan.casts`) re-runs it
+as TRY_CAST to find failing rows as before; the engine's own casts are marked (`HELPER`)
+and never taken for the user's. An argument with a window function is cast through the
+decimal alone (`CAST(trunc(CAST(x AS DECIMAL(38, 18))) AS T)`), so the window is not
+computed more than once.
 
 **`TIMESTAMP(x)`** (the original's examples write `TIMESTAMP(order_timestamp) AS
 event_time`) converts `x` to a TIMESTAMP: a TIMESTAMP or DATE as it is; a string in ISO
