@@ -52,6 +52,11 @@ def distinct_of(tree: exp.Select, job: JobSpec, *, grouped: bool, windowed: bool
     """
     node = tree.args.get("distinct")
     if node is None:
+        if TTL_KEY in job.properties:
+            raise PlanError(
+                f"'{TTL_KEY}' is set but the SELECT is not DISTINCT: write SELECT DISTINCT, "
+                "or remove the key"
+            )
         return False
     found = re.search(r"\bDISTINCT\b", job.select_sql, re.IGNORECASE)
     at = found.start() if found else None

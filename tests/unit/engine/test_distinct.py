@@ -35,7 +35,7 @@ from velostream.errors import StateIncompatibleError
 from velostream.sql.planner import PlanKind, plan_job
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

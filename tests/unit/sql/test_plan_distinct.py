@@ -118,3 +118,10 @@ def test_distinct_ttl_must_be_a_positive_duration(
         statement(select="SELECT DISTINCT * FROM src", props=f"'distinct.ttl' = '{value}'")
     )
     assert len(found) == 1 and message in found[0], found
+
+
+def test_a_ttl_without_distinct_is_refused() -> None:
+    job = _job("SELECT k FROM t")
+    job.properties["distinct.ttl"] = "1h"
+    with pytest.raises(PlanError, match=r"'distinct\.ttl' is set but the SELECT is not DISTINCT"):
+        plan_job(job)
