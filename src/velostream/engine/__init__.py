@@ -6,6 +6,7 @@ import duckdb
 
 from velostream.engine.aggregate import AggregateExecutor
 from velostream.engine.core import BatchOutput, Executor, StatelessExecutor, sandboxed_connection
+from velostream.engine.distinct import DistinctExecutor
 from velostream.engine.duckdb_aggregates import MAX_STRING_BYTES
 from velostream.engine.row_window import RowWindowExecutor
 from velostream.engine.union import UnionExecutor
@@ -16,6 +17,7 @@ from velostream.sql.size import parse_size_bytes
 __all__ = [
     "AggregateExecutor",
     "BatchOutput",
+    "DistinctExecutor",
     "Executor",
     "RowWindowExecutor",
     "StatelessExecutor",
@@ -49,4 +51,7 @@ def build_executor(
         return UnionExecutor(plan, con)
     if plan.kind == PlanKind.ROW_WINDOW:
         return RowWindowExecutor(plan, con)
+    if plan.kind == PlanKind.DISTINCT:
+        ttl = job.properties.get("distinct.ttl")
+        return DistinctExecutor(plan, con, ttl_ms=parse_duration_ms(ttl) if ttl else None)
     return StatelessExecutor(plan, con)

@@ -181,6 +181,7 @@ _KIND_NAMES = {
     "stateless": "stateless query",
     "aggregate": "GROUP BY query",
     "row_window": "row-window query",
+    "distinct": "SELECT DISTINCT query",
 }
 
 

@@ -178,6 +178,8 @@ class _Binder:
             self._row_window(where, pieces)
         else:
             items = self.plan.select_sql
+            if self.plan.distinct_time_sql is not None:
+                self._distinct_time(self.plan.distinct_time_sql)
             self._step(
                 f"SELECT {', '.join(items)} FROM {BATCH}{where}", self._items(BATCH) + pieces
             )
@@ -260,6 +262,15 @@ class _Binder:
         everything = f"* EXCLUDE ({', '.join(c.column for c in calls)})"
         items = [everything if item == "*" else item for item in self.plan.select_sql]
         self._step(f"SELECT {', '.join(items)} FROM {table}", self._items(table))
+
+    def _distinct_time(self, time_sql: str) -> None:
+        """PlanError unless the event time that ages a DISTINCT's rows is a column."""
+        _, error = self._try(f"SELECT {time_sql} FROM {BATCH}")
+        if error is None or self.knows is _Knows.NOTHING:
+            return
+        problem = read_problem(error)
+        if problem.what == "column":
+            raise PlanError(self._no_event_time(problem.name))
 
     # --- the event time of a window ---------------------------------------------
 

@@ -59,6 +59,7 @@ class PlanKind(StrEnum):
     AGGREGATE = "aggregate"
     ROW_WINDOW = "row_window"
     UNION = "union"
+    DISTINCT = "distinct"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,9 @@ class QueryPlan:
     """(Kafka header key, output column) of each `SET_HEADER` item (`plan_headers`)."""
     branches: list[QueryPlan] = field(default_factory=list)
     """A UNION ALL's branches (kind UNION), one stateless plan per source."""
+    distinct_time_sql: str | None = None
+    """A DISTINCT's event time (`event.time.field`), which ages its remembered rows;
+    None: they age in processing time."""
 
     def select_list(self, columns: Iterable[str], hidden: Iterable[str] = ()) -> str:
         """`select_sql` joined, each `*` made for a table of `columns` (`Star.sql`)."""

@@ -49,6 +49,13 @@ from velostream.sql.plan import (
     TumblingWindow,
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
+from velostream.sql.plan_casts import (
+    HELPER,
+    integer_casts,
+    mask_timestamp_calls,
+    timestamp_calls,
+)
+from velostream.sql.plan_distinct import distinct_of, distinct_time_sql
 from velostream.sql.plan_headers import check_header_reads, plan_set_headers
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
@@ -141,7 +148,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
     sql, window_kind, window_args = extract_window_clause(job.select_sql)
     buffer_sizes = [int(n) for n in _ROWS_BUFFER.findall(sql)]
     sql = _ROWS_BUFFER.sub(lambda m: blank(m.group()), sql)
-    parsed = check_syntax(sql)
+    parsed = check_syntax(mask_timestamp_calls(sql))
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except ParseError as exc:
@@ -158,8 +165,6 @@ def plan_job(job: JobSpec) -> QueryPlan:
     if not isinstance(tree, exp.Select):
         raise PlanError("a statement must be a single SELECT")
     check_functions(tree, parsed)
-    if tree.args.get("distinct"):
-        raise PlanError("SELECT DISTINCT is not supported on streams yet")
     _check_clauses(tree)
     unqualify(tree, source)
     check_engine_names(tree)
@@ -167,6 +172,8 @@ def plan_job(job: JobSpec) -> QueryPlan:
     check_header_reads(tree, job, source)
     set_headers = plan_set_headers(tree, job)
     standard_functions(tree)
+    timestamp_calls(tree)
+    integer_casts(tree)
     window = None
     if window_kind is not None:
         if window_kind != "TUMBLING":
@@ -195,6 +202,8 @@ def plan_job(job: JobSpec) -> QueryPlan:
     # is rejected there rather than silently computed per batch.
     has_aggregates = any(not isinstance(a.parent, exp.Window) for a in tree.find_all(exp.AggFunc))
     windows = in_text_order(list(tree.find_all(exp.Window)))
+    grouped = tree.args.get("group") is not None or has_aggregates or window is not None
+    distinct = distinct_of(tree, job, grouped=grouped, windowed=bool(windows))
     if tree.args.get("group") is not None or has_aggregates or window is not None:
         if any(isinstance(s, exp.Star) for s in tree.selects):
             raise PlanError(
@@ -213,13 +222,14 @@ def plan_job(job: JobSpec) -> QueryPlan:
                 "(use it with GROUP BY ... EMIT FINAL)"
             )
         plan = QueryPlan(
-            kind=PlanKind.STATELESS,
+            kind=PlanKind.DISTINCT if distinct else PlanKind.STATELESS,
             source=source,
             output_columns=[],
             select_sql=[],
             where_sql=where_sql,
             limit=limit,
             emit=job.emit,
+            distinct_time_sql=distinct_time_sql(job) if distinct else None,
         )
         for i, item in enumerate(tree.selects):
             if isinstance(item, exp.Star):
@@ -229,6 +239,8 @@ def plan_job(job: JobSpec) -> QueryPlan:
             else:
                 plan.select_sql.append(f"{to_sql(unalias(item))} AS {quote(output_name(item, i))}")
                 plan.output_columns.append(output_name(item, i))
+    if distinct and plan.kind != PlanKind.DISTINCT:  # never drop a DISTINCT silently
+        raise PlanError(f"SELECT DISTINCT is not supported in a {plan.kind} query yet")
     plan.casts = _collect_casts(tree)
     plan.set_headers = set_headers
     check_planned_sql(_planned_sql(plan), tree)
@@ -272,7 +284,11 @@ def _collect_casts(tree: exp.Select) -> list[tuple[str, str, str, bool, str]]:
     where = tree.args.get("where")
     out = []
     for cast in tree.find_all(exp.Cast):
-        if isinstance(cast, exp.TryCast) or cast.find(exp.AggFunc, exp.Window) is not None:
+        if (
+            isinstance(cast, exp.TryCast)
+            or cast.meta.get(HELPER)
+            or cast.find(exp.AggFunc, exp.Window) is not None
+        ):
             continue  # a CAST of a group's or a window's value is not a row's failure
         in_where = where is not None and cast.find_ancestor(exp.Where) is not None
         context = where.this if in_where and where is not None else _row_context(cast)
@@ -289,6 +305,8 @@ def _planned_sql(plan: QueryPlan) -> str:
         items.append(f"({plan.having_sql})")
     if plan.window is not None:
         items.append(f"({plan.window.time_sql})")
+    if plan.distinct_time_sql is not None:
+        items.append(f"({plan.distinct_time_sql})")
     order = list(plan.order_sql)
     for call in plan.row_calls:
         items += [f"({s})" for s in (call.arg, call.default_sql) if s is not None]

@@ -62,6 +62,7 @@ _JOB_KEYS = frozenset({"failure_strategy", "max_retries", "retry_backoff_ms", "b
     "job.memory.limit",
     "job.batch.timeout",
     "listagg.max.bytes",
+    "distinct.ttl",
 }
 # ---------------------------------------------------------------------------
 # WITH ( ... )
@@ -313,6 +314,7 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
             warn(settings.at(key), _unknown_job_key(key))
     if check.size("listagg.max.bytes") == 0:  # read by the engine from the properties
         check.problem("listagg.max.bytes", "listagg.max.bytes must be above zero")
+    _positive(check, "distinct.ttl")  # the executor reads it (normalised) from `properties`
     return JobSettings(
         properties=values,
         failure_strategy=FailureStrategy(strategy) if strategy else None,

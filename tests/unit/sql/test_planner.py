@@ -158,14 +158,14 @@ def test_row_window_plan() -> None:
 
 def test_casts_are_collected_with_the_row_expression_around_them() -> None:
     p = plan(
-        "SELECT CASE WHEN s = 'n/a' THEN 0 ELSE CAST(s AS INT) END AS v, "
-        "SUM(CAST(q AS INT)) AS total FROM trades WHERE CAST(p AS DOUBLE) > 1 GROUP BY v"
+        "SELECT CASE WHEN s = 'n/a' THEN 0 ELSE CAST(s AS DOUBLE) END AS v, "
+        "SUM(CAST(q AS DOUBLE)) AS total FROM trades WHERE CAST(p AS DOUBLE) > 1 GROUP BY v"
     )
     casts = {c[0]: c for c in p.casts}
-    guarded = casts["CAST(s AS INT)"]
+    guarded = casts["CAST(s AS DOUBLE)"]
     assert guarded[3] is False
-    assert guarded[4] == "CASE WHEN s = 'n/a' THEN 0 ELSE CAST(s AS INT) END"
-    assert casts["CAST(q AS INT)"][4] == "CAST(q AS INT)", "stops at the aggregate"
+    assert guarded[4] == "CASE WHEN s = 'n/a' THEN 0 ELSE CAST(s AS DOUBLE) END"
+    assert casts["CAST(q AS DOUBLE)"][4] == "CAST(q AS DOUBLE)", "stops at the aggregate"
     assert casts["CAST(p AS DOUBLE)"][3:] == (True, "CAST(p AS DOUBLE) > 1")
 
 
@@ -280,8 +280,8 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
         "ORDER BY on a stream is not supported: use ORDER BY inside OVER (...)",
     ),
     # DISTINCT
-    ("SELECT DISTINCT sym FROM trades", None, "SELECT DISTINCT is not supported on streams yet"),
-    ("SELECT DISTINCT ON (sym) sym FROM trades", None, "SELECT DISTINCT is not supported"),
+    ("SELECT DISTINCT ON (sym) sym FROM trades", None, "DISTINCT ON (...) is not supported"),
+    ("SELECT DISTINCT sym, COUNT(*) FROM trades GROUP BY sym", None, "drop DISTINCT"),
     # windows
     (
         "SELECT COUNT(*) FROM trades WINDOW SLIDING(1m, 30s)",
