@@ -68,7 +68,7 @@ def check_application(
 
 
 def _outside(app: Application, roots: PathRoots) -> Iterator[str]:
-    for job in app.jobs:
+    for job in (*app.jobs, *app.tables):
         named = [
             (f"{c.name}.path", c.properties.get("path"))
             for c in (*job.sources, *job.sinks)

@@ -26,14 +26,20 @@ import numpy as np
 import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, SourceBatch
-from velostream.engine.core import BatchOutput, Executor, isolate_rows, with_row_numbers
+from velostream.engine.core import (
+    BatchOutput,
+    Executor,
+    isolate_rows,
+    joined_rows,
+    with_row_numbers,
+)
 from velostream.engine.direct import picked_columns, renames
 from velostream.engine.duckdb_aggregates import DuckDBAggregates, describe, projection
 from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
 from velostream.engine.tumbling import NO_WINDOW_STATE, TumblingWindows
 from velostream.errors import StateIncompatibleError
-from velostream.sql.planner import ARG, BATCH, KEY, ROW, QueryPlan
+from velostream.sql.planner import ARG, KEY, ROW, QueryPlan
 
 __all__ = ["AggregateExecutor"]
 
@@ -98,11 +104,13 @@ class AggregateExecutor(Executor):
             items.append(f"({time_sql}) AS {column}")
         items.append(ROW)
         where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
-        return f"SELECT {', '.join(items)} FROM {BATCH}{where}"
+        # A join's output comes in no set order: put its rows back in input order.
+        order = f" ORDER BY {ROW}" if self.plan.tables else ""
+        return f"SELECT {', '.join(items)} FROM {self.plan.from_sql}{where}{order}"
 
     def _direct_pre(self, table: pa.Table) -> pa.Table | None:
         """The pre-query's rows straight from the batch, when it only picks columns."""
-        if self.plan.where_sql:
+        if self.plan.where_sql or self.plan.tables:
             return None
         exprs = [(expr, KEY.format(i)) for i, expr in enumerate(self.plan.keys)]
         exprs += [(c.arg, ARG.format(c.index)) for c in self.plan.aggregates if c.arg is not None]
@@ -122,12 +130,15 @@ class AggregateExecutor(Executor):
         table = with_row_numbers(batch.table)
         pre = self._direct_pre(table)
         bad: list[BadRecord] = []
+        refs = batch.refs
         if pre is None:
             pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
+        if self.plan.tables:
+            pre, refs = joined_rows(pre, refs)
         late: list[BadRecord] = []
         dropped = 0
         if self._windows is not None:
-            pre, more_bad, late, dropped = self._windows.assign(pre, batch.refs)
+            pre, more_bad, late, dropped = self._windows.assign(pre, refs)
             bad.extend(more_bad)
         if self._mode == "sql":
             out = self._process_sql(pre)

@@ -245,6 +245,28 @@ def with_row_numbers(table: pa.Table) -> pa.Table:
     return table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
+class _JoinedRefs(RecordRefs):
+    """A joined row's reference: that of the stream row it came from."""
+
+    def __init__(self, refs: RecordRefs, rows: np.ndarray) -> None:
+        self._refs, self._rows = refs, rows
+
+    def ref(self, index: int) -> str:
+        return self._refs.ref(int(self._rows[index]))
+
+    def raw(self, index: int) -> bytes:
+        return self._refs.raw(int(self._rows[index]))
+
+
+def joined_rows(table: pa.Table, refs: RecordRefs) -> tuple[pa.Table, RecordRefs]:
+    """A join's rows numbered afresh (`__rn`: a stream row matching N table rows gave N
+    rows with its number), with references that lead back to the stream rows."""
+    rows = table.column(ROW).to_numpy()
+    index = table.column_names.index(ROW)
+    renumbered = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    return table.set_column(index, ROW, renumbered), _JoinedRefs(refs, rows)
+
+
 def isolate_rows(
     executor: Executor,
     table: pa.Table,
@@ -322,7 +344,9 @@ def _cast_failures(executor: Executor, table: pa.Table) -> dict[int, tuple[str, 
     )
     any_fail = " OR ".join(c[0] for c in conditions)
     try:
-        found = executor.con.sql(f"SELECT {ROW}, {flags} FROM {BATCH} WHERE {any_fail}").fetchall()
+        found = executor.con.sql(
+            f"SELECT {ROW}, {flags} FROM {executor.plan.from_sql} WHERE {any_fail}"
+        ).fetchall()
     except duckdb.Error:
         return {}
     out: dict[int, tuple[str, ErrorKind]] = {}
@@ -375,8 +399,11 @@ class StatelessExecutor(Executor):
         if query is None:
             where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
             items = self.plan.select_list(columns, (ROW,))
-            # preserve_insertion_order (on) keeps input order without a sort.
-            query = self._queries[key] = f"SELECT {items} FROM {BATCH}{where}"
+            # preserve_insertion_order (on) keeps input order without a sort; a join's
+            # output comes in no set order, so its rows are put back in input order.
+            order = f" ORDER BY {ROW}" if self.plan.tables else ""
+            query = f"SELECT {items} FROM {self.plan.from_sql}{where}{order}"
+            self._queries[key] = query
         return query
 
     def process(self, batch: SourceBatch) -> BatchOutput:

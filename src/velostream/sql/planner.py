@@ -46,9 +46,11 @@ from velostream.sql.plan import (
     QueryPlan,
     RowWindowCall,
     Star,
+    TableSide,
     TumblingWindow,
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
+from velostream.sql.plan_join import fill_subqueries, plan_table_sides
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
     blank,
@@ -80,6 +82,7 @@ __all__ = [
     "QueryPlan",
     "RowWindowCall",
     "Star",
+    "TableSide",
     "TumblingWindow",
     "parse_duration_ms",
     "plan_job",
@@ -157,8 +160,15 @@ def plan_job(job: JobSpec) -> QueryPlan:
     if tree.args.get("distinct"):
         raise PlanError("SELECT DISTINCT is not supported on streams yet")
     _check_clauses(tree)
-    unqualify(tree, source)
     check_engine_names(tree)
+    sides = plan_table_sides(tree, job, source)
+    if sides is None:
+        unqualify(tree, source)  # the batch is the only table
+    elif sides.joined and any(isinstance(s, exp.Star) for s in tree.selects):
+        raise PlanError(
+            "SELECT * over a join is not supported: name the columns to emit "
+            "(t.* and i.* are not supported either)"
+        )
     check_stars(tree)
     standard_functions(tree)
     window = None
@@ -199,6 +209,10 @@ def plan_job(job: JobSpec) -> QueryPlan:
             raise PlanError("window functions cannot be combined with GROUP BY or aggregates yet")
         plan = plan_aggregate(*plan_args, window)
     elif windows:
+        if sides is not None:
+            raise PlanError(
+                "window functions (OVER ...) cannot be combined with a JOIN or a subquery yet"
+            )
         plan = plan_row_window(*plan_args, windows, buffer_sizes)
     else:
         if tree.args.get("order") is not None:
@@ -224,6 +238,8 @@ def plan_job(job: JobSpec) -> QueryPlan:
                 plan.select_sql.append(f"{to_sql(unalias(item))} AS {quote(output_name(item, i))}")
                 plan.output_columns.append(output_name(item, i))
     plan.casts = _collect_casts(tree)
+    if sides is not None:
+        fill_subqueries(plan, sides)
     check_planned_sql(_planned_sql(plan), tree)
     return plan
 
@@ -289,4 +305,4 @@ def _planned_sql(plan: QueryPlan) -> str:
         order += call.order_sql
     where = f" WHERE {plan.where_sql}" if plan.where_sql else ""
     order_by = f" ORDER BY {', '.join(order)}" if order else ""
-    return f"SELECT {', '.join(items)} FROM {BATCH}{where}{order_by}"
+    return f"SELECT {', '.join(items)} FROM {plan.from_sql}{where}{order_by}"

@@ -1,0 +1,278 @@
+"""Differential tests of stream–table joins and subqueries over tables.
+
+The stream `t` is cut into batches (one row each up to the whole input); the tables
+`d` and `e` are loaded as table sides (memory sources, as a job loads them). Keys have
+NULLs and duplicates on both sides, so a stream row matches none, one or several table
+rows. The reference is DuckDB's one-shot answer over the same three tables (a tumbling
+window as a GROUP BY of the window's start). A stream
+row's matches come in no set order, so rows are compared as sorted multisets (for
+EMIT CHANGES the running values are the same multiset: a stream row's matches carry
+the same stream values).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.engine.harness import LineRefs, assert_rows_equal, cut, sort_key
+from velostream.datasource.traits import SourceBatch
+from velostream.engine import build_executor
+from velostream.engine.tables import TableSides
+from velostream.errors import PlanError
+from velostream.sql.model import ConnectorConfig, EmitMode, JobSpec, StatementKind
+from velostream.sql.planner import plan_job
+
+SETTINGS = settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+KEYS = st.sampled_from(["a", "b", "c", "", None])
+SMALL = st.one_of(st.none(), st.integers(-3, 3))
+Row = dict[str, Any]
+
+
+def job_of(sql: str, tables: dict[str, list[Row]], emit: EmitMode | None = None) -> JobSpec:
+    sides = tuple(
+        ConnectorConfig(name, "memory_source", {"rows": orjson.dumps(rows).decode()})
+        for name, rows in tables.items()
+    )
+    return JobSpec(
+        name="job",
+        statement_name="out",
+        kind=StatementKind.STREAM,
+        select_sql=sql,
+        emit=emit,
+        sources=(ConnectorConfig("t", "memory_source", {}), *sides),
+        sinks=(ConnectorConfig("out", "memory_sink", {}),),
+    )
+
+
+def run_joined(
+    sql: str,
+    stream: pa.Table,
+    tables: dict[str, list[Row]],
+    sizes: list[int],
+    emit: EmitMode | None = None,
+) -> list[Row]:
+    """Our answer: the table sides loaded, the stream fed in batches of `sizes`."""
+    job = job_of(sql, tables, emit)
+    plan = plan_job(job)
+    executor = build_executor(plan, job)
+    loads = TableSides(job, plan, executor.con).load()
+    assert [load.bad for load in loads] == [[] for _ in loads]
+    rows: list[Row] = []
+    for offset, batch in cut(stream, sizes):
+        output = executor.process(SourceBatch(batch, LineRefs(offset)))
+        assert output.bad == []
+        rows += output.table.to_pylist()
+    final = executor.finish()
+    if final is not None:
+        rows += final.to_pylist()
+    return rows
+
+
+def reference(sql: str, stream: pa.Table, tables: dict[str, list[Row]]) -> list[Row]:
+    con = duckdb.connect()
+    try:
+        con.register("t", stream)
+        for name, rows in tables.items():
+            con.register(name, pa.Table.from_pylist(rows))
+        return list(con.sql(sql).to_arrow_table().to_pylist())
+    finally:
+        con.close()
+
+
+def assert_same_multiset(got: list[Row], expected: list[Row], context: str) -> None:
+    columns = list(expected[0]) if expected else list(got[0]) if got else []
+    key = lambda row: sort_key(row, columns)  # noqa: E731
+    assert_rows_equal(sorted(got, key=key), sorted(expected, key=key), context)
+
+
+@st.composite
+def cases(draw: st.DrawFn) -> tuple[pa.Table, dict[str, list[Row]], list[int]]:
+    n = draw(st.integers(1, 14))
+    stream = pa.table(
+        {
+            "rn": pa.array(range(n), pa.int64()),
+            "k": pa.array(draw(st.lists(KEYS, min_size=n, max_size=n)), pa.string()),
+            "v": pa.array(draw(st.lists(SMALL, min_size=n, max_size=n)), pa.int64()),
+            "ts": pa.array([i * 7000 for i in range(n)], pa.int64()),  # in order: none late
+        }
+    )
+    d = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {"k": KEYS, "g": st.sampled_from(["x", "y", None]), "w": st.integers(-2, 5)}
+            ),
+            min_size=1,
+            max_size=6,
+        )
+    )
+    e = draw(st.lists(st.fixed_dictionaries({"k": KEYS, "x": SMALL}), min_size=1, max_size=4))
+    sizes = draw(
+        st.one_of(
+            st.integers(1, n).map(lambda size: [size]),
+            st.lists(st.integers(1, n), min_size=1, max_size=4),
+        )
+    )
+    return stream, {"d": d, "e": e}, sizes
+
+
+STATELESS = [
+    "SELECT t.rn, t.k, d.g, d.w FROM t JOIN d ON t.k = d.k",
+    "SELECT t.rn, t.v, d.g FROM t LEFT JOIN d ON t.k = d.k WHERE t.v IS NULL OR t.v > -2",
+    "SELECT t.rn, d.w + t.v AS s FROM t LEFT OUTER JOIN d ON t.k = d.k AND d.w > 0",
+    "SELECT t.rn, d.g, e.x FROM t LEFT JOIN d ON t.k = d.k INNER JOIN e ON e.k = t.k",
+    "SELECT t.rn, d.g, e.x FROM t t LEFT JOIN d ON t.k = d.k LEFT JOIN e ON e.x = t.v",
+]
+SUBQUERIES = [
+    "SELECT rn, k FROM t WHERE k IN (SELECT k FROM d WHERE w > 0)",
+    "SELECT rn, v FROM t WHERE NOT EXISTS (SELECT 1 FROM d WHERE d.k = t.k)",
+    "SELECT rn, (SELECT MAX(w) FROM d WHERE d.k = t.k) AS mx FROM t",
+    "SELECT rn FROM t WHERE v > (SELECT MIN(w) FROM d)",
+    "SELECT rn, k NOT IN (SELECT k FROM e) AS outside FROM t",
+    "SELECT t.rn, d.g FROM t LEFT JOIN d ON t.k = d.k "
+    "WHERE EXISTS (SELECT 1 FROM e WHERE e.k = d.k)",
+]
+
+
+@SETTINGS
+@given(case=cases(), query=st.sampled_from(STATELESS + SUBQUERIES))
+def test_stateless_joins_and_subqueries_match_duckdb(
+    case: tuple[pa.Table, dict[str, list[Row]], list[int]], query: str
+) -> None:
+    stream, tables, sizes = case
+    got = run_joined(query, stream, tables, sizes)
+    assert_same_multiset(got, reference(query, stream, tables), query)
+
+
+@SETTINGS
+@given(case=cases(), query=st.sampled_from(STATELESS[:2] + SUBQUERIES[:2]))
+def test_stateless_joins_keep_stream_order(
+    case: tuple[pa.Table, dict[str, list[Row]], list[int]], query: str
+) -> None:
+    stream, tables, sizes = case
+    got = [row["rn"] for row in run_joined(query, stream, tables, sizes)]
+    assert got == sorted(got)
+
+
+# (our query, emit, the reference's answer as one-shot SQL)
+GROUPED = [
+    (
+        "SELECT d.g, COUNT(*) AS n, SUM(t.v) AS s FROM t JOIN d ON t.k = d.k GROUP BY d.g",
+        EmitMode.FINAL,
+        "SELECT d.g, COUNT(*) AS n, SUM(t.v) AS s FROM t JOIN d ON t.k = d.k GROUP BY d.g",
+    ),
+    (
+        "SELECT d.g, COUNT(*) AS n, SUM(t.v) AS s FROM t JOIN d ON t.k = d.k GROUP BY d.g",
+        EmitMode.CHANGES,
+        "SELECT d.g, COUNT(*) OVER w AS n, SUM(t.v) OVER w AS s FROM t JOIN d ON t.k = d.k "
+        "WINDOW w AS (PARTITION BY d.g ORDER BY t.rn ROWS UNBOUNDED PRECEDING)",
+    ),
+    (
+        "SELECT t.k, COUNT(d.w) AS n, MAX(d.w) AS m, SUM(e.x) AS x FROM t LEFT JOIN d "
+        "ON t.k = d.k LEFT JOIN e ON e.k = t.k GROUP BY t.k",
+        EmitMode.FINAL,
+        "SELECT t.k, COUNT(d.w) AS n, MAX(d.w) AS m, SUM(e.x) AS x FROM t LEFT JOIN d "
+        "ON t.k = d.k LEFT JOIN e ON e.k = t.k GROUP BY t.k",
+    ),
+    (
+        "SELECT t.k, COUNT(*) AS n, SUM(t.v) AS s FROM t LEFT JOIN d ON t.k = d.k GROUP BY t.k",
+        EmitMode.CHANGES,
+        "SELECT t.k, COUNT(*) OVER w AS n, SUM(t.v) OVER w AS s FROM t LEFT JOIN d "
+        "ON t.k = d.k WINDOW w AS (PARTITION BY t.k ORDER BY t.rn ROWS UNBOUNDED PRECEDING)",
+    ),
+    (
+        "SELECT d.g, _window_start AS ws, COUNT(*) AS n, SUM(t.v) AS s FROM t JOIN d "
+        "ON t.k = d.k GROUP BY d.g WINDOW TUMBLING(t.ts, 20s)",
+        EmitMode.FINAL,
+        "SELECT d.g, (t.ts // 20000) * 20000 AS ws, COUNT(*) AS n, SUM(t.v) AS s FROM t JOIN d "
+        "ON t.k = d.k GROUP BY d.g, ws",
+    ),
+    (
+        "SELECT k, COUNT(*) AS n, SUM(v) AS s FROM t WHERE k IN (SELECT k FROM d) GROUP BY k",
+        EmitMode.FINAL,
+        "SELECT k, COUNT(*) AS n, SUM(v) AS s FROM t WHERE k IN (SELECT k FROM d) GROUP BY k",
+    ),
+    (
+        "SELECT k, COUNT(*) AS n FROM t WHERE EXISTS (SELECT 1 FROM e WHERE e.k = t.k) GROUP BY k",
+        EmitMode.CHANGES,
+        "SELECT k, COUNT(*) OVER w AS n FROM t WHERE EXISTS (SELECT 1 FROM e WHERE e.k = t.k) "
+        "WINDOW w AS (PARTITION BY k ORDER BY rn ROWS UNBOUNDED PRECEDING)",
+    ),
+]
+
+
+@SETTINGS
+@given(case=cases(), grouped=st.sampled_from(GROUPED))
+def test_grouped_joins_match_duckdb(
+    case: tuple[pa.Table, dict[str, list[Row]], list[int]],
+    grouped: tuple[str, EmitMode, str],
+) -> None:
+    stream, tables, sizes = case
+    query, emit, expected_sql = grouped
+    got = run_joined(query, stream, tables, sizes, emit)
+    assert_same_multiset(got, reference(expected_sql, stream, tables), f"{query} EMIT {emit}")
+
+
+def test_a_one_to_many_match_gives_a_row_per_match_in_stream_order() -> None:
+    stream = pa.table({"rn": [0, 1, 2], "k": ["a", "b", "a"], "v": [1, 2, 3]})
+    d = [{"k": "a", "g": "x", "w": 1}, {"k": "a", "g": "y", "w": 2}]
+    rows = run_joined("SELECT t.rn, d.g FROM t JOIN d ON t.k = d.k", stream, {"d": d}, [1])
+    assert sorted((r["rn"], r["g"]) for r in rows) == [(0, "x"), (0, "y"), (2, "x"), (2, "y")]
+    assert [r["rn"] for r in rows] == [0, 0, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        ("SELECT t.rn FROM t RIGHT JOIN d ON t.k = d.k", "RIGHT OUTER JOIN against a table"),
+        ("SELECT t.rn FROM t FULL OUTER JOIN d ON t.k = d.k", "FULL OUTER JOIN against a table"),
+        ("SELECT t.rn FROM t CROSS JOIN d", "CROSS JOIN is not supported"),
+        ("SELECT t.rn FROM t NATURAL JOIN d", "NATURAL JOIN is not supported"),
+        ("SELECT t.rn FROM t, d", "a comma or CROSS join is not supported"),
+        ("SELECT rn FROM t WHERE rn IN (SELECT rn FROM t)", "is the statement's stream"),
+        ("SELECT * FROM t JOIN d ON t.k = d.k", "SELECT * over a join"),
+        (
+            "SELECT rn, LAG(v) OVER (ROWS WINDOW BUFFER 5 ROWS) AS p FROM t JOIN d ON t.k = d.k",
+            "window functions (OVER ...) cannot be combined with a JOIN",
+        ),
+    ],
+)
+def test_joins_we_cannot_honour_are_refused(sql: str, message: str) -> None:
+    with pytest.raises(PlanError) as caught:
+        plan_job(job_of(sql, {"d": [{"k": "a"}]}))
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"type": "kafka_source"}, "a Kafka topic: a topic as the table side"),
+        ({"type": "file_source", "watch": "true"}, "a stream–stream join"),
+    ],
+)
+def test_unbounded_table_sides_are_refused(props: dict[str, str], message: str) -> None:
+    job = JobSpec(
+        name="job",
+        statement_name="out",
+        kind=StatementKind.STREAM,
+        select_sql="SELECT t.rn FROM t JOIN d ON t.k = d.k",
+        emit=None,
+        sources=(
+            ConnectorConfig("t", "memory_source", {}),
+            ConnectorConfig("d", props["type"], {k: v for k, v in props.items() if k != "type"}),
+        ),
+        sinks=(),
+    )
+    with pytest.raises(PlanError) as caught:
+        plan_job(job)
+    assert message in str(caught.value)
