@@ -2,7 +2,8 @@
 
 A join with bad rows on both sides (each dead-lettered under its own source's name,
 every record accounted for), and a table reloaded while a watched stream runs: rows
-read after the table file changed are joined to its new rows.
+read after the table file changed are joined to its new rows; and a Kafka topic joined
+as a table (its latest row per key, tombstones deleting).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.integration.kafka_broker import KafkaBroker
 from tests.integration.server_process import clean_env, console_script, velo_sql, wait_for
 
 pytestmark = pytest.mark.integration
@@ -110,3 +113,42 @@ def test_the_table_is_reloaded_when_its_file_changes(tmp_path: Path) -> None:
     assert rows == [(1, "Apple", 100), (2, "Apple Inc.", 10), (3, "Tesla", 10)], (
         tmp_path / "run.log"
     ).read_text()
+
+
+def test_a_kafka_topic_joined_as_a_table_has_its_latest_row_per_key(
+    tmp_path: Path, kafka_broker: KafkaBroker, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic("instruments", partitions=2)
+    kafka_broker.produce(
+        topic,
+        [
+            b'{"symbol": "AAPL", "name": "Apple", "lot": 100}',
+            b'{"symbol": "MSFT", "name": "Microsoft", "lot": 10}',
+            b'{"symbol": "AAPL", "name": "Apple Inc.", "lot": 50}',  # the latest AAPL
+            None,  # a tombstone: MSFT is deleted
+            b'{"symbol": "TSLA", "name": ',  # not JSON: a bad record of the table
+        ],
+        keys=[b"AAPL", b"MSFT", b"AAPL", b"MSFT", b"TSLA"],
+    )
+    (tmp_path / "trades.jsonl").write_text(
+        '{"id": 1, "symbol": "AAPL", "qty": 2}\n'
+        '{"id": 2, "symbol": "MSFT", "qty": 1}\n'
+        '{"id": 3, "symbol": "TSLA", "qty": 1}\n'
+    )
+    app = _app("trades.jsonl", watch=False).replace(
+        "'instruments.type' = 'file_source', 'instruments.path' = 'instruments.csv'",
+        f"'instruments.type' = 'kafka_source', 'instruments.topic' = '{topic}', "
+        f"'instruments.bootstrap.servers' = '{kafka_broker.bootstrap}'",
+    )
+    (tmp_path / "app.sql").write_text(app)
+    result = velo_sql("run", "app.sql", "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = _rows(tmp_path / "enriched.jsonl")
+    assert [(r["id"], r["name"], r["units"]) for r in out] == [
+        (1, "Apple Inc.", 100),
+        (2, None, None),
+        (3, None, None),
+    ]
+    letters = _rows(tmp_path / "dlq.jsonl")
+    assert [x["source"] for x in letters] == ["instruments"]
+    assert re.search(r"enriched\W+ok\W+4\W+3\W+1\W", result.stdout), result.stdout

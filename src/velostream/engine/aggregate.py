@@ -104,9 +104,8 @@ class AggregateExecutor(Executor):
             items.append(f"({time_sql}) AS {column}")
         items.append(ROW)
         where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
-        # A join's output comes in no set order: put its rows back in input order.
-        order = f" ORDER BY {ROW}" if self.plan.tables else ""
-        return f"SELECT {', '.join(items)} FROM {self.plan.from_sql}{where}{order}"
+        # A join's rows come in no set order: `joined_rows` puts them in input order.
+        return f"SELECT {', '.join(items)} FROM {self.plan.from_sql}{where}"
 
     def _direct_pre(self, table: pa.Table) -> pa.Table | None:
         """The pre-query's rows straight from the batch, when it only picks columns."""

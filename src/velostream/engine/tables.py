@@ -55,10 +55,22 @@ def _connectors(job: JobSpec) -> list[ConnectorConfig]:
     return found
 
 
+#: A Kafka table side's end offsets are asked for at most this often (a broker round trip).
+KAFKA_CHECK_SECONDS = 1.0
+
+
 def _signature(connectors: list[ConnectorConfig]) -> Signature:
-    """Size and modification time of every file the connectors read (cheap to take)."""
+    """Size and modification time of every file the connectors read (cheap to take), and
+    the end offsets of every Kafka topic they read."""
     out: list[tuple[str, int, int]] = []
     for connector in connectors:
+        if connector.type == "kafka_source":
+            from velostream.datasource.kafka.table import topic_ends
+
+            source = create_source(connector.name, connector.type, connector.properties)
+            topic = str(getattr(source, "topic", connector.name))
+            out += [(f"{topic}-{p}", end, 0) for p, end in topic_ends(source)]  # type: ignore[arg-type]
+            continue
         if connector.type != "file_source":
             continue
         pattern = os.path.expanduser(str(connector.properties.get("path", "")))
@@ -71,6 +83,16 @@ def _signature(connectors: list[ConnectorConfig]) -> Signature:
                 continue
             out.append((path, stat.st_size, stat.st_mtime_ns))
     return tuple(out)
+
+
+def _read(connector: ConnectorConfig) -> tuple[pa.Table | None, list[BadRecord]]:
+    """A source table side's rows: a file to its end, a Kafka topic's latest row per key."""
+    if connector.type == "kafka_source":
+        from velostream.datasource.kafka.table import read_compacted
+
+        source = create_source(connector.name, connector.type, connector.properties)
+        return read_compacted(source)  # type: ignore[arg-type]
+    return read_to_end(_bounded(connector))
 
 
 def _bounded(connector: ConnectorConfig) -> Source:
@@ -120,6 +142,7 @@ class TableSides:
         self.check_interval = check_interval
         self.memory_limit = memory_limit
         self._signatures: dict[str, Signature] = {}
+        self._kafka_checked: dict[str, float] = {}
         self._checked = 0.0
 
     def __bool__(self) -> bool:
@@ -161,9 +184,19 @@ class TableSides:
         changed = [
             side
             for side in self.sides
-            if _signature(self._watched(side)) != self._signatures.get(side.name)
+            if self._due(side, now)
+            and _signature(self._watched(side)) != self._signatures.get(side.name)
         ]
         return [self._load(side) for side in changed]
+
+    def _due(self, side: TableSide, now: float) -> bool:
+        """Whether to check `side` now: a side that reads Kafka once per second at most."""
+        if not any(c.type == "kafka_source" for c in self._watched(side)):
+            return True
+        if now - self._kafka_checked.get(side.name, 0.0) < KAFKA_CHECK_SECONDS:
+            return False
+        self._kafka_checked[side.name] = now
+        return True
 
     def _load(self, side: TableSide) -> TableLoad:
         signature = _signature(self._watched(side))
@@ -171,7 +204,7 @@ class TableSides:
         if table is not None:
             rows, bad = self._compute(table)
         else:
-            rows, bad = read_to_end(_bounded(self._connector(side)))
+            rows, bad = _read(self._connector(side))
         if rows is None:
             # A file with nothing decodable: no columns to join to. Keep an earlier load.
             raise SourceError(
@@ -205,7 +238,7 @@ class TableSides:
             for load in nested.load():
                 bad += load.bad
             executor = build_executor(plan, table, con)
-            source = _bounded(table.sources[0])
+            source = _bounded(table.sources[0])  # an in-app table's stream: a file
             outputs: list[pa.Table] = []
             source.open()
             try:

@@ -33,6 +33,7 @@ from velostream.sql.annotations import (
 from velostream.sql.connectors import ConnectorCatalog, build_connector
 from velostream.sql.model import (
     Application,
+    ConnectorConfig,
     FailureStrategy,
     JobMode,
     JobSpec,
@@ -303,6 +304,14 @@ class _ApplicationParser:
                 warn=warn,
             )
         )
+        stream = sources[0] if sources and parts.sources else None
+        if in_app and stream is not None and stream.name == parts.sources[0] and _unbounded(stream):
+            report(
+                self.position(parts.source_offsets[stream.name]),
+                f"in-app table '{sink_name}' reads {stream.name} ({stream.type}) in FROM, which "
+                "never ends: an in-app table is computed to the end of its source, so build "
+                "it from a file without 'watch' (a topic can be joined as a table instead)",
+            )
         if in_app and parts.sources and parts.sources[0].lower() in self.tables:
             report(
                 self.position(parts.source_offsets[parts.sources[0]]),
@@ -368,6 +377,12 @@ class _ApplicationParser:
                         f"metric '{metric.name}' is also defined by job "
                         f"'{other[0].name}' with a different type or labels",
                     )
+
+
+def _unbounded(connector: ConnectorConfig) -> bool:
+    """Whether a source never ends: Kafka, or a watched file."""
+    watched = str(connector.properties.get("watch", "false")).strip().lower()
+    return connector.type == "kafka_source" or watched in ("true", "1", "yes", "on")
 
 
 def _configures(keys: list[str], name: str) -> bool:

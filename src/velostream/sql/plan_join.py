@@ -2,8 +2,9 @@
 
 The first source of FROM is the stream; every other relation the query reads (a JOIN,
 or the FROM of an `IN (SELECT ...)`, `EXISTS (...)` or scalar subquery) must be a
-*table side*: a bounded source of the job (a `file_source` without `watch`) or an
-in-app table of the application (a sinkless `CREATE TABLE`). The engine loads each into
+*table side*: a bounded source of the job (a `file_source` without `watch`), a Kafka
+topic read as a compacted table (its latest row per key), or an in-app table of the
+application (a sinkless `CREATE TABLE`). The engine loads each into
 the job's DuckDB as `__table_<name>` before the stream is read and runs the batch's
 first query over `__batch AS <stream alias>` joined to them (`QueryPlan.from_sql`), so
 the user's qualified names (`t.symbol`, `i.name`) bind as written.
@@ -62,19 +63,13 @@ def _refusal(job: JobSpec, name: str, stream: str) -> str | None:
 
 def _unbounded(connector: ConnectorConfig) -> str | None:
     kind = connector.type
-    if kind == "kafka_source":
-        return (
-            f"{connector.name} is a Kafka topic: a topic as the table side of a join "
-            "(a compacted topic, latest row per key) is not supported yet; read the topic "
-            "as the stream (first in FROM) and join it to a file or an in-app table"
-        )
     watched = str(connector.properties.get("watch", "false")).strip().lower()
     if kind == "file_source" and watched in ("true", "1", "yes", "on"):
         return (
             f"{connector.name} is a watched file (unbounded): {_STREAM_KINDS}; join the "
             f"stream to {connector.name} without 'watch' (a table, reloaded when it changes)"
         )
-    if kind not in ("file_source", "memory_source"):
+    if kind not in ("file_source", "memory_source", "kafka_source"):
         return f"{connector.name} ({kind}) cannot be a table side: use a file_source"
     return None
 

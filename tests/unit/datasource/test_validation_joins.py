@@ -147,3 +147,23 @@ def test_an_in_app_table_file_outside_the_roots_is_refused(files: Path, tmp_path
 def test_only_in_app_tables_is_refused(files: Path) -> None:
     text = f"CREATE TABLE named AS SELECT symbol FROM instruments\nWITH ({_instruments(files)});\n"
     assert "has only in-app tables" in _problem(text)
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "'k.type' = 'kafka_source', 'k.topic' = 't', 'k.bootstrap.servers' = 'localhost:1'",
+        "'k.type' = 'file_source', 'k.path' = '{files}/instruments.csv', 'k.watch' = 'true'",
+    ],
+)
+def test_an_in_app_table_from_a_source_that_never_ends_is_refused(files: Path, source: str) -> None:
+    text = (
+        "CREATE TABLE named AS SELECT symbol FROM k\n"
+        f"WITH ({source.format(files=files)});\n"
+        "CREATE STREAM out AS SELECT t.id FROM trades t\n"
+        "WHERE t.symbol IN (SELECT symbol FROM named)\n"
+        f"WITH ('trades.type' = 'file_source', 'trades.path' = '{files}/trades.csv',\n"
+        f"'out.type' = 'file_sink', 'out.path' = '{files}/out.csv');\n"
+    )
+    problem = _problem(text)
+    assert "never ends: an in-app table is computed to the end of its source" in problem
