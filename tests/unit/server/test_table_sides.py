@@ -208,3 +208,41 @@ def test_a_table_file_of_only_a_header_is_an_empty_table(tmp_path: Path) -> None
     [load] = TableSides(job, plan, con).load()
     assert (load.rows, load.bad) == (0, [])
     assert con.sql(f"SELECT * FROM {plan.tables[0].relation}").columns == ["symbol", "name"]
+
+
+def test_a_server_job_joins_an_in_app_table_and_reloads_it(tmp_path: Path, harness: Any) -> None:
+    stream = tmp_path / "trades.jsonl"
+    stream.write_text('{"id": 1, "symbol": "AAPL", "qty": 10}\n')
+    table = tmp_path / "instruments.csv"
+    table.write_text("symbol,name\nAAPL,Apple\n")
+    out = tmp_path / "out.jsonl"
+    harness.deploy(
+        f"""
+CREATE TABLE names AS SELECT symbol, UPPER(name) AS name FROM instruments
+WITH ('instruments.type' = 'file_source', 'instruments.path' = '{table}');
+
+CREATE STREAM named AS
+SELECT t.id, n.name FROM trades t LEFT JOIN names n ON t.symbol = n.symbol
+WITH (
+    'trades.type' = 'file_source', 'trades.path' = '{stream}', 'trades.format' = 'jsonl',
+    'trades.watch' = 'true', 'trades.polling_interval' = '20ms',
+    'named.type' = 'file_sink', 'named.path' = '{out}', 'named.format' = 'jsonl'
+);
+"""
+    )
+    assert harness.status("named")["source"] == "trades"
+    harness.wait_for(lambda: len(_lines(out)) == 1, what="the first row")
+    table.write_text("symbol,name\nAAPL,Apple Inc.\n")
+    stat = table.stat()
+    os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    with stream.open("a") as f:
+        f.write('{"id": 2, "symbol": "AAPL", "qty": 10}\n')
+    harness.wait_for(lambda: len(_lines(out)) == 2, what="the row after the change")
+    assert [(r["id"], r["name"]) for r in _lines(out)] == [(1, "APPLE"), (2, "APPLE INC.")]
+    assert harness.state("named") == "running"
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
