@@ -51,6 +51,7 @@ from velostream.sql.plan import (
     BATCH,
     EVENT_TIME,
     KEY,
+    ROW,
     WINDOW_END,
     WINDOW_START,
     AggregateCall,
@@ -184,6 +185,13 @@ class _Binder:
         return None
 
     def bind(self) -> None:
+        if self.plan.prejoin_sql is not None:  # a row window reads the joined rows
+            numbered = self.columns.append(pa.field(ROW, pa.int64()))
+            self.con.register(BATCH, numbered.empty_table())
+            joined = self._step(self.plan.prejoin_sql, [])
+            if joined is None:
+                return
+            self.con.register(BATCH, joined.limit(0).to_arrow_table())
         where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
         pieces: Pieces = []
         if self.plan.where_sql:
@@ -378,7 +386,8 @@ class _Binder:
     def _columns_of(self, alias: str) -> list[str]:
         """The columns of the relation called `alias` in the query's FROM."""
         try:
-            tree = sqlglot.parse_one(f"SELECT 1 FROM {self.plan.from_sql}", read="duckdb")
+            query = self.plan.prejoin_sql or f"SELECT 1 FROM {self.plan.from_sql}"
+            tree = sqlglot.parse_one(query, read="duckdb")
         except (ParseError, TokenError):
             return []
         relations = {t.alias_or_name.lower(): t.name for t in tree.find_all(exp.Table)}

@@ -183,6 +183,10 @@ class QueryPlan:
     as the stream) joined to the table sides."""
     tables: list[TableSide] = field(default_factory=list)
     """The table sides `from_sql` and the subqueries read, loaded before the stream."""
+    prejoin_sql: str | None = None
+    """A row-window query's join, run first: each batch becomes the joined rows, with
+    every column the query reads as `__jN` and the stream row's `__rn` (`from_sql` is
+    then the batch again)."""
 
     def select_list(self, columns: Iterable[str], hidden: Iterable[str] = ()) -> str:
         """`select_sql` joined, each `*` made for a table of `columns` (`Star.sql`)."""

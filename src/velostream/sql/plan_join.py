@@ -26,10 +26,10 @@ from sqlglot import exp
 
 from velostream.errors import PlanError
 from velostream.sql.model import ConnectorConfig, JobSpec
-from velostream.sql.plan import BATCH, TABLE, QueryPlan, TableSide
-from velostream.sql.plan_sql import quote, start_of, to_sql
+from velostream.sql.plan import BATCH, ROW, TABLE, QueryPlan, TableSide
+from velostream.sql.plan_sql import output_name, quote, start_of, to_sql
 
-__all__ = ["TableSides", "fill_subqueries", "plan_table_sides"]
+__all__ = ["TableSides", "fill_subqueries", "flatten_join", "plan_table_sides"]
 
 _PLACEHOLDER = "__sq{}"
 _PLACEHOLDER_SQL = re.compile(r'"?__sq(\d+)"?')
@@ -194,6 +194,26 @@ def plan_table_sides(tree: exp.Select, job: JobSpec, stream: str) -> TableSides 
     )
 
 
+def flatten_join(tree: exp.Select, sides: TableSides) -> str:
+    """Rewrite `tree` over the joined rows as one table; return the query making them.
+
+    Row windows keep rows across batches in one table of their own, where `t.price`
+    and `i.price` cannot be told apart: every column the query reads (and every
+    subquery) becomes a column `__jN` of the joined rows, computed first by the query
+    returned, which also keeps each stream row's `__rn`.
+    """
+    for index, item in enumerate(list(tree.selects)):
+        if not isinstance(item, exp.Alias):
+            item.replace(exp.alias_(item.copy(), output_name(item, index), quoted=True))
+    names: dict[str, str] = {}
+    for column in list(tree.find_all(exp.Column)):
+        sql = to_sql(column)
+        name = names.setdefault(sql, f"__j{len(names)}")
+        column.replace(exp.column(name))
+    items = [f"{sql} AS {name}" for sql, name in names.items()]
+    return f"SELECT {', '.join([*items, ROW])} FROM {sides.from_sql}"
+
+
 def _inside(node: exp.Expr, ancestor: exp.Expr) -> bool:
     parent = node.parent
     while parent is not None:
@@ -210,13 +230,14 @@ def fill_subqueries(plan: QueryPlan, sides: TableSides) -> None:
         return _PLACEHOLDER_SQL.sub(lambda m: sides.subqueries[int(m.group(1))], text)
 
     _fill_fields(plan, fill)
-    plan.from_sql = fill(sides.from_sql)
+    # A row window reads the joined rows (`prejoin_sql`) as its batch.
+    plan.from_sql = BATCH if plan.prejoin_sql else fill(sides.from_sql)
     plan.tables = sides.tables
 
 
 def _fill_fields(obj: Any, fill: Callable[[str], str]) -> None:
     for f in dataclasses.fields(obj):
-        if f.name in ("from_sql", "tables"):
+        if f.name in ("from_sql", "tables", "kind", "emit"):
             continue
         value = getattr(obj, f.name)
         new = _filled(value, fill)

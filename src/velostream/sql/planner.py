@@ -50,7 +50,7 @@ from velostream.sql.plan import (
     TumblingWindow,
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
-from velostream.sql.plan_join import fill_subqueries, plan_table_sides
+from velostream.sql.plan_join import fill_subqueries, flatten_join, plan_table_sides
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
     blank,
@@ -164,11 +164,14 @@ def plan_job(job: JobSpec) -> QueryPlan:
     sides = plan_table_sides(tree, job, source)
     if sides is None:
         unqualify(tree, source)  # the batch is the only table
-    elif sides.joined and any(isinstance(s, exp.Star) for s in tree.selects):
+    elif (sides.joined or tree.find(exp.Window)) and any(
+        isinstance(s, exp.Star) for s in tree.selects
+    ):
         raise PlanError(
-            "SELECT * over a join is not supported: name the columns to emit "
-            "(t.* and i.* are not supported either)"
+            "SELECT * over a join (or with window functions and a subquery) is not "
+            "supported: name the columns to emit (t.* and i.* are not supported either)"
         )
+    prejoin = flatten_join(tree, sides) if sides is not None and tree.find(exp.Window) else None
     check_stars(tree)
     standard_functions(tree)
     window = None
@@ -209,10 +212,6 @@ def plan_job(job: JobSpec) -> QueryPlan:
             raise PlanError("window functions cannot be combined with GROUP BY or aggregates yet")
         plan = plan_aggregate(*plan_args, window)
     elif windows:
-        if sides is not None:
-            raise PlanError(
-                "window functions (OVER ...) cannot be combined with a JOIN or a subquery yet"
-            )
         plan = plan_row_window(*plan_args, windows, buffer_sizes)
     else:
         if tree.args.get("order") is not None:
@@ -239,6 +238,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
                 plan.output_columns.append(output_name(item, i))
     plan.casts = _collect_casts(tree)
     if sides is not None:
+        plan.prejoin_sql = prejoin
         fill_subqueries(plan, sides)
     check_planned_sql(_planned_sql(plan), tree)
     return plan
