@@ -152,3 +152,46 @@ def test_a_kafka_topic_joined_as_a_table_has_its_latest_row_per_key(
     letters = _rows(tmp_path / "dlq.jsonl")
     assert [x["source"] for x in letters] == ["instruments"]
     assert re.search(r"enriched\W+ok\W+4\W+3\W+1\W", result.stdout), result.stdout
+
+
+def test_a_kafka_table_is_read_again_when_its_topic_grows(
+    tmp_path: Path, kafka_broker: KafkaBroker, new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic("instruments")
+    kafka_broker.produce(topic, [b'{"symbol": "AAPL", "name": "Apple", "lot": 1}'], keys=[b"AAPL"])
+    stream = tmp_path / "trades.jsonl"
+    stream.write_text('{"id": 1, "symbol": "AAPL", "qty": 1}\n')
+    app = _app("trades.jsonl", watch=True).replace(
+        "'instruments.type' = 'file_source', 'instruments.path' = 'instruments.csv'",
+        f"'instruments.type' = 'kafka_source', 'instruments.topic' = '{topic}', "
+        f"'instruments.bootstrap.servers' = '{kafka_broker.bootstrap}'",
+    )
+    (tmp_path / "app.sql").write_text(app)
+    log = (tmp_path / "run.log").open("w")
+    process = subprocess.Popen(
+        [console_script("velo-sql"), "run", "app.sql", "--data-dir", str(tmp_path / "data")],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    out = tmp_path / "enriched.jsonl"
+    try:
+        wait_for("the first row", lambda: len(_rows(out)) >= 1)
+        kafka_broker.produce(
+            topic, [b'{"symbol": "AAPL", "name": "Apple Inc.", "lot": 7}'], keys=[b"AAPL"]
+        )
+        time.sleep(1.5)  # the topic's ends are checked at most once a second
+        with stream.open("a") as f:
+            f.write('{"id": 2, "symbol": "AAPL", "qty": 1}\n')
+        wait_for("the row after the change", lambda: len(_rows(out)) >= 2)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+    rows = [(r["id"], r["name"], r["units"]) for r in _rows(out)]
+    assert rows == [(1, "Apple", 1), (2, "Apple Inc.", 7)], (tmp_path / "run.log").read_text()
