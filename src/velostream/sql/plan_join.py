@@ -17,6 +17,7 @@ planned pieces (`fill_subqueries`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
 from collections.abc import Callable
 from enum import Enum
@@ -31,8 +32,10 @@ from velostream.sql.plan_sql import output_name, quote, start_of, to_sql
 
 __all__ = ["TableSides", "fill_subqueries", "flatten_join", "plan_table_sides"]
 
-_PLACEHOLDER = "__sq{}"
-_PLACEHOLDER_SQL = re.compile(r'"?__sq(\d+)"?')
+# A subquery's stand-in while the planners work: marked with a digest of the query, so
+# that no text of the user's (a string literal, say) is ever taken for one.
+_PLACEHOLDER = "__subquery_{}_{}__"
+_PLACEHOLDER_SQL = '"?__subquery_{}_(\\d+)__"?'
 _STREAM_KINDS = "a stream–stream join (two unbounded sources) is not supported yet"
 
 
@@ -44,6 +47,8 @@ class TableSides:
     tables: list[TableSide]
     subqueries: list[str]
     joined: bool
+    marker: str = ""
+    """The digest in the subqueries' placeholders (`_PLACEHOLDER`)."""
 
 
 def _refusal(job: JobSpec, name: str, stream: str) -> str | None:
@@ -158,6 +163,7 @@ def plan_table_sides(tree: exp.Select, job: JobSpec, stream: str) -> TableSides 
         outermost.append(node)
     if not joins and not outermost:
         return None
+    marker = hashlib.sha256(to_sql(tree).encode()).hexdigest()[:12]
     planner = _Planner(tree, job, stream)
     for join in joins:
         _check_join(join)
@@ -165,7 +171,7 @@ def plan_table_sides(tree: exp.Select, job: JobSpec, stream: str) -> TableSides 
     subqueries: list[str] = []
     for found in outermost:
         sql = planner.subquery(found)
-        placeholder: exp.Expr = exp.column(_PLACEHOLDER.format(len(subqueries)))
+        placeholder: exp.Expr = exp.column(_PLACEHOLDER.format(marker, len(subqueries)))
         parent = found.parent
         if isinstance(parent, exp.Select) and found in parent.expressions:
             placeholder = exp.alias_(placeholder, f"col{parent.expressions.index(found)}")
@@ -191,6 +197,7 @@ def plan_table_sides(tree: exp.Select, job: JobSpec, stream: str) -> TableSides 
         tables=list(planner.tables.values()),
         subqueries=subqueries,
         joined=bool(joins),
+        marker=marker,
     )
 
 
@@ -226,8 +233,10 @@ def _inside(node: exp.Expr, ancestor: exp.Expr) -> bool:
 def fill_subqueries(plan: QueryPlan, sides: TableSides) -> None:
     """Put the subqueries' SQL back into `plan`'s pieces, where the placeholders are."""
 
+    pattern = re.compile(_PLACEHOLDER_SQL.format(sides.marker))
+
     def fill(text: str) -> str:
-        return _PLACEHOLDER_SQL.sub(lambda m: sides.subqueries[int(m.group(1))], text)
+        return pattern.sub(lambda m: sides.subqueries[int(m.group(1))], text)
 
     _fill_fields(plan, fill)
     # A row window reads the joined rows (`prejoin_sql`) as its batch.

@@ -325,3 +325,11 @@ def test_rows_out_of_order_are_put_back_in_stream_order_stably() -> None:
     assert ordered.column("v").to_pylist() == ["a1", "a2", "b", "c1", "c2"]
     in_order = table.take([1, 3, 2, 0, 4])
     assert stream_order(in_order, 1) is in_order  # already in order: not copied
+
+
+def test_a_literal_that_looks_like_the_planners_placeholder_is_left_alone() -> None:
+    for text in ("__subquery0__", "__subquery_0__", "__sq0"):
+        stream = pa.table({"rn": [0, 1], "k": ["a", text], "v": [1, 2], "ts": [0, 0]})
+        query = f"SELECT rn, k FROM t WHERE k IN (SELECT k FROM d) OR k = '{text}'"
+        rows = run_joined(query, stream, {"d": [{"k": "a"}]}, [2])
+        assert rows == [{"rn": 0, "k": "a"}, {"rn": 1, "k": text}]
