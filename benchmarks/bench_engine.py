@@ -12,8 +12,10 @@ with `COPY ... TO`, so both sides parse, compute and format. Cases:
 4. a tumbling window (1 minute) per symbol, EMIT FINAL
 5. case 1 with 10% poison rows (half a wrong field count, half a value failing its
    column type); DuckDB: `ignore_errors = true`
+6. a stream–table join: the trades (keys drawn from 11,000) LEFT JOIN a file of 10,000
+   instruments (the table side), CSV → CSV; DuckDB: the same join one-shot
 
-Goals (issue 3, this 2-core machine): 1 and 3 ≥ 0.6× DuckDB one-shot; 2 ≥ 1,000,000
+Goals (issue 3, this 2-core machine): 1, 3 and 6 ≥ 0.6× DuckDB one-shot; 2 ≥ 1,000,000
 rows/s; 5 ≥ 0.5× our clean run of 1. Then a bounded-memory check: `velo-sql run` of
 demo/quickstart/08_1brc.sql on `--rss-rows` rows must peak under 1 GB RSS.
 
@@ -127,6 +129,48 @@ def write_trades(path: Path, rows: int, poison: float = 0.0) -> int:
     return bad
 
 
+INSTRUMENTS = 10_000
+
+
+def write_keyed_trades(path: Path, rows: int) -> int:
+    """id,key,price,quantity with keys K0..K10999: 1 in 11 has no instrument."""
+    chunk = 1_000_000
+    with path.open("wb") as out:
+        out.write(b"id,key,price,quantity\n")
+        for first in range(0, rows, chunk):
+            n = min(chunk, rows - first)
+            rng = np.random.default_rng(first + 5)
+            keys = rng.integers(0, INSTRUMENTS * 11 // 10, size=n)
+            table = pa.table(
+                {
+                    "id": np.arange(first + 1, first + n + 1, dtype=np.int64),
+                    "key": pc.binary_join_element_wise(
+                        "K", pc.cast(pa.array(keys), pa.string()), ""
+                    ),
+                    "price": np.round(rng.uniform(10.0, 500.0, size=n), 2),
+                    "quantity": rng.integers(1, 1000, size=n),
+                }
+            )
+            opts = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+            pa_csv.write_csv(table, out, opts)
+    return 0
+
+
+def write_instruments(path: Path) -> int:
+    """key,name,sector,lot for K0..K9999."""
+    keys = [f"K{i}" for i in range(INSTRUMENTS)]
+    table = pa.table(
+        {
+            "key": keys,
+            "name": [f"Instrument {i}" for i in range(INSTRUMENTS)],
+            "sector": [f"S{i % 11}" for i in range(INSTRUMENTS)],
+            "lot": [(i % 7 + 1) * 10 for i in range(INSTRUMENTS)],
+        }
+    )
+    pa_csv.write_csv(table, path, pa_csv.WriteOptions(quoting_style="none"))
+    return 0
+
+
 def _csv_lines(table: pa.Table) -> pa.Array:
     cells = [pc.cast(table.column(name), pa.string()) for name in table.column_names]
     return pc.binary_join_element_wise(*cells, ",").combine_chunks()
@@ -149,8 +193,9 @@ class Case:
     title: str
     input_name: str
     ours: str  # job SQL; {input}, {output}, {batch} are filled in
-    duckdb: str  # a SELECT over {src}
+    duckdb: str  # a SELECT over {src} (and each table side by its name)
     csv_options: str = ""
+    tables: tuple[tuple[str, str], ...] = ()  # (source name, input file): table sides
 
 
 CASES = [
@@ -231,16 +276,34 @@ WHERE price * quantity > 100000
         csv_options=", ignore_errors = true, columns = {'id': 'BIGINT', 'symbol': 'VARCHAR', "
         "'price': 'DOUBLE', 'quantity': 'BIGINT', 'ts': 'TIMESTAMP'}",
     ),
+    Case(
+        6,
+        "stream-table LEFT JOIN, 10k keys",
+        "trades_keyed.csv",
+        """
+CREATE STREAM enriched AS
+SELECT t.id, t.key, i.name, i.sector, t.price * t.quantity * i.lot AS notional
+FROM trades t
+LEFT JOIN instruments i ON t.key = i.key
+""",
+        "SELECT t.id, t.key, i.name, i.sector, t.price * t.quantity * i.lot AS notional "
+        "FROM {src} t LEFT JOIN {instruments} i ON t.key = i.key",
+        tables=(("instruments", "instruments.csv"),),
+    ),
 ]
 
 
 def job_sql(case: Case, data: Path, output: Path, batch_size: int) -> str:
-    source = case.input_name.split(".")[0].replace("_poison", "")
+    source = case.input_name.split(".")[0].replace("_poison", "").replace("_keyed", "")
     sink = case.ours.split("CREATE ")[1].split()[1]
     delimiter = f"    '{source}.delimiter' = ';',\n" if case.number == 3 else ""
+    tables = "".join(
+        f"    '{name}.type' = 'file_source',\n    '{name}.path' = '{data / file}',\n"
+        for name, file in case.tables
+    )
     return (
         f"-- @app: bench_{case.number}\n-- @batch_size: {batch_size}\n{case.ours}"
-        f"WITH (\n"
+        f"WITH (\n{tables}"
         f"    '{source}.type' = 'file_source',\n"
         f"    '{source}.path' = '{data / case.input_name}',\n"
         f"    '{source}.format' = 'csv',\n{delimiter}"
@@ -284,7 +347,8 @@ def run_duckdb(case: Case, data: Path, work: Path) -> Outcome:
     src = f"read_csv('{data / case.input_name}'{case.csv_options})"
     started, cpu = time.perf_counter(), time.process_time()
     con = duckdb.connect()
-    query = case.duckdb.format(src=src)
+    sides = {name: f"read_csv('{data / file}')" for name, file in case.tables}
+    query = case.duckdb.format(src=src, **sides)
     written = con.execute(f"COPY ({query}) TO '{output}' (HEADER, DELIMITER ',')").fetchall()
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     con.close()
@@ -351,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-sizes", default="100000,200000")
-    parser.add_argument("--cases", default="1,2,3,4,5")
+    parser.add_argument("--cases", default="1,2,3,4,5,6")
     parser.add_argument("--rss-rows", type=int, default=10_000_000, help="0 skips the check")
     parser.add_argument("--data-dir", type=Path, help="keep generated inputs here and reuse them")
     args = parser.parse_args(argv)
@@ -370,10 +434,14 @@ def main(argv: list[str] | None = None) -> int:
             "trades.csv": lambda p: write_trades(p, args.rows),
             "trades_poison.csv": lambda p: write_trades(p, args.rows, poison=0.10),
             "measurements.txt": lambda p: write_measurements(p, args.rows),
+            "trades_keyed.csv": lambda p: write_keyed_trades(p, args.rows),
+            "instruments.csv": write_instruments,
         }
         for name, make in inputs.items():
             kept = data / (name.replace(".", suffix + ".", 1))
-            if not any(c.input_name == name for c in CASES if c.number in wanted):
+            needed = {c.input_name for c in CASES if c.number in wanted}
+            needed |= {f for c in CASES if c.number in wanted for _, f in c.tables}
+            if name not in needed:
                 continue
             if not kept.exists():
                 make(kept)
@@ -427,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if runs[0].rows_out != theirs[0].rows_out:
                     mismatched.append(f"{label} @ {batch:,}")
-                if case.number in (1, 3):
+                if case.number in (1, 3, 6):
                     verdicts.append(
                         _verdict(label, batch, f"{ratio:.2f}x DuckDB", ratio >= GOAL_RATIO)
                     )

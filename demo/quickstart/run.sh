@@ -11,7 +11,7 @@ if [ ! -f data/measurements.txt ]; then
   echo "generating data/measurements.txt (1,000,000 rows) for lesson 8"
   "$python" generate_1brc.py 1000000 data/measurements.txt
 fi
-for lesson in 0*.sql; do
+for lesson in [0-9][0-9]_*.sql; do
   echo
   echo "=== $lesson: $(sed -n 's/^-- Lesson [0-9]*: //p' "$lesson" | head -1)"
   "$velo" run "$lesson"

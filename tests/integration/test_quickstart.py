@@ -1,7 +1,7 @@
 """The quickstart lessons, run as a user runs them: `velo-sql run` in a copy of the demo.
 
-Lessons 01-07 must write exactly demo/quickstart/expected/; lesson 07 reports its bad
-rows and still succeeds; lesson 08 (1BRC) agrees with DuckDB's one-shot answer, and
+Lessons 01-07, 09 and 11 must write exactly demo/quickstart/expected/; lesson 07 reports
+its bad rows and still succeeds; lesson 08 (1BRC) agrees with DuckDB's one-shot answer, and
 on 2,000,000 rows (slow) stays under 1 GB of peak RSS. `velo-sql validate` and
 `velo-sql run` fail with a clear message and exit code 1.
 """
@@ -36,6 +36,8 @@ LESSONS = {
     "05_lag.sql": "05_price_moves.csv",
     "06_tumbling.sql": "06_volume_per_minute.csv",
     "07_poison.sql": "07_clean_trades.csv",
+    "09_join.sql": "09_trades_with_instruments.csv",
+    "11_tables.sql": "11_tech_trades.csv",
 }
 # Runs a command and writes its peak RSS (bytes) to argv[1]. A small process of its own
 # forks the command, so the count is not inflated by a large parent's pages.
@@ -83,7 +85,7 @@ def generator() -> ModuleType:
     return module
 
 
-# -- lessons 01-07 --------------------------------------------------------------------------
+# -- lessons 01-07, 09, 11 ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("lesson", sorted(LESSONS))

@@ -20,6 +20,7 @@ from velostream.fsutil import PathRoots
 from velostream.sql import check
 from velostream.sql.bind import SchemaLookup, SourceSchema
 from velostream.sql.model import Application, JobMode, JobSpec
+from velostream.sql.plan_union import stream_sources
 
 __all__ = ["check_application"]
 
@@ -72,12 +73,11 @@ def _mixed_commits(app: Application) -> Iterator[str]:
     """Transactional jobs reading several sources whose positions commit differently
     (Kafka offsets in the producer transaction, files in the checkpoint): refused."""
     for job in app.jobs:
-        if job.job_mode != JobMode.TRANSACTIONAL or len(job.sources) < 2:
+        streams = stream_sources(job)
+        if job.job_mode != JobMode.TRANSACTIONAL or len(streams) < 2:
             continue
         try:
-            kinds = {
-                c.name: source_class(c.name, c.type).transaction_capability for c in job.sources
-            }
+            kinds = {c.name: source_class(c.name, c.type).transaction_capability for c in streams}
         except ConfigurationError:
             continue  # a type that cannot be loaded fails when the job starts, saying why
         if len(set(kinds.values())) > 1:
@@ -90,7 +90,7 @@ def _mixed_commits(app: Application) -> Iterator[str]:
 
 
 def _outside(app: Application, roots: PathRoots) -> Iterator[str]:
-    for job in app.jobs:
+    for job in (*app.jobs, *app.tables):
         named = [
             (f"{c.name}.path", c.properties.get("path"))
             for c in (*job.sources, *job.sinks)

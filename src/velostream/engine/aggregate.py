@@ -26,7 +26,13 @@ import numpy as np
 import pyarrow as pa
 
 from velostream.datasource.traits import BadRecord, SourceBatch
-from velostream.engine.core import BatchOutput, Executor, isolate_rows, with_row_numbers
+from velostream.engine.core import (
+    BatchOutput,
+    Executor,
+    isolate_rows,
+    joined_rows,
+    with_row_numbers,
+)
 from velostream.engine.direct import picked_columns, renames
 from velostream.engine.duckdb_aggregates import (
     MAX_STRING_BYTES,
@@ -38,7 +44,7 @@ from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
 from velostream.engine.tumbling import NO_WINDOW_STATE, TumblingWindows
 from velostream.errors import ErrorKind, Stage, StateIncompatibleError
-from velostream.sql.planner import ARG, BATCH, KEY, ROW, QueryPlan
+from velostream.sql.planner import ARG, KEY, ROW, QueryPlan
 
 __all__ = ["AggregateExecutor"]
 
@@ -105,11 +111,12 @@ class AggregateExecutor(Executor):
             items.append(f"({time_sql}) AS {column}")
         items.append(ROW)
         where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
-        return f"SELECT {', '.join(items)} FROM {BATCH}{where}"
+        # A join's rows come in no set order: `joined_rows` puts them in input order.
+        return f"SELECT {', '.join(items)} FROM {self.plan.from_sql}{where}"
 
     def _direct_pre(self, table: pa.Table) -> pa.Table | None:
         """The pre-query's rows straight from the batch, when it only picks columns."""
-        if self.plan.where_sql:
+        if self.plan.where_sql or self.plan.tables:
             return None
         exprs = [(expr, KEY.format(i)) for i, expr in enumerate(self.plan.keys)]
         exprs += [(c.arg, ARG.format(c.index)) for c in self.plan.aggregates if c.arg is not None]
@@ -129,12 +136,15 @@ class AggregateExecutor(Executor):
         table = with_row_numbers(batch.table)
         pre = self._direct_pre(table)
         bad: list[BadRecord] = []
+        refs = batch.refs
         if pre is None:
             pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
+        if self.plan.tables:
+            pre, refs = joined_rows(pre, refs)
         late: list[BadRecord] = []
         dropped = 0
         if self._windows is not None:
-            pre, more_bad, late, dropped = self._windows.assign(pre, batch.refs)
+            pre, more_bad, late, dropped = self._windows.assign(pre, refs)
             bad.extend(more_bad)
         pre, refused = self._duckdb.limit_strings(pre)
         bad.extend(

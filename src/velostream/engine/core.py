@@ -247,6 +247,42 @@ def with_row_numbers(table: pa.Table) -> pa.Table:
     return table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
+class _JoinedRefs(RecordRefs):
+    """A joined row's reference: that of the stream row it came from."""
+
+    def __init__(self, refs: RecordRefs, rows: np.ndarray) -> None:
+        self._refs, self._rows = refs, rows
+
+    def ref(self, index: int) -> str:
+        return self._refs.ref(int(self._rows[index]))
+
+    def raw(self, index: int) -> bytes:
+        return self._refs.raw(int(self._rows[index]))
+
+
+def stream_order(table: pa.Table, column: int) -> pa.Table:
+    """`table` sorted (stably) by its row numbers in `column`, unless they are in order.
+
+    DuckDB gives a join's rows in no set order; they mostly come in order, which a
+    check finds at a fraction of a sort's cost.
+    """
+    rows = table.column(column).to_numpy()
+    if rows.size < 2 or bool(np.all(rows[1:] >= rows[:-1])):
+        return table
+    return table.take(pa.array(np.argsort(rows, kind="stable")))
+
+
+def joined_rows(table: pa.Table, refs: RecordRefs) -> tuple[pa.Table, RecordRefs]:
+    """A join's rows in input order and numbered afresh (`__rn`: a stream row matching
+    N table rows gave N rows with its number), with references that lead back to the
+    stream rows."""
+    table = stream_order(table, table.column_names.index(ROW))
+    rows = table.column(ROW).to_numpy()
+    index = table.column_names.index(ROW)
+    renumbered = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    return table.set_column(index, ROW, renumbered), _JoinedRefs(refs, rows)
+
+
 def isolate_rows(
     executor: Executor,
     table: pa.Table,
@@ -324,7 +360,9 @@ def _cast_failures(executor: Executor, table: pa.Table) -> dict[int, tuple[str, 
     )
     any_fail = " OR ".join(c[0] for c in conditions)
     try:
-        found = executor.con.sql(f"SELECT {ROW}, {flags} FROM {BATCH} WHERE {any_fail}").fetchall()
+        found = executor.con.sql(
+            f"SELECT {ROW}, {flags} FROM {executor.plan.from_sql} WHERE {any_fail}"
+        ).fetchall()
     except duckdb.Error:
         return {}
     out: dict[int, tuple[str, ErrorKind]] = {}
@@ -377,16 +415,26 @@ class StatelessExecutor(Executor):
         if query is None:
             where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
             items = self.plan.select_list(columns, (ROW,))
-            # preserve_insertion_order (on) keeps input order without a sort.
-            query = self._queries[key] = f"SELECT {items} FROM {BATCH}{where}"
+            # preserve_insertion_order (on) keeps input order without a sort; a join's
+            # output comes in no set order, so it ends with each row's number, by which
+            # its rows are put back in input order (`in_stream_order`).
+            rows = f", {ROW}" if self.plan.tables else ""
+            query = f"SELECT {items}{rows} FROM {self.plan.from_sql}{where}"
+            self._queries[key] = query
         return query
+
+    def in_stream_order(self, result: pa.Table) -> pa.Table:
+        """A join's result in input order, without the row numbers it ends with."""
+        if not self.plan.tables:
+            return result
+        return stream_order(result, result.num_columns - 1).remove_column(result.num_columns - 1)
 
     def process(self, batch: SourceBatch) -> BatchOutput:
         if self.limit_reached or batch.table.num_rows == 0:
             return BatchOutput(_empty_like(self, batch.table))
         table = with_row_numbers(batch.table)
         result, bad, _ = isolate_rows(self, table, self.query(table.column_names), batch.refs)
-        return BatchOutput(self._apply_limit(result), bad)
+        return BatchOutput(self._apply_limit(self.in_stream_order(result)), bad)
 
 
 def _empty_like(executor: Executor, table: pa.Table) -> pa.Table:
@@ -395,7 +443,8 @@ def _empty_like(executor: Executor, table: pa.Table) -> pa.Table:
     executor.con.register(BATCH, empty)
     try:
         if isinstance(executor, StatelessExecutor):
-            return executor.con.sql(executor.query(empty.column_names)).to_arrow_table()
+            result = executor.con.sql(executor.query(empty.column_names)).to_arrow_table()
+            return executor.in_stream_order(result)
         return pa.table({})
     finally:
         executor.con.unregister(BATCH)

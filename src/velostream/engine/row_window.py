@@ -46,12 +46,13 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from velostream.datasource.traits import SourceBatch
+from velostream.datasource.traits import BadRecord, SourceBatch
 from velostream.engine.core import (
     BatchOutput,
     Executor,
     check_columns,
     isolate_rows,
+    joined_rows,
     with_row_numbers,
 )
 from velostream.sql.planner import BATCH, ROW, QueryPlan, RowWindowCall
@@ -299,7 +300,13 @@ class RowWindowExecutor(Executor):
         if batch.table.num_rows == 0:
             return BatchOutput(pa.table({}))
         table = with_row_numbers(batch.table)
-        filtered, bad, _ = isolate_rows(self, table, self._pre_query, batch.refs)
+        refs = batch.refs
+        bad: list[BadRecord] = []
+        if self.plan.prejoin_sql is not None:  # the joined rows are the batch
+            table, bad, _ = isolate_rows(self, table, self.plan.prejoin_sql, refs)
+            table, refs = joined_rows(table, refs)
+        filtered, more_bad, _ = isolate_rows(self, table, self._pre_query, refs)
+        bad += more_bad
         filtered = filtered.drop_columns(self._checks)
         n = filtered.num_rows
         filtered = (

@@ -10,6 +10,7 @@ from velostream.datasource.registry import create_sink, create_source
 from velostream.datasource.traits import Sink, Source
 from velostream.dlq import FileDeadLetterQueue
 from velostream.sql.model import ConnectorConfig, JobSpec
+from velostream.sql.plan_union import stream_sources
 
 __all__ = ["file_dlq_path", "job_connectors"]
 
@@ -51,7 +52,7 @@ def job_connectors(job: JobSpec, data_dir: Path) -> tuple[Source, list[Sink], An
 
     A job reading several sources (UNION ALL) gets one `MultiSource` over them all.
     """
-    created = [create_source(s.name, s.type, s.properties) for s in job.sources]
+    created = [create_source(s.name, s.type, s.properties) for s in stream_sources(job)]
     source = created[0] if len(created) == 1 else MultiSource(created)
     sinks = [create_sink(s.name, s.type, _sink_properties(job, s)) for s in job.sinks]
     return source, sinks, _dead_letter_queue(job, source, sinks, data_dir)

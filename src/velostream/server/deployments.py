@@ -292,7 +292,7 @@ def jobs_to_restore(
 def _relative_paths(job: JobSpec) -> Iterator[str]:
     paths = [
         c.properties.get("path")
-        for c in (*job.sources, *job.sinks)
+        for c in (*job.sources, *job.sinks, *(s for t in job.tables for s in t.sources))
         if c.type in ("file_source", "file_sink")
     ]
     paths.append(job.properties.get("dlq.path"))

@@ -10,6 +10,7 @@ from typing import Any
 from velostream.server.jobs import JobState, StateMachine
 from velostream.server.processors.processor import JobProcessor
 from velostream.sql.model import Application, JobSpec
+from velostream.sql.plan_union import stream_sources
 
 __all__ = ["JobHandle"]
 
@@ -51,7 +52,7 @@ class JobHandle:
             "failure_strategy": self.spec.failure_strategy.value,
             "deployed_at": self.deployed_at,
             "source": self.spec.sources[0].name if self.spec.sources else None,
-            "sources": [s.name for s in self.spec.sources],
+            "sources": [s.name for s in stream_sources(self.spec)],
             "per_source": {
                 name: counts.as_dict()
                 for name, counts in (self.processor.source_counts if self.processor else {}).items()

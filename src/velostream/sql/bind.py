@@ -22,6 +22,7 @@ layer, which may sample a source; this layer may not):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -50,6 +51,7 @@ from velostream.sql.plan import (
     BATCH,
     EVENT_TIME,
     KEY,
+    ROW,
     WINDOW_END,
     WINDOW_START,
     AggregateCall,
@@ -89,9 +91,10 @@ class _Knows(Enum):
 
 
 # What each kind of knowledge can judge (see the module docstring).
+_NAMING = ("column", "qualifier", "member", "ambiguous")
 _REPORTED = {
-    _Knows.TYPES: frozenset({"column", "qualifier", "type", "function", "types", "other"}),
-    _Knows.NAMES: frozenset({"column", "qualifier", "type", "function"}),
+    _Knows.TYPES: frozenset({*_NAMING, "type", "function", "types", "other"}),
+    _Knows.NAMES: frozenset({*_NAMING, "type", "function"}),
     _Knows.NOTHING: frozenset({"type", "function"}),
 }
 _INTEGERS = frozenset(
@@ -110,9 +113,16 @@ Pieces = list[tuple[str, exp.Expr | None]]
 class _Binder:
     """Binds one job's planned queries; raises PlanError at the first problem."""
 
-    def __init__(self, job: JobSpec, plan: QueryPlan, source: SourceSchema | None) -> None:
+    def __init__(
+        self,
+        job: JobSpec,
+        plan: QueryPlan,
+        source: SourceSchema | None,
+        tables: Mapping[str, SourceSchema] | None = None,
+    ) -> None:
         self.job, self.plan, self.source = job, plan, source
-        self.user = UserSql(job.select_sql, plan.source)
+        self.tables = dict(tables or {})
+        self.user = UserSql(job.select_sql, plan.source, qualified=bool(plan.tables))
         if source is None:
             self.knows = _Knows.NOTHING
             names = self.user.column_names()
@@ -129,6 +139,13 @@ class _Binder:
         self.columns = columns
         self.con = _connection()
         self.con.register(BATCH, columns.empty_table())
+        for side in plan.tables:
+            table = self.tables[side.name]
+            if not table.typed and self.knows is _Knows.TYPES:
+                self.knows = _Knows.NAMES
+            shown = table.columns if table.typed else _untyped(table.columns)
+            self.con.register(side.relation, shown.empty_table())
+        self.output: duckdb.DuckDBPyRelation | None = None
         described = self.con.sql(f"SELECT * FROM {BATCH}")
         pairs = zip(described.columns, described.types, strict=True)
         self.types = {column.lower(): str(kind) for column, kind in pairs}
@@ -168,21 +185,27 @@ class _Binder:
         return None
 
     def bind(self) -> None:
+        if self.plan.prejoin_sql is not None:  # a row window reads the joined rows
+            numbered = self.columns.append(pa.field(ROW, pa.int64()))
+            self.con.register(BATCH, numbered.empty_table())
+            joined = self._step(self.plan.prejoin_sql, [])
+            if joined is None:
+                return
+            self.con.register(BATCH, joined.limit(0).to_arrow_table())
         where = f" WHERE {self.plan.where_sql}" if self.plan.where_sql else ""
         pieces: Pieces = []
         if self.plan.where_sql:
-            pieces.append((f"SELECT 1 FROM {BATCH}{where}", self.user.clause("where")))
+            pieces.append((f"SELECT 1 FROM {self.plan.from_sql}{where}", self.user.clause("where")))
         if self.plan.kind == PlanKind.AGGREGATE:
             self._aggregate(where, pieces)
         elif self.plan.kind == PlanKind.ROW_WINDOW:
             self._row_window(where, pieces)
         else:
-            items = self.plan.select_sql
+            items = self.plan.select_list(self.columns.names, ())
             if self.plan.distinct_time_sql is not None:
                 self._distinct_time(self.plan.distinct_time_sql)
-            self._step(
-                f"SELECT {', '.join(items)} FROM {BATCH}{where}", self._items(BATCH) + pieces
-            )
+            frm = self.plan.from_sql
+            self.output = self._step(f"SELECT {items} FROM {frm}{where}", self._items(frm) + pieces)
 
     def _items(self, table: str) -> Pieces:
         return [
@@ -199,19 +222,19 @@ class _Binder:
         items += [f"({c.arg}) AS {ARG.format(c.index)}" for c in plan.aggregates if c.arg]
         if plan.window is not None:
             items.append(f"({plan.window.time_sql}) AS {EVENT_TIME}")
-        pre = f"SELECT {', '.join(items)} FROM {BATCH}{where}"
+        pre = f"SELECT {', '.join(items)} FROM {plan.from_sql}{where}"
         group = self.user.clause("group")
         by = list(group.expressions) if group is not None else []
         pieces = (
             [
                 (
-                    f"SELECT ({k}) FROM {BATCH}",
+                    f"SELECT ({k}) FROM {plan.from_sql}",
                     self.user.node_of(k) or (by[i] if i < len(by) else None),
                 )
                 for i, k in enumerate(plan.keys)
             ]
             + [
-                (f"SELECT ({c.arg}) FROM {BATCH}", self.user.aggregate(c))
+                (f"SELECT ({c.arg}) FROM {plan.from_sql}", self.user.aggregate(c))
                 for c in plan.aggregates
                 if c.arg
             ]
@@ -245,7 +268,9 @@ class _Binder:
             pieces.append((f"SELECT 1 FROM {table}{having}", self.user.clause("having")))
         if plan.order_sql:
             pieces.append((f"SELECT 1 FROM {table}{order}", self.user.clause("order")))
-        self._step(f"SELECT {', '.join(plan.select_sql)} FROM {table}{having}{order}", pieces)
+        self.output = self._step(
+            f"SELECT {', '.join(plan.select_sql)} FROM {table}{having}{order}", pieces
+        )
 
     def _row_window(self, where: str, pieces: Pieces) -> None:
         calls = self.plan.row_calls
@@ -277,7 +302,9 @@ class _Binder:
     def _event_time(self) -> str | None:
         """The DuckDB type of the window's event time; PlanError if there is none."""
         assert self.plan.window is not None
-        relation, error = self._try(f"SELECT ({self.plan.window.time_sql}) FROM {BATCH}")
+        relation, error = self._try(
+            f"SELECT ({self.plan.window.time_sql}) FROM {self.plan.from_sql}"
+        )
         if error is not None:
             problem = read_problem(error)
             if problem.what == "column" and self.knows is not _Knows.NOTHING:
@@ -329,6 +356,21 @@ class _Binder:
 
     def _error(self, problem: Problem, node: exp.Expr | None, at: int | None = None) -> PlanError:
         user = self.user
+        if problem.what == "ambiguous":
+            use = re.search(r"\(use: (.+)\)", problem.detail)
+            how = f": write {use.group(1)}" if use else ": qualify it with its table's name"
+            message = f"ambiguous column {problem.name}: more than one side has it{how}"
+            return PlanError(message, user.column_at(problem.name, node) or at)
+        if problem.what == "member":
+            table = re.search(r'(?:Table|Values list) "((?:[^"]|"")+)"', problem.detail)
+            alias = table.group(1) if table else "?"
+            names = self._columns_of(alias)
+            listed = ", ".join(names[:MAX_LISTED]) + (", ..." if len(names) > MAX_LISTED else "")
+            message = (
+                f"unknown column {alias}.{problem.name}{suggest(problem.name, names)}: "
+                f"{alias} has {listed}"
+            )
+            return PlanError(message, user.column_at(problem.name, node) or at)
         if problem.what in ("column", "qualifier"):
             offset = user.column_at(problem.name, node)
             message = self._unknown_column(problem.name, qualifier=problem.what == "qualifier")
@@ -352,9 +394,43 @@ class _Binder:
             message += f"; {origin}"
         return PlanError(message, at or user.offset(node))
 
+    def _columns_of(self, alias: str) -> list[str]:
+        """The columns of the relation called `alias` in the query's FROM."""
+        try:
+            query = self.plan.prejoin_sql or f"SELECT 1 FROM {self.plan.from_sql}"
+            tree = sqlglot.parse_one(query, read="duckdb")
+        except (ParseError, TokenError):
+            return []
+        relations = {t.alias_or_name.lower(): t.name for t in tree.find_all(exp.Table)}
+        relation = relations.get(alias.lower())
+        if relation == BATCH:
+            return self._visible()
+        side = next((t for t in self.plan.tables if t.relation == relation), None)
+        schema = self.tables.get(side.name) if side is not None else None
+        return [f.name for f in schema.columns] if schema is not None else []
+
+    def _sides(self) -> str:
+        """`; table instruments has symbol, name` for each table side."""
+        text = ""
+        for side in self.plan.tables:
+            names = [f.name for f in self.tables[side.name].columns]
+            listed = ", ".join(names[:MAX_LISTED]) + (", ..." if len(names) > MAX_LISTED else "")
+            text += f"; table {side.name} has {listed}"
+        return text
+
     def _unknown_column(self, name: str, *, qualifier: bool = False) -> str:
         visible = self._visible()
         source = self.plan.source
+        if self.plan.tables:
+            names = [*visible, *(f.name for t in self.tables.values() for f in t.columns)]
+            what = "table or alias" if qualifier else "column"
+            listed = ", ".join(visible[:MAX_LISTED]) + (
+                ", ..." if len(visible) > MAX_LISTED else ""
+            )
+            return (
+                f"unknown {what} {name}{suggest(name, names)}: stream {source} has "
+                f"{listed}{self._sides()}"
+            )
         listed = ", ".join(visible[:MAX_LISTED]) + (", ..." if len(visible) > MAX_LISTED else "")
         if qualifier:
             return (
@@ -462,17 +538,38 @@ def _call_sql(call: RowWindowCall) -> str:
             return f"{call.func.upper()}({call.arg}) {over}"
 
 
-def bind_job(job: JobSpec, plan: QueryPlan, source: SourceSchema | None) -> None:
+def bind_job(
+    job: JobSpec,
+    plan: QueryPlan,
+    source: SourceSchema | None,
+    tables: Mapping[str, SourceSchema | None] | None = None,
+) -> pa.Schema | None:
     """Bind `plan` (of `job`) to `source`'s columns; PlanError at the first problem.
 
     With `source` None only what needs no columns is judged (types, functions). The
     error's offset is into `job.select_sql`, at the name at fault where it is found.
+    `tables` are the columns of the plan's table sides, by name: if one of them is not
+    known, the query is not bound (its names cannot be judged). Returns the columns of
+    the query's output where they are known (an in-app table's, for its readers).
     """
+    known = {k: v for k, v in (tables or {}).items() if v is not None}
+    if any(side.name not in known for side in plan.tables):
+        return None
     try:
-        binder = _Binder(job, plan, source)
+        binder = _Binder(job, plan, source, known)
     except duckdb.Error:
-        return  # columns DuckDB cannot take as a table (duplicate names): not judged here
+        return None  # columns DuckDB cannot take as a table (duplicate names): not judged
     try:
         binder.bind()
+        if binder.output is None or binder.knows is _Knows.NOTHING:
+            return None
+        return binder.output.limit(0).to_arrow_table().schema
+    except duckdb.Error:
+        return None
     finally:
         binder.close()
+
+
+def _untyped(schema: pa.Schema) -> pa.Schema:
+    """`schema`'s names, each column of type NULL (which converts to anything)."""
+    return pa.schema([(f.name, pa.null()) for f in schema])

@@ -43,6 +43,11 @@ __all__ = [
 MAX_LISTED = 20
 _QUOTED = r'"((?:[^"]|"")+)"'
 _PROBLEMS = (
+    ("ambiguous", re.compile(rf"Ambiguous reference to column name {_QUOTED}")),
+    (
+        "member",
+        re.compile(rf"(?:Table|Values list) {_QUOTED} does not have a column named {_QUOTED}"),
+    ),
     ("column", re.compile(rf"Referenced column {_QUOTED} not found")),
     ("column", re.compile(rf"Column {_QUOTED} referenced that exists in the SELECT clause")),
     ("qualifier", re.compile(rf"Referenced table {_QUOTED} not found")),
@@ -72,7 +77,8 @@ def read_problem(error: BaseException) -> Problem:
     for what, pattern in _PROBLEMS:
         match = pattern.search(first)
         if match is not None:
-            return Problem(what, match.group(1).replace('""', '"'), first)
+            name = match.group(match.lastindex or 1).replace('""', '"')
+            return Problem(what, name, first)
     return Problem("other", "", first.rstrip("!"))
 
 
@@ -122,7 +128,7 @@ def explain_binder_error(error: BaseException, columns: Sequence[str]) -> str | 
         return None
     problem = read_problem(error)
     visible = [c for c in columns if not c.startswith("__")]
-    if problem.what in ("column", "qualifier"):
+    if problem.what in ("column", "qualifier", "member", "ambiguous"):
         listed = ", ".join(visible[:MAX_LISTED]) + (", ..." if len(visible) > MAX_LISTED else "")
         hint = suggest(problem.name, visible)
         return f"unknown column {problem.name}{hint}: the input has {listed}"
@@ -143,7 +149,8 @@ def without_internal_names(text: str) -> str:
 class UserSql:
     """The user's SELECT as sqlglot reads it, to find where a name is in it."""
 
-    def __init__(self, select_sql: str, source: str) -> None:
+    def __init__(self, select_sql: str, source: str, *, qualified: bool = False) -> None:
+        """`qualified`: the planner kept the source's qualifiers (a join, a subquery)."""
         self.text = select_sql
         sql, _, self.window_args = extract_window_clause(select_sql)
         sql = _ROWS_BUFFER.sub(lambda m: blank(m.group()), sql)
@@ -153,7 +160,8 @@ class UserSql:
             tree = None
         self.tree = tree if isinstance(tree, exp.Select) else None
         if self.tree is not None:  # as the planner sees it: same SQL text for each node
-            unqualify(self.tree, source)
+            if not qualified:
+                unqualify(self.tree, source)
             standard_functions(self.tree)
         window = _WINDOW.search(select_sql)
         self.window_at = window.start() if window is not None else None

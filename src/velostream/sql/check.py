@@ -6,9 +6,11 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+import pyarrow as pa
+
 from velostream.errors import PlanError, SqlValidationError
 from velostream.fsutil import PathRoots
-from velostream.sql.bind import SchemaLookup, bind_job
+from velostream.sql.bind import SchemaLookup, SourceSchema, bind_job
 from velostream.sql.connectors import ConnectorCatalog
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
@@ -45,6 +47,15 @@ def _locate(job: JobSpec, offset: int | None) -> Position:
     return Position(line, column)
 
 
+def _table_schema(
+    job: JobSpec, name: str, schemas: SchemaLookup, outputs: Mapping[str, SourceSchema | None]
+) -> SourceSchema | None:
+    """The columns of table side `name` of `job`: an in-app table's output, or a source's."""
+    if any(t.statement_name.lower() == name.lower() for t in job.tables):
+        return outputs.get(name.lower())
+    return schemas(job, name)
+
+
 def check_application(
     text: str,
     *,
@@ -77,14 +88,37 @@ def check_application(
         roots=roots,
     )
     problems = []
-    for index, job in enumerate(app.jobs, start=1):
+    # In-app tables first (each before the statements that read it), in statement order.
+    statements = sorted(
+        [*app.tables, *app.jobs], key=lambda j: (j.position.line, j.position.column)
+    )
+    outputs: dict[str, SourceSchema | None] = {}
+    for index, job in enumerate(statements, start=1):
         try:
             plan = plan_job(job)
-            if schemas is not None and plan.kind == PlanKind.UNION:
+            if schemas is None:
+                continue
+            if plan.kind == PlanKind.UNION:
                 _bind_union(job, plan, schemas)
-            elif schemas is not None:
-                bind_job(job, plan, schemas(job, plan.source))
+                continue
+            tables = {
+                side.name: _table_schema(job, side.name, schemas, outputs) for side in plan.tables
+            }
+            output = bind_job(job, plan, schemas(job, plan.source), tables)
+            if job.is_table:
+                outputs[job.statement_name.lower()] = (
+                    None
+                    if output is None
+                    else SourceSchema(
+                        source=job.statement_name,
+                        columns=output,
+                        origin=f"as in-app table {job.statement_name}'s SELECT gives them",
+                        typed=not any(f.type == pa.null() for f in output),
+                    )
+                )
         except PlanError as exc:
+            if job.is_table:
+                outputs[job.statement_name.lower()] = None
             at = _locate(job, exc.offset)
             problems.append(f"statement {index} ({job.name}) at {at}: {exc}")
     if problems:

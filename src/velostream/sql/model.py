@@ -104,6 +104,13 @@ class JobSpec:
     #: `job.memory.limit` and `job.batch.timeout` (None: the server's defaults).
     memory_limit_bytes: int | None = None
     batch_timeout_ms: int | None = None
+    #: The application's in-app tables (sinkless `CREATE TABLE`s) this job reads.
+    tables: tuple[JobSpec, ...] = ()
+
+    @property
+    def is_table(self) -> bool:
+        """An in-app table: a `CREATE TABLE` without a sink, read by later statements."""
+        return self.kind == StatementKind.TABLE and not self.sinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,3 +123,6 @@ class Application:
     description: str | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    #: Its in-app tables (sinkless `CREATE TABLE`s): computed by the jobs that read
+    #: them, never run as jobs of their own.
+    tables: tuple[JobSpec, ...] = ()

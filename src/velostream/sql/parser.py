@@ -33,11 +33,13 @@ from velostream.sql.annotations import (
 from velostream.sql.connectors import ConnectorCatalog, build_connector
 from velostream.sql.model import (
     Application,
+    ConnectorConfig,
     FailureStrategy,
     JobMode,
     JobSpec,
     MetricSpec,
     Position,
+    StatementKind,
 )
 from velostream.sql.properties import (
     Report,
@@ -101,6 +103,8 @@ class _ApplicationParser:
         self.base_dir = base_dir
         self.source_name = source_name
         self.problems: list[tuple[Position, str]] = []
+        # The in-app tables (sinkless CREATE TABLEs) so far, by lower-case name.
+        self.tables: dict[str, JobSpec] = {}
         self.warnings: list[tuple[Position, str]] = []
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
         skip = scan_text(text).comments
@@ -150,9 +154,17 @@ class _ApplicationParser:
         jobs: list[tuple[Statement, JobSpec]] = []
         for statement in statements:
             job = self._job(statement, app, app_name)
-            if job is not None:
+            if job is not None and job.is_table:
+                self.tables[job.statement_name.lower()] = job
+            elif job is not None:
                 jobs.append((statement, job))
         self._check_across_jobs(jobs)
+        if self.tables and not jobs and not self.problems:
+            self.file_problem(
+                Position(1, 1),
+                "the application has only in-app tables (CREATE TABLE without a sink): "
+                "add a statement that reads them, or give a table a sink in its WITH",
+            )
         if self.problems:
             problems = _in_order(self.problems)
             count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
@@ -167,6 +179,7 @@ class _ApplicationParser:
             description=app.description,
             annotations=dict(app.values),
             warnings=tuple(_in_order(self.warnings)),
+            tables=tuple(self.tables.values()),
         )
 
     def _statements(self) -> list[Statement]:
@@ -242,6 +255,7 @@ class _ApplicationParser:
         sink_name = parts.name
         loop = next((s for s in parts.sources if s.lower() == sink_name.lower()), None)
         connectors = parts.sources if loop else [*parts.sources, sink_name]
+        with_keys = [p.key for p in properties]
         scoped, job_scope = collect_settings(
             properties,
             connectors,
@@ -251,10 +265,14 @@ class _ApplicationParser:
             report=report,
             roots=self.roots,
         )
-        sources = []
+        sources, tables = [], []
         for name in parts.sources:
             if name == loop:
                 report(self.position(statement.create), f"statement '{name}' reads its own output")
+                continue
+            table = self.tables.get(name.lower())
+            if table is not None and not _configures(with_keys, name):
+                tables.append(table)
                 continue
             scoped[name].default_at = self.position(parts.source_offsets[name])
             config = build_connector(
@@ -269,16 +287,37 @@ class _ApplicationParser:
             )
             if config is not None:
                 sources.append(config)
-        sink = build_connector(
-            sink_name,
-            "sink",
-            scoped[loop or sink_name],
-            catalog=self.connectors,
-            app=app_name,
-            job=job_name,
-            report=report,
-            warn=warn,
+        # A CREATE TABLE whose WITH configures no sink of its name is an in-app table.
+        in_app = parts.kind == StatementKind.TABLE and not loop
+        in_app = in_app and not _configures(with_keys, sink_name)
+        sink = (
+            None
+            if in_app
+            else build_connector(
+                sink_name,
+                "sink",
+                scoped[loop or sink_name],
+                catalog=self.connectors,
+                app=app_name,
+                job=job_name,
+                report=report,
+                warn=warn,
+            )
         )
+        stream = sources[0] if sources and parts.sources else None
+        if in_app and stream is not None and stream.name == parts.sources[0] and _unbounded(stream):
+            report(
+                self.position(parts.source_offsets[stream.name]),
+                f"in-app table '{sink_name}' reads {stream.name} ({stream.type}) in FROM, which "
+                "never ends: an in-app table is computed to the end of its source, so build "
+                "it from a file without 'watch' (a topic can be joined as a table instead)",
+            )
+        if in_app and parts.sources and parts.sources[0].lower() in self.tables:
+            report(
+                self.position(parts.source_offsets[parts.sources[0]]),
+                f"in-app table '{sink_name}' reads in-app table '{parts.sources[0]}' in FROM: "
+                "build it from a source (a file), and JOIN the other table",
+            )
         settings = build_job_settings(job_scope, report=report, warn=warn)
         return JobSpec(
             name=job_name,
@@ -310,6 +349,7 @@ class _ApplicationParser:
             late_data_strategy=settings.late_data_strategy,
             memory_limit_bytes=settings.memory_limit_bytes,
             batch_timeout_ms=settings.batch_timeout_ms,
+            tables=tuple(tables),
         )
 
     def _original_text(self, statement: Statement) -> str:
@@ -337,6 +377,18 @@ class _ApplicationParser:
                         f"metric '{metric.name}' is also defined by job "
                         f"'{other[0].name}' with a different type or labels",
                     )
+
+
+def _unbounded(connector: ConnectorConfig) -> bool:
+    """Whether a source never ends: Kafka, or a watched file."""
+    watched = str(connector.properties.get("watch", "false")).strip().lower()
+    return connector.type == "kafka_source" or watched in ("true", "1", "yes", "on")
+
+
+def _configures(keys: list[str], name: str) -> bool:
+    """Whether WITH has a `'<name>.*'` key."""
+    prefix = f"{name.lower()}."
+    return any(key.lower().startswith(prefix) for key in keys)
 
 
 def _default_app_name(source_name: str) -> str:

@@ -29,10 +29,12 @@ __all__ = [
     "QueryPlan",
     "RowWindowCall",
     "Star",
+    "TableSide",
     "TumblingWindow",
 ]
 
 BATCH = "__batch"
+TABLE = "__table_{}"
 ROW = "__rn"
 KEY = "__k{}"
 ARG = "__a{}"
@@ -146,6 +148,18 @@ class Star:
         return text
 
 
+@dataclass(frozen=True, slots=True)
+class TableSide:
+    """A table the query reads besides its stream (a JOIN, or a subquery's FROM).
+
+    `name` is a bounded source of the job or an in-app table; the engine loads it into
+    the job's DuckDB as `relation` before the stream is read, and again when it changes.
+    """
+
+    name: str
+    relation: str
+
+
 @dataclass(slots=True)
 class QueryPlan:
     """Everything the engine needs to run one job's SELECT on micro-batches."""
@@ -175,6 +189,15 @@ class QueryPlan:
     distinct_time_sql: str | None = None
     """A DISTINCT's event time (`event.time.field`), which ages its remembered rows;
     None: they age in processing time."""
+    from_sql: str = BATCH
+    """What the engine's first query of a batch reads: the batch, or the batch (aliased
+    as the stream) joined to the table sides."""
+    tables: list[TableSide] = field(default_factory=list)
+    """The table sides `from_sql` and the subqueries read, loaded before the stream."""
+    prejoin_sql: str | None = None
+    """A row-window query's join, run first: each batch becomes the joined rows, with
+    every column the query reads as `__jN` and the stream row's `__rn` (`from_sql` is
+    then the batch again)."""
 
     def select_list(self, columns: Iterable[str], hidden: Iterable[str] = ()) -> str:
         """`select_sql` joined, each `*` made for a table of `columns` (`Star.sql`)."""

@@ -26,11 +26,18 @@ from sqlglot.tokenizer_core import Token, TokenType
 
 from velostream.errors import PlanError
 from velostream.sql.duckdb_check import checking_connection
-from velostream.sql.model import JobSpec
+from velostream.sql.model import ConnectorConfig, JobSpec
 from velostream.sql.plan import BATCH, ROW, PlanKind, QueryPlan
 from velostream.sql.plan_sql import blank
 
-__all__ = ["branch_job", "check_union_types", "is_union", "plan_union", "union_branches"]
+__all__ = [
+    "branch_job",
+    "check_union_types",
+    "is_union",
+    "plan_union",
+    "stream_sources",
+    "union_branches",
+]
 
 # The nearest supported form for an aggregate over several sources.
 GROUP_BY_OVER_UNION = (
@@ -63,6 +70,12 @@ def _set_operations(sql: str) -> list[tuple[Token, Token | None]]:
             after = tokens[index + 1] if index + 1 < len(tokens) else None
             found.append((token, after))
     return found
+
+
+def stream_sources(job: JobSpec) -> tuple[ConnectorConfig, ...]:
+    """The sources `job` reads as streams: every branch's of a UNION ALL, else its FROM
+    source; the others (JOIN and subquery table sides) are loaded whole, not streamed."""
+    return job.sources if is_union(job.select_sql) else job.sources[:1]
 
 
 def is_union(sql: str) -> bool:

@@ -46,6 +46,7 @@ from velostream.sql.plan import (
     QueryPlan,
     RowWindowCall,
     Star,
+    TableSide,
     TumblingWindow,
 )
 from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
@@ -57,6 +58,7 @@ from velostream.sql.plan_casts import (
 )
 from velostream.sql.plan_distinct import distinct_of, distinct_time_sql
 from velostream.sql.plan_headers import check_header_reads, plan_set_headers
+from velostream.sql.plan_join import fill_subqueries, flatten_join, plan_table_sides
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
     blank,
@@ -89,6 +91,7 @@ __all__ = [
     "QueryPlan",
     "RowWindowCall",
     "Star",
+    "TableSide",
     "TumblingWindow",
     "parse_duration_ms",
     "plan_job",
@@ -166,8 +169,18 @@ def plan_job(job: JobSpec) -> QueryPlan:
         raise PlanError("a statement must be a single SELECT")
     check_functions(tree, parsed)
     _check_clauses(tree)
-    unqualify(tree, source)
     check_engine_names(tree)
+    sides = plan_table_sides(tree, job, source)
+    if sides is None:
+        unqualify(tree, source)  # the batch is the only table
+    elif (sides.joined or tree.find(exp.Window)) and any(
+        isinstance(s, exp.Star) for s in tree.selects
+    ):
+        raise PlanError(
+            "SELECT * over a join (or with window functions and a subquery) is not "
+            "supported: name the columns to emit (t.* and i.* are not supported either)"
+        )
+    prejoin = flatten_join(tree, sides) if sides is not None and tree.find(exp.Window) else None
     check_stars(tree)
     check_header_reads(tree, job, source)
     set_headers = plan_set_headers(tree, job)
@@ -243,6 +256,9 @@ def plan_job(job: JobSpec) -> QueryPlan:
         raise PlanError(f"SELECT DISTINCT is not supported in a {plan.kind} query yet")
     plan.casts = _collect_casts(tree)
     plan.set_headers = set_headers
+    if sides is not None:
+        plan.prejoin_sql = prejoin
+        fill_subqueries(plan, sides)
     check_planned_sql(_planned_sql(plan), tree)
     return plan
 
@@ -314,4 +330,4 @@ def _planned_sql(plan: QueryPlan) -> str:
         order += call.order_sql
     where = f" WHERE {plan.where_sql}" if plan.where_sql else ""
     order_by = f" ORDER BY {', '.join(order)}" if order else ""
-    return f"SELECT {', '.join(items)} FROM {BATCH}{where}{order_by}"
+    return f"SELECT {', '.join(items)} FROM {plan.from_sql}{where}{order_by}"

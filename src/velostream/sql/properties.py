@@ -63,6 +63,7 @@ _JOB_KEYS = frozenset({"failure_strategy", "max_retries", "retry_backoff_ms", "b
     "job.batch.timeout",
     "listagg.max.bytes",
     "distinct.ttl",
+    "table.reload.interval",
 }
 # ---------------------------------------------------------------------------
 # WITH ( ... )
@@ -308,6 +309,7 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
     if "dlq.topic" in values:
         values.setdefault("dlq.type", "kafka")
     check.choice("dlq.type", DLQ_TYPES, aliases={"file_sink": "file", "kafka_sink": "kafka"})
+    check.duration("table.reload.interval")  # how often table files are checked
     # dlq.type kafka without dlq.topic writes to the <job>.dlq topic.
     for key in values:
         if key not in _JOB_KEYS and not key.startswith("dlq."):

@@ -183,8 +183,10 @@ class StatementParser:
                 if top and index == 4 and index + 1 < len(t) and t[5].upper in ("DISTINCT", "ALL"):
                     item_start = 6
             elif upper in ("FROM", "JOIN") and frame[0] and t[index - 1].upper != "DISTINCT":
+                # The statement's stream is its top-level FROM: first among its sources,
+                # whatever a subquery before it names.
+                self._source(parts, index + 1, stream=top and not top_from and upper == "FROM")
                 top_from = top_from or top
-                self._source(parts, index + 1)
                 frame[1] = upper == "FROM"
             elif upper in _CLAUSES:
                 frame[1] = False
@@ -212,7 +214,7 @@ class StatementParser:
         parts.select_sql = self._select_text(t[4].start, select_end, removed)
         return index
 
-    def _source(self, parts: StatementParts, index: int) -> None:
+    def _source(self, parts: StatementParts, index: int, *, stream: bool = False) -> None:
         t = self.tokens
         if (
             index >= len(t)
@@ -242,9 +244,13 @@ class StatementParser:
             )
             return
         name = _unquote(t[index].text)
-        if name.lower() not in {s.lower() for s in parts.sources}:
-            parts.sources.append(name)
+        known = next((s for s in parts.sources if s.lower() == name.lower()), None)
+        if known is None:
+            parts.sources.insert(0 if stream else len(parts.sources), name)
             parts.source_offsets[name] = t[index].start
+        elif stream:
+            parts.sources.remove(known)
+            parts.sources.insert(0, known)
 
     def _primary_key(self, item_start: int, index: int, allowed: bool) -> str | None:
         if not allowed:

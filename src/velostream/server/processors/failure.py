@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from velostream.errors import ErrorKind, classify
 from velostream.sql.model import FailureStrategy, JobSpec
 
-__all__ = ["MAX_BACKOFF_SECONDS", "FailurePolicy"]
+__all__ = ["MAX_BACKOFF_SECONDS", "FailurePolicy", "transient"]
 
 MAX_BACKOFF_SECONDS = 30.0
 
@@ -54,3 +55,8 @@ class FailurePolicy:
     def backoff_seconds(self, attempt: int) -> float:
         """Delay before retry number `attempt` (1-based): initial, doubling, capped."""
         return float(min(self.retry_backoff_ms / 1000.0 * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS))
+
+
+def transient(exc: BaseException) -> bool:
+    """A connection or timeout error: worth retrying whatever the strategy."""
+    return classify(exc) in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)

@@ -44,7 +44,7 @@ from velostream.observability.source_metrics import SourceTally
 from velostream.server.checkpoint import CheckpointStore
 from velostream.server.processors.committers import choose_committer
 from velostream.server.processors.context import CommitContext, Committer
-from velostream.server.processors.failure import FailurePolicy
+from velostream.server.processors.failure import FailurePolicy, transient
 from velostream.server.processors.limits import (
     BatchWatch,
     JobLimits,
@@ -53,6 +53,7 @@ from velostream.server.processors.limits import (
     memory_error,
 )
 from velostream.server.processors.replay import replay_letters
+from velostream.server.processors.table_loader import TableLoader
 from velostream.sql.bind_errors import query_error
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import plan_job
@@ -98,6 +99,7 @@ class JobProcessor:
         self.executor = executor or build_executor(
             plan_job(job), job, sandboxed_connection(memory_limit=self.limits.memory_bytes)
         )
+        self.tables = TableLoader(self, self.limits.memory_bytes)
         self._watchdog = Watchdog.shared()
         self._watch: BatchWatch | None = None  # the batch in flight, while in the query
         self.batch_size = batch_size or job.batch_size or DEFAULT_BATCH_SIZE
@@ -212,6 +214,7 @@ class JobProcessor:
             with self._batch_lock:  # a replay waits until the job has resumed
                 self.committer.recover()  # first: a sink that opens by truncating must resume
                 self._open()
+                self.tables.load(initial=True)
                 self._ready = True
             while not self._stop.is_set() and not self.executor.limit_reached:
                 self._wait_while_paused()
@@ -286,7 +289,7 @@ class JobProcessor:
                 self.errors.record(Stage.SOURCE, f"reading {self.source.name}: {exc}", exc=exc)
                 attempt += 1
                 # A broker or network blip is retried under every strategy.
-                if not self.policy.retries and not _transient(exc):
+                if not self.policy.retries and not transient(exc):
                     raise
                 if attempt > self.policy.max_retries:
                     raise BatchFailedError(
@@ -332,7 +335,7 @@ class JobProcessor:
                 with self._batch_lock:
                     self._abort()
                 attempt += 1
-                if not self.policy.retries and not _transient(exc):
+                if not self.policy.retries and not transient(exc):
                     raise
                 if attempt > self.policy.max_retries:
                     kind = exc.failed_kind if isinstance(exc, RetryableBatchError) else None
@@ -367,6 +370,7 @@ class JobProcessor:
         _log.debug("job %r: batch of %d records%s", self.job.name, batch.num_records, again)
         if first:
             self.counters.records_in += batch.num_records
+        self.tables.load()
         # A processing slot bounds how many job threads compute at once (the commit,
         # mostly fsync, is outside it): with 50 busy jobs the API thread would otherwise
         # wait for the GIL behind all of them.
@@ -376,7 +380,7 @@ class JobProcessor:
                 return False
             bad = [*batch.bad, *output.bad]
             if bad:
-                self._handle_bad(bad, count=first)
+                self.handle_bad(bad, count=first)
             if output.late or output.late_dropped:
                 self._handle_late(output, count=first)
             written = self._pending_out = self._write(output.table)
@@ -430,14 +434,14 @@ class JobProcessor:
         self.counters.batches += 1
         self.counters.records_out += rows
 
-    def _handle_bad(self, bad: list[BadRecord], *, count: bool = True) -> None:
-        """Record every bad record, then do what the failure strategy says."""
+    def handle_bad(self, bad: list[BadRecord], *, count: bool = True, source: str = "") -> None:
+        """Record every bad record, then do what the failure strategy says (`source`: a table)."""
         context = self.errors.context  # looked up once for the batch's bad records
         fingerprints = self._record_bad(bad, context)
         if count:
             self.counters.records_failed += len(bad)
         if self.policy.dead_letters:
-            self._dead_letter(bad, fingerprints, context)
+            self._dead_letter(bad, fingerprints, context, source)
         elif not self.policy.skips_bad_records:
             first = bad[0]
             reason = f"{len(bad)} bad record(s) in the batch; first at {first.ref}: {first.message}"
@@ -490,7 +494,7 @@ class JobProcessor:
         return fingerprints
 
     def _dead_letter(
-        self, bad: list[BadRecord], fingerprints: list[str | None], context: DeploymentContext
+        self, bad: list[BadRecord], fps: list[str | None], ctx: DeploymentContext, source: str = ""
     ) -> None:
         if self.dlq is None:
             raise DeadLetterError(f"job {self.job.name} has no dead-letter queue configured")
@@ -500,11 +504,11 @@ class JobProcessor:
                 job=self.job.name,
                 app=self.app_name,
                 version=self.job.version,
-                source=self.source.name,
+                source=source or self.source.name,
                 fingerprint=fp,
-                context=context,
+                context=ctx,
             )
-            for record, fp in zip(bad, fingerprints, strict=True)
+            for record, fp in zip(bad, fps, strict=True)
         ]
         self.dlq.write(letters)
         self._dlq_pending += len(letters)
@@ -557,12 +561,8 @@ class JobProcessor:
             with self._batch_lock:
                 self.committer.recover()
                 self._open()
+                self.tables.load(initial=True)
                 self._ready = True
             return self.replay(letters)
         finally:
             self._close()
-
-
-def _transient(exc: BaseException) -> bool:
-    """A connection or timeout error: worth retrying whatever the strategy."""
-    return classify(exc) in (ErrorKind.CONNECTION, ErrorKind.TIMEOUT)

@@ -44,6 +44,7 @@ from velostream.errors import DeadLetterError, ErrorKind, Stage, StateIncompatib
 from velostream.server.checkpoint import Checkpoint, describe_source, source_identity
 from velostream.server.processors.context import CommitContext
 from velostream.server.processors.positions import resume_position
+from velostream.sql.plan_union import stream_sources
 
 __all__ = ["SimpleCommitter"]
 
@@ -66,8 +67,9 @@ class SimpleCommitter:
         self.sink_offsets: dict[str, int] = {}
         self.dlq_offset: int | None = None
         job = context.job
-        self.source_ids = {s.name: source_identity(s) for s in job.sources}
-        self.source_id = source_identity(job.sources[0]) if len(job.sources) == 1 else None
+        streams = stream_sources(job)
+        self.source_ids = {s.name: source_identity(s) for s in streams}
+        self.source_id = source_identity(streams[0]) if len(streams) == 1 else None
         self.sink_ids = {s.name: source_identity(s) for s in job.sinks}
         if isinstance(context.dlq, FileDeadLetterQueue):
             context.dlq.report = self._unreadable_dead_letter
