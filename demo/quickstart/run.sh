@@ -13,12 +13,16 @@ if [ ! -f data/measurements.txt ]; then
 fi
 for lesson in [0-9][0-9]_*.sql; do
   echo
-  echo "=== $lesson: $(sed -n 's/^-- Lesson [0-9]*: //p' "$lesson" | head -1)"
+  # The lesson's description: its first comment lines, up to the first annotation.
+  about=$(awk '/^-- @/ || !/^--/ {exit} {sub(/^-- (Lesson [0-9]+: )?/, ""); print}' "$lesson")
+  echo "=== $lesson: $about"
   "$velo" run "$lesson"
 done
 echo
 echo "Outputs are in $here/output/:"
 ls -1 output
-echo "Dead letters and checkpoints (if any) are under $here/velo-data/."
+if [ -d velo-data ]; then
+  echo "Dead letters are under $here/velo-data/."
+fi
 echo "Lesson 7's error groups are in its summary above; the same appear on /errors"
-echo "when a server runs it: velo-sql deploy-app --file demo/quickstart/07_poison.sql"
+echo "when a server runs it: cd demo/quickstart && ../../.venv/bin/velo-sql deploy-app --file 07_poison.sql"

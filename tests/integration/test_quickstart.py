@@ -229,3 +229,31 @@ def test_run_exits_non_zero_when_a_job_fails(demo: Path) -> None:
     assert re.search(
         r"job big_trades failed: .*no such file: \./data/no_such_trades\.csv", result.stdout
     ), result.stdout
+
+
+# -- run.sh (make demo) ------------------------------------------------------------------------
+
+
+def test_run_sh_runs_every_lesson_and_describes_each_in_full(demo: Path) -> None:
+    generator().generate(20_000, demo / "data" / "measurements.txt")  # run.sh keeps it
+    result = subprocess.run(
+        ["bash", str(demo / "run.sh"), str(VELO_SQL)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    lessons = sorted(p.name for p in demo.glob("[0-9][0-9]_*.sql"))
+    assert len(lessons) >= 10
+    for lesson in lessons:
+        assert f"=== {lesson}: " in out, lesson
+    # A description of two lines is shown whole, not cut after its first.
+    assert "bad rows do not stop a job" in out
+    assert "and the good rows go on. Run it and read the summary's error groups." in out
+    assert "Outputs are in" in out
+    # It names the dead-letter folder only when a lesson made one.
+    assert ("velo-data/" in out) == (demo / "velo-data").is_dir()
+    assert "cd demo/quickstart && " in out  # the server hint works from the repository
