@@ -31,6 +31,8 @@ from velostream.engine.direct import picked_columns, renames
 from velostream.engine.duckdb_aggregates import DuckDBAggregates, describe, projection
 from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
+from velostream.engine.session import SessionWindows
+from velostream.engine.sliding import SlidingWindows
 from velostream.engine.tumbling import NO_WINDOW_STATE, TumblingWindows
 from velostream.errors import StateIncompatibleError
 from velostream.sql.planner import ARG, BATCH, KEY, ROW, QueryPlan
@@ -54,15 +56,24 @@ class AggregateExecutor(Executor):
         late_to_dead_letter: bool = False,
     ) -> None:
         super().__init__(plan, con)
-        self._windows = (
-            None
-            if plan.window is None
-            else TumblingWindows(
-                plan.window,
-                out_of_orderness_ms=out_of_orderness_ms,
-                late_to_dead_letter=late_to_dead_letter,
-            )
-        )
+        self._windows: TumblingWindows | None = None
+        self._sessions: SessionWindows | None = None
+        if plan.window is not None:
+            ooo, dead_letter = out_of_orderness_ms, late_to_dead_letter
+            if plan.window.kind == "SESSION":
+                self._sessions = SessionWindows(
+                    plan.window,
+                    plan,
+                    self.con,
+                    out_of_orderness_ms=ooo,
+                    late_to_dead_letter=dead_letter,
+                )
+                self._windows = self._sessions
+            else:
+                kind = SlidingWindows if plan.window.kind == "SLIDING" else TumblingWindows
+                self._windows = kind(
+                    plan.window, out_of_orderness_ms=ooo, late_to_dead_letter=dead_letter
+                )
         self._key_exprs = plan.keys or ["0"]
         key_cols = [KEY.format(i) for i in range(len(self._key_exprs))]
         if self._windows is not None:
@@ -124,6 +135,9 @@ class AggregateExecutor(Executor):
         bad: list[BadRecord] = []
         if pre is None:
             pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
+        if self._sessions is not None:
+            out, more_bad, dead, gone = self._sessions.process(pre, batch.refs)
+            return BatchOutput(self._apply_limit(out), [*bad, *more_bad], dead, gone)
         late: list[BadRecord] = []
         dropped = 0
         if self._windows is not None:
@@ -203,6 +217,9 @@ class AggregateExecutor(Executor):
         return ", ".join(order)
 
     def finish(self) -> pa.Table | None:
+        if self._sessions is not None:
+            out = self._sessions.finish()
+            return None if out is None else self._apply_limit(out)
         if self._final is not None or self._mode == "grouped":
             if self._final is not None:
                 state = self._final.table()
@@ -241,6 +258,8 @@ class AggregateExecutor(Executor):
         """The shape, then the tables: their key and partial columns must be the plan's."""
         super().check_state(state)
         self._duckdb.check_state(state)
+        if self._sessions is not None:
+            self._sessions.check_state(state)
         mode = state.get("mode", "sql" if state.get("has_state") else None)
         if mode in ("running", "grouped"):
             changes = mode == "running"

@@ -1,13 +1,13 @@
 """Plan a job's SELECT into DuckDB SQL fragments the engine runs per micro-batch.
 
 The dialect's streaming clauses are blanked out (keeping every offset) before the
-rest is parsed: `WINDOW TUMBLING(...)` (a time window on event time) and `ROWS WINDOW
-BUFFER N ROWS` inside `OVER (...)` (a row window kept across batches). What remains is
-standard SQL. DuckDB's own parser judges its syntax; sqlglot parses it into a tree that
-is checked against the sandbox (no table functions, no other tables) and split into the
-pieces each plan kind needs: projections, WHERE, group keys, aggregates and their
-arguments, HAVING, ORDER BY, LIMIT. The planned pieces are parsed by DuckDB again, and
-every function they call must be one DuckDB has.
+rest is parsed: `WINDOW TUMBLING|SLIDING|SESSION(...)` (a time window on event time)
+and `ROWS WINDOW BUFFER N ROWS` inside `OVER (...)` (a row window kept across
+batches). What remains is standard SQL. DuckDB's own parser judges its syntax; sqlglot
+parses it into a tree that is checked against the sandbox (no table functions, no other
+tables) and split into the pieces each plan kind needs: projections, WHERE, group keys,
+aggregates and their arguments, HAVING, ORDER BY, LIMIT. The planned pieces are parsed
+by DuckDB again, and every function they call must be one DuckDB has.
 
 This module routes a SELECT to its plan kind and plans stateless queries itself;
 `plan_aggregate` plans GROUP BY and time windows, `plan_row_window` row windows, and
@@ -48,7 +48,7 @@ from velostream.sql.plan import (
     Star,
     TumblingWindow,
 )
-from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
+from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, time_window
 from velostream.sql.plan_row_window import in_text_order, is_row_function, plan_row_window
 from velostream.sql.plan_sql import (
     blank,
@@ -163,9 +163,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
     standard_functions(tree)
     window = None
     if window_kind is not None:
-        if window_kind != "TUMBLING":
-            raise PlanError(f"WINDOW {window_kind} is not supported yet (TUMBLING is)")
-        window = tumbling_window(window_args or "", job, source)
+        window = time_window(window_kind, window_args or "", job, source)
 
     limit = _limit(tree)
     where = tree.args.get("where")
