@@ -36,6 +36,7 @@ LESSONS = {
     "05_lag.sql": "05_price_moves.csv",
     "06_tumbling.sql": "06_volume_per_minute.csv",
     "07_poison.sql": "07_clean_trades.csv",
+    "10_session.sql": "10_symbol_sessions.csv",
 }
 # Runs a command and writes its peak RSS (bytes) to argv[1]. A small process of its own
 # forks the command, so the count is not inflated by a large parent's pages.

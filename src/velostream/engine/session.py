@@ -306,8 +306,8 @@ class SessionWindows(TumblingWindows):
             check_columns("session rows", state[SESSION_TABLE], self.columns)
 
     def restore(self, state: Mapping[str, Any]) -> None:
-        super().restore(state)
         self.check_state(state)
+        super().restore(state)
         self.next_row = int(state.get("session_next_row", 0))
         table = state.get(SESSION_TABLE)
         self._schema = None
