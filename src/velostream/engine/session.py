@@ -51,6 +51,7 @@ __all__ = ["SESSION_TABLE", "SessionWindows"]
 SESSION_TABLE = "__sessions"
 _ROWS = "__srows"
 _SID = "__sid"
+_ENDED = "__ended"
 
 
 class SessionWindows(TumblingWindows):
@@ -242,15 +243,15 @@ class SessionWindows(TumblingWindows):
 
     # --- closing sessions ---------------------------------------------------------
 
-    def _grouped(self, having: str) -> str:
-        """Each session `having` selects, as a row of keys, bounds and partials."""
+    def _grouped(self, source: str) -> str:
+        """Each session of `source` (rows of `_sessions_sql`) as keys, bounds, partials."""
         keys = ", ".join(self.keys)
         partials = "".join(f", {p.grouped} AS {p.name}" for p in self._partials())
         gap = self.window.size_ms
         return (
             f"(SELECT {keys}, {self._bound(f'MIN({EVENT_TIME})')} AS {WINDOW_START}, "
             f"{self._bound(f'MAX({EVENT_TIME}) + {gap}')} AS {WINDOW_END}{partials} "
-            f"FROM ({self._sessions_sql()}) GROUP BY {keys}, {_SID} HAVING {having})"
+            f"FROM {source} GROUP BY {keys}, {_SID})"
         )
 
     def _close(self, watermark: int | None) -> pa.Table:
@@ -261,18 +262,21 @@ class SessionWindows(TumblingWindows):
         oldest = self.con.sql(f"SELECT MIN({EVENT_TIME}) FROM {SESSION_TABLE}").fetchall()[0]
         if oldest[0] is None or oldest[0] + gap >= watermark:
             return pa.table({})  # every session ends at or after the watermark
+        keys = ", ".join(self.keys)
+        # The rows with their session and its end, found once for both steps.
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {_ENDED} AS SELECT *, MAX({EVENT_TIME}) OVER "
+            f"(PARTITION BY {keys}, {_SID}) + {gap} AS __end FROM ({self._sessions_sql()})"
+        )
         out = pa.table({})
         if not self.changes:
-            having = f"MAX({EVENT_TIME}) + {gap} < {watermark}"
-            out = self.con.sql(
-                projection(self.plan, self._grouped(having), self.order)
-            ).to_arrow_table()
-        keys = ", ".join(self.keys)
+            closed = self._grouped(f"(FROM {_ENDED} WHERE __end < {watermark})")
+            out = self.con.sql(projection(self.plan, closed, self.order)).to_arrow_table()
         self.con.execute(
             f"CREATE OR REPLACE TABLE {SESSION_TABLE} AS SELECT {', '.join(self.columns)} "
-            f"FROM ({self._sessions_sql()}) QUALIFY MAX({EVENT_TIME}) OVER (PARTITION BY "
-            f"{keys}, {_SID}) + {gap} >= {watermark}"
+            f"FROM {_ENDED} WHERE __end >= {watermark}"
         )
+        self.con.execute(f"DROP TABLE {_ENDED}")
         return out
 
     @property
@@ -286,7 +290,8 @@ class SessionWindows(TumblingWindows):
         """EMIT FINAL: every session still open, when a bounded source ends."""
         if self.changes or self._schema is None:
             return None
-        out = self.con.sql(projection(self.plan, self._grouped("TRUE"), self.order))
+        every = self._grouped(f"({self._sessions_sql()})")
+        out = self.con.sql(projection(self.plan, every, self.order))
         table = out.to_arrow_table()
         self.con.execute(f"DELETE FROM {SESSION_TABLE}")
         return table if table.num_rows else None
