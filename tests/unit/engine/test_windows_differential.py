@@ -37,9 +37,16 @@ def timed_cases(draw: st.DrawFn) -> tuple[pa.Table, list[int], int, int]:
     batch sizes, a window size or gap, and the allowed out-of-orderness."""
     table = draw(tables(max_rows=20))
     n = table.num_rows
+    size = draw(st.sampled_from([1_000, 4_000, 60_000, 300_000]))
+    # Some steps back by less than a window (or gap): rows between on time and late.
     steps = draw(
         st.lists(
-            st.one_of(st.just(0), st.integers(-90_000, 60_000), st.integers(0, 3_000)),
+            st.one_of(
+                st.just(0),
+                st.integers(-90_000, 60_000),
+                st.integers(0, 3_000),
+                st.integers(-size, size // 4),
+            ),
             min_size=n,
             max_size=n,
         )
@@ -49,7 +56,6 @@ def timed_cases(draw: st.DrawFn) -> tuple[pa.Table, list[int], int, int]:
         now = max(now + step, 1_600_000_000_000)
         times.append(now)
     table = table.append_column("et", pa.array(times, pa.int64()))
-    size = draw(st.sampled_from([1_000, 4_000, 60_000, 300_000]))
     out_of_order = draw(st.sampled_from([0, 5_000, 60_000]))
     return table, draw(batch_sizes(table)), size, out_of_order
 
