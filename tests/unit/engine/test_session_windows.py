@@ -49,6 +49,20 @@ def test_a_row_out_of_order_bridges_two_open_sessions_into_one() -> None:
         assert [(r["ws"], r["we"], r["n"], r["s"]) for r in run.rows] == [(0, 25, 3, 6)]
 
 
+@pytest.mark.parametrize("sizes", [1, 3])
+def test_emit_changes_gives_each_row_the_session_it_joined_even_when_a_later_row_bridges(
+    sizes: int,
+) -> None:
+    table = events(("a", 0), ("a", 15), ("a", 8))
+    props = {"watermark.max_out_of_orderness": "20ms"}
+    run = run_job(SESSION, table, batch_size=sizes, emit=EmitMode.CHANGES, props=props)
+    assert [(r["ws"], r["we"], r["n"], r["s"]) for r in run.rows] == [
+        (0, 10, 1, 1),
+        (15, 25, 1, 2),  # not yet bridged: 8 has not come
+        (0, 25, 3, 6),
+    ]
+
+
 def test_a_session_closed_by_the_watermark_is_emitted_and_its_rows_forgotten() -> None:
     job = make_job(SESSION)
     executor = build_executor(plan_job(job), job)
