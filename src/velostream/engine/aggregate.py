@@ -1,4 +1,4 @@
-"""GROUP BY over a stream: running values (EMIT CHANGES), final values, tumbling windows.
+"""GROUP BY over a stream: running values (EMIT CHANGES), final values, time windows.
 
 A batch first goes through the *pre-query*, which computes each row's group keys
 (`__kN`), aggregate arguments (`__aN`) and, with a window, event time (`__et`). Its rows
@@ -9,10 +9,11 @@ then go to one of three paths, which keep *partials* per group across batches:
 - `duckdb_aggregates`: everything else, the state in a DuckDB table.
 
 The path is chosen on the first batch (the argument types decide) and kept in
-snapshots. A tumbling window (`tumbling`) assigns rows to windows, keeps the watermark
-and handles late rows before the rows reach the DuckDB path; the windows it finds
-closed are emitted (EMIT FINAL) and forgotten, and all open windows when a bounded
-source ends.
+snapshots. A tumbling or sliding window (`tumbling`, `sliding`) assigns rows to windows
+(a sliding window copies a row into each of its windows), keeps the watermark and
+handles late rows before the rows reach the DuckDB path; the windows it finds closed
+are emitted (EMIT FINAL) and forgotten, and all open windows when a bounded source
+ends. Session windows (`session`) keep their own state and do all of this themselves.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ _PRE = "__pre"
 
 
 class AggregateExecutor(Executor):
-    """GROUP BY with EMIT CHANGES or EMIT FINAL, optionally in tumbling windows."""
+    """GROUP BY with EMIT CHANGES or EMIT FINAL, optionally in time windows."""
 
     state_kind = "aggregate"
 
