@@ -1,13 +1,13 @@
 """Plan a job's SELECT into DuckDB SQL fragments the engine runs per micro-batch.
 
 The dialect's streaming clauses are blanked out (keeping every offset) before the
-rest is parsed: `WINDOW TUMBLING|SLIDING|SESSION(...)` (a time window on event time)
-and `ROWS WINDOW BUFFER N ROWS` inside `OVER (...)` (a row window kept across
-batches). What remains is standard SQL. DuckDB's own parser judges its syntax; sqlglot
-parses it into a tree that is checked against the sandbox (no table functions, no other
-tables) and split into the pieces each plan kind needs: projections, WHERE, group keys,
-aggregates and their arguments, HAVING, ORDER BY, LIMIT. The planned pieces are parsed
-by DuckDB again, and every function they call must be one DuckDB has.
+rest is parsed: `WINDOW TUMBLING|SLIDING|SESSION(...)` (a time window) and `ROWS WINDOW
+BUFFER N ROWS` inside `OVER (...)` (a row window kept across batches). What remains is
+standard SQL. DuckDB's own parser judges its syntax; sqlglot parses it into a tree that
+is checked against the sandbox (no table functions, no other tables) and split into the
+pieces each plan kind needs: projections, WHERE, group keys, aggregates and their
+arguments, HAVING, ORDER BY, LIMIT. The planned pieces are parsed by DuckDB again, and
+every function they call must be one DuckDB has.
 
 This module routes a SELECT to its plan kind and plans stateless queries itself;
 `plan_aggregate` plans GROUP BY and time windows, `plan_row_window` row windows, and
