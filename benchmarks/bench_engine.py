@@ -14,6 +14,10 @@ with `COPY ... TO`, so both sides parse, compute and format. Cases:
    column type); DuckDB: `ignore_errors = true`
 6. a stream–table join: the trades (keys drawn from 11,000) LEFT JOIN a file of 10,000
    instruments (the table side), CSV → CSV; DuckDB: the same join one-shot
+7. session windows (gap 10 s) per symbol, EMIT FINAL (a symbol trades every ~4 s, so
+   sessions of ~12 trades); DuckDB: gaps-and-islands with LAG and a running SUM
+8. sliding windows (5 minutes, advancing 1 minute) per symbol, EMIT FINAL; DuckDB: each
+   row copied into its 5 windows with `generate_series`
 
 Goals (issue 3, this 2-core machine): 1, 3 and 6 ≥ 0.6× DuckDB one-shot; 2 ≥ 1,000,000
 rows/s; 5 ≥ 0.5× our clean run of 1. Then a bounded-memory check: `velo-sql run` of
@@ -293,6 +297,52 @@ LEFT JOIN instruments i ON t.key = i.key
 ]
 
 
+_SESSIONS = (
+    "SELECT *, SUM(new_session) OVER (PARTITION BY symbol ORDER BY ts, id ROWS UNBOUNDED "
+    "PRECEDING) AS session FROM (SELECT *, CASE WHEN ts - LAG(ts) OVER (PARTITION BY symbol "
+    "ORDER BY ts, id) <= INTERVAL 10 SECOND THEN 0 ELSE 1 END AS new_session FROM {src})"
+)
+_WINDOWS = (
+    "SELECT *, time_bucket(INTERVAL 1 minute, ts) - step * INTERVAL 1 minute AS window_start "
+    "FROM (SELECT *, UNNEST(generate_series(0, 4)) AS step FROM {src})"
+)
+CASES += [
+    Case(
+        7,
+        "session window 10s, EMIT FINAL",
+        "trades.csv",
+        """
+CREATE TABLE trading_sessions AS
+SELECT symbol, _window_start AS session_start, _window_end AS session_end,
+       COUNT(*) AS trades, SUM(quantity) AS volume, MAX(price) AS high
+FROM trades
+GROUP BY symbol
+WINDOW SESSION(ts, 10s)
+EMIT FINAL
+""",
+        "SELECT symbol, MIN(ts) AS session_start, MAX(ts) + INTERVAL 10 SECOND AS session_end, "
+        f"COUNT(*) AS trades, SUM(quantity) AS volume, MAX(price) AS high FROM ({_SESSIONS}) "
+        "GROUP BY symbol, session ORDER BY session_start, symbol",
+    ),
+    Case(
+        8,
+        "sliding window 5m/1m, EMIT FINAL",
+        "trades.csv",
+        """
+CREATE TABLE volume_5m AS
+SELECT symbol, _window_start AS window_start, COUNT(*) AS trades, SUM(quantity) AS volume,
+       MAX(price) AS high
+FROM trades
+GROUP BY symbol
+WINDOW SLIDING(ts, 5m, 1m)
+EMIT FINAL
+""",
+        "SELECT symbol, window_start, COUNT(*) AS trades, SUM(quantity) AS volume, "
+        f"MAX(price) AS high FROM ({_WINDOWS}) GROUP BY ALL ORDER BY window_start, symbol",
+    ),
+]
+
+
 def job_sql(case: Case, data: Path, output: Path, batch_size: int) -> str:
     source = case.input_name.split(".")[0].replace("_poison", "").replace("_keyed", "")
     sink = case.ours.split("CREATE ")[1].split()[1]
@@ -415,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--batch-sizes", default="100000,200000")
-    parser.add_argument("--cases", default="1,2,3,4,5,6")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8")
     parser.add_argument("--rss-rows", type=int, default=10_000_000, help="0 skips the check")
     parser.add_argument("--data-dir", type=Path, help="keep generated inputs here and reuse them")
     args = parser.parse_args(argv)

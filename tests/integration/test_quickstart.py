@@ -37,6 +37,7 @@ LESSONS = {
     "06_tumbling.sql": "06_volume_per_minute.csv",
     "07_poison.sql": "07_clean_trades.csv",
     "09_join.sql": "09_trades_with_instruments.csv",
+    "10_session.sql": "10_symbol_sessions.csv",
     "11_tables.sql": "11_tech_trades.csv",
 }
 # Runs a command and writes its peak RSS (bytes) to argv[1]. A small process of its own

@@ -1,4 +1,4 @@
-"""GROUP BY over a stream: running values (EMIT CHANGES), final values, tumbling windows.
+"""GROUP BY over a stream: running values (EMIT CHANGES), final values, time windows.
 
 A batch first goes through the *pre-query*, which computes each row's group keys
 (`__kN`), aggregate arguments (`__aN`) and, with a window, event time (`__et`). Its rows
@@ -9,10 +9,11 @@ then go to one of three paths, which keep *partials* per group across batches:
 - `duckdb_aggregates`: everything else, the state in a DuckDB table.
 
 The path is chosen on the first batch (the argument types decide) and kept in
-snapshots. A tumbling window (`tumbling`) assigns rows to windows, keeps the watermark
-and handles late rows before the rows reach the DuckDB path; the windows it finds
-closed are emitted (EMIT FINAL) and forgotten, and all open windows when a bounded
-source ends.
+snapshots. A tumbling or sliding window (`tumbling`, `sliding`) assigns rows to windows
+(a sliding window copies a row into each of its windows), keeps the watermark and
+handles late rows before the rows reach the DuckDB path; the windows it finds closed
+are emitted (EMIT FINAL) and forgotten, and all open windows when a bounded source
+ends. Session windows (`session`) keep their own state and do all of this themselves.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from velostream.engine.duckdb_aggregates import (
 )
 from velostream.engine.final import FinalAggregates
 from velostream.engine.running import RunningAggregates
+from velostream.engine.session import SessionWindows
+from velostream.engine.sliding import SlidingWindows
 from velostream.engine.tumbling import NO_WINDOW_STATE, TumblingWindows
 from velostream.errors import ErrorKind, Stage, StateIncompatibleError
 from velostream.sql.planner import ARG, KEY, ROW, QueryPlan
@@ -52,7 +55,7 @@ _PRE = "__pre"
 
 
 class AggregateExecutor(Executor):
-    """GROUP BY with EMIT CHANGES or EMIT FINAL, optionally in tumbling windows."""
+    """GROUP BY with EMIT CHANGES or EMIT FINAL, optionally in time windows."""
 
     state_kind = "aggregate"
 
@@ -66,15 +69,24 @@ class AggregateExecutor(Executor):
         max_string_bytes: int = MAX_STRING_BYTES,
     ) -> None:
         super().__init__(plan, con)
-        self._windows = (
-            None
-            if plan.window is None
-            else TumblingWindows(
-                plan.window,
-                out_of_orderness_ms=out_of_orderness_ms,
-                late_to_dead_letter=late_to_dead_letter,
-            )
-        )
+        self._windows: TumblingWindows | None = None
+        self._sessions: SessionWindows | None = None
+        if plan.window is not None:
+            ooo, dead_letter = out_of_orderness_ms, late_to_dead_letter
+            if plan.window.kind == "SESSION":
+                self._sessions = SessionWindows(
+                    plan.window,
+                    plan,
+                    self.con,
+                    out_of_orderness_ms=ooo,
+                    late_to_dead_letter=dead_letter,
+                )
+                self._windows = self._sessions
+            else:
+                kind = SlidingWindows if plan.window.kind == "SLIDING" else TumblingWindows
+                self._windows = kind(
+                    plan.window, out_of_orderness_ms=ooo, late_to_dead_letter=dead_letter
+                )
         self._key_exprs = plan.keys or ["0"]
         key_cols = [KEY.format(i) for i in range(len(self._key_exprs))]
         if self._windows is not None:
@@ -141,6 +153,9 @@ class AggregateExecutor(Executor):
             pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
         if self.plan.tables:
             pre, refs = joined_rows(pre, refs)
+        if self._sessions is not None:
+            out, more_bad, dead, gone = self._sessions.process(pre, refs)
+            return BatchOutput(self._apply_limit(out), [*bad, *more_bad], dead, gone)
         late: list[BadRecord] = []
         dropped = 0
         if self._windows is not None:
@@ -227,6 +242,9 @@ class AggregateExecutor(Executor):
         return ", ".join(order)
 
     def finish(self) -> pa.Table | None:
+        if self._sessions is not None:
+            out = self._sessions.finish()
+            return None if out is None else self._apply_limit(out)
         if self._final is not None or self._mode == "grouped":
             if self._final is not None:
                 state = self._final.table()
@@ -265,6 +283,8 @@ class AggregateExecutor(Executor):
         """The shape, then the tables: their key and partial columns must be the plan's."""
         super().check_state(state)
         self._duckdb.check_state(state)
+        if self._sessions is not None:
+            self._sessions.check_state(state)
         mode = state.get("mode", "sql" if state.get("has_state") else None)
         if mode in ("running", "grouped"):
             changes = mode == "running"

@@ -24,9 +24,17 @@ import numpy as np
 import pyarrow as pa
 
 from velostream.engine.core import check_columns
-from velostream.sql.planner import ARG, ROW, AggregateCall, QueryPlan
+from velostream.sql.planner import ARG, ROW, WINDOW_START, AggregateCall, QueryPlan
 
-__all__ = ["MAX_STRING_BYTES", "STATE_TABLE", "DuckDBAggregates", "describe", "projection"]
+__all__ = [
+    "MAX_STRING_BYTES",
+    "STATE_TABLE",
+    "DuckDBAggregates",
+    "Partial",
+    "describe",
+    "partials_of",
+    "projection",
+]
 
 STATE_TABLE = "__state"
 MAX_STRING_BYTES = 1 << 20
@@ -136,6 +144,21 @@ def _partials(call: AggregateCall, int_arg: bool) -> list[_Partial]:
     raise ValueError(f"unsupported aggregate {call.func}")
 
 
+Partial = _Partial
+
+
+def partials_of(plan: QueryPlan, schema: pa.Schema) -> list[_Partial]:
+    """The partials of every aggregate of `plan`, over pre-query rows of `schema`."""
+    parts: list[_Partial] = []
+    for call in plan.aggregates:
+        int_arg = False
+        if call.arg is not None:
+            t = schema.field(ARG.format(call.index)).type
+            int_arg = pa.types.is_integer(t) or pa.types.is_boolean(t)
+        parts.extend(_partials(call, int_arg))
+    return parts
+
+
 def _final(call: AggregateCall) -> str:
     p = f"__p{call.index}_"
     match call.func:
@@ -229,14 +252,7 @@ class DuckDBAggregates:
         # The partials' SQL depends on the argument types (integer sums), known from
         # the first batch.
         if self._partials is None:
-            parts: list[_Partial] = []
-            for call in self.plan.aggregates:
-                int_arg = False
-                if call.arg is not None:
-                    t = pre.schema.field(ARG.format(call.index)).type
-                    int_arg = pa.types.is_integer(t) or pa.types.is_boolean(t)
-                parts.extend(_partials(call, int_arg))
-            self._partials = parts
+            self._partials = partials_of(self.plan, pre.schema)
         return self._partials
 
     # --- batches ------------------------------------------------------------------
@@ -287,7 +303,9 @@ class DuckDBAggregates:
             f"{running} FROM {_PRE} {window}) b LEFT JOIN {STATE_TABLE} s ON "
             f"{self._match('b', 's')}"
         )
-        out = con.sql(projection(self.plan, "__merged", ROW)).to_arrow_table()
+        # A row of a sliding window has one copy per window: those in window order.
+        order = f"{ROW}, {WINDOW_START}" if WINDOW_START in self.key_cols else ROW
+        out = con.sql(projection(self.plan, "__merged", order)).to_arrow_table()
         # Each group's last row holds its new partials.
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE __upd AS SELECT * EXCLUDE ({ROW}) FROM __merged "

@@ -93,13 +93,32 @@ class TumblingWindows:
 
     def describe(self) -> str:
         """The window as SQL, for a state's shape."""
-        return f"TUMBLING({self.window.time_sql}, {self.window.size_ms}ms)"
+        return self.window.describe()
 
     # --- a batch ------------------------------------------------------------------
 
     def assign(self, pre: pa.Table, refs: RecordRefs) -> WindowedRows:
         """Add each row's window bounds to `pre` (which has `__et` and `__rn`), moving
         the watermark along; rows without a usable event time and late rows leave it."""
+        timed = self.timed(pre, refs)
+        if isinstance(timed, WindowedRows):
+            return timed
+        pre, ms, bad = timed
+        size = self.window.size_ms
+        start = (ms // size) * size
+        end = start + size
+        late_mask = end <= self.watermarks_before(ms)
+        pre, late, dropped = self.leave_late(pre, late_mask, refs)
+        keep = ~late_mask
+        pre = pre.append_column(WINDOW_START, self.bounds(start[keep]))
+        pre = pre.append_column(WINDOW_END, self.bounds(end[keep]))
+        return WindowedRows(pre, bad, late, dropped)
+
+    def timed(
+        self, pre: pa.Table, refs: RecordRefs
+    ) -> tuple[pa.Table, np.ndarray, list[BadRecord]] | WindowedRows:
+        """(`pre` less rows without a usable event time, the event times in epoch
+        milliseconds, those rows as bad records); every row bad is a `WindowedRows`."""
         event_ms = self._event_ms(pre, refs)
         if isinstance(event_ms, list):
             return WindowedRows(pre.slice(0, 0), event_ms, [])
@@ -111,11 +130,13 @@ class TumblingWindows:
             bad = _records(refs, pre.column(ROW).to_numpy()[null_mask], message, ErrorKind.TYPE)
             pre = pre.filter(pa.array(~null_mask))
             ms = ms[~null_mask]
-        ms = ms.astype(np.int64)
-        size = self.window.size_ms
-        start = (ms // size) * size
-        end = start + size
-        late_mask = end <= self._watermarks_before(ms)
+        return pre, ms.astype(np.int64), bad
+
+    def leave_late(
+        self, pre: pa.Table, late_mask: np.ndarray, refs: RecordRefs
+    ) -> tuple[pa.Table, list[BadRecord], int]:
+        """(`pre` less its late rows, those rows for the DLQ, how many were dropped);
+        the late rows are counted."""
         late: list[BadRecord] = []
         dropped = 0
         if late_mask.any():
@@ -125,11 +146,8 @@ class TumblingWindows:
                 late = _records(refs, rows, LATE_MESSAGE, ErrorKind.EXECUTION)
             else:
                 dropped = int(late_mask.sum())
-        keep = ~late_mask
-        pre = pre.filter(pa.array(keep))
-        pre = pre.append_column(WINDOW_START, self._bounds(start[keep]))
-        pre = pre.append_column(WINDOW_END, self._bounds(end[keep]))
-        return WindowedRows(pre, bad, late, dropped)
+            pre = pre.filter(pa.array(~late_mask))
+        return pre, late, dropped
 
     def _event_ms(self, pre: pa.Table, refs: RecordRefs) -> pa.ChunkedArray | list[BadRecord]:
         """The event time in epoch milliseconds, or every row as bad if its type is neither
@@ -146,7 +164,7 @@ class TumblingWindows:
         )
         return _records(refs, pre.column(ROW).to_numpy(), message, ErrorKind.TYPE)
 
-    def _watermarks_before(self, ms: np.ndarray) -> np.ndarray:
+    def watermarks_before(self, ms: np.ndarray) -> np.ndarray:
         """The watermark each row meets: from the max event time of every earlier row,
         this batch's and the carried one. Moves the carried max past this batch."""
         carried = self.max_event_ms if self.max_event_ms is not None else _MIN_MS
@@ -160,7 +178,7 @@ class TumblingWindows:
         floor = _MIN_MS + self.out_of_orderness_ms
         return np.where(before > floor, before - self.out_of_orderness_ms, _MIN_MS)
 
-    def _bounds(self, ms: np.ndarray) -> pa.Array:
+    def bounds(self, ms: np.ndarray) -> pa.Array:
         bounds = pa.array(ms, pa.int64())
         return bounds.cast(pa.timestamp("ms")) if self.time_is_timestamp else bounds
 

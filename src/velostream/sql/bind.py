@@ -329,7 +329,9 @@ class _Binder:
         source = self.plan.source
         configured = self.job.event_time_field or self.job.properties.get("event.time.field")
         args = self.user.window_args or ""
-        explicit = _top_level_commas(args) > 0
+        assert self.plan.window is not None
+        kind = self.plan.window.kind
+        explicit = _top_level_commas(args) > (1 if kind == "SLIDING" else 0)
         hint = suggest(name, self._visible())
         if explicit:
             return f"the event time {name} of the window is not a column of source {source}{hint}"
@@ -343,10 +345,10 @@ class _Binder:
         column = times[0] if times else "<time column>"
         example = f" (such as '{times[0]}')" if times else ""
         return (
-            f"WINDOW TUMBLING({args.strip()}) has no event time: source {source} has no "
+            f"WINDOW {kind}({args.strip()}) has no event time: source {source} has no "
             f"{name} column (only Kafka sources have one); set 'event.time.field' to the "
             f"column that holds each row's time{example}, or write "
-            f"TUMBLING({column}, {args.strip()})"
+            f"{kind}({column}, {args.strip()})"
         )
 
     # --- messages --------------------------------------------------------------

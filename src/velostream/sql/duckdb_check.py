@@ -231,5 +231,7 @@ def check_planned_sql(planned: str, tree: exp.Select) -> None:
             None,
         )
         if name in _OWN_FUNCTIONS:
-            raise PlanError(f"{name.upper()} needs a WINDOW TUMBLING clause", start)
+            raise PlanError(
+                f"{name.upper()} needs a WINDOW TUMBLING, SLIDING or SESSION clause", start
+            )
         raise _unknown_function(name, start)

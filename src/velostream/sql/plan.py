@@ -82,8 +82,22 @@ class AggregateCall:
 
 @dataclass(frozen=True, slots=True)
 class TumblingWindow:
+    """A time window on the event time `time_sql` (the name is historical: any kind).
+
+    `kind` is TUMBLING (windows of `size_ms`), SLIDING (windows of `size_ms` starting
+    every `advance_ms`) or SESSION (`size_ms` is the gap that closes a key's session).
+    """
+
     size_ms: int
     time_sql: str
+    kind: str = "TUMBLING"
+    advance_ms: int = 0
+
+    def describe(self) -> str:
+        """The window as SQL, for a state's shape and messages."""
+        if self.kind == "SLIDING":
+            return f"SLIDING({self.time_sql}, {self.size_ms}ms, {self.advance_ms}ms)"
+        return f"{self.kind}({self.time_sql}, {self.size_ms}ms)"
 
 
 @dataclass(frozen=True, slots=True)

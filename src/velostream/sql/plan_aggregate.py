@@ -1,4 +1,4 @@
-"""Plan GROUP BY queries (with or without a tumbling time window).
+"""Plan GROUP BY queries (with or without a time window: tumbling, sliding, session).
 
 Group keys become `__kN` columns, each aggregate's argument an `__aN` column and its
 value an `__aggN` column; SELECT, HAVING and ORDER BY are rewritten over those, so the
@@ -36,7 +36,13 @@ from velostream.sql.plan_sql import (
 )
 from velostream.sql.sandbox import check_sandbox
 
-__all__ = ["extract_window_clause", "plan_aggregate", "tumbling_window"]
+__all__ = [
+    "MAX_SLIDING_WINDOWS",
+    "extract_window_clause",
+    "plan_aggregate",
+    "time_window",
+    "tumbling_window",
+]
 
 _INTERVAL_UNIT_MS = {
     "MILLISECOND": 1,
@@ -72,7 +78,7 @@ _SUPPORTED_AGGS: dict[type[exp.Expr], str] = {
 
 
 def extract_window_clause(sql: str) -> tuple[str, str | None, str | None]:
-    """Remove `WINDOW TUMBLING(...)`; return (sql, kind, inner arguments)."""
+    """Remove `WINDOW TUMBLING|SLIDING|SESSION(...)`; return (sql, kind, inner arguments)."""
     match = _WINDOW_CLAUSE.search(sql)
     if match is None:
         return sql, None, None
@@ -107,30 +113,66 @@ def _window_size_ms(arg: str) -> int:
     raise PlanError(f"invalid duration {arg!r}; expected a number and one of ms, s, m, h, d")
 
 
-def tumbling_window(args: str, job: JobSpec, source: str) -> TumblingWindow:
-    """The window of `TUMBLING(size)` or `TUMBLING(time_column, size)`."""
+#: The arguments each window kind takes, without and with its event-time column first.
+_FORMS = {
+    "TUMBLING": "(size) or (time_column, size)",
+    "SLIDING": "(size, advance) or (time_column, size, advance)",
+    "SESSION": "(gap) or (time_column, gap)",
+}
+_DURATIONS = {"TUMBLING": 1, "SLIDING": 2, "SESSION": 1}
+#: Each row is counted in size / advance sliding windows: at most this many.
+MAX_SLIDING_WINDOWS = 10_000
+
+
+def time_window(kind: str, args: str, job: JobSpec, source: str) -> TumblingWindow:
+    """The window of `TUMBLING(...)`, `SLIDING(...)` or `SESSION(...)` (see `_FORMS`)."""
     parts = [p.strip() for p in _split_top_level(args)]
-    if len(parts) == 1:
+    wanted = _DURATIONS[kind]
+    if kind == "SESSION" and len(parts) == 3:
+        raise PlanError(
+            f"SESSION({args.strip()}): a partition key argument is not supported; sessions "
+            "are kept per GROUP BY key: write SESSION(time_column, gap) ... GROUP BY key"
+        )
+    if len(parts) == wanted:
         time_sql = job.event_time_field or job.properties.get("event.time.field") or "_timestamp"
-        size = _window_size_ms(parts[0])
-    elif len(parts) == 2:
-        time_sql, size = parts[0], _window_size_ms(parts[1])
+    elif len(parts) == wanted + 1:
+        time_sql, parts = parts[0], parts[1:]
     else:
-        raise PlanError(f"TUMBLING takes (size) or (time_column, size), got ({args})")
-    if size <= 0:
-        raise PlanError("window size must be positive")
+        raise PlanError(f"{kind} takes {_FORMS[kind]}, got ({args})")
+    sizes = [_window_size_ms(part) for part in parts]
+    if any(size <= 0 for size in sizes):
+        raise PlanError(f"{'session gap' if kind == 'SESSION' else 'window size'} must be positive")
+    size, advance = sizes[0], sizes[-1] if kind == "SLIDING" else 0
+    if kind == "SLIDING" and size % advance:
+        # Flink SQL's HOP (slicing) refuses the same: a window is a whole number of steps.
+        raise PlanError(
+            f"SLIDING size {parts[0]} is not a multiple of its advance {parts[1]}: choose an "
+            "advance that divides the size, e.g. SLIDING(5m, 1m)"
+        )
+    if kind == "SLIDING" and size // advance > MAX_SLIDING_WINDOWS:
+        raise PlanError(
+            f"SLIDING({parts[0]}, {parts[1]}) puts each row in {size // advance} windows; "
+            f"at most {MAX_SLIDING_WINDOWS} are supported: choose a larger advance"
+        )
     # The event time is job SQL too: same sandbox, same source qualifiers.
     try:
         probe = sqlglot.parse_one(f"SELECT {time_sql} FROM {quote(source)}", read="duckdb")
     except (ParseError, TokenError) as exc:
-        raise PlanError(f"invalid event time {time_sql!r} in TUMBLING") from exc
+        raise PlanError(f"invalid event time {time_sql!r} in {kind}") from exc
     try:
         check_sandbox(probe, {source})
     except SandboxError as exc:
         raise PlanError(str(exc)) from exc
     assert isinstance(probe, exp.Select)
     unqualify(probe, source)
-    return TumblingWindow(size_ms=size, time_sql=to_sql(probe.selects[0]))
+    return TumblingWindow(
+        size_ms=size, time_sql=to_sql(probe.selects[0]), kind=kind, advance_ms=advance
+    )
+
+
+def tumbling_window(args: str, job: JobSpec, source: str) -> TumblingWindow:
+    """The window of `TUMBLING(size)` or `TUMBLING(time_column, size)`."""
+    return time_window("TUMBLING", args, job, source)
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -181,7 +223,9 @@ def plan_aggregate(
             return exp.column(_SYSTEM_WINDOW_COLUMNS[node.name])
         if isinstance(node, exp.Anonymous) and node.name.upper() in ("TUMBLE_START", "TUMBLE_END"):
             if window is None:
-                raise PlanError(f"{node.name.upper()} needs a WINDOW TUMBLING clause")
+                raise PlanError(
+                    f"{node.name.upper()} needs a WINDOW TUMBLING, SLIDING or SESSION clause"
+                )
             return exp.column(WINDOW_START if node.name.upper() == "TUMBLE_START" else WINDOW_END)
         agg_type = _SUPPORTED_AGGS.get(type(node))
         if agg_type is not None:

@@ -1,7 +1,7 @@
 """Plan a job's SELECT into DuckDB SQL fragments the engine runs per micro-batch.
 
 The dialect's streaming clauses are blanked out (keeping every offset) before the
-rest is parsed: `WINDOW TUMBLING(...)` (a time window on event time) and `ROWS WINDOW
+rest is parsed: `WINDOW TUMBLING|SLIDING|SESSION(...)` (a time window) and `ROWS WINDOW
 BUFFER N ROWS` inside `OVER (...)` (a row window kept across batches). What remains is
 standard SQL. DuckDB's own parser judges its syntax; sqlglot parses it into a tree that
 is checked against the sandbox (no table functions, no other tables) and split into the
@@ -49,7 +49,7 @@ from velostream.sql.plan import (
     TableSide,
     TumblingWindow,
 )
-from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, tumbling_window
+from velostream.sql.plan_aggregate import extract_window_clause, plan_aggregate, time_window
 from velostream.sql.plan_casts import (
     HELPER,
     integer_casts,
@@ -189,9 +189,7 @@ def plan_job(job: JobSpec) -> QueryPlan:
     integer_casts(tree)
     window = None
     if window_kind is not None:
-        if window_kind != "TUMBLING":
-            raise PlanError(f"WINDOW {window_kind} is not supported yet (TUMBLING is)")
-        window = tumbling_window(window_args or "", job, source)
+        window = time_window(window_kind, window_args or "", job, source)
 
     limit = _limit(tree)
     where = tree.args.get("where")

@@ -31,6 +31,11 @@ COUNTS: Query = ("SELECT k, COUNT(*) AS n, SUM(v) AS s FROM t GROUP BY k", CHANG
 GROUPED: Query = ("SELECT k, COUNT(*) AS n, SUM(v) AS s FROM t GROUP BY k", FINAL)
 ON_DUCKDB: Query = ("SELECT k, STDDEV(v) AS d FROM t GROUP BY k", CHANGES)  # not on numpy
 WINDOWED: Query = ("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW TUMBLING(et, 60ms)", None)
+SESSIONS: Query = (
+    "SELECT k, COUNT(*) AS n, SUM(v) AS s FROM t GROUP BY k WINDOW SESSION(et, 60ms)",
+    None,
+)
+SLIDING: Query = ("SELECT k, COUNT(*) AS n FROM t GROUP BY k WINDOW SLIDING(et, 60ms, 30ms)", None)
 ROWS: Query = ("SELECT v, LAG(v) OVER (ROWS WINDOW BUFFER 2 ROWS PARTITION BY k) AS p FROM t", None)
 PLAIN: Query = ("SELECT k, v FROM t WHERE v > 1", None)
 
@@ -56,6 +61,17 @@ REFUSED: list[Any] = [
                  id="window-size"),
     pytest.param(WINDOWED, (WINDOWED[0].replace("COUNT(*) AS n", "MIN(v) AS n"), None),
                  ["aggregates", "MIN(v)"], id="window-other-aggregate"),
+    pytest.param(SESSIONS, (SESSIONS[0].replace("60ms", "30ms"), None),
+                 ["window", "SESSION(et, 60ms) in the state", "SESSION(et, 30ms) in the query"],
+                 id="session-gap"),
+    pytest.param(WINDOWED, (WINDOWED[0].replace("TUMBLING", "SESSION"), None),
+                 ["window", "TUMBLING(et, 60ms) in the state", "SESSION(et, 60ms) in the query"],
+                 id="tumbling-to-session"),
+    pytest.param(SLIDING, (SLIDING[0].replace("30ms", "20ms"), None),
+                 ["window", "SLIDING(et, 60ms, 30ms) in the state", "SLIDING(et, 60ms, 20ms)"],
+                 id="sliding-advance"),
+    pytest.param(SESSIONS, (SESSIONS[0].replace("SUM(v)", "MAX(v)"), None),
+                 ["aggregates", "MAX(v)"], id="session-other-aggregate"),
     pytest.param(ROWS, (ROWS[0].replace("LAG", "LEAD"), None),
                  ["window functions", "LAG(v, 1)", "LEAD(v, 1)"], id="rows-other-call"),
     pytest.param(ROWS, (ROWS[0].replace("BUFFER 2", "BUFFER 5"), None),
@@ -86,6 +102,8 @@ REFUSED_WITHOUT_SHAPE: list[Any] = [
     pytest.param(ROWS, (ROWS[0].replace("LAG", "LEAD"), None),
                  ["buffered rows", "missing __fz0"], id="rows-other-call"),
     pytest.param(COUNTS, PLAIN, ["kept by a GROUP BY query"], id="aggregate-to-stateless"),
+    pytest.param(SESSIONS, (SESSIONS[0].replace("GROUP BY k", "GROUP BY k, j"), None),
+                 ["session rows", "missing __k1"], id="session-other-keys"),
 ]  # fmt: skip
 
 
@@ -139,7 +157,9 @@ def test_a_state_from_before_shapes_were_kept_is_checked_by_its_tables(
 
 
 @pytest.mark.parametrize(
-    "query", [COUNTS, GROUPED, ON_DUCKDB, WINDOWED, ROWS], ids=lambda q: q[0][:30]
+    "query",
+    [COUNTS, GROUPED, ON_DUCKDB, WINDOWED, SESSIONS, SLIDING, ROWS],
+    ids=lambda q: q[0][:30] + q[0][-20:],
 )
 def test_a_refused_restore_changes_nothing(query: Query) -> None:
     expected = executor(query)
@@ -164,6 +184,12 @@ COMPATIBLE = [
                  id="duckdb-aliases"),
     pytest.param(WINDOWED, (WINDOWED[0].replace("FROM t", "FROM t WHERE v > 0"), None),
                  id="window-where"),
+    pytest.param(SESSIONS, (SESSIONS[0].replace("FROM t", "FROM t WHERE v > 0"), None),
+                 id="session-where"),
+    pytest.param(SESSIONS, (SESSIONS[0].replace("AS n", "AS trades"), None),
+                 id="session-aliases"),
+    pytest.param(SLIDING, (SLIDING[0].replace("FROM t", "FROM t WHERE v > 0"), None),
+                 id="sliding-where"),
     pytest.param(ROWS, (ROWS[0].replace(" AS p", " AS previous"), None), id="rows-alias"),
     pytest.param(PLAIN, ("SELECT v FROM t", None), id="stateless-projection"),
 ]  # fmt: skip

@@ -39,6 +39,24 @@ QUERIES = [
         {"watermark.max_out_of_orderness": "40ms"},
     ),
     (
+        "SELECT k, _window_start AS ws, _window_end AS we, COUNT(DISTINCT s) AS d, SUM(v) AS s, "
+        "FIRST_VALUE(s) AS f FROM t GROUP BY k WINDOW SESSION(et, 40ms)",
+        None,
+        {"watermark.max_out_of_orderness": "40ms"},
+    ),
+    (
+        "SELECT k, _window_start AS ws, COUNT(*) AS n, LAST_VALUE(s) AS l FROM t "
+        "GROUP BY k WINDOW SESSION(et, 40ms)",
+        EmitMode.CHANGES,
+        {"watermark.max_out_of_orderness": "10ms"},
+    ),
+    (
+        "SELECT k, TUMBLE_START(et) AS ws, COUNT(DISTINCT s) AS d, SUM(v) AS s FROM t "
+        "GROUP BY k WINDOW SLIDING(et, 60ms, 20ms)",
+        None,
+        {"watermark.max_out_of_orderness": "40ms"},
+    ),
+    (
         "SELECT v, LAG(v) OVER (ROWS WINDOW BUFFER 2 ROWS PARTITION BY k) AS p, "
         "LEAD(s) OVER (ROWS WINDOW BUFFER 2 ROWS PARTITION BY k) AS n, "
         "ROW_NUMBER() OVER (ROWS WINDOW BUFFER 1 ROWS) AS r, "

@@ -95,7 +95,7 @@ BROKEN_SELECTS = [
     (
         "SELECT id, TUMBLE_START(ts) AS w FROM src",
         "TUMBLE_START",
-        "TUMBLE_START needs a WINDOW TUMBLING clause",
+        "TUMBLE_START needs a WINDOW TUMBLING, SLIDING or SESSION clause",
     ),
 ]
 

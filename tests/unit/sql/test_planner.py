@@ -123,6 +123,43 @@ def test_tumbling_window_sizes(window: str, size_ms: int) -> None:
     assert p.window.size_ms == size_ms
 
 
+@pytest.mark.parametrize(
+    ("window", "kind", "size_ms", "advance_ms", "time_sql"),
+    [
+        ("SLIDING(5m, 1m)", "SLIDING", 300_000, 60_000, "_timestamp"),
+        ("SLIDING(ts, 1h, 15m)", "SLIDING", 3_600_000, 900_000, "ts"),
+        ("SLIDING(ts, 10s, 10s)", "SLIDING", 10_000, 10_000, "ts"),
+        (
+            "SLIDING(INTERVAL '2' MINUTE, INTERVAL '30' SECOND)",
+            "SLIDING",
+            120_000,
+            30_000,
+            "_timestamp",
+        ),
+        ("SLIDING(trades.ts, INTERVAL '1' HOUR, 30m)", "SLIDING", 3_600_000, 1_800_000, "ts"),
+        ("SESSION(30s)", "SESSION", 30_000, 0, "_timestamp"),
+        ("SESSION(ts, INTERVAL '5' MINUTES)", "SESSION", 300_000, 0, "ts"),
+        ("SESSION(trades.ts, 4h)", "SESSION", 14_400_000, 0, "ts"),
+    ],
+)
+def test_sliding_and_session_windows(
+    window: str, kind: str, size_ms: int, advance_ms: int, time_sql: str
+) -> None:
+    p = plan(f"SELECT sym, COUNT(*) FROM trades GROUP BY sym WINDOW {window}")
+    assert p.window is not None
+    assert (p.window.kind, p.window.size_ms, p.window.advance_ms) == (kind, size_ms, advance_ms)
+    assert p.window.time_sql == time_sql
+
+
+@pytest.mark.parametrize("window", ["TUMBLING(ts, 1m)", "SLIDING(ts, 2m, 1m)", "SESSION(ts, 1m)"])
+def test_window_bounds_have_every_name_under_every_window(window: str) -> None:
+    p = plan(
+        "SELECT sym, _window_start AS a, _window_end AS b, TUMBLE_START(ts) AS c, "
+        f"TUMBLE_END(ts, INTERVAL '1' MINUTE) AS d FROM trades GROUP BY sym WINDOW {window}"
+    )
+    assert p.select_sql[1:] == ['__ws AS "a"', '__we AS "b"', '__ws AS "c"', '__we AS "d"']
+
+
 def test_event_time_comes_from_the_window_then_the_job_then_kafka_timestamp() -> None:
     sql = "SELECT COUNT(*) FROM trades WINDOW TUMBLING(1m)"
     window = plan(sql.replace("1m", "trades.event_ts, 1m")).window
@@ -284,14 +321,35 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
     ("SELECT DISTINCT sym, COUNT(*) FROM trades GROUP BY sym", None, "drop DISTINCT"),
     # windows
     (
-        "SELECT COUNT(*) FROM trades WINDOW SLIDING(1m, 30s)",
+        "SELECT COUNT(*) FROM trades WINDOW SLIDING(5m, 2m)",
         None,
-        "WINDOW SLIDING is not supported yet (TUMBLING is)",
+        "SLIDING size 5m is not a multiple of its advance 2m: choose an advance that divides",
     ),
     (
-        "SELECT COUNT(*) FROM trades WINDOW SESSION(5m)",
+        "SELECT COUNT(*) FROM trades WINDOW SLIDING(1m)",
         None,
-        "WINDOW SESSION is not supported yet (TUMBLING is)",
+        "SLIDING takes (size, advance) or (time_column, size, advance)",
+    ),
+    (
+        "SELECT COUNT(*) FROM trades WINDOW SLIDING(ts, 1m, 0s)",
+        None,
+        "window size must be positive",
+    ),
+    (
+        "SELECT COUNT(*) FROM trades WINDOW SLIDING(ts, 1d, 1ms)",
+        None,
+        "puts each row in 86400000 windows; at most 10000 are supported",
+    ),
+    (
+        "SELECT COUNT(*) FROM trades WINDOW SESSION(ts, 5m, sym)",
+        None,
+        "a partition key argument is not supported; sessions are kept per GROUP BY key",
+    ),
+    ("SELECT COUNT(*) FROM trades WINDOW SESSION(ts, 0s)", None, "session gap must be positive"),
+    (
+        "SELECT COUNT(*) FROM trades WINDOW SESSION(a, b, c, 1m)",
+        None,
+        "SESSION takes (gap) or (time_column, gap)",
     ),
     ("SELECT COUNT(*) FROM trades WINDOW TUMBLING(ts, 0s)", None, "window size must be positive"),
     ("SELECT COUNT(*) FROM trades WINDOW TUMBLING(ts, 5 minutes)", None, "invalid duration"),
@@ -319,9 +377,13 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
     (
         "SELECT TUMBLE_START(ts) FROM trades GROUP BY sym",
         None,
-        "TUMBLE_START needs a WINDOW TUMBLING clause",
+        "TUMBLE_START needs a WINDOW TUMBLING, SLIDING or SESSION clause",
     ),
-    ("SELECT id, TUMBLE_END(ts) FROM trades", None, "TUMBLE_END needs a WINDOW TUMBLING clause"),
+    (
+        "SELECT id, TUMBLE_END(ts) FROM trades",
+        None,
+        "TUMBLE_END needs a WINDOW TUMBLING, SLIDING or SESSION clause",
+    ),
     # LIMIT
     ("SELECT id FROM trades LIMIT 'ten'", None, "LIMIT must be a non-negative integer literal"),
     ("SELECT id FROM trades LIMIT -1", None, "LIMIT must be a non-negative integer literal"),
