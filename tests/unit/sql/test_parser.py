@@ -334,3 +334,21 @@ def test_data_paths_are_not_checked_at_parse_time(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     parse(statement(props="'src.path' = 'missing.csv'"))
+
+
+def test_reading_an_earlier_statements_output_says_pipelines_are_not_supported_yet(
+    problems: Problems,
+) -> None:
+    found = problems(
+        """
+        CREATE STREAM big AS SELECT id FROM trades EMIT CHANGES
+        WITH ('trades.type' = 'file_source', 'trades.path' = 'in.csv',
+              'big.type' = 'file_sink', 'big.path' = 'big.csv');
+        CREATE STREAM bigger AS SELECT id FROM big WHERE id > 10 EMIT CHANGES
+        WITH ('bigger.type' = 'stdout_sink');
+        """
+    )
+    assert len(found) == 1
+    assert "at 5:40: big is an earlier statement's output" in found[0]
+    assert "(a pipeline) is not supported yet" in found[0]
+    assert "'big.type' = 'kafka_source'" in found[0]
