@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,19 @@ import pytest
 from tests.integration.kafka_broker import BrokerMissing, KafkaBroker, RunningJob, tansu_binary
 
 _topic_numbers = itertools.count(1)
+QUICKSTART = Path(__file__).resolve().parents[2] / "demo" / "quickstart"
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    """A fresh copy of demo/quickstart without outputs, dead letters or generated data."""
+    target = tmp_path / "quickstart"
+    shutil.copytree(
+        QUICKSTART,
+        target,
+        ignore=shutil.ignore_patterns("output", "velo-data", "measurements*.txt", "__pycache__"),
+    )
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from what the product does:
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,17 +71,6 @@ def test_the_reference_has_examples_of_every_kind() -> None:
     assert sum(bool(e.outputs) for e in EXAMPLES) >= 17
     for example in EXAMPLES:
         assert not example.refused or example.messages, f"{example.id}: no message to expect"
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    target = tmp_path / "quickstart"
-    shutil.copytree(
-        QUICKSTART,
-        target,
-        ignore=shutil.ignore_patterns("output", "velo-data", "measurements*.txt", "__pycache__"),
-    )
-    return target
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.id for e in EXAMPLES])

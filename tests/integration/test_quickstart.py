@@ -12,7 +12,6 @@ import csv
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,18 +48,6 @@ _PEAK_RSS = (
     "open(sys.argv[1], 'w').write(str(peak))\n"
     "sys.exit(code)\n"
 )
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    """A fresh copy of demo/quickstart without outputs, dead letters or generated data."""
-    target = tmp_path / "quickstart"
-    shutil.copytree(
-        QUICKSTART,
-        target,
-        ignore=shutil.ignore_patterns("output", "velo-data", "measurements*.txt", "__pycache__"),
-    )
-    return target
 
 
 def velo_sql(
