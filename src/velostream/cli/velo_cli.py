@@ -7,9 +7,8 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import httpx
 import orjson
 import typer
 from rich.console import Console
@@ -18,6 +17,9 @@ from rich.table import Table
 from rich.text import Text
 
 from velostream.cli.help import fix_flag_types
+
+if TYPE_CHECKING:
+    import httpx
 
 fix_flag_types()
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Velostream client.")
@@ -79,6 +81,8 @@ def _long(value: str, fit: bool) -> str | Text:
 
 
 def _client(url: str, token: str | None) -> httpx.Client:
+    import httpx  # here, not at the top: `velo-cli --help` needs no HTTP client
+
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=url, headers=headers, timeout=10.0)
 
@@ -93,6 +97,8 @@ def _call(
     json: Any = None,
     ok_statuses: tuple[int, ...] = (),
 ) -> Any:
+    import httpx
+
     try:
         with _client(url, token) as client:
             response = client.request(
@@ -367,6 +373,8 @@ class _ErrorWatch:
         return list(reversed(doc["groups"])), full
 
     def first_poll(self) -> tuple[list[dict[str, Any]], bool]:
+        import httpx
+
         try:
             return self.poll()
         except httpx.HTTPError as exc:
@@ -379,6 +387,8 @@ class _ErrorWatch:
 
 def _stream_groups(watch: _ErrorWatch, limit: int, interval: float) -> None:
     """One JSON line per group: the newest `limit` first, then each new or changed one."""
+    import httpx
+
     changed, _ = watch.first_poll()
     seen = {_group_key(g): g["seq"] for g in changed}
     for group in changed[-limit:]:
@@ -409,6 +419,8 @@ def _live_table(watch: _ErrorWatch, limit: int, interval: float) -> None:
     A group that is new, or whose count rose, is marked for a few seconds ("new",
     "+3"), long enough to be noticed between two redraws.
     """
+    import httpx
+
     groups: dict[str, dict[str, Any]] = {}
     # key -> (count when the mark began, None for a new group; when the mark ends)
     marks: dict[str, tuple[int | None, float]] = {}
