@@ -1,4 +1,4 @@
-"""`velo-sql run` and `velo-sql validate`: an application in the foreground.
+"""`velo-sql run`: an application in the foreground.
 
 `run` is not a runtime of its own: it deploys the application on an in-process
 `StreamJobServer` (the one that `velo-sql server` runs, without HTTP and without
@@ -8,8 +8,7 @@ table and summary on top. Whatever a deployed job can do, a `run` job does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -17,7 +16,6 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from velostream.datasource.validation import check_application
 from velostream.errors import VelostreamError
 from velostream.observability.job_metrics import JobCounts
 from velostream.observability.manager import ObservabilityManager
@@ -27,11 +25,9 @@ from velostream.sql.model import Application, JobSpec
 
 __all__ = [
     "JobRun",
-    "load_application",
     "print_summary",
     "run_application",
     "runs_of",
-    "validate_application",
 ]
 
 # How often the live progress table is redrawn, and the loop polls for the jobs' end.
@@ -53,27 +49,6 @@ class JobRun:
     @property
     def failed(self) -> bool:
         return self.error is not None
-
-
-def load_application(path: Path, *, notes: Callable[[str], None] | None = None) -> Application:
-    """Parse, plan and bind an application file; raises VelostreamError listing every
-    problem. `notes` is told of each source whose columns could not be checked."""
-    return check_application(_read(path), base_dir=path.parent, source_name=str(path), notes=notes)
-
-
-def validate_application(path: Path) -> Application:
-    """`load_application`, with a warning for each source whose columns it could not
-    check (a Kafka topic of JSON values, a file not there yet)."""
-    notes: list[str] = []
-    app = load_application(path, notes=notes.append)
-    return replace(app, warnings=(*app.warnings, *notes))
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise VelostreamError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _run_of(handle: JobHandle) -> JobRun:

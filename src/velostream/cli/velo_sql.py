@@ -184,7 +184,7 @@ def deploy_app(
 @app.command()
 def validate(file: Annotated[Path, typer.Argument(help="SQL application file")]) -> None:
     """Check an application without running it."""
-    from velostream.cli.run import validate_application
+    from velostream.cli.load import validate_application
 
     console = Console(stderr=True)
     try:
@@ -220,7 +220,8 @@ def run(
     log_syslog: LogSyslog = None,
 ) -> None:
     """Run an application in the foreground until its bounded sources end."""
-    from velostream.cli.run import load_application, print_summary, run_application
+    from velostream.cli.load import load_application
+    from velostream.cli.run import print_summary, run_application
     from velostream.cli.serve import serve_metrics, wait_for_signal
     from velostream.observability.logging import configure_logging
     from velostream.observability.manager import ObservabilityManager, StreamingConfig
