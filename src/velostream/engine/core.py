@@ -182,6 +182,7 @@ _KIND_NAMES = {
     "aggregate": "GROUP BY query",
     "row_window": "row-window query",
     "distinct": "SELECT DISTINCT query",
+    "stream_join": "stream–stream join query",
 }
 
 
