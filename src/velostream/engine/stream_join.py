@@ -6,6 +6,10 @@ columns, the event time in epoch milliseconds `__et`, an arrival number `__seq`,
 for the left side `__matched`). A batch from one side is joined, in one DuckDB query,
 to the rows kept of the other (its ON condition, and event times at most `timeout`
 apart), the query's projection and WHERE give the output, and the batch is kept.
+A row whose own values fail in the projection (a CAST of its column) is found first,
+against the other side's columns NULL, and is a bad record of its source; only before
+the other side's first row is there nothing to check it against, and a pair that fails
+later is then blamed on the arriving row.
 
 The watermark is the smaller of the two sides' largest event times, less
 `watermark.max_out_of_orderness`. A row older than the watermark is late (counted,
@@ -114,6 +118,14 @@ class StreamJoinExecutor(Executor):
             f"ON {self._within()}{self._where()} ORDER BY {new}.{ROW}, {old}.{_SEQ}"
         )
 
+    def _alone_sql(self, side: str) -> str:
+        """The projection of the batch (as `side`) with the other side's columns NULL."""
+        other = "right" if side == "left" else "left"
+        return (
+            f"SELECT {self.plan.select_list(())} FROM {BATCH} AS {self.aliases[side]} "
+            f"LEFT JOIN (FROM {_BUFFERS[other]} LIMIT 0) AS {self.aliases[other]} ON FALSE"
+        )
+
     def _unmatched_sql(self, condition: str) -> str:
         """The kept left rows meeting `condition` that never matched, right side NULL."""
         if self.kept["right"]:
@@ -185,8 +197,11 @@ class StreamJoinExecutor(Executor):
         out: list[pa.Table] = []
         other = "right" if side == "left" else "left"
         if rows.num_rows and self.kept[other]:
-            result, failed, rows = isolate_rows(self, rows, self._probe_sql(side), batch.refs)
-            bad += failed
+            # A row whose own values fail (a CAST of its column) is found alone first, so
+            # that a failing pair never blames the other side's row.
+            _, failed, rows = isolate_rows(self, rows, self._alone_sql(side), batch.refs)
+            result, more, rows = isolate_rows(self, rows, self._probe_sql(side), batch.refs)
+            bad += failed + more
             out.append(result)
         if rows.num_rows:
             self._keep(side, rows)

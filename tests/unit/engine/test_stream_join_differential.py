@@ -293,6 +293,30 @@ def test_rows_without_an_event_time_are_bad_records() -> None:
     assert [(r.ref, r.message) for r in output.bad] == [("a.csv:2", "event time t is NULL")]
 
 
+def test_a_row_whose_own_value_fails_is_the_bad_record_not_its_partner() -> None:
+    job = make_job(
+        "SELECT a.id, CAST(a.s AS INTEGER) AS n, b.id AS bid FROM a JOIN b ON a.k = b.k",
+        props=_props(0),
+        sources=("a", "b"),
+    )
+    executor = build_executor(plan_job(job), job)
+    right = pa.Table.from_pylist([{"id": 1001, "k": "y", "t": 0}])
+    executor.process(SourceBatch(right, LineRefs(0, "b.csv"), source="b"))
+    left = pa.Table.from_pylist(
+        [{"id": 1, "k": "x", "t": 1, "s": "7"}, {"id": 2, "k": "x", "t": 2, "s": "seven"}]
+    )
+    # Neither matches yet; the row that cannot be converted is bad all the same.
+    output = executor.process(SourceBatch(left, LineRefs(0, "a.csv"), source="a"))
+    assert [r.ref for r in output.bad] == ["a.csv:3"]
+    assert output.table.num_rows == 0
+    # The bad row is not kept: a later right row matches only the good one, and is no
+    # bad record itself.
+    more = pa.Table.from_pylist([{"id": 1002, "k": "x", "t": 3}])
+    output = executor.process(SourceBatch(more, LineRefs(1, "b.csv"), source="b"))
+    assert output.bad == []
+    assert output.table.to_pylist() == [{"id": 1, "n": 7, "bid": 1002}]
+
+
 def test_a_state_of_another_join_is_refused() -> None:
     executor = _executor(True, "", 0)
     state = executor.snapshot()
@@ -302,6 +326,26 @@ def test_a_state_of_another_join_is_refused() -> None:
     broken = {**state, "join_left": pa.table({"id": [1]})}
     with pytest.raises(StateIncompatibleError, match="missing __et"):
         executor.restore(broken)
+
+
+def test_a_state_of_another_timeout_or_kind_is_refused_and_changes_nothing() -> None:
+    row = pa.Table.from_pylist([{"id": 1, "k": "x", "t": 0, "v": 1}], schema=_schema())
+    batches: list[Batch] = [("a", 0, row)]
+    executor = _executor(True, "", 0)
+    _feed(executor, batches)
+    job = make_job(_sql(True, ""), props={**_props(0), "join.timeout": "10ms"}, sources=("a", "b"))
+    other = build_executor(plan_job(job), job)
+    with pytest.raises(StateIncompatibleError, match="5 in the state, 10 in the query"):
+        other.restore(executor.snapshot())
+    stateless = build_executor(plan_job(make_job("SELECT k FROM t")), make_job("SELECT k FROM t"))
+    with pytest.raises(StateIncompatibleError, match="stateless query; this is a stream–stream"):
+        executor.restore(stateless.snapshot())
+    with pytest.raises(StateIncompatibleError):
+        executor.restore({**executor.snapshot(), "join_right": pa.table({"id": [1]})})
+    # Nothing changed: the kept row still matches and still expires unmatched otherwise.
+    match = pa.Table.from_pylist([{"id": 1001, "k": "x", "t": 2, "v": 1}], schema=_schema())
+    rows, _ = _feed(executor, [("b", 0, match)])
+    assert [(r["id"], r["bid"]) for r in rows] == [(1, 1001)]
 
 
 @pytest.mark.parametrize(
