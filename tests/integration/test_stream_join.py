@@ -3,7 +3,8 @@ mid-join then restarted.
 
 - `run`: two CSV files joined with `'join.timeout'` (both streamed, batches of 2
   interleaved): each order with the payments of its customer within the timeout of
-  event time, an order without one (LEFT JOIN) with empty payment columns.
+  event time, an order without one (LEFT JOIN) with empty payment columns; a payment
+  older than the watermark is counted late.
 - crash: two large CSV files joined on `id` (each order has one payment 0..20 ms from
   it), the server killed while the job is mid-stream in both. The restarted server
   resumes both sources and both sides' kept rows from the checkpoint; in transactional
@@ -55,9 +56,10 @@ def test_velo_sql_run_joins_two_streams_within_the_timeout(tmp_path: Path) -> No
     )
     (tmp_path / "payments.csv").write_text(
         # c1 pays twice near order 1 and once 3s after order 3 (too late); c2 pays 500ms
-        # after order 2; order 5 (c2, 9000) has its payment 900ms before it.
+        # after order 2; order 5 (c2, 9000) has its payment 900ms before it. The last
+        # payment (100) comes when both sides are past 8000: late.
         "pid,customer,amount,ts\n10,c1,1.5,1200\n11,c1,2.5,1900\n12,c2,3.0,2500\n"
-        "13,c1,4.0,8000\n14,c2,5.0,8100\n",
+        "13,c1,4.0,8000\n14,c2,5.0,8100\n9,c9,1.0,100\n",
         encoding="utf-8",
     )
     (tmp_path / "app.sql").write_text(RUN_SQL, encoding="utf-8")
@@ -68,6 +70,9 @@ def test_velo_sql_run_joins_two_streams_within_the_timeout(tmp_path: Path) -> No
     rows = read_csv(tmp_path / "paid.csv")
     got = sorted((r["id"], r["pid"]) for r in rows)
     assert got == [("1", "10"), ("1", "11"), ("2", "12"), ("3", ""), ("4", ""), ("5", "14")]
+    summary = " ".join(result.stdout.split())
+    assert "│ paid │ ok │ 11 │ 6 │ 0 │ 1 │" in summary, result.stdout  # in, out, failed, late
+    assert "older than the stream–stream join's watermark" in summary
 
 
 # --- SIGKILL mid-join, restart -----------------------------------------------------------

@@ -60,6 +60,7 @@ class StreamJoinExecutor(Executor):
     """Joins two streams within a timeout of event time; keeps both sides' recent rows."""
 
     state_kind: ClassVar[str] = "stream_join"
+    late_message: ClassVar[str] = LATE_JOIN_MESSAGE
 
     def __init__(
         self,
