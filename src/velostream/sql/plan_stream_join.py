@@ -78,6 +78,13 @@ def plan_stream_join(tree: exp.Select, job: JobSpec, stream: str) -> StreamJoin 
             "'watch' (a table side)",
             start_of(join),
         )
+    if job.is_table:
+        raise PlanError(
+            f"in-app table {job.statement_name} cannot be a stream–stream join (it is "
+            "computed whole, from bounded inputs): give the statement a sink, or join a "
+            "table side without 'join.timeout'",
+            start_of(join),
+        )
     if len(joins) > 1:
         raise PlanError(
             "a stream–stream join joins exactly two sources: write the join to a sink and "

@@ -12,6 +12,7 @@ as sorted multisets. Snapshots are taken mid-stream and restored into a fresh ex
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.unit.engine.harness import LineRefs, make_job, sort_key
 from velostream.datasource.traits import SourceBatch
 from velostream.engine import StreamJoinExecutor, build_executor
 from velostream.errors import PlanError, StateIncompatibleError
+from velostream.sql.model import StatementKind
 from velostream.sql.planner import PlanKind, plan_job
 
 SETTINGS = settings(
@@ -346,6 +348,16 @@ def test_a_state_of_another_timeout_or_kind_is_refused_and_changes_nothing() -> 
     match = pa.Table.from_pylist([{"id": 1001, "k": "x", "t": 2, "v": 1}], schema=_schema())
     rows, _ = _feed(executor, [("b", 0, match)])
     assert [(r["id"], r["bid"]) for r in rows] == [(1, 1001)]
+
+
+def test_an_in_app_table_cannot_be_a_stream_join() -> None:
+    job = dataclasses.replace(
+        make_job(_sql(False, ""), props=_props(0), sources=("a", "b")),
+        kind=StatementKind.TABLE,
+        sinks=(),
+    )
+    with pytest.raises(PlanError, match="in-app table out cannot be a stream–stream join"):
+        plan_job(job)
 
 
 @pytest.mark.parametrize(
