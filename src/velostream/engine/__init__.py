@@ -9,6 +9,7 @@ from velostream.engine.core import BatchOutput, Executor, StatelessExecutor, san
 from velostream.engine.distinct import DistinctExecutor
 from velostream.engine.duckdb_aggregates import MAX_STRING_BYTES
 from velostream.engine.row_window import RowWindowExecutor
+from velostream.engine.stream_join import StreamJoinExecutor
 from velostream.engine.union import UnionExecutor
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import PlanKind, QueryPlan, parse_duration_ms
@@ -21,6 +22,7 @@ __all__ = [
     "Executor",
     "RowWindowExecutor",
     "StatelessExecutor",
+    "StreamJoinExecutor",
     "UnionExecutor",
     "build_executor",
     "sandboxed_connection",
@@ -31,12 +33,19 @@ def build_executor(
     plan: QueryPlan, job: JobSpec, con: duckdb.DuckDBPyConnection | None = None
 ) -> Executor:
     """The executor for `plan`, configured from the job's WITH properties."""
+    ooo_ms = job.max_out_of_orderness_ms
+    if ooo_ms is None:
+        ooo = job.properties.get("watermark.max_out_of_orderness")
+        ooo_ms = parse_duration_ms(ooo) if ooo else 0
+    strategy = job.properties.get("late.data.strategy", job.late_data_strategy)
+    if plan.kind == PlanKind.STREAM_JOIN:
+        return StreamJoinExecutor(
+            plan,
+            con,
+            out_of_orderness_ms=ooo_ms,
+            late_to_dead_letter=strategy.lower() == "dead_letter",
+        )
     if plan.kind == PlanKind.AGGREGATE:
-        ooo_ms = job.max_out_of_orderness_ms
-        if ooo_ms is None:
-            ooo = job.properties.get("watermark.max_out_of_orderness")
-            ooo_ms = parse_duration_ms(ooo) if ooo else 0
-        strategy = job.properties.get("late.data.strategy", job.late_data_strategy)
         max_string = job.properties.get("listagg.max.bytes")
         return AggregateExecutor(
             plan,

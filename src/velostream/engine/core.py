@@ -95,6 +95,8 @@ class Executor(ABC):
 
     #: The kind of state this executor keeps: a state of another kind is refused.
     state_kind: ClassVar[str] = "stateless"
+    #: What a late row is, in the error recorded for late rows dropped.
+    late_message: ClassVar[str] = "late record: its window closed before it arrived"
 
     def __init__(self, plan: QueryPlan, con: duckdb.DuckDBPyConnection | None = None) -> None:
         self.plan = plan
@@ -182,6 +184,7 @@ _KIND_NAMES = {
     "aggregate": "GROUP BY query",
     "row_window": "row-window query",
     "distinct": "SELECT DISTINCT query",
+    "stream_join": "stream–stream join query",
 }
 
 

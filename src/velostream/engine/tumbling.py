@@ -20,12 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from velostream.datasource.traits import BadRecord, RecordRefs
+from velostream.engine.core import Executor
 from velostream.errors import ErrorKind, Stage
 from velostream.sql.planner import EVENT_TIME, ROW, WINDOW_END, WINDOW_START, TumblingWindow
 
 __all__ = ["LATE_MESSAGE", "NO_WINDOW_STATE", "TumblingWindows", "WindowedRows"]
 
-LATE_MESSAGE = "late record: its window closed before it arrived"
+LATE_MESSAGE = Executor.late_message
 
 #: The window fields of a snapshot taken without a window: the format always has them.
 NO_WINDOW_STATE: Mapping[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from velostream.sql.bind import SchemaLookup, SourceSchema, bind_job
 from velostream.sql.connectors import ConnectorCatalog
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
+from velostream.sql.plan import TABLE, TableSide
 from velostream.sql.plan_union import branch_job, check_union_types, union_branches
 from velostream.sql.planner import PlanKind, QueryPlan, plan_job
 
@@ -101,6 +103,9 @@ def check_application(
             if plan.kind == PlanKind.UNION:
                 _bind_union(job, plan, schemas)
                 continue
+            if plan.kind == PlanKind.STREAM_JOIN:
+                _bind_stream_join(job, plan, schemas)
+                continue
             tables = {
                 side.name: _table_schema(job, side.name, schemas, outputs) for side in plan.tables
             }
@@ -128,6 +133,25 @@ def check_application(
             problems=problems,
         )
     return app
+
+
+def _bind_stream_join(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> None:
+    """Bind a stream–stream join's query to both sides' columns (the right side as if
+    a table), after checking each has the event-time column."""
+    join = plan.stream_join
+    assert join is not None
+    left, right = schemas(job, join.left), schemas(job, join.right)
+    for schema, name in ((left, join.left), (right, join.right)):
+        if schema is None:
+            continue
+        if join.time_column.lower() not in (f.name.lower() for f in schema.columns):
+            raise PlanError(
+                f"{name} has no event-time column {join.time_column}: a stream–stream join "
+                "matches rows by event time; set 'event.time.field' to a column both sides have"
+            )
+    relation = TABLE.format(join.right.lower())
+    bound = dataclasses.replace(plan, tables=[TableSide(name=join.right, relation=relation)])
+    bind_job(job, bound, left, {join.right: right})
 
 
 def _bind_union(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "QueryPlan",
     "RowWindowCall",
     "Star",
+    "StreamJoin",
     "TableSide",
     "TumblingWindow",
 ]
@@ -62,6 +63,7 @@ class PlanKind(StrEnum):
     ROW_WINDOW = "row_window"
     UNION = "union"
     DISTINCT = "distinct"
+    STREAM_JOIN = "stream_join"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +176,27 @@ class TableSide:
     relation: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamJoin:
+    """A stream–stream join: both sides streamed, rows matched within `timeout_ms`.
+
+    `on_sql` reads the sides by their aliases (`left_alias`, `right_alias`); the event
+    time of both is the column `time_column` (`event.time.field`, else `_timestamp`).
+    `right_columns` are the right side's columns the query names, NULL-filled when a
+    LEFT JOIN emits a row before any right row came.
+    """
+
+    left: str
+    right: str
+    left_alias: str
+    right_alias: str
+    on_sql: str
+    timeout_ms: int
+    time_column: str
+    outer: bool = False
+    right_columns: tuple[str, ...] = ()
+
+
 @dataclass(slots=True)
 class QueryPlan:
     """Everything the engine needs to run one job's SELECT on micro-batches."""
@@ -208,6 +231,8 @@ class QueryPlan:
     as the stream) joined to the table sides."""
     tables: list[TableSide] = field(default_factory=list)
     """The table sides `from_sql` and the subqueries read, loaded before the stream."""
+    stream_join: StreamJoin | None = None
+    """A stream–stream join's sides and condition (kind STREAM_JOIN)."""
     prejoin_sql: str | None = None
     """A row-window query's join, run first: each batch becomes the joined rows, with
     every column the query reads as `__jN` and the stream row's `__rn` (`from_sql` is

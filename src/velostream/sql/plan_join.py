@@ -36,7 +36,7 @@ __all__ = ["TableSides", "fill_subqueries", "flatten_join", "plan_table_sides"]
 # that no text of the user's (a string literal, say) is ever taken for one.
 _PLACEHOLDER = "__subquery_{}_{}__"
 _PLACEHOLDER_SQL = '"?__subquery_{}_(\\d+)__"?'
-_STREAM_KINDS = "a stream–stream join (two unbounded sources) is not supported yet"
+_STREAM_KINDS = "an unbounded source cannot be read as a table"
 
 
 @dataclasses.dataclass(slots=True)

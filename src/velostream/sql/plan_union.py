@@ -73,9 +73,14 @@ def _set_operations(sql: str) -> list[tuple[Token, Token | None]]:
 
 
 def stream_sources(job: JobSpec) -> tuple[ConnectorConfig, ...]:
-    """The sources `job` reads as streams: every branch's of a UNION ALL, else its FROM
-    source; the others (JOIN and subquery table sides) are loaded whole, not streamed."""
-    return job.sources if is_union(job.select_sql) else job.sources[:1]
+    """The sources `job` reads as streams: every branch's of a UNION ALL, both sides of a
+    stream–stream join (`'join.timeout'`, plan_stream_join), else its FROM source; the
+    others (JOIN and subquery table sides) are loaded whole, not streamed."""
+    if is_union(job.select_sql):
+        return job.sources
+    if "join.timeout" in job.properties:  # the planner refuses anything but two sources
+        return job.sources[:2]
+    return job.sources[:1]
 
 
 def is_union(sql: str) -> bool:

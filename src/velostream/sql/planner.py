@@ -46,6 +46,7 @@ from velostream.sql.plan import (
     QueryPlan,
     RowWindowCall,
     Star,
+    StreamJoin,
     TableSide,
     TumblingWindow,
 )
@@ -72,6 +73,11 @@ from velostream.sql.plan_sql import (
     unalias,
     unqualify,
 )
+from velostream.sql.plan_stream_join import (
+    AGGREGATE_OVER_JOIN,
+    plan_stream_join,
+    stream_join_from_sql,
+)
 from velostream.sql.plan_union import is_union, plan_union
 from velostream.sql.sandbox import check_sandbox
 
@@ -91,6 +97,7 @@ __all__ = [
     "QueryPlan",
     "RowWindowCall",
     "Star",
+    "StreamJoin",
     "TableSide",
     "TumblingWindow",
     "parse_duration_ms",
@@ -170,11 +177,27 @@ def plan_job(job: JobSpec) -> QueryPlan:
     check_functions(tree, parsed)
     _check_clauses(tree)
     check_engine_names(tree)
+    stream_join = plan_stream_join(tree, job, source)
     sides = plan_table_sides(tree, job, source)
-    if sides is None:
+    if stream_join is not None and sides is not None:
+        raise PlanError(
+            "a stream–stream join cannot also read a table or a subquery: write the join to "
+            "a sink and read it with the table in a second statement"
+        )
+    if stream_join is not None and (
+        window_kind is not None
+        or tree.args.get("group") is not None
+        or tree.find(exp.AggFunc, exp.Window) is not None
+    ):
+        raise PlanError(AGGREGATE_OVER_JOIN)
+    if stream_join is not None and any(isinstance(s, exp.Star) for s in tree.selects):
+        raise PlanError("SELECT * over a join is not supported: name the columns to emit")
+    if sides is None and stream_join is None:
         unqualify(tree, source)  # the batch is the only table
-    elif (sides.joined or tree.find(exp.Window)) and any(
-        isinstance(s, exp.Star) for s in tree.selects
+    elif (
+        sides is not None
+        and (sides.joined or tree.find(exp.Window))
+        and any(isinstance(s, exp.Star) for s in tree.selects)
     ):
         raise PlanError(
             "SELECT * over a join (or with window functions and a subquery) is not "
@@ -250,6 +273,12 @@ def plan_job(job: JobSpec) -> QueryPlan:
             else:
                 plan.select_sql.append(f"{to_sql(unalias(item))} AS {quote(output_name(item, i))}")
                 plan.output_columns.append(output_name(item, i))
+    if stream_join is not None:
+        if plan.kind != PlanKind.STATELESS:
+            raise PlanError(AGGREGATE_OVER_JOIN)
+        plan.kind = PlanKind.STREAM_JOIN
+        plan.stream_join = stream_join
+        plan.from_sql = stream_join_from_sql(stream_join)
     if distinct and plan.kind != PlanKind.DISTINCT:  # never drop a DISTINCT silently
         raise PlanError(f"SELECT DISTINCT is not supported in a {plan.kind} query yet")
     plan.casts = _collect_casts(tree)

@@ -64,6 +64,7 @@ _JOB_KEYS = frozenset({"failure_strategy", "max_retries", "retry_backoff_ms", "b
     "listagg.max.bytes",
     "distinct.ttl",
     "table.reload.interval",
+    "join.timeout",
 }
 # ---------------------------------------------------------------------------
 # WITH ( ... )
@@ -317,6 +318,7 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
     if check.size("listagg.max.bytes") == 0:  # read by the engine from the properties
         check.problem("listagg.max.bytes", "listagg.max.bytes must be above zero")
     _positive(check, "distinct.ttl")  # the executor reads it (normalised) from `properties`
+    _positive(check, "join.timeout")  # a stream–stream join's (the planner reads it)
     return JobSettings(
         properties=values,
         failure_strategy=FailureStrategy(strategy) if strategy else None,

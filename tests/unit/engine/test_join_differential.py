@@ -311,7 +311,7 @@ def _job_with_table(props: dict[str, str]) -> JobSpec:
 def test_a_watched_file_as_a_table_side_is_refused() -> None:
     with pytest.raises(PlanError) as caught:
         plan_job(_job_with_table({"type": "file_source", "watch": "true", "path": "d.csv"}))
-    assert "a stream–stream join (two unbounded sources) is not supported yet" in str(caught.value)
+    assert "a stream–stream join needs 'join.timeout'" in str(caught.value)
 
 
 def test_a_kafka_topic_is_a_table_side() -> None:

@@ -25,7 +25,6 @@ from velostream.datasource.multi import sources_of
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
 from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
 from velostream.engine import BatchOutput, Executor, build_executor, sandboxed_connection
-from velostream.engine.tumbling import LATE_MESSAGE
 from velostream.errors import (
     BatchFailedError,
     DeadLetterError,
@@ -459,7 +458,7 @@ class JobProcessor:
         if output.late_dropped:
             self.errors.record(
                 Stage.PROCESS,
-                f"late records dropped: {LATE_MESSAGE} (late.data.strategy 'drop')",
+                f"late records dropped: {self.executor.late_message} (late.data.strategy 'drop')",
                 kind=ErrorKind.EXECUTION,
                 severity=Severity.USER,
                 count=output.late_dropped,
