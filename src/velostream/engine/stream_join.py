@@ -35,11 +35,11 @@ import pyarrow.compute as pc
 
 from velostream.datasource.traits import BadRecord, RecordRefs, SourceBatch
 from velostream.engine.core import BatchOutput, Executor, isolate_rows, with_row_numbers
+from velostream.engine.tumbling import process_records
 from velostream.errors import (
     ErrorKind,
     QueryExecutionError,
     SchemaError,
-    Stage,
     StateIncompatibleError,
 )
 from velostream.sql.planner import BATCH, EVENT_TIME, ROW, QueryPlan, StreamJoin
@@ -188,7 +188,7 @@ class StreamJoinExecutor(Executor):
             self.late_records += int(late_mask.sum())
             if self.late_to_dead_letter:
                 rows = table.column(ROW).to_numpy()[late_mask]
-                late = _records(batch.refs, rows, LATE_JOIN_MESSAGE, ErrorKind.EXECUTION)
+                late = process_records(batch.refs, rows, LATE_JOIN_MESSAGE, ErrorKind.EXECUTION)
             else:
                 dropped = int(late_mask.sum())
             table, ms = table.filter(pa.array(~late_mask)), ms[~late_mask]
@@ -223,7 +223,7 @@ class StreamJoinExecutor(Executor):
         rns = table.column(ROW).to_numpy()
         if found is None:
             message = f"event time column {name} is missing (stream–stream join)"
-            return table.slice(0, 0), np.zeros(0, np.int64), _records(refs, rns, message)
+            return table.slice(0, 0), np.zeros(0, np.int64), process_records(refs, rns, message)
         column = table.column(found)
         if pa.types.is_timestamp(column.type):
             column = pc.cast(pc.cast(column, pa.timestamp("ms")), pa.int64())
@@ -234,11 +234,11 @@ class StreamJoinExecutor(Executor):
                 f"event time {name} has type {column.type}; expected a timestamp or epoch "
                 "milliseconds"
             )
-            return table.slice(0, 0), np.zeros(0, np.int64), _records(refs, rns, message)
+            return table.slice(0, 0), np.zeros(0, np.int64), process_records(refs, rns, message)
         nulls = np.asarray(pc.is_null(column).to_numpy(zero_copy_only=False), dtype=bool)
         bad: list[BadRecord] = []
         if nulls.any():
-            bad = _records(refs, rns[nulls], f"event time {name} is NULL")
+            bad = process_records(refs, rns[nulls], f"event time {name} is NULL")
             table, column = table.filter(pa.array(~nulls)), column.filter(pa.array(~nulls))
         return table, column.to_numpy(zero_copy_only=False).astype(np.int64), bad
 
@@ -358,21 +358,6 @@ class StreamJoinExecutor(Executor):
                 finally:
                     self.con.unregister(BATCH)
                 self.kept[side] = True
-
-
-def _records(
-    refs: RecordRefs, rows: np.ndarray, message: str, kind: ErrorKind = ErrorKind.TYPE
-) -> list[BadRecord]:
-    return [
-        BadRecord(
-            raw=refs.raw(int(rn)),
-            ref=refs.ref(int(rn)),
-            message=message,
-            kind=kind,
-            stage=Stage.PROCESS,
-        )
-        for rn in rows
-    ]
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:

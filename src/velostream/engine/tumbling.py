@@ -24,7 +24,13 @@ from velostream.engine.core import Executor
 from velostream.errors import ErrorKind, Stage
 from velostream.sql.planner import EVENT_TIME, ROW, WINDOW_END, WINDOW_START, TumblingWindow
 
-__all__ = ["LATE_MESSAGE", "NO_WINDOW_STATE", "TumblingWindows", "WindowedRows"]
+__all__ = [
+    "LATE_MESSAGE",
+    "NO_WINDOW_STATE",
+    "TumblingWindows",
+    "WindowedRows",
+    "process_records",
+]
 
 LATE_MESSAGE = Executor.late_message
 
@@ -49,7 +55,10 @@ class WindowedRows(NamedTuple):
     dropped: int = 0
 
 
-def _records(refs: RecordRefs, rows: np.ndarray, message: str, kind: ErrorKind) -> list[BadRecord]:
+def process_records(
+    refs: RecordRefs, rows: np.ndarray, message: str, kind: ErrorKind = ErrorKind.TYPE
+) -> list[BadRecord]:
+    """The `process` bad records of the batch rows numbered `rows` (their `__rn`)."""
     return [
         BadRecord(
             raw=refs.raw(int(rn)),
@@ -128,7 +137,9 @@ class TumblingWindows:
         bad: list[BadRecord] = []
         if null_mask.any():
             message = f"event time {self.window.time_sql} is NULL"
-            bad = _records(refs, pre.column(ROW).to_numpy()[null_mask], message, ErrorKind.TYPE)
+            bad = process_records(
+                refs, pre.column(ROW).to_numpy()[null_mask], message, ErrorKind.TYPE
+            )
             pre = pre.filter(pa.array(~null_mask))
             ms = ms[~null_mask]
         return pre, ms.astype(np.int64), bad
@@ -144,7 +155,7 @@ class TumblingWindows:
             self.late_records += int(late_mask.sum())
             if self.late_to_dead_letter:
                 rows = pre.column(ROW).to_numpy()[late_mask]
-                late = _records(refs, rows, LATE_MESSAGE, ErrorKind.EXECUTION)
+                late = process_records(refs, rows, LATE_MESSAGE, ErrorKind.EXECUTION)
             else:
                 dropped = int(late_mask.sum())
             pre = pre.filter(pa.array(~late_mask))
@@ -163,7 +174,7 @@ class TumblingWindows:
             f"event time {self.window.time_sql} has type {et.type}; "
             "expected a timestamp or epoch milliseconds"
         )
-        return _records(refs, pre.column(ROW).to_numpy(), message, ErrorKind.TYPE)
+        return process_records(refs, pre.column(ROW).to_numpy(), message, ErrorKind.TYPE)
 
     def watermarks_before(self, ms: np.ndarray) -> np.ndarray:
         """The watermark each row meets: from the max event time of every earlier row,
