@@ -52,7 +52,8 @@ import pyarrow.csv as pa_csv
 from prometheus_client import CollectorRegistry
 from rich.console import Console
 
-from velostream.cli.run import load_application, run_application
+from velostream.cli.load import load_application
+from velostream.cli.run import run_application
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
