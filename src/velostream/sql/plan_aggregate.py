@@ -280,6 +280,17 @@ def plan_aggregate(
             rewritten = ordered.copy().transform(rewrite)
             _check_grouped(rewritten, "ORDER BY")
             order_sql.append(to_sql(rewritten))
+    if (
+        window is not None
+        and window.kind == "SESSION"
+        and any(a.func == "string_agg" for a in aggregates)
+    ):
+        # Sessions aggregate their kept rows, outside the per-group bound of
+        # listagg.max.bytes: an unbounded string is refused rather than let grow.
+        raise PlanError(
+            "LISTAGG/STRING_AGG in a SESSION window is not supported yet (its size bound "
+            "is kept per group, not per session): use it with TUMBLING or SLIDING windows"
+        )
     return QueryPlan(
         kind=PlanKind.AGGREGATE,
         source=source,

@@ -347,6 +347,11 @@ INVALID: list[tuple[str, EmitMode | None, str]] = [
     ),
     ("SELECT COUNT(*) FROM trades WINDOW SESSION(ts, 0s)", None, "session gap must be positive"),
     (
+        "SELECT sym, LISTAGG(sym, ',') FROM trades GROUP BY sym WINDOW SESSION(ts, 1m)",
+        None,
+        "LISTAGG/STRING_AGG in a SESSION window is not supported yet",
+    ),
+    (
         "SELECT COUNT(*) FROM trades WINDOW SESSION(a, b, c, 1m)",
         None,
         "SESSION takes (gap) or (time_column, gap)",
