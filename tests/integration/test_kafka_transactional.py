@@ -20,12 +20,14 @@ pytestmark = pytest.mark.integration
 N = 3_000
 
 
-def _sql(broker: KafkaBroker, source: str, sink: str, dlq: str, strategy: str) -> str:
+def _sql(
+    broker: KafkaBroker, source: str, sink: str, dlq: str, strategy: str, where: str = "price >= 0"
+) -> str:
     return f"""
 -- @app: txn
 -- @job_mode: transactional
 -- @batch_size: 300
-CREATE STREAM out AS SELECT id PRIMARY KEY, price FROM src WHERE price >= 0
+CREATE STREAM out AS SELECT id PRIMARY KEY, price FROM src WHERE {where}
 WITH (
     'src.type' = 'kafka_source', 'src.topic' = '{source}', 'src.group.id' = 'g-{source}',
     'src.bootstrap.servers' = '{broker.bootstrap}',
@@ -99,3 +101,26 @@ def test_a_failed_batch_is_rewound_and_processed_again_once(
     assert processor.stats.retries == 2
     out = Counter(orjson.loads(r.value)["id"] for r in kafka_broker.read_all(sink))
     assert set(out) == set(range(N)) and max(out.values()) == 1
+
+
+def test_batches_that_output_nothing_still_commit_their_offsets(
+    kafka_broker: KafkaBroker, new_topic: Callable[..., str], make_manager: ManagerFactory
+) -> None:
+    """Every row is filtered out, so no batch has a record to produce: the offsets still
+    commit (on tansu, an offsets-only transaction would leave the group behind)."""
+    source, sink, dlq = new_topic("in", partitions=2), new_topic("out"), new_topic("dlq")
+    kafka_broker.produce(source, [orjson.dumps({"id": i, "price": float(i)}) for i in range(N)])
+    processor = build_processor(
+        _sql(kafka_broker, source, sink, dlq, "LogAndContinue", where="price < 0"),
+        make_manager(),
+    )
+    job = RunningJob(processor)
+    job.wait_records_in(N)
+    job.wait_for(
+        lambda: sum(kafka_broker.committed(f"g-{source}", source).values()) == N,
+        30,
+        "offsets committed",
+    )
+    job.stop()
+    assert processor.stats.batches == N // 300 and processor.stats.records_out == 0
+    assert kafka_broker.read_all(sink) == []

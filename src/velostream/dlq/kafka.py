@@ -117,6 +117,11 @@ class KafkaDeadLetterQueue:
     def write(self, letters: list[DeadLetter]) -> None:
         self._pending.extend(letters)
 
+    @property
+    def pending(self) -> bool:
+        """Whether letters wait for the next `flush`."""
+        return bool(self._pending)
+
     def flush(self) -> int:
         """Deliver pending letters; return how many this queue has delivered."""
         pending, self._pending = self._pending, []

@@ -148,6 +148,11 @@ class KafkaSink(Sink):
         self._producer = producer
         self._deferred = []
 
+    @property
+    def pending(self) -> bool:
+        """Whether messages wait for the next `flush` (in transactional use)."""
+        return bool(self._deferred)
+
     def discard(self) -> None:
         """Forget what was written since the last flush (an aborted transaction)."""
         if self._deferred is not None:

@@ -8,9 +8,11 @@ with `send_offsets_to_transaction` (with the consumer's group metadata, so a sta
 member is fenced) and the transaction commits. Producing only at commit keeps aborts
 cheap and leaves nothing for a reader to skip. On any failure the transaction is
 aborted, the sinks forget the batch, the source seeks back to the last committed
-offsets and the executor's state is restored, so the batch is processed again. After
-a crash, `init_transactions` with the same `transactional.id` aborts whatever the
-previous process left open; the group's committed offsets say where to resume.
+offsets and the executor's state is restored, so the batch is processed again. A batch
+that produced nothing (no output, no dead letter) commits its offsets with the
+consumer's synchronous commit instead of an empty transaction. After a crash,
+`init_transactions` with the same `transactional.id` aborts whatever the previous
+process left open; the group's committed offsets say where to resume.
 
 The `transactional.id` is the first sink's `transactional.id` property, else
 `velo-<group.id>-<node_id>`: servers sharing a group need distinct NODE_IDs.
@@ -129,20 +131,18 @@ class KafkaTransactionalCommitter:
         assert producer is not None, "recover() first"
         position = batch.position if batch is not None else self.position
         try:
-            producer.begin_transaction()
-            self.in_transaction = True
-            ctx.flush_sinks()  # the sinks produce the batch's outputs into the transaction
-            dlq_offset = ctx.flush_dead_letters()
-            for source, part in self._parts(position):  # every source's, in one transaction
-                offsets = [
-                    TopicPartition(source.topic, partition, offset)
-                    for partition, offset in parse_position(part, source.topic).items()
-                    if partition in source.assignment
-                ]
-                if offsets:
+            if self._has_output():
+                producer.begin_transaction()
+                self.in_transaction = True
+                ctx.flush_sinks()  # the sinks produce the batch's outputs into the transaction
+                dlq_offset = ctx.flush_dead_letters()
+                for source, offsets in self._offsets(position):  # all, in one transaction
                     metadata = source.consumer.consumer_group_metadata()
                     producer.send_offsets_to_transaction(offsets, metadata, _TIMEOUT)
-            self._commit_transaction(producer)
+                self._commit_transaction(producer)
+            else:
+                dlq_offset = ctx.flush_dead_letters()  # nothing pending: the queue's length
+                self._commit_offsets_only(position)
         except Exception as exc:
             self._abort_transaction()
             if isinstance(exc, KafkaException):
@@ -172,6 +172,40 @@ class KafkaTransactionalCommitter:
             except Exception as exc:
                 # The transaction is committed: the state file is only behind by a batch.
                 ctx.record_error(Stage.COMMIT, f"checkpoint after commit failed: {exc}", exc=exc)
+
+    def _has_output(self) -> bool:
+        """Whether the batch produced anything: output rows or dead letters."""
+        dlq = self.context.dlq
+        return any(s.pending for s in self.sinks) or (
+            isinstance(dlq, KafkaDeadLetterQueue) and dlq.pending
+        )
+
+    def _offsets(self, position: Any) -> list[tuple[KafkaSource, list[TopicPartition]]]:
+        """Each Kafka source's offsets in `position`, of the partitions it owns now."""
+        found = []
+        for source, part in self._parts(position):
+            offsets = [
+                TopicPartition(source.topic, partition, offset)
+                for partition, offset in parse_position(part, source.topic).items()
+                if partition in source.assignment
+            ]
+            if offsets:
+                found.append((source, offsets))
+        return found
+
+    def _commit_offsets_only(self, position: Any) -> None:
+        """Commit a batch that produced nothing: its offsets alone, synchronously.
+
+        With no records to make atomic, the consumer's own commit is exactly-once (the
+        group generation fences a stale member) and one round trip cheaper than an
+        empty transaction. Some Kafka-protocol brokers (tansu) also drop the offsets of
+        a transaction that carries no records, which would leave the group behind the
+        checkpointed state. Any partition's failure fails the commit: the batch aborts.
+        """
+        for source, offsets in self._offsets(position):
+            for tp in source.consumer.commit(offsets=offsets, asynchronous=False) or []:
+                if tp.error is not None:
+                    raise KafkaException(tp.error)
 
     def _parts(self, position: Any) -> list[tuple[KafkaSource, Any]]:
         """Each Kafka source with its part of `position` (a multi-source's is by name)."""
