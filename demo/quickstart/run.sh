@@ -24,5 +24,6 @@ ls -1 output
 if [ -d velo-data ]; then
   echo "Dead letters are under $here/velo-data/."
 fi
-echo "Lesson 7's error groups are in its summary above; the same appear on /errors"
-echo "when a server runs it: cd demo/quickstart && ../../.venv/bin/velo-sql deploy-app --file 07_poison.sql"
+echo "Lesson 7's error groups are in its summary above; the same appear on"
+echo "http://127.0.0.1:8080/errors when a server runs it (from the repository root):"
+echo "  .venv/bin/velo-sql deploy-app --file demo/quickstart/07_poison.sql --data-dir demo/quickstart/velo-data"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from velostream.errors import ConfigurationError
 
-__all__ = ["PathRoots", "fsync_directory", "write_all"]
+__all__ = ["PathRoots", "client_folder", "fsync_directory", "write_all"]
 
 _GLOB = frozenset("*?[")
 
@@ -45,6 +45,27 @@ class PathRoots:
                 "the operator can add one with --allow-path"
             )
         return resolved
+
+
+def client_folder(folder: str, roots: PathRoots | None) -> Path:
+    """The folder a client sent for its application's relative paths (a deploy's
+    `base_dir`: the folder of its file), resolved; ConfigurationError unless it is an
+    absolute path to a folder here, under `roots` (when given).
+
+    The roots are checked first, so that a refusal says nothing of what lies outside them.
+    """
+    if not Path(folder).is_absolute():
+        raise ConfigurationError(
+            f"base_dir {folder!r} is not an absolute path: send the application file's "
+            "folder as the server sees it"
+        )
+    path = Path(folder).resolve() if roots is None else roots.check(folder, "base_dir")
+    if not path.is_dir():
+        raise ConfigurationError(
+            f"base_dir {folder!r} is not a folder on the server: deploy from a folder the "
+            "server shares, or use absolute paths in the application"
+        )
+    return path
 
 
 def fsync_directory(directory: str | Path) -> None:

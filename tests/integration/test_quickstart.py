@@ -214,9 +214,11 @@ def test_run_exits_non_zero_when_a_job_fails(demo: Path) -> None:
     result = velo_sql("run", "missing.sql", cwd=demo)
     assert result.returncode == 1, result.stdout + result.stderr
     assert re.search(r"big_trades\W+FAILED", result.stdout), result.stdout
-    assert re.search(
-        r"job big_trades failed: .*no such file: \./data/no_such_trades\.csv", result.stdout
-    ), result.stdout
+    # The path as it was looked for: taken from the application's folder.
+    missing = re.escape(str(demo / "data" / "no_such_trades.csv"))
+    assert re.search(rf"job big_trades failed: .*no such file: {missing}", result.stdout), (
+        result.stdout
+    )
 
 
 # -- run.sh (make demo) ------------------------------------------------------------------------
@@ -244,4 +246,5 @@ def test_run_sh_runs_every_lesson_and_describes_each_in_full(demo: Path) -> None
     assert "Outputs are in" in out
     # It names the dead-letter folder only when a lesson made one.
     assert ("velo-data/" in out) == (demo / "velo-data").is_dir()
-    assert "cd demo/quickstart && " in out  # the server hint works from the repository
+    # The server hint, run from the repository root by test_app_paths.
+    assert ".venv/bin/velo-sql deploy-app --file demo/quickstart/07_poison.sql" in out

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from velostream.errors import ConfigurationError
-from velostream.fsutil import PathRoots
+from velostream.fsutil import PathRoots, client_folder
 
 
 def test_paths_under_a_root_pass_and_come_back_resolved(tmp_path: Path) -> None:
@@ -49,3 +49,26 @@ def test_a_relative_path_is_taken_from_the_working_directory(
     assert roots.check("data/x.csv", "source") == (tmp_path / "data" / "x.csv").resolve()
     with pytest.raises(ConfigurationError):
         roots.check("../x.csv", "source")
+
+
+def test_a_client_folder_under_the_roots_comes_back_resolved(tmp_path: Path) -> None:
+    (tmp_path / "a" / "app").mkdir(parents=True)
+    roots = PathRoots.of([tmp_path / "a"])
+    assert client_folder(f"{tmp_path}/a/app", roots) == (tmp_path / "a" / "app").resolve()
+    assert client_folder(str(tmp_path), None) == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    ("folder", "says"),
+    [
+        ("{tmp}/b", "is outside the server's roots"),
+        ("{tmp}/a/../b", "is outside the server's roots"),
+        ("a/app", "is not an absolute path"),
+        ("{tmp}/a/missing", "is not a folder on the server"),
+    ],
+)
+def test_a_client_folder_is_refused_saying_why(tmp_path: Path, folder: str, says: str) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ConfigurationError, match=says):
+        client_folder(folder.format(tmp=tmp_path), PathRoots.of([tmp_path / "a"]))

@@ -90,6 +90,13 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
 
 class DeployRequest(BaseModel):
     sql: str = Field(..., description="the SQL application text", min_length=1)
+    base_dir: str | None = Field(
+        None,
+        description="the absolute folder the application's relative paths are taken from "
+        "(its file's folder); it must lie under the server's roots (--allow-path). "
+        "Default: the server's working directory",
+        min_length=1,
+    )
 
 
 class ReplayRequest(BaseModel):
@@ -323,11 +330,16 @@ def jobs_router(server: StreamJobServer, token: str | None) -> APIRouter:
         statement of the application) is refused (409, naming `conflicts_with` and
         `target`). The application is kept in the data dir: a restarted server deploys
         it again.
+
+        Relative paths in the application (`path`, `dlq.path`, `config_file`) are taken
+        from `base_dir` when it is sent, else from the server's working directory; a
+        `base_dir` that is not an absolute folder under the server's roots is refused (400).
         """
         if not server.accepting:
             raise ApiProblem(503, "Shutting down", "the server is not accepting jobs")
         try:
-            names = server.deploy(body.sql)
+            base = None if body.base_dir is None else server.client_folder(body.base_dir)
+            names = server.deploy(body.sql, base_dir=base)
         except Exception as exc:
             raise _problem_of(exc) from exc
         return {"jobs": names}

@@ -175,13 +175,16 @@ def deploy(
     url: Url = _DEFAULT_URL,
     token: Token = None,
 ) -> None:
-    """Deploy an application (all of its jobs or none)."""
+    """Deploy an application (all of its jobs or none); its relative paths are taken
+    from its folder, which must lie under the server's roots."""
     try:
         sql = file.read_text(encoding="utf-8")
     except OSError as exc:
         err.print(f"[red]cannot read {file}: {exc.strerror or exc}[/red]")
         raise typer.Exit(2) from exc
-    doc = _call(url, token, "POST", "/jobs", json={"sql": sql})
+    # The server takes the application's relative paths from its file's folder.
+    body = {"sql": sql, "base_dir": str(file.parent.resolve())}
+    doc = _call(url, token, "POST", "/jobs", json=body)
     console.print(f"deployed: {', '.join(doc['jobs'])}")
 
 

@@ -39,8 +39,9 @@ def check_application(
 ) -> Application:
     """The parsed and planned application; `SqlValidationError` lists every problem.
 
-    The types registered at the time of the call are the ones accepted. `base_dir`
-    resolves relative `config_file` paths (the application file's folder). `env` is what
+    The types registered at the time of the call are the ones accepted. `base_dir` is
+    where relative paths (`path`, `dlq.path`, `config_file`) are taken from: the
+    application file's folder. `env` is what
     `${VAR}` resolves from: a server passes only its operator's variables; None is the
     process environment (a local `velo-sql run` or `validate`, trusted like a shell).
 

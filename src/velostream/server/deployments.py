@@ -73,9 +73,10 @@ class Deployment:
     sql: str
     source_name: str = "<api>"
     base_dir: str = ""
-    """Where relative `config_file` paths resolve (absolute)."""
+    """Where its relative paths (`path`, `dlq.path`, `config_file`) resolve (absolute)."""
     working_dir: str = ""
-    """The server's working directory at the deploy: relative data paths are taken from it."""
+    """The server's working directory at the deploy (kept for the record: the relative
+    paths of an application are taken from `base_dir`, wherever the server runs)."""
     variables: dict[str, str] = field(default_factory=dict)
     """The operator's variables the application used, with the values it was deployed with."""
     jobs: dict[str, JobRecord] = field(default_factory=dict)
@@ -277,25 +278,4 @@ def jobs_to_restore(
         raise ConfigurationError(
             f"application {deployment.app!r} no longer defines job(s) {', '.join(missing)}"
         )
-    jobs = tuple(by_name[name] for name in deployment.jobs if name not in deployed)
-    relative = sorted({path for job in jobs for path in _relative_paths(job)})
-    if relative and deployment.working_dir and deployment.working_dir != str(Path.cwd()):
-        raise ConfigurationError(
-            f"application {deployment.app!r} names relative paths ({', '.join(relative)}) "
-            f"and was deployed from {deployment.working_dir}, but the server now runs in "
-            f"{Path.cwd()}, where they name other files; start the server there, or "
-            "deploy the application again with absolute paths"
-        )
-    return jobs
-
-
-def _relative_paths(job: JobSpec) -> Iterator[str]:
-    paths = [
-        c.properties.get("path")
-        for c in (*job.sources, *job.sinks, *(s for t in job.tables for s in t.sources))
-        if c.type in ("file_source", "file_sink")
-    ]
-    paths.append(job.properties.get("dlq.path"))
-    for path in paths:
-        if path and not os.path.isabs(os.path.expanduser(str(path))):
-            yield str(path)
+    return tuple(by_name[name] for name in deployment.jobs if name not in deployed)

@@ -45,7 +45,7 @@ from velostream.errors import (
     Stage,
     VelostreamError,
 )
-from velostream.fsutil import PathRoots
+from velostream.fsutil import PathRoots, client_folder
 from velostream.observability.logging import bind_job, job_logger
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
@@ -127,8 +127,9 @@ class StreamJobServer:
     ) -> Application:
         """Parse and plan an application; raise SqlValidationError with every problem.
 
-        `base_dir` resolves relative `config_file` paths (default: the server's working
-        directory; `deploy-app` passes the application file's folder). `variables`:
+        `base_dir` is where relative paths are taken from (`path`, `dlq.path`,
+        `config_file`; default: the server's working directory; `deploy-app` passes the
+        application file's folder, the API the one its client sends). `variables`:
         what `${VAR}` resolves from (default: the operator's).
         """
         return check_application(
@@ -154,6 +155,14 @@ class StreamJobServer:
             message = f"deploy of job {job!r} rejected: {exc}" if job else f"deploy rejected: {exc}"
         ErrorTracker.record_error(self.observability, owner, message, stage=Stage.DEPLOY, exc=exc)
         return exc
+
+    def client_folder(self, folder: str) -> Path:
+        """The folder a client sent for its application's relative paths, checked
+        (`fsutil.client_folder`: absolute, under the roots); a refusal is recorded."""
+        try:
+            return client_folder(folder, self.roots)
+        except VelostreamError as exc:
+            raise self._refuse(None, exc) from None
 
     def deploy(
         self, sql: str, *, source_name: str = "<api>", base_dir: Path | None = None

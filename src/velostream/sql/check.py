@@ -72,7 +72,7 @@ def check_application(
 
     `connectors` are the source and sink types there are, each with the check of its
     keys: `velostream.datasource.validation.check_application` passes the registered
-    ones. `base_dir` resolves relative `config_file` paths (the application file's folder).
+    ones. `base_dir` is where relative paths are taken from (the application file's folder).
     A planning problem is placed where the planner found it, else at the SELECT. `env`
     is what `${VAR}` resolves from (None: the process environment); `roots`, if given,
     confine the `config_file`s read.

@@ -68,15 +68,16 @@ def parse_application(
     `connectors` lists the source and sink types there are, each with the check of its
     keys (`velostream.datasource.registry.connector_catalog()` gives the registered
     ones); `env` substitutes `${VAR}` / `${VAR:default}` (default: the process environment,
-    read at call time); `base_dir` resolves relative `config_file` paths (default: the
-    current directory); `source_name` names the text in messages; `roots`, if given,
-    confine the `config_file`s read (a server's `--allow-path`).
+    read at call time); `base_dir` is where its relative paths are taken from
+    (`config_file`, connectors' `path`, `dlq.path`; default: the current directory);
+    `source_name` names the text in messages; `roots`, if given, confine the
+    `config_file`s read (a server's `--allow-path`).
     """
     parser = _ApplicationParser(
         text,
         connectors=connectors,
         env=os.environ if env is None else env,
-        base_dir=Path.cwd() if base_dir is None else base_dir,
+        base_dir=(Path.cwd() if base_dir is None else base_dir).absolute(),
         source_name=source_name,
         roots=roots,
     )

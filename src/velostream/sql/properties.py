@@ -30,6 +30,7 @@ __all__ = [
     "DLQ_TYPES",
     "FAILURE_STRATEGIES",
     "LATE_DATA_STRATEGIES",
+    "PATH_KEYS",
     "Checker",
     "JobSettings",
     "Property",
@@ -42,6 +43,7 @@ __all__ = [
     "parse_failure_strategy",
     "parse_int",
     "parse_with_clause",
+    "resolve_path",
 ]
 
 Report = Callable[[Position, str], None]
@@ -365,6 +367,7 @@ def collect_settings(
     """Split WITH keys into each connector's settings and the job-wide settings.
 
     A connector's `config_file` is loaded first; its explicit WITH keys override it.
+    Relative `config_file`s and `PATH_KEYS` are taken from `base_dir` (`resolve_path`).
     """
     by_lower = {name.lower(): name for name in connectors}
     scoped = {name: Settings(default_at=default_at) for name in connectors}
@@ -390,4 +393,26 @@ def collect_settings(
         settings.values = {**loaded, **settings.values}
         for key in loaded:
             settings.where.setdefault(key, at)
+    for settings in (*scoped.values(), job):
+        for key in PATH_KEYS:
+            if key in settings.values:
+                settings.values[key] = resolve_path(settings.values[key], base_dir)
     return scoped, job
+
+
+PATH_KEYS = ("path", "dlq.path")
+"""The keys whose value is a file (a connector's `path`, a job's `dlq.path`): a relative
+one is taken from the application's folder, as `config_file` is."""
+
+
+def resolve_path(value: str, base_dir: Path) -> str:
+    """`value` taken from `base_dir` when relative; absolute, `~` and blank ones as given.
+
+    The one rule for paths in an application: relative to the folder of its file (for
+    SQL sent without a file, the folder the deploy names, else the server's working
+    directory), never to wherever the process happens to run.
+    """
+    text = value.strip()
+    if not text or "://" in text or Path(text).expanduser().is_absolute():
+        return value
+    return str(base_dir / text)

@@ -61,7 +61,7 @@ def test_a_registered_source_type_passes_validation() -> None:
         _app("'src.type' = 'Parquet_Source', 'src.path' = 'x', 'out.type' = 'memory_sink'")
     )
     source = app.jobs[0].sources[0]
-    assert (source.type, source.properties) == ("parquet_source", {"path": "x"})
+    assert (source.type, source.properties) == ("parquet_source", {"path": str(Path.cwd() / "x")})
     # ... and is then listed among the known ones
     text = _app("'src.type' = 'avro_source', 'out.type' = 'memory_sink'")
     assert _problems(text)[0].endswith(
@@ -102,7 +102,7 @@ def test_a_registered_type_checks_its_own_keys_at_their_position() -> None:
     app = _check(valid)
     assert app.jobs[0].sources[0].properties == {
         "compression": "snappy",
-        "path": "p",
+        "path": str(Path.cwd() / "p"),
         "colour": "red",
     }
     column = valid.index("'src.colour'") + 1

@@ -333,22 +333,26 @@ def test_variables_are_kept_with_the_values_the_application_used(
     assert h.status("var")["sql"] in sql  # the text as deployed, ${IN} and all
 
 
-def test_a_relative_path_from_another_working_directory_is_refused(
+def test_a_relative_path_keeps_the_folder_it_was_deployed_from(
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Relative paths are taken from the deployment's folder, not from wherever the
+    restarted server runs."""
     h = harness
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
     second.mkdir()
     write_jsonl(first / "in.jsonl", ['{"id": 1}'])
     monkeypatch.chdir(first)
-    h.deploy(copy_sql("rel", Path("in.jsonl"), first / "out.jsonl"))
+    h.deploy(copy_sql("rel", Path("in.jsonl"), Path("out.jsonl")))
     h.wait_for(lambda: ids(first / "out.jsonl") == [1], what="the output")
+    kept = orjson.loads((h.data_dir / "apps" / "app_rel.json").read_bytes())
+    assert kept["deployments"][0]["base_dir"] == str(first.resolve())
     monkeypatch.chdir(second)
     restarted(h)
-    assert h.server.list_jobs() == []
-    message = h.catalog("deploy", DEPLOY_JOB)[0]["message"]
-    assert "names relative paths (in.jsonl)" in message and str(first) in message
+    assert [job["name"] for job in h.server.list_jobs()] == ["rel"]
+    assert h.catalog("deploy", DEPLOY_JOB) == []
+    assert not (second / "out.jsonl").exists()
 
 
 def test_restore_runs_once_and_leaves_deployed_jobs_alone(harness: Harness, tmp_path: Path) -> None:

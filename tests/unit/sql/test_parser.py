@@ -62,7 +62,10 @@ WITH (
 );
 """
 
-TRADES = ConnectorConfig("trades", "file_source", {"path": "./data/trades.csv", "format": "csv"})
+# Relative paths are taken from the application's folder (here, the working directory).
+TRADES = ConnectorConfig(
+    "trades", "file_source", {"path": str(Path.cwd() / "data/trades.csv"), "format": "csv"}
+)
 
 
 def _statement_text(number: int) -> str:
@@ -89,7 +92,7 @@ def test_the_complete_example_parses_exactly(parse: Parse) -> None:
             ConnectorConfig(
                 "big_trades",
                 "file_sink",
-                {"path": "./output/big_trades.csv", "format": "csv"},
+                {"path": str(Path.cwd() / "output/big_trades.csv"), "format": "csv"},
             ),
         ),
         primary_keys=(),
@@ -118,7 +121,7 @@ def test_the_complete_example_parses_exactly(parse: Parse) -> None:
             ConnectorConfig(
                 "symbol_stats",
                 "file_sink",
-                {"path": "./output/symbol_stats.csv", "format": "csv"},
+                {"path": str(Path.cwd() / "output/symbol_stats.csv"), "format": "csv"},
             ),
         ),
         primary_keys=("symbol",),
@@ -324,7 +327,7 @@ def test_the_same_source_in_several_jobs_is_configured_per_job(parse: Parse) -> 
     a, b = parse(text).jobs
     assert a.sources[0] == ConnectorConfig("src", "memory_source", {})
     assert b.sources[0] == ConnectorConfig(
-        "src", "file_source", {"path": "in.jsonl", "format": "jsonl"}
+        "src", "file_source", {"path": str(Path.cwd() / "in.jsonl"), "format": "jsonl"}
     )
     assert b.sinks[0] == ConnectorConfig("b", "stdout_sink", {"format": "jsonl"})
 

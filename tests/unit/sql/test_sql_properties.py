@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from velostream.sql import Application, ConnectorConfig
+from velostream.sql.properties import resolve_path
 
 Parse = Callable[..., Application]
 Problems = Callable[..., list[str]]
@@ -104,13 +105,17 @@ def test_file_connector_defaults_and_options(parse: Parse) -> None:
     )
     job = parse(text).jobs[0]
     assert job.sources[0].properties == {
-        "path": "in.jsonl",
+        "path": str(Path.cwd() / "in.jsonl"),
         "format": "jsonl",
         "watch": "true",
         "polling_interval": "250ms",
         "delimiter": "\t",
     }
-    assert job.sinks[0].properties == {"path": "out.csv", "format": "csv", "append": "false"}
+    assert job.sinks[0].properties == {
+        "path": str(Path.cwd() / "out.csv"),
+        "format": "csv",
+        "append": "false",
+    }
 
 
 @pytest.mark.parametrize(
@@ -314,8 +319,36 @@ def test_config_file_for_the_sink_and_an_absolute_path(parse: Parse, tmp_path: P
     path = tmp_path / "sink.yml"
     path.write_text("type: file_sink\npath: out.jsonl\n")
     text = _one_line(f"'trades.type' = 'memory_source', 'out.config_file' = '{path}'")
+    # The one rule: a relative path is the application's, even from a config file.
     assert parse(text).jobs[0].sinks[0] == ConnectorConfig(
-        "out", "file_sink", {"path": "out.jsonl", "format": "jsonl"}
+        "out", "file_sink", {"path": str(Path.cwd() / "out.jsonl"), "format": "jsonl"}
+    )
+
+
+def test_relative_paths_are_taken_from_the_application_folder(parse: Parse, tmp_path: Path) -> None:
+    text = _one_line(
+        "'trades.type' = 'file_source', 'trades.path' = './data/in/*.csv', "
+        "'out.type' = 'file_sink', 'out.path' = '/abs/out.csv', "
+        "'dlq.path' = '../dead/letters.jsonl'"
+    )
+    job = parse(text, base_dir=tmp_path / "app").jobs[0]
+    assert job.sources[0].properties["path"] == str(tmp_path / "app" / "data/in/*.csv")
+    assert job.sinks[0].properties["path"] == "/abs/out.csv"
+    assert job.properties["dlq.path"] == str(tmp_path / "app" / "../dead/letters.jsonl")
+
+
+@pytest.mark.parametrize("value", ["/abs/x.csv", "~/x.csv", "", "  ", "s3://bucket/x.csv"])
+def test_absolute_home_blank_and_url_paths_stay_as_given(value: str, tmp_path: Path) -> None:
+    assert resolve_path(value, tmp_path) == value
+
+
+def test_a_relative_base_dir_is_made_absolute(
+    parse: Parse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = _one_line("'trades.type' = 'memory_source', 'out.type' = 'file_sink', 'out.path' = 'o'")
+    assert parse(text, base_dir=Path("app")).jobs[0].sinks[0].properties["path"] == str(
+        tmp_path / "app" / "o"
     )
 
 
