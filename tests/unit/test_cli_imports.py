@@ -19,7 +19,13 @@ for args in {commands}:
     assert CliRunner().invoke(app, args).exit_code == 0, args
 print(" ".join(sorted({{m.split(".")[0] for m in sys.modules}})))
 """
-SQL_COMMANDS = [["--help"], ["run", "--help"], ["server", "--help"], ["validate", "--help"]]
+SQL_COMMANDS = [
+    ["--help"],
+    ["run", "--help"],
+    ["server", "--help"],
+    ["validate", "--help"],
+    ["init", "--help"],
+]
 CLI_COMMANDS = [["--help"], ["errors", "--help"], ["deploy", "--help"]]
 
 

@@ -182,6 +182,39 @@ def deploy_app(
 
 
 @app.command()
+def init(
+    name: Annotated[Path, typer.Argument(help="the application folder to create")],
+) -> None:
+    """Create an application folder with a sample app, its data and a README."""
+    from velostream.cli.init import OUTPUT, create_application, is_free
+
+    if not is_free(name):
+        what = "a folder that is not empty" if name.is_dir() else "not a folder"
+        Console(stderr=True).print(
+            f"[red]{escape(str(name))} exists and is {what}: choose a new name[/red]",
+            soft_wrap=True,
+        )
+        raise typer.Exit(2)
+    try:
+        written = create_application(name)
+    except OSError as exc:
+        reason = escape(f"{exc.strerror or exc}")
+        Console(stderr=True).print(f"[red]cannot create {escape(str(name))}: {reason}[/red]")
+        raise typer.Exit(1) from exc
+    shown = name.as_posix().rstrip("/") or "."
+    console = Console(soft_wrap=True)
+    console.print(f"created {escape(shown)}/ with:", highlight=False)
+    for path in written:
+        console.print(f"  {escape(path.relative_to(name).as_posix())}", highlight=False)
+    console.print("next:", highlight=False)
+    console.print(f"  velo-sql validate {escape(shown)}/app.sql", highlight=False)
+    console.print(
+        f"  velo-sql run {escape(shown)}/app.sql    # writes {escape(shown)}/{OUTPUT}",
+        highlight=False,
+    )
+
+
+@app.command()
 def validate(file: Annotated[Path, typer.Argument(help="SQL application file")]) -> None:
     """Check an application without running it."""
     from velostream.cli.load import validate_application
