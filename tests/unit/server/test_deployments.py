@@ -355,6 +355,43 @@ def test_a_relative_path_keeps_the_folder_it_was_deployed_from(
     assert not (second / "out.jsonl").exists()
 
 
+def test_the_folder_a_client_sends_is_kept_with_the_deployment(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`POST /jobs` with `base_dir` (as `velo-cli deploy` sends it): the application's
+    relative paths are taken from there, now and after a restart elsewhere."""
+    h = harness
+    app, server_dir, later = tmp_path / "app", tmp_path / "server", tmp_path / "later"
+    for folder in (app, server_dir, later):
+        folder.mkdir()
+    write_jsonl(app / "in.jsonl", ['{"id": 1}'])
+    monkeypatch.chdir(server_dir)
+    sql = copy_sql("sent", Path("in.jsonl"), Path("out/out.jsonl"))
+    response = h.client.post("/jobs", json={"sql": sql, "base_dir": str(app)})
+    assert response.status_code == 201, response.text
+    h.wait_for(lambda: ids(app / "out" / "out.jsonl") == [1], what="the output")
+    kept = orjson.loads((h.data_dir / "apps" / "app_sent.json").read_bytes())
+    assert kept["deployments"][0]["base_dir"] == str(app.resolve())
+    monkeypatch.chdir(later)
+    restarted(h)
+    assert [job["name"] for job in h.server.list_jobs()] == ["sent"]
+    assert list(server_dir.iterdir()) == [] and list(later.iterdir()) == []
+
+
+def test_a_sent_folder_outside_the_roots_is_refused(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    (tmp_path / "allowed").mkdir()
+    (tmp_path / "app").mkdir()
+    h.server.roots = PathRoots.of([tmp_path / "allowed"])
+    sql = copy_sql("out_of_roots", Path("in.jsonl"), Path("out.jsonl"))
+    response = h.client.post("/jobs", json={"sql": sql, "base_dir": str(tmp_path / "app")})
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert f"base_dir '{tmp_path / 'app'}' is outside the server's roots" in detail
+    assert h.server.list_jobs() == []
+    assert "outside the server's roots" in h.catalog("deploy", DEPLOY_JOB)[0]["message"]
+
+
 def test_restore_runs_once_and_leaves_deployed_jobs_alone(harness: Harness, tmp_path: Path) -> None:
     """`deploy-app` deploys its file before the API starts: the kept copy of that
     application is already deployed, and restoring it again would be a conflict."""
