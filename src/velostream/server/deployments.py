@@ -81,6 +81,9 @@ class Deployment:
     """The operator's variables the application used, with the values it was deployed with."""
     jobs: dict[str, JobRecord] = field(default_factory=dict)
     deployed_at: float = field(default_factory=time.time)
+    paths_from_base: bool = True
+    """False for a record kept before relative data paths were taken from `base_dir`:
+    they were then taken from `working_dir` (see `restore.DeploymentKeeper`)."""
 
     def as_doc(self) -> dict[str, Any]:
         return {
@@ -91,6 +94,7 @@ class Deployment:
             "working_dir": self.working_dir,
             "variables": self.variables,
             "deployed_at": self.deployed_at,
+            "paths": "base_dir" if self.paths_from_base else "working_dir",
             "jobs": {
                 name: {"version": job.version, "intent": job.intent.value}
                 for name, job in self.jobs.items()
@@ -115,6 +119,7 @@ class Deployment:
             variables={str(k): str(v) for k, v in dict(doc.get("variables") or {}).items()},
             jobs=jobs,
             deployed_at=float(doc.get("deployed_at") or 0.0),
+            paths_from_base=doc.get("paths") == "base_dir",
         )
 
 

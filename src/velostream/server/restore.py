@@ -117,6 +117,7 @@ class DeploymentKeeper:
                 base_dir=Path(deployment.base_dir) if deployment.base_dir else None,
                 variables=restore_variables(deployment, server.variables),
             )
+            _check_earlier_paths(server, deployment, app)
             jobs = jobs_to_restore(app, deployment, deployed)
         except VelostreamError as exc:
             detail = "; ".join(exc.problems) if isinstance(exc, SqlValidationError) else str(exc)
@@ -138,3 +139,43 @@ class DeploymentKeeper:
         ErrorTracker.record_error(
             self.observability, self.deploy_job, message + hint, stage=Stage.DEPLOY, exc=exc
         )
+
+
+def _check_earlier_paths(server: StreamJobServer, deployment: Deployment, app: Application) -> None:
+    """ConfigurationError when a deployment kept by an earlier version, which took
+    relative data paths from the server's working directory at the deploy rather than
+    from the application's folder, would now name other files: restoring it would read
+    and write elsewhere than it did."""
+    earlier = deployment.working_dir
+    if deployment.paths_from_base or not earlier or earlier == deployment.base_dir:
+        return
+    try:
+        before = server.validate(
+            deployment.sql,
+            source_name=deployment.source_name,
+            base_dir=Path(earlier),
+            variables=restore_variables(deployment, server.variables),
+        )
+        moved = sorted(k for k, v in _file_paths(app).items() if _file_paths(before).get(k) != v)
+    except VelostreamError:
+        moved = ["(its paths cannot be read as before)"]
+    if moved:
+        raise ConfigurationError(
+            f"application {deployment.app!r} was kept by an earlier version, which took its "
+            f"relative paths from the server's working directory ({earlier}), not from its "
+            f"folder ({deployment.base_dir}): {', '.join(moved)} would now name other files; "
+            "deploy it again (relative paths are now the application's folder's), or use "
+            "absolute paths"
+        )
+
+
+def _file_paths(app: Application) -> dict[str, str]:
+    """Every `path` and `dlq.path` of `app`'s jobs, by where it is set."""
+    found: dict[str, str] = {}
+    for job in (*app.jobs, *app.tables):
+        for connector in (*job.sources, *job.sinks):
+            if "path" in connector.properties:
+                found[f"{job.name}: {connector.name}.path"] = connector.properties["path"]
+        if "dlq.path" in job.properties:
+            found[f"{job.name}: dlq.path"] = job.properties["dlq.path"]
+    return found

@@ -55,6 +55,7 @@ def test_a_recorded_deployment_reads_back_in_a_new_store(tmp_path: Path) -> None
             "working_dir": "/srv/app",
             "variables": {"V": "1"},
             "deployed_at": 1.0,
+            "paths": "base_dir",
             "jobs": {
                 "a": {"version": "1", "intent": "running"},
                 "b": {"version": "1", "intent": "paused"},
@@ -390,6 +391,53 @@ def test_a_sent_folder_outside_the_roots_is_refused(harness: Harness, tmp_path: 
     assert f"base_dir '{tmp_path / 'app'}' is outside the server's roots" in detail
     assert h.server.list_jobs() == []
     assert "outside the server's roots" in h.catalog("deploy", DEPLOY_JOB)[0]["message"]
+
+
+def _as_kept_by_an_earlier_version(h: Harness, app: str) -> None:
+    """The record of `app` as a version that took relative data paths from the working
+    directory wrote it: without `paths`."""
+    path = h.data_dir / "apps" / f"{app}.json"
+    doc = orjson.loads(path.read_bytes())
+    for entry in doc["deployments"]:
+        del entry["paths"]
+    path.write_bytes(orjson.dumps(doc))
+
+
+def test_an_earlier_record_whose_relative_paths_would_move_is_not_restored(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    app, work = tmp_path / "app", tmp_path / "work"
+    app.mkdir()
+    work.mkdir()
+    write_jsonl(app / "in.jsonl", ['{"id": 1}'])
+    monkeypatch.chdir(work)
+    h.server.deploy(copy_sql("moved", Path("in.jsonl"), app / "out.jsonl"), base_dir=app)
+    h.wait_for(lambda: ids(app / "out.jsonl") == [1], what="the output")
+    _as_kept_by_an_earlier_version(h, "app_moved")
+    restarted(h)
+    assert h.server.list_jobs() == []
+    message = h.catalog("deploy", DEPLOY_JOB)[0]["message"]
+    assert "was kept by an earlier version" in message
+    assert "moved: src.path would now name other files" in message
+    assert str(work) in message and str(app.resolve()) in message
+
+
+def test_an_earlier_record_with_absolute_paths_is_restored(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    app, work = tmp_path / "app", tmp_path / "work"
+    app.mkdir()
+    work.mkdir()
+    source = write_jsonl(app / "in.jsonl", ['{"id": 1}'])
+    monkeypatch.chdir(work)
+    h.server.deploy(copy_sql("fixed", source, app / "out.jsonl"), base_dir=app)
+    h.wait_for(lambda: ids(app / "out.jsonl") == [1], what="the output")
+    _as_kept_by_an_earlier_version(h, "app_fixed")
+    restarted(h)
+    assert [job["name"] for job in h.server.list_jobs()] == ["fixed"]
+    assert h.catalog("deploy", DEPLOY_JOB) == []
 
 
 def test_restore_runs_once_and_leaves_deployed_jobs_alone(harness: Harness, tmp_path: Path) -> None:
