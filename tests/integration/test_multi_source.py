@@ -78,10 +78,12 @@ def test_velo_sql_run_unions_two_files_and_isolates_the_poison_of_one(tmp_path: 
     origins = [r["origin"] for r in rows]
     assert origins.index("b") < len(origins) - origins[::-1].index("a") - 1
     letters = read_jsonl(tmp_path / "dead.jsonl")
+    # Positions name the files as read: relative paths taken from the application's folder.
+    folder = tmp_path.resolve()
     assert sorted((d["source"], d["position"]) for d in letters) == [
-        ("a", "./a.csv:5"),
-        ("a", "./a.csv:8"),
-        ("b", "./b.jsonl:5"),
+        ("a", f"{folder}/a.csv:5"),
+        ("a", f"{folder}/a.csv:8"),
+        ("b", f"{folder}/b.jsonl:5"),
     ]
     # The summary: 7 + 8 records in; 4 + 7 out; 1 filtered (price -1.0); 3 failed.
     summary = " ".join(result.stdout.split())
