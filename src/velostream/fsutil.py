@@ -59,12 +59,14 @@ def client_folder(folder: str, roots: PathRoots | None) -> Path:
             f"base_dir {folder!r} is not an absolute path: send the application file's "
             "folder as the server sees it"
         )
-    path = Path(folder).resolve() if roots is None else roots.check(folder, "base_dir")
+    elsewhere = "; `velo-cli deploy --server-paths` sends none (relative paths are then the "
+    elsewhere += "server's working directory's)"
+    try:
+        path = Path(folder).resolve() if roots is None else roots.check(folder, "base_dir")
+    except ConfigurationError as exc:
+        raise ConfigurationError(exc.message + elsewhere) from None
     if not path.is_dir():
-        raise ConfigurationError(
-            f"base_dir {folder!r} is not a folder on the server: deploy from a folder the "
-            "server shares, or use absolute paths in the application"
-        )
+        raise ConfigurationError(f"base_dir {folder!r} is not a folder on the server{elsewhere}")
     return path
 
 

@@ -153,3 +153,25 @@ def test_the_make_demo_hint_works_from_the_repository_root(tmp_path: Path) -> No
     expected = ROOT / "demo" / "quickstart" / "expected" / "07_clean_trades.csv"
     assert (lesson / "output" / "07_clean_trades.csv").read_bytes() == expected.read_bytes()
     assert (lesson / "velo-data").is_dir()
+
+
+def test_server_paths_sends_no_folder(
+    demo: Path, elsewhere: Path, launcher: Launcher, tmp_path: Path
+) -> None:
+    """An application whose files lie under the roots, deployed from a folder outside
+    them (a server on another machine): `--server-paths` sends no folder."""
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    shutil.copy(demo / "data" / "trades.csv", allowed / "trades.csv")
+    sql = (demo / LESSON).read_text(encoding="utf-8")
+    sql = sql.replace("./data/trades.csv", str(allowed / "trades.csv"))
+    sql = sql.replace("./output/02_big_trades.csv", str(allowed / "big_trades.csv"))
+    (elsewhere / "app.sql").write_text(sql, encoding="utf-8")
+    server = launcher.server(tmp_path / "server-data", allow=[allowed])
+    refused = velo_cli_in(elsewhere, "deploy", "app.sql", "--url", server.url)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "--server-paths" in " ".join(refused.stderr.split())
+    sent = velo_cli_in(elsewhere, "deploy", "app.sql", "--server-paths", "--url", server.url)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    server.wait_state("big_trades", "completed")
+    assert (allowed / "big_trades.csv").read_bytes() == EXPECTED.read_bytes()

@@ -174,6 +174,14 @@ def deploy(
     file: Annotated[Path, typer.Argument(help="SQL application file")],
     url: Url = _DEFAULT_URL,
     token: Token = None,
+    server_paths: Annotated[
+        bool,
+        typer.Option(
+            "--server-paths",
+            help="send no folder: relative paths are the server's working directory's "
+            "(a server on another machine)",
+        ),
+    ] = False,
 ) -> None:
     """Deploy an application (all of its jobs or none); its relative paths are taken
     from its folder, which must lie under the server's roots."""
@@ -182,8 +190,10 @@ def deploy(
     except OSError as exc:
         err.print(f"[red]cannot read {file}: {exc.strerror or exc}[/red]")
         raise typer.Exit(2) from exc
-    # The server takes the application's relative paths from its file's folder.
-    body = {"sql": sql, "base_dir": str(file.parent.resolve())}
+    body = {"sql": sql}
+    if not server_paths:
+        # The server takes the application's relative paths from its file's folder.
+        body["base_dir"] = str(file.parent.resolve())
     doc = _call(url, token, "POST", "/jobs", json=body)
     console.print(f"deployed: {', '.join(doc['jobs'])}")
 
