@@ -1,149 +1,59 @@
-"""Topic -> SQL -> topic on a real broker, for each value format, with keys and headers."""
+"""A pipeline over Kafka on the real broker: the second statement reads the first one's
+topic by the statement's name, with its own consumer group and read_committed. With
+the writer transactional, every row reaches the reader's topic exactly once."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
-from tests.helpers import ManagerFactory
-from tests.integration.kafka_broker import KafkaBroker, RunningJob, build_processor
+from tests.integration.kafka_broker import KafkaBroker
+from tests.integration.server_process import Launcher, launcher, wait_for
 
-pytestmark = pytest.mark.integration
+__all__ = ["launcher"]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+N = 3_000
 
 
-def _sql(
-    broker: KafkaBroker, select: str, source: str, sink: str, fmt: str, extra: str = ""
-) -> str:
-    return f"""
--- @app: kafka_it
-CREATE STREAM out AS {select}
-WITH (
-    'src.type' = 'kafka_source',
-    'src.topic' = '{source}',
-    'src.bootstrap.servers' = '{broker.bootstrap}',
-    'src.value.format' = '{fmt}',
-    'src.group.id' = 'g-{source}',
-    'out.type' = 'kafka_sink',
-    'out.topic' = '{sink}',
-    'out.bootstrap.servers' = '{broker.bootstrap}',
-    'out.value.format' = '{fmt}'{extra}
-);
+def two_statements(broker: KafkaBroker, source: str, middle: str, sink: str) -> str:
+    servers = broker.bootstrap
+    return f"""-- @app: kpipe
+-- @job_mode: transactional
+-- @batch_size: 250
+CREATE STREAM big AS SELECT id, qty FROM trades WHERE qty > 10
+WITH ('trades.type' = 'kafka_source', 'trades.topic' = '{source}',
+      'trades.bootstrap.servers' = '{servers}',
+      'big.type' = 'kafka_sink', 'big.topic' = '{middle}', 'big.bootstrap.servers' = '{servers}');
+
+CREATE STREAM doubled AS SELECT id, qty * 2 AS twice FROM big
+WITH ('doubled.type' = 'kafka_sink', 'doubled.topic' = '{sink}',
+      'doubled.bootstrap.servers' = '{servers}');
 """
 
 
-def _sample(registry: CollectorRegistry, name: str, job: str = "out") -> float:
-    value = registry.get_sample_value(name, {"job": job})
-    return 0.0 if value is None else value
-
-
-def test_json_keys_from_primary_key_and_headers_kept(
-    kafka_broker: KafkaBroker,
-    new_topic: Callable[..., str],
-    make_manager: ManagerFactory,
-    registry: CollectorRegistry,
+def test_a_statement_reads_an_earlier_statements_topic(
+    kafka_broker: KafkaBroker, new_topic: Callable[..., str], tmp_path: Path, launcher: Launcher
 ) -> None:
-    source, sink = new_topic("in", partitions=2), new_topic("out")
-    n = 400
-    trades = [
-        {"id": i, "symbol": f"S{i % 5}", "price": float(i % 200) + 0.5, "qty": i % 7}
-        for i in range(n)
-    ]
-    kafka_broker.produce(
-        source,
-        [orjson.dumps(t) for t in trades],
-        keys=[f"in-{i}".encode() for i in range(n)],
-        headers=[[("trace", f"t{i}".encode()), ("src", b"test")] for i in range(n)],
-    )
-    sql = _sql(
-        kafka_broker,
-        "SELECT id PRIMARY KEY, symbol PRIMARY KEY, price * qty AS notional, _headers "
-        "FROM src WHERE price > 100",
-        source,
-        sink,
-        "json",
-    )
-    job = RunningJob(build_processor(sql, make_manager(registry=registry)))
-    expected = [t for t in trades if t["price"] > 100]
-    job.wait_records_in(n)
-    job.stop()
+    source, middle, sink = new_topic("in", partitions=2), new_topic("mid"), new_topic("out")
+    kafka_broker.produce(source, [orjson.dumps({"id": i, "qty": i % 20}) for i in range(N)])
+    server = launcher.server(tmp_path / "data")
+    assert server.deploy(two_statements(kafka_broker, source, middle, sink)) == ["big", "doubled"]
+    expected = {i: (i % 20) * 2 for i in range(N) if i % 20 > 10}
 
-    out = kafka_broker.read_all(sink)
-    assert len(out) == len(expected)
-    by_id = {orjson.loads(r.value)["id"]: r for r in out}
-    for t in expected:
-        record = by_id[t["id"]]
-        assert orjson.loads(record.value) == {
-            "id": t["id"],
-            "symbol": t["symbol"],
-            "notional": t["price"] * t["qty"],
-        }
-        assert record.key == f"{t['id']}|{t['symbol']}".encode()
-        assert record.headers == [("trace", f"t{t['id']}".encode()), ("src", b"test")]
-    assert _sample(registry, "velo_job_records_in_total") == n
-    assert _sample(registry, "velo_job_records_out_total") == len(expected)
-    assert _sample(registry, "velo_job_records_failed_total") == 0
-    assert kafka_broker.committed(f"g-{source}", source) == {
-        p: sum(1 for r in kafka_broker.read_all(source) if r.partition == p) for p in (0, 1)
-    }
+    def arrived() -> list[dict[str, int]] | None:
+        rows = [orjson.loads(r.value) for r in kafka_broker.read_all(sink)]
+        return rows if len(rows) >= len(expected) else None
 
-
-def test_string_values_with_key_and_headers_passed_through(
-    kafka_broker: KafkaBroker, new_topic: Callable[..., str], make_manager: ManagerFactory
-) -> None:
-    source, sink = new_topic("in"), new_topic("out")
-    words = ["apple", "avocado", "banana", "apricot", "cherry", "élan", "almond"] * 20
-    kafka_broker.produce(
-        source,
-        [w.encode() for w in words],
-        keys=[f"k{i}".encode() for i in range(len(words))],
-        headers=[[("n", str(i).encode())] for i in range(len(words))],
-    )
-    sql = _sql(
-        kafka_broker,
-        "SELECT UPPER(value) AS value, _key, _headers FROM src WHERE value LIKE 'a%'",
-        source,
-        sink,
-        "string",
-    )
-    job = RunningJob(build_processor(sql, make_manager()))
-    job.wait_records_in(len(words))
-    job.stop()
-
-    out = kafka_broker.read_all(sink)
-    expected = [(i, w) for i, w in enumerate(words) if w.startswith("a")]
-    assert [(r.key, r.value, r.headers) for r in out] == [
-        (f"k{i}".encode(), w.upper().encode(), [("n", str(i).encode())]) for i, w in expected
-    ]
-
-
-def test_bytes_values_round_trip_unchanged(
-    kafka_broker: KafkaBroker, new_topic: Callable[..., str], make_manager: ManagerFactory
-) -> None:
-    source, sink = new_topic("in"), new_topic("out")
-    blobs = [bytes([i % 256, 0xFF, 0x00, 0xFE]) * (1 + i % 3) for i in range(300)]
-    kafka_broker.produce(
-        source,
-        blobs,
-        keys=[bytes([i % 256, 0x80]) if i % 2 else None for i in range(300)],
-        headers=[[("bin", bytes([0xC3, i % 256]))] for i in range(300)],
-    )
-    sql = _sql(
-        kafka_broker,
-        "SELECT value, _key, _headers FROM src WHERE octet_length(value) > 4",
-        source,
-        sink,
-        "bytes",
-        ",\n    'src.key.format' = 'bytes'",
-    )
-    job = RunningJob(build_processor(sql, make_manager()))
-    job.wait_records_in(len(blobs))
-    job.stop()
-
-    out = kafka_broker.read_all(sink)
-    expected = [i for i, b in enumerate(blobs) if len(b) > 4]
-    assert [r.value for r in out] == [blobs[i] for i in expected]
-    assert [r.key for r in out] == [bytes([i % 256, 0x80]) if i % 2 else None for i in expected]
-    assert [r.headers for r in out] == [[("bin", bytes([0xC3, i % 256]))] for i in expected]
+    rows = wait_for("every row at the reader's topic", arrived, timeout=120)
+    assert Counter(r["id"] for r in rows) == Counter(expected.keys())  # each once
+    assert {r["id"]: r["twice"] for r in rows} == expected
+    doc = server.job("doubled")
+    assert doc["state"] == "running"  # a topic never ends
+    assert doc["records_in"] == len(expected)
+    assert server.terminate() == 0, server.log()

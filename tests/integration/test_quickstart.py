@@ -38,6 +38,7 @@ LESSONS = {
     "09_join.sql": "09_trades_with_instruments.csv",
     "10_session.sql": "10_symbol_sessions.csv",
     "11_tables.sql": "11_tech_trades.csv",
+    "12_pipeline.sql": "12_big_by_symbol.csv",
 }
 # Runs a command and writes its peak RSS (bytes) to argv[1]. A small process of its own
 # forks the command, so the count is not inflated by a large parent's pages.
@@ -73,7 +74,7 @@ def generator() -> ModuleType:
     return module
 
 
-# -- lessons 01-07, 09, 11 ----------------------------------------------------------------------
+# -- lessons 01-07, 09-12 ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("lesson", sorted(LESSONS))

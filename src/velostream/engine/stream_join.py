@@ -3,21 +3,22 @@
 A multi-source job's batches come from either side (`SourceBatch.source`). Each side's
 rows are kept in a DuckDB table of their own (`__ssj_left`, `__ssj_right`: the user's
 columns, the event time in epoch milliseconds `__et`, an arrival number `__seq`, and
-for the left side `__matched`). A batch from one side is joined, in one DuckDB query,
-to the rows kept of the other (its ON condition, and event times at most `timeout`
-apart), the query's projection and WHERE give the output, and the batch is kept.
-A row whose own values fail in the projection (a CAST of its column) is found first,
-against the other side's columns NULL, and is a bad record of its source; only before
-the other side's first row is there nothing to check it against, and a pair that fails
-later is then blamed on the arriving row.
+for a side whose unmatched rows are emitted — the left of a LEFT JOIN, the right of a
+RIGHT JOIN, both of a FULL JOIN — `__matched`). A batch from one side is joined, in
+one DuckDB query, to the rows kept of the other (its ON condition, and event times at
+most `timeout` apart), the query's projection and WHERE give the output, and the batch
+is kept. A row whose own values fail in the projection (a CAST of its column) is found
+first, against the other side's columns NULL, and is a bad record of its source; only
+before the other side's first row is there nothing to check it against, and a pair
+that fails later is then blamed on the arriving row.
 
 The watermark is the smaller of the two sides' largest event times, less
 `watermark.max_out_of_orderness`. A row older than the watermark is late (counted,
 dropped or dead-lettered): a row it could have matched may be gone. A kept row older
 than watermark − timeout can match no row still to come (those are at or after the
-watermark), so it is dropped; under LEFT JOIN a left row that never matched is then
-emitted with the right side's columns NULL, as are all unmatched left rows when every
-source has ended (`finish`). Under these rules the output is, as a multiset, the
+watermark), so it is dropped; a row of an outer side that never matched is then
+emitted with the other side's columns NULL, as are all such rows when every source has
+ended (`finish`). Under these rules the output is, as a multiset, the
 one-shot join of every row that was not late.
 """
 
@@ -90,7 +91,7 @@ class StreamJoinExecutor(Executor):
         j = self.join
         return {
             "kind": self.state_kind,
-            "join": [j.left, j.right, "LEFT" if j.outer else "INNER"],
+            "join": [j.left, j.right, j.kind],
             "on": j.on_sql,
             "join_timeout_ms": j.timeout_ms,
             "event_time": j.time_column,
@@ -127,18 +128,21 @@ class StreamJoinExecutor(Executor):
             f"LEFT JOIN (FROM {_BUFFERS[other]} LIMIT 0) AS {self.aliases[other]} ON FALSE"
         )
 
-    def _unmatched_sql(self, condition: str) -> str:
-        """The kept left rows meeting `condition` that never matched, right side NULL."""
-        if self.kept["right"]:
-            right = f"(FROM {_BUFFERS['right']} LIMIT 0)"
+    def _unmatched_sql(self, side: str, condition: str) -> str:
+        """The kept rows of `side` meeting `condition` that never matched, the other
+        side's columns NULL."""
+        other = "right" if side == "left" else "left"
+        if self.kept[other]:
+            nulls = f"(FROM {_BUFFERS[other]} LIMIT 0)"
         else:
-            names = self.join.right_columns or ("__none",)
-            right = "(SELECT " + ", ".join(f"NULL AS {_quote(n)}" for n in names) + ")"
-        left = f"(FROM {_BUFFERS['left']} WHERE NOT {_MATCHED} AND {condition})"
+            named = self.join.right_columns if other == "right" else self.join.left_columns
+            names = named or ("__none",)
+            nulls = "(SELECT " + ", ".join(f"NULL AS {_quote(n)}" for n in names) + ")"
+        rows = f"(FROM {_BUFFERS[side]} WHERE NOT {_MATCHED} AND {condition})"
         return (
-            f"SELECT {self.plan.select_list(())} FROM {left} AS {self.aliases['left']} "
-            f"LEFT JOIN {right} AS {self.aliases['right']} ON FALSE{self._where()} "
-            f"ORDER BY {self.aliases['left']}.{_SEQ}"
+            f"SELECT {self.plan.select_list(())} FROM {rows} AS {self.aliases[side]} "
+            f"LEFT JOIN {nulls} AS {self.aliases[other]} ON FALSE{self._where()} "
+            f"ORDER BY {self.aliases[side]}.{_SEQ}"
         )
 
     def _run(self, query: str) -> pa.Table:
@@ -243,28 +247,29 @@ class StreamJoinExecutor(Executor):
         return table, column.to_numpy(zero_copy_only=False).astype(np.int64), bad
 
     def _keep(self, side: str, rows: pa.Table) -> None:
-        """Add `rows` (with `__et`, `__seq`) to `side`'s kept rows; left rows get
-        `__matched` (whether a kept right row matches them already)."""
+        """Add `rows` (with `__et`, `__seq`) to `side`'s kept rows. An outer side's rows
+        get `__matched` (whether a kept row of the other side matches them already);
+        the other side's kept rows that these match are marked matched, if outer."""
+        other = "right" if side == "left" else "left"
         buffer = _BUFFERS[side]
         rows = rows.drop_columns([ROW])
         self.con.register(BATCH, rows)
         try:
-            if side == "left":
+            query = f"FROM {BATCH}"
+            if self.join.outer(side):
                 matched = "FALSE"
-                if self.join.outer and self.kept["right"]:
+                if self.kept[other]:
                     matched = (
-                        f"EXISTS (SELECT 1 FROM {_BUFFERS['right']} AS {self.aliases['right']} "
+                        f"EXISTS (SELECT 1 FROM {_BUFFERS[other]} AS {self.aliases[other]} "
                         f"WHERE {self._within()})"
                     )
-                query = f"SELECT *, {matched} AS {_MATCHED} FROM {BATCH} AS {self.aliases['left']}"
-            else:
-                query = f"FROM {BATCH}"
-                if self.join.outer and self.kept["left"]:
-                    self._execute(
-                        f"UPDATE {_BUFFERS['left']} AS {self.aliases['left']} SET {_MATCHED} = "
-                        f"TRUE WHERE NOT {_MATCHED} AND EXISTS (SELECT 1 FROM {BATCH} AS "
-                        f"{self.aliases['right']} WHERE {self._within()})"
-                    )
+                query = f"SELECT *, {matched} AS {_MATCHED} FROM {BATCH} AS {self.aliases[side]}"
+            if self.join.outer(other) and self.kept[other]:
+                self._execute(
+                    f"UPDATE {_BUFFERS[other]} AS {self.aliases[other]} SET {_MATCHED} = "
+                    f"TRUE WHERE NOT {_MATCHED} AND EXISTS (SELECT 1 FROM {BATCH} AS "
+                    f"{self.aliases[side]} WHERE {self._within()})"
+                )
             self._add(buffer, query, self.kept[side])
         finally:
             self.con.unregister(BATCH)
@@ -283,30 +288,35 @@ class StreamJoinExecutor(Executor):
             )
 
     def _evict(self) -> pa.Table:
-        """Forget kept rows older than watermark − timeout; under LEFT JOIN emit the left
-        rows among them that never matched."""
+        """Forget kept rows older than watermark − timeout; emit those of an outer side
+        that never matched."""
         watermark = self.watermark
         if watermark is None:
             return pa.table({})
-        cut = f"{EVENT_TIME} < {watermark - self.join.timeout_ms}"
-        out = pa.table({})
-        if self.kept["left"]:
-            if self.join.outer:
-                out = self._run(self._unmatched_sql(cut))
-            self._execute(f"DELETE FROM {_BUFFERS['left']} WHERE {cut}")
-        if self.kept["right"]:
-            self._execute(f"DELETE FROM {_BUFFERS['right']} WHERE {cut}")
-        return out
+        return self._expire(f"{EVENT_TIME} < {watermark - self.join.timeout_ms}")
+
+    def _expire(self, cut: str) -> pa.Table:
+        """Emit the unmatched rows of outer sides meeting `cut`, then forget every kept
+        row meeting it."""
+        out: list[pa.Table] = []
+        for side, buffer in _BUFFERS.items():
+            if not self.kept[side]:
+                continue
+            if self.join.outer(side):
+                out.append(self._run(self._unmatched_sql(side, cut)))
+            self._execute(f"DELETE FROM {buffer} WHERE {cut}")
+        return _concat(out)
 
     def finish(self) -> pa.Table | None:
-        """Under LEFT JOIN, every left row still kept that never matched (the sources
-        ended: nothing more can match it)."""
-        if not self.join.outer or not self.kept["left"]:
-            return None
-        out = self._run(self._unmatched_sql("TRUE"))
-        self._execute(f"DELETE FROM {_BUFFERS['left']} WHERE NOT {_MATCHED}")
-        out = self._apply_limit(out)
-        return out if out.num_rows else None
+        """The unmatched rows of outer sides still kept (the sources ended: nothing
+        more can match them)."""
+        out: list[pa.Table] = []
+        for side, buffer in _BUFFERS.items():
+            if self.kept[side] and self.join.outer(side):
+                out.append(self._run(self._unmatched_sql(side, "TRUE")))
+                self._execute(f"DELETE FROM {buffer} WHERE NOT {_MATCHED}")
+        table = self._apply_limit(_concat(out))
+        return table if table.num_rows else None
 
     # --- state --------------------------------------------------------------------
 
@@ -329,7 +339,7 @@ class StreamJoinExecutor(Executor):
                 continue
             if not isinstance(table, pa.Table):
                 raise StateIncompatibleError(f"the state's {side} rows are not a table")
-            need = [EVENT_TIME, _SEQ, *([_MATCHED] if side == "left" else [])]
+            need = [EVENT_TIME, _SEQ, *([_MATCHED] if self.join.outer(side) else [])]
             missing = [c for c in need if c not in table.column_names]
             if missing:
                 raise StateIncompatibleError(

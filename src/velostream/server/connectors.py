@@ -5,14 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from velostream.datasource.file.pipe import Pipe
+from velostream.datasource.file.source import FileSource
 from velostream.datasource.multi import MultiSource, sources_of
 from velostream.datasource.registry import create_sink, create_source
 from velostream.datasource.traits import Sink, Source
 from velostream.dlq import FileDeadLetterQueue
-from velostream.sql.model import ConnectorConfig, JobSpec
+from velostream.sql.model import Application, ConnectorConfig, JobSpec
+from velostream.sql.pipeline import PIPE_FROM
 from velostream.sql.plan_union import stream_sources
 
-__all__ = ["file_dlq_path", "job_connectors"]
+__all__ = ["Pipes", "file_dlq_path", "job_connectors"]
 
 
 def _sink_properties(job: JobSpec, sink: ConnectorConfig) -> dict[str, str]:
@@ -56,3 +59,40 @@ def job_connectors(job: JobSpec, data_dir: Path) -> tuple[Source, list[Sink], An
     source = created[0] if len(created) == 1 else MultiSource(created)
     sinks = [create_sink(s.name, s.type, _sink_properties(job, s)) for s in job.sinks]
     return source, sinks, _dead_letter_queue(job, source, sinks, data_dir)
+
+
+class Pipes:
+    """The server's pipes, one per (application, writing statement): a statement that
+    reads an earlier one's file output reads only what that job has committed
+    (`velostream.datasource.file.pipe`). Kept across a job's restart or upgrade, so
+    a reader goes on with the writer's next run."""
+
+    def __init__(self) -> None:
+        self._pipes: dict[tuple[str, str], Pipe] = {}
+
+    def _get(self, app: str, writer: str, path: str) -> Pipe:
+        key = (app, writer.lower())
+        pipe = self._pipes.get(key)
+        if pipe is None or pipe.path != path:
+            pipe = self._pipes[key] = Pipe(writer, path)
+        return pipe
+
+    def wire(self, app: Application, job: JobSpec, source: Source, processor: Any) -> None:
+        """Give `job`'s piped file sources their pipes, and its processor the pipes of
+        the later statements that read its output."""
+        for reader in sources_of(source):
+            writer = reader.properties.get(PIPE_FROM)
+            if writer and isinstance(reader, FileSource):
+                reader.attach_pipe(self._get(app.name, writer, reader.config.path))
+        read = {
+            c.properties.get(PIPE_FROM, "").lower()
+            for other in app.jobs
+            for c in other.sources
+            if c.type == "file_source"
+        }
+        if job.statement_name.lower() not in read:
+            return
+        for sink in job.sinks:
+            if sink.type == "file_sink":
+                pipe = self._get(app.name, job.statement_name, sink.properties.get("path", ""))
+                processor.pipes.attach(sink.name, pipe)

@@ -49,7 +49,7 @@ from velostream.fsutil import PathRoots, client_folder
 from velostream.observability.logging import bind_job, job_logger
 from velostream.observability.manager import ObservabilityManager
 from velostream.server.checkpoint import CheckpointStore
-from velostream.server.connectors import job_connectors
+from velostream.server.connectors import Pipes, job_connectors
 from velostream.server.deployments import Deployment, DeploymentStore, Intent, UsedVariables
 from velostream.server.handle import JobHandle
 from velostream.server.jobs import JobState, StateMachine
@@ -111,6 +111,7 @@ class StreamJobServer:
         self.deployments = DeploymentKeeper(store, observability, DEPLOY_JOB)
         self.processing_slots = max(1, processing_slots or os.cpu_count() or 2)
         self._slots = threading.BoundedSemaphore(self.processing_slots)
+        self._pipes = Pipes()  # a statement reading an earlier one's file output
         self._jobs: dict[str, JobHandle] = {}
         self._lock = threading.RLock()
         self._accepting = True
@@ -280,6 +281,7 @@ class StreamJobServer:
             slots=self._slots,
             limits=self.limits,
         )
+        self._pipes.wire(app, job, source, processor)
         return JobHandle(
             spec=job, app=app, sql=sql, machine=StateMachine(job.name), processor=processor
         )

@@ -15,6 +15,7 @@ from velostream.sql.bind import SchemaLookup, SourceSchema, bind_job
 from velostream.sql.connectors import ConnectorCatalog
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
+from velostream.sql.pipeline import PIPE_FROM
 from velostream.sql.plan import TABLE, TableSide
 from velostream.sql.plan_union import branch_job, check_union_types, union_branches
 from velostream.sql.planner import PlanKind, QueryPlan, plan_job
@@ -58,6 +59,20 @@ def _table_schema(
     return schemas(job, name)
 
 
+def _piped(schemas: SchemaLookup, outputs: Mapping[str, SourceSchema | None]) -> SchemaLookup:
+    """`schemas`, but a source reading an earlier statement's output (a pipeline) has
+    the columns that statement's SELECT gives (None when it did not bind)."""
+
+    def lookup(job: JobSpec, name: str) -> SourceSchema | None:
+        connector = next((c for c in job.sources if c.name == name), None)
+        writer = connector.properties.get(PIPE_FROM) if connector is not None else None
+        if writer is None:
+            return schemas(job, name)
+        return outputs.get(writer.lower())
+
+    return lookup
+
+
 def check_application(
     text: str,
     *,
@@ -95,35 +110,35 @@ def check_application(
         [*app.tables, *app.jobs], key=lambda j: (j.position.line, j.position.column)
     )
     outputs: dict[str, SourceSchema | None] = {}
+    lookup = None if schemas is None else _piped(schemas, outputs)
     for index, job in enumerate(statements, start=1):
         try:
             plan = plan_job(job)
-            if schemas is None:
+            if lookup is None:
                 continue
             if plan.kind == PlanKind.UNION:
-                _bind_union(job, plan, schemas)
+                _bind_union(job, plan, lookup)
                 continue
             if plan.kind == PlanKind.STREAM_JOIN:
-                _bind_stream_join(job, plan, schemas)
+                _bind_stream_join(job, plan, lookup)
                 continue
             tables = {
-                side.name: _table_schema(job, side.name, schemas, outputs) for side in plan.tables
+                side.name: _table_schema(job, side.name, lookup, outputs) for side in plan.tables
             }
-            output = bind_job(job, plan, schemas(job, plan.source), tables)
-            if job.is_table:
-                outputs[job.statement_name.lower()] = (
-                    None
-                    if output is None
-                    else SourceSchema(
-                        source=job.statement_name,
-                        columns=output,
-                        origin=f"as in-app table {job.statement_name}'s SELECT gives them",
-                        typed=not any(f.type == pa.null() for f in output),
-                    )
+            output = bind_job(job, plan, lookup(job, plan.source), tables)
+            what = "in-app table" if job.is_table else "statement"
+            outputs[job.statement_name.lower()] = (
+                None
+                if output is None
+                else SourceSchema(
+                    source=job.statement_name,
+                    columns=output,
+                    origin=f"as {what} {job.statement_name}'s SELECT gives them",
+                    typed=not any(f.type == pa.null() for f in output),
                 )
+            )
         except PlanError as exc:
-            if job.is_table:
-                outputs[job.statement_name.lower()] = None
+            outputs[job.statement_name.lower()] = None
             at = _locate(job, exc.offset)
             problems.append(f"statement {index} ({job.name}) at {at}: {exc}")
     if problems:

@@ -41,6 +41,8 @@ from velostream.sql.model import (
     Position,
     StatementKind,
 )
+from velostream.sql.pipeline import pipeline_source
+from velostream.sql.plan_union import stream_sources
 from velostream.sql.properties import (
     Report,
     build_job_settings,
@@ -107,7 +109,7 @@ class _ApplicationParser:
         # The in-app tables (sinkless CREATE TABLEs) so far, by lower-case name.
         self.tables: dict[str, JobSpec] = {}
         # The statements with a sink so far (their outputs), by lower-case name.
-        self.outputs: dict[str, str] = {}
+        self.outputs: dict[str, JobSpec] = {}
         self.warnings: list[tuple[Position, str]] = []
         self.line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
         skip = scan_text(text).comments
@@ -161,7 +163,7 @@ class _ApplicationParser:
                 self.tables[job.statement_name.lower()] = job
             elif job is not None:
                 jobs.append((statement, job))
-                self.outputs[job.statement_name.lower()] = job.statement_name
+                self.outputs[job.statement_name.lower()] = job
         self._check_across_jobs(jobs)
         if self.tables and not jobs and not self.problems:
             self.file_problem(
@@ -278,8 +280,19 @@ class _ApplicationParser:
             if table is not None and not _configures(with_keys, name):
                 tables.append(table)
                 continue
-            if name.lower() in self.outputs and not _configures(with_keys, name):
-                report(self.position(parts.source_offsets[name]), _pipeline(name))
+            writer = self.outputs.get(name.lower())
+            if writer is not None and not _configures(with_keys, name):
+                derived = pipeline_source(
+                    name,
+                    writer,
+                    app=app_name,
+                    job=job_name,
+                    unbounded=any(_unbounded(s) for s in stream_sources(writer)),
+                )
+                if isinstance(derived, str):
+                    report(self.position(parts.source_offsets[name]), derived)
+                else:
+                    sources.append(derived)
                 continue
             scoped[name].default_at = self.position(parts.source_offsets[name])
             config = build_connector(
@@ -411,12 +424,3 @@ def _in_order(messages: list[tuple[Position, str]]) -> list[str]:
     """Messages by position, each on one line (a quoted key may hold a line break)."""
     ordered = sorted(messages, key=lambda item: (item[0].line, item[0].column))
     return [message.replace("\n", "\\n") for _, message in ordered]
-
-
-def _pipeline(name: str) -> str:
-    """Why a statement cannot read an earlier statement's output by its name, yet."""
-    return (
-        f"{name} is an earlier statement's output: reading it in-process (a pipeline) is not "
-        f"supported yet; read what it writes instead: declare '{name}.type' = 'kafka_source' on "
-        "the topic of its kafka_sink (or a file_source on its file, with 'watch' = 'true')"
-    )

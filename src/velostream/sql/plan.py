@@ -182,8 +182,8 @@ class StreamJoin:
 
     `on_sql` reads the sides by their aliases (`left_alias`, `right_alias`); the event
     time of both is the column `time_column` (`event.time.field`, else `_timestamp`).
-    `right_columns` are the right side's columns the query names, NULL-filled when a
-    LEFT JOIN emits a row before any right row came.
+    `right_columns` (`left_columns`) are the right (left) side's columns the query
+    names, NULL-filled when an outer join emits a row before any row of that side came.
     """
 
     left: str
@@ -193,8 +193,13 @@ class StreamJoin:
     on_sql: str
     timeout_ms: int
     time_column: str
-    outer: bool = False
+    kind: str = "INNER"  # INNER, LEFT, RIGHT or FULL
     right_columns: tuple[str, ...] = ()
+    left_columns: tuple[str, ...] = ()
+
+    def outer(self, side: str) -> bool:
+        """Whether `side`'s ("left" or "right") unmatched rows are emitted, other side NULL."""
+        return self.kind in ("FULL", "LEFT" if side == "left" else "RIGHT")
 
 
 @dataclass(slots=True)

@@ -119,13 +119,12 @@ def plan_stream_join(tree: exp.Select, job: JobSpec, stream: str) -> StreamJoin 
             f"a stream–stream join's event time must be a column both sides have, not "
             f"{time_column!r} ('event.time.field')"
         )
-    right_columns = sorted(
-        {
-            c.name
-            for c in tree.find_all(exp.Column)
-            if c.table and c.table.lower() == right_alias.lower()
-        }
-    )
+
+    def named(alias: str) -> tuple[str, ...]:
+        found = {c.name for c in tree.find_all(exp.Column) if c.table.lower() == alias.lower()}
+        return tuple(sorted(found))
+
+    right_columns, left_columns = named(right_alias), named(left_alias)
     tree.set("joins", None)
     return StreamJoin(
         left=stream,
@@ -135,8 +134,9 @@ def plan_stream_join(tree: exp.Select, job: JobSpec, stream: str) -> StreamJoin 
         on_sql=to_sql(on),
         timeout_ms=parse_duration_ms(timeout),
         time_column=time_column,
-        outer=(join.args.get("side") or "").upper() == "LEFT",
-        right_columns=tuple(right_columns),
+        kind=(join.args.get("side") or "INNER").upper(),
+        right_columns=right_columns,
+        left_columns=left_columns,
     )
 
 
@@ -144,16 +144,11 @@ def _check_kind(join: exp.Join) -> None:
     side = (join.args.get("side") or "").upper()
     kind = (join.args.get("kind") or "").upper()
     method = (join.args.get("method") or "").upper()
-    if side in ("RIGHT", "FULL"):
-        raise PlanError(
-            f"{side} OUTER JOIN of two streams is not supported: write the side whose rows "
-            "are all kept first in FROM and use LEFT JOIN (or INNER JOIN)",
-            start_of(join),
-        )
-    if method or kind not in ("", "INNER", "OUTER") or (kind == "OUTER" and side != "LEFT"):
+    if method or kind not in ("", "INNER", "OUTER") or (kind == "OUTER" and not side):
         what = " ".join(w for w in (method, side, kind) if w)
         raise PlanError(
-            f"{what} JOIN is not supported: use [INNER | LEFT [OUTER]] JOIN b ON condition",
+            f"{what} JOIN is not supported: use [INNER | LEFT | RIGHT | FULL [OUTER]] JOIN b "
+            "ON condition",
             start_of(join),
         )
 
@@ -180,7 +175,7 @@ def stream_join_from_sql(join: StreamJoin) -> str:
     left, right = quote(join.left_alias), quote(join.right_alias)
     time = quote(join.time_column)
     return (
-        f"{BATCH} AS {left} {'LEFT JOIN' if join.outer else 'JOIN'} "
+        f"{BATCH} AS {left} {'JOIN' if join.kind == 'INNER' else join.kind + ' JOIN'} "
         f"{TABLE.format(join.right.lower())} AS {right} ON ({join.on_sql}) "
         f"AND {left}.{time} IS NOT NULL AND {right}.{time} IS NOT NULL"
     )

@@ -56,7 +56,7 @@ def test_an_invalid_delimiter_is_refused_by_validation_and_by_the_connectors(
 def test_the_connectors_keep_no_tables_of_their_own() -> None:
     for module in (source, sink):
         assert not hasattr(module, "_DELIMITER_NAMES")
-    assert {"type", *options.SOURCE_KEYS} == source._KEYS
+    assert {"type", "pipeline.from", *options.SOURCE_KEYS} == source._KEYS  # sql/pipeline.py
     assert {"type", *options.SINK_KEYS} == sink._KEYS
     assert set(source._FORMATS.values()) == set(options.SOURCE_FORMATS)
     assert set(sink._FORMATS.values()) == set(options.SINK_FORMATS)

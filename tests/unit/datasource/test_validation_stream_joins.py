@@ -71,9 +71,9 @@ def test_a_stream_join_validates_and_streams_both_sides(files: Path) -> None:
         ),
         (f"SELECT o.id {JOIN}", "'join.timeout' = '0s',", "join.timeout must be above zero"),
         (
-            "SELECT o.id FROM orders o RIGHT JOIN payments p ON o.customer = p.customer",
+            "SELECT o.id FROM orders o SEMI JOIN payments p ON o.customer = p.customer",
             "'join.timeout' = '5s',",
-            "RIGHT OUTER JOIN of two streams is not supported: write the side whose rows",
+            "SEMI JOIN is not supported: use [INNER | LEFT | RIGHT | FULL [OUTER]] JOIN",
         ),
     ],
 )

@@ -339,19 +339,60 @@ def test_data_paths_are_not_checked_at_parse_time(
     parse(statement(props="'src.path' = 'missing.csv'"))
 
 
-def test_reading_an_earlier_statements_output_says_pipelines_are_not_supported_yet(
+def test_an_earlier_statements_file_output_is_read_through_a_pipe(parse: Parse) -> None:
+    app = parse(
+        """
+        CREATE STREAM big AS SELECT id FROM trades EMIT CHANGES
+        WITH ('trades.type' = 'file_source', 'trades.path' = 'in.csv',
+              'big.type' = 'file_sink', 'big.path' = 'big.jsonl', 'big.format' = 'jsonl');
+        CREATE STREAM bigger AS SELECT id FROM big WHERE id > 10 EMIT CHANGES
+        WITH ('bigger.type' = 'stdout_sink');
+        """
+    )
+    source = app.jobs[1].sources[0]
+    assert source == ConnectorConfig(
+        "big",
+        "file_source",
+        {"path": "big.jsonl", "format": "jsonl", "watch": "false", "pipeline.from": "big"},
+    )
+
+
+def test_an_earlier_statements_topic_is_read_with_its_own_group(parse: Parse) -> None:
+    app = parse(
+        """
+        -- @app: shop
+        CREATE STREAM big AS SELECT id FROM trades EMIT CHANGES
+        WITH ('trades.type' = 'kafka_source', 'trades.bootstrap.servers' = 'k:9092',
+              'big.type' = 'kafka_sink', 'big.bootstrap.servers' = 'k:9092',
+              'big.topic' = 'big-trades', 'big.acks' = 'all');
+        CREATE STREAM bigger AS SELECT id FROM big WHERE id > 10 EMIT CHANGES
+        WITH ('bigger.type' = 'stdout_sink');
+        """
+    )
+    source = app.jobs[1].sources[0]
+    assert source.type == "kafka_source"
+    assert source.properties == {
+        "bootstrap.servers": "k:9092",
+        "topic": "big-trades",
+        "value.format": "json",
+        "group.id": "velo-shop-bigger",
+        "auto.offset.reset": "earliest",
+        "pipeline.from": "big",
+    }  # the writer's producer settings (acks) are not the reader's
+
+
+def test_an_earlier_statement_whose_sink_cannot_be_read_back_is_refused(
     problems: Problems,
 ) -> None:
     found = problems(
         """
         CREATE STREAM big AS SELECT id FROM trades EMIT CHANGES
         WITH ('trades.type' = 'file_source', 'trades.path' = 'in.csv',
-              'big.type' = 'file_sink', 'big.path' = 'big.csv');
+              'big.type' = 'stdout_sink');
         CREATE STREAM bigger AS SELECT id FROM big WHERE id > 10 EMIT CHANGES
         WITH ('bigger.type' = 'stdout_sink');
         """
     )
     assert len(found) == 1
-    assert "at 5:40: big is an earlier statement's output" in found[0]
-    assert "(a pipeline) is not supported yet" in found[0]
-    assert "'big.type' = 'kafka_source'" in found[0]
+    assert "at 5:40: big is statement big's output, written to a stdout_sink" in found[0]
+    assert "give that statement a file_sink or a kafka_sink" in found[0]

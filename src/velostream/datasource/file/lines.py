@@ -94,6 +94,7 @@ class LineReader:
         self._skipping: tuple[int, bytes] | None = None  # long line being passed: size, prefix
         self._avg = avg  # mean line length, to size reads
         self._cap = min(_MAX_READ, max(4 << 20, 4 * limit))
+        self.end: int | None = None  # read nothing at or past this offset (a pipe's commit)
         try:
             self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
             self._file.seek(offset)
@@ -214,6 +215,10 @@ class LineReader:
     def _read(self, buf: bytearray, want: int) -> tuple[bytearray, int]:
         """Append up to `want` bytes; straight into a new buffer when little is pending."""
         start = len(buf)
+        if self.end is not None:
+            want = min(want, self.end - self._file.tell())
+            if want <= 0:
+                return buf, 0
         try:
             if start * 4 <= want:  # no copy of the data read, only of the few bytes pending
                 grown = bytearray(start + want)
@@ -241,7 +246,11 @@ class LineReader:
         rest: bytes | bytearray = b""
         while True:
             try:
-                got = self._file.readinto(chunk) or 0
+                if self.end is not None:
+                    room = max(0, self.end - self._file.tell())
+                    got = self._file.readinto(memoryview(chunk)[:room]) or 0 if room else 0
+                else:
+                    got = self._file.readinto(chunk) or 0
             except OSError as exc:
                 raise source_error(self.path, exc) from exc
             if not got:

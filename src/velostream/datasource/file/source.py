@@ -17,6 +17,10 @@ that read-ahead, so positions mean the same as without it.
 With `watch`, the source is unbounded: the last file is followed for new lines (a line
 is read once its newline is written) and files matching the glob that sort after it
 are picked up. A file that shrinks is read again from its start.
+
+With a pipe (`attach_pipe`: the file is an earlier statement's output, see `pipe`),
+the source reads only what the writing job has committed, decodes with the schema it
+writes, and ends when that job has ended and every committed line is read.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from velostream.datasource.file.options import (
     parse_delimiter,
     parse_record_limit,
 )
+from velostream.datasource.file.pipe import Pipe
 from velostream.datasource.registry import bool_property, choice_property, duration_property
 from velostream.datasource.traits import (
     BadRecord,
@@ -61,6 +66,7 @@ from velostream.errors import (
     SourceError,
     Stage,
 )
+from velostream.sql.pipeline import PIPE_FROM
 
 __all__ = ["INFER_BYTES", "FilePosition", "FileSource", "FileSourceConfig"]
 
@@ -69,7 +75,7 @@ log = logging.getLogger(__name__)
 INFER_BYTES = 1 << 20
 _FORMATS = {f: f for f in SOURCE_FORMATS} | JSONL_ALIASES
 _JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
-_KEYS = SOURCE_KEYS | {"type"}
+_KEYS = SOURCE_KEYS | {"type", PIPE_FROM}
 
 
 class FilePosition(NamedTuple):
@@ -193,6 +199,13 @@ class FileSource(Source):
         self._ahead_size = 0
         self._ahead_from = FilePosition(0, 0, 0)
         self._worker: ThreadPoolExecutor | None = None
+        self.pipe: Pipe | None = None
+        self._resume = FilePosition(0, 0, 0)  # piped: where the cursor opens, once it can
+
+    def attach_pipe(self, pipe: Pipe) -> None:
+        """Read only what `pipe`'s writer has committed; see the module docstring."""
+        self.pipe = pipe
+        self.bounded = False  # read as it grows: no read-ahead
 
     @property
     def schema(self) -> pa.Schema | None:
@@ -207,6 +220,9 @@ class FileSource(Source):
         return list(self._files or [])
 
     def open(self) -> None:
+        if self.pipe is not None:  # its writer creates the file, maybe after this opens
+            self._files = [self.config.path]
+            return
         self._files = self._glob()
         if not self._files:
             raise SourceError(
@@ -241,6 +257,9 @@ class FileSource(Source):
             )
         self.close()
         self._index = pos.file_index
+        if self.pipe is not None:  # the cursor opens when the writer has published
+            self._resume = pos
+            return
         if pos.file_index < len(files):
             skip_header = pos.offset == 0 and self.config.has_headers
             self._cursor = self._reader(files[pos.file_index], pos.offset, pos.line, skip_header)
@@ -265,6 +284,8 @@ class FileSource(Source):
     def read_batch(self, max_records: int) -> SourceBatch | None:
         if self._files is None:
             self.open()
+        if self.pipe is not None:
+            return self._read_pipe(self.pipe, max(1, max_records))
         if self.bounded:
             return self._read_ahead(max(1, max_records))
         batch = self._read(max(1, max_records))
@@ -274,6 +295,29 @@ class FileSource(Source):
         batch = self._read(max(1, max_records))
         if batch is not None:
             return batch
+        schema = self.schema or pa.schema([])
+        return SourceBatch(schema.empty_table(), _NoRefs(), [], self._position())
+
+    def _read_pipe(self, pipe: Pipe, max_records: int) -> SourceBatch | None:
+        """The next committed lines of the writer's file; None once it has ended and
+        all are read; an empty batch (after waiting up to `polling_interval` for the
+        writer) when there are none yet."""
+        state = pipe.state
+        if state.failure is not None:
+            raise SourceError(
+                f"file_source '{self.name}': statement {pipe.writer}, whose output it reads, "
+                f"failed: {state.failure}",
+                source=self.name,
+            )
+        if state.committed is not None:
+            if self._decoder is None and state.schema is not None:
+                self._decoder = _decoder_for(state.schema, self.config)
+            batch = self._read(max_records, end=state.committed)
+            if batch is not None:
+                return batch
+            if state.ended and self._position().offset >= state.committed:
+                return None
+        pipe.wait(state, self.config.polling_interval)
         schema = self.schema or pa.schema([])
         return SourceBatch(schema.empty_table(), _NoRefs(), [], self._position())
 
@@ -317,10 +361,11 @@ class FileSource(Source):
 
     def _position(self) -> FilePosition:
         if self._cursor is None:
-            return FilePosition(self._index, 0, 0)
+            return self._resume if self.pipe is not None else FilePosition(self._index, 0, 0)
         return FilePosition(self._index, self._cursor.offset, self._cursor.line)
 
-    def _read(self, max_records: int) -> SourceBatch | None:
+    def _read(self, max_records: int, end: int | None = None) -> SourceBatch | None:
+        """The next batch; `end` (piped): read nothing at or past that offset."""
         if self.config.watch:
             self._refresh()
         files = self._files or []
@@ -328,7 +373,9 @@ class FileSource(Source):
             if self._decoder is None and not self._infer():
                 return None
             cursor = self._cursor_at(self._index)
-            final = not self.config.watch or self._index < len(files) - 1
+            cursor.end = end
+            growing = self.config.watch or self.pipe is not None
+            final = not growing or self._index < len(files) - 1
             got = cursor.read_block(max_records, final)
             if cursor.header is not None:
                 self._check_header(cursor)
@@ -344,7 +391,9 @@ class FileSource(Source):
     def _cursor_at(self, index: int) -> LineReader:
         if self._cursor is None:
             files = self._files or []
-            self._cursor = self._reader(files[index], 0, 0, self.config.has_headers)
+            at = self._resume if self.pipe is not None else FilePosition(index, 0, 0)
+            skip_header = at.offset == 0 and self.config.has_headers
+            self._cursor = self._reader(files[index], at.offset, at.line, skip_header)
         return self._cursor
 
     def _reader(self, path: str, offset: int, line: int, skip_header: bool) -> LineReader:
@@ -471,3 +520,14 @@ def _header_names(header: bytes, delimiter: str) -> list[str]:
     text = header.decode("utf-8", errors="replace")
     row = next(csv.reader([text], delimiter=delimiter), [])
     return [name.strip() or f"column{i}" for i, name in enumerate(row)]
+
+
+def _decoder_for(schema: pa.Schema, config: FileSourceConfig) -> Decoder:
+    """A decoder of rows written with `schema` (a pipe's writer's)."""
+    decoder: Decoder
+    if config.format == "jsonl":
+        decoder = JsonDecoder(schema)
+    else:
+        decoder = CsvDecoder(schema, config.delimiter)
+    decoder.max_record_bytes = config.max_record_bytes
+    return decoder

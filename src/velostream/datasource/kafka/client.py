@@ -38,6 +38,7 @@ from velostream.errors import (
     Stage,
     VelostreamError,
 )
+from velostream.sql.pipeline import PIPE_FROM
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -77,6 +78,7 @@ _OWN_KEYS = frozenset(
         "key.columns",
         "brokers",
         "config_file",
+        PIPE_FROM,
     }
 )
 

@@ -51,6 +51,7 @@ from velostream.server.processors.limits import (
     interrupted,
     memory_error,
 )
+from velostream.server.processors.pipes import PipeWriter
 from velostream.server.processors.replay import replay_letters
 from velostream.server.processors.table_loader import TableLoader
 from velostream.sql.bind_errors import query_error
@@ -99,6 +100,7 @@ class JobProcessor:
             plan_job(job), job, sandboxed_connection(memory_limit=self.limits.memory_bytes)
         )
         self.tables = TableLoader(self, self.limits.memory_bytes)
+        self.pipes = PipeWriter()  # to later statements reading this job's output
         self._watchdog = Watchdog.shared()
         self._watch: BatchWatch | None = None  # the batch in flight, while in the query
         self.batch_size = batch_size or job.batch_size or DEFAULT_BATCH_SIZE
@@ -213,6 +215,7 @@ class JobProcessor:
             with self._batch_lock:  # a replay waits until the job has resumed
                 self.committer.recover()  # first: a sink that opens by truncating must resume
                 self._open()
+                self.pipes.publish(self.committer)
                 self.tables.load(initial=True)
                 self._ready = True
             while not self._stop.is_set() and not self.executor.limit_reached:
@@ -234,6 +237,11 @@ class JobProcessor:
                     written = self._write(self.executor.finish())
                     self.committer.commit(None)
                     self._count_out(written)
+                    self.pipes.publish(self.committer)
+                    self.pipes.end()
+        except BaseException as exc:
+            self.pipes.fail(f"{type(exc).__name__}: {exc}")
+            raise
         finally:
             self.ended_at = time.time()
             self._close()
@@ -385,6 +393,7 @@ class JobProcessor:
             written = self._pending_out = self._write(output.table)
         with bind_stage(Stage.COMMIT):
             self.committer.commit(batch)
+        self.pipes.publish(self.committer)
         self._pending_out = 0
         self._count_out(written)
         self.counters.observe_batch(time.perf_counter() - started)
@@ -536,6 +545,7 @@ class JobProcessor:
             try:
                 with bind_stage(Stage.SINK):
                     sink.write(table)
+                    self.pipes.wrote(table)
             except Exception as exc:
                 self.errors.record(Stage.SINK, f"writing {sink.name}: {exc}", exc=exc)
                 raise
