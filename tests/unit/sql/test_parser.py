@@ -353,7 +353,12 @@ def test_an_earlier_statements_file_output_is_read_through_a_pipe(parse: Parse) 
     assert source == ConnectorConfig(
         "big",
         "file_source",
-        {"path": "big.jsonl", "format": "jsonl", "watch": "false", "pipeline.from": "big"},
+        {
+            "path": str(Path.cwd() / "big.jsonl"),  # the writer's path, resolved as it is
+            "format": "jsonl",
+            "watch": "false",
+            "pipeline.from": "big",
+        },
     )
 
 
