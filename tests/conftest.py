@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 _LOGGERS = ("velostream", ERROR_LOGGER, "velostream.observability")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Escape lone surrogates in a report's captured output: tests feed undecodable
+    bytes on purpose, and a report must stay serializable (pytest-xdist sends it)."""
+    report.sections = [
+        (title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+        for title, text in report.sections
+    ]
+
+
 @pytest.fixture
 def registry() -> CollectorRegistry:
     return CollectorRegistry()

@@ -63,9 +63,9 @@ def test_limits_benchmark_runs_on_a_small_input() -> None:
 CLI = BENCH.parent / "bench_cli.py"
 
 
-def test_cli_benchmark_runs_every_command_once() -> None:
+def test_cli_benchmark_runs_every_command_and_run_once() -> None:
     result = subprocess.run(
-        [sys.executable, str(CLI), "--rounds", "1"],
+        [sys.executable, str(CLI), "--rounds", "1", "--rows", "2000", "--brc-rows", "2000"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -73,5 +73,12 @@ def test_cli_benchmark_runs_every_command_once() -> None:
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    for line in ("velo-sql --help", "velo-sql validate 02_filter.sql", "velo-cli --help"):
+    for line in (
+        "velo-sql --help",
+        "velo-sql validate 02_filter.sql",
+        "velo-cli --help",
+        "filter + projection CSV -> CSV (2,000 rows)",
+        "1BRC GROUP BY, EMIT FINAL (2,000 rows)",
+        "tumbling window 1m, EMIT FINAL (2,000 rows)",
+    ):
         assert line in result.stdout, output

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("fastapi", "uvicorn", "starlette", "pyarrow", "duckdb", "sqlglot", "prometheus_client")
 _PROBE = """
@@ -48,3 +49,18 @@ def test_velo_cli_help_imports_no_http_client() -> None:
     loaded = _loaded("velo_cli", CLI_COMMANDS)
     assert "velostream" in loaded
     assert loaded.isdisjoint({*HEAVY, "httpx"}), sorted(loaded & {*HEAVY, "httpx"})
+
+
+def test_velo_sql_run_without_metrics_port_imports_no_web_framework(tmp_path: Path) -> None:
+    """`run` serves HTTP only with --metrics-port: it loads no web framework otherwise."""
+    (tmp_path / "in.csv").write_text("id,qty\n1,5\n2,50\n")
+    (tmp_path / "app.sql").write_text(
+        "CREATE STREAM o AS SELECT id FROM t WHERE qty > 10\n"
+        "WITH ('t.type' = 'file_source', 't.path' = 'in.csv',\n"
+        "      'o.type' = 'file_sink', 'o.path' = 'out.csv');\n"
+    )
+    commands = [["run", str(tmp_path / "app.sql"), "--data-dir", str(tmp_path / "velo-data")]]
+    loaded = _loaded("velo_sql", commands)
+    assert (tmp_path / "out.csv").read_text() == "id\n2\n"  # it ran
+    web = {"fastapi", "uvicorn", "starlette"}
+    assert loaded.isdisjoint(web), sorted(loaded & web)

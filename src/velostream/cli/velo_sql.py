@@ -255,7 +255,6 @@ def run(
     """Run an application in the foreground until its bounded sources end."""
     from velostream.cli.load import load_application
     from velostream.cli.run import print_summary, run_application
-    from velostream.cli.serve import serve_metrics, wait_for_signal
     from velostream.observability.logging import configure_logging
     from velostream.observability.manager import ObservabilityManager, StreamingConfig
 
@@ -274,6 +273,8 @@ def run(
     observability.initialize()
     server = None
     if metrics_port is not None:
+        from velostream.cli.serve import serve_metrics, wait_for_signal  # HTTP: only if asked
+
         try:
             server = serve_metrics(observability, metrics_port)
         except OSError as exc:
