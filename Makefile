@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PYTEST_ARGS ?= --durations=15
+# Two workers, a test file to one worker (its broker, server or fixtures stay its own).
+PYTEST_ARGS ?= --durations=15 -n 2 --dist loadfile
 
 .PHONY: install system-deps demo test lint bench clean
 
