@@ -83,7 +83,7 @@ def runs(rounds: int, rows: int, brc_rows: int, batch_size: int) -> None:
         work = Path(tmp)
         write_trades(work / "trades.csv", rows)
         write_measurements(work / "measurements.txt", brc_rows)
-        print(f"\n{'whole process':<42} {'ours s':>8} {'duckdb s':>9} {'duckdb/ours':>12}")
+        print(f"\n{'whole process':<52} {'ours s':>8} {'duckdb s':>9} {'duckdb/ours':>12}")
         for case in (c for c in CASES if c.number in RUN_CASES):
             app = work / f"case{case.number}.sql"
             app.write_text(job_sql(case, work, work / "ours.csv", batch_size), encoding="utf-8")
@@ -98,7 +98,7 @@ def runs(rounds: int, rows: int, brc_rows: int, batch_size: int) -> None:
             n = brc_rows if case.input_name == "measurements.txt" else rows
             title = f"{case.title} ({n:,} rows)"
             o, b = statistics.median(ours), statistics.median(base)
-            print(f"{title:<42} {o:8.2f} {b:9.2f} {b / o:11.2f}x")
+            print(f"{title:<52} {o:8.2f} {b:9.2f} {b / o:11.2f}x")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ every job completed, non-zero when one failed. Without it, it serves until SIGTE
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -66,6 +67,10 @@ def test_once_exits_zero_with_the_summary_when_its_jobs_complete(
     for line in summary:
         assert " ok " in line and f"{ROWS:,}" in line, line
     assert "FAILED" not in output
+    # Each job's deploy line says how it stands, never a bare "deployed".
+    deployed = re.findall(r"deployed (once_\w+): (\w+)", output)
+    assert sorted(name for name, _ in deployed) == ["once_copy", "once_totals"], output
+    assert {state for _, state in deployed} <= {"starting", "running", "completed"}, output
     assert read_ids(tmp_path / "out" / "once_copy.csv") == list(range(ROWS))
     assert len((tmp_path / "out" / "once_totals.csv").read_text().splitlines()) == 1 + 7
 

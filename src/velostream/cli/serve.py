@@ -170,7 +170,11 @@ def serve(options: ServeOptions, application: Path | None = None, once: bool = F
             except (OSError, VelostreamError) as exc:
                 print_problems(Console(stderr=True), exc)
                 return 1
-            _log.info("deployed %s", ", ".join(names))
+            for name in names:  # as each stands now: a job may have failed already
+                handle = jobs.job(name)
+                state, reason = handle.state.value, handle.machine.reason
+                level = logging.WARNING if state == "failed" else logging.INFO
+                _log.log(level, "deployed %s: %s%s", name, state, f" ({reason})" if reason else "")
             if once:
 
                 def wait_then_exit() -> None:
