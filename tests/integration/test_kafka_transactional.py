@@ -43,6 +43,15 @@ def _value(i: int) -> bytes:
     return b"{broken" if i % 500 == 499 else orjson.dumps({"id": i, "price": i * 1.5})
 
 
+def _wait_committed(job: RunningJob, broker: KafkaBroker, source: str, timeout: float = 30) -> None:
+    """Until the job's group has committed every one of the N input offsets."""
+    job.wait_for(
+        lambda: sum(broker.committed(f"g-{source}", source).values()) == N,
+        timeout,
+        "offsets committed",
+    )
+
+
 def test_batches_commit_exactly_once_with_their_dead_letters_and_offsets(
     kafka_broker: KafkaBroker,
     new_topic: Callable[..., str],
@@ -57,11 +66,7 @@ def test_batches_commit_exactly_once_with_their_dead_letters_and_offsets(
     assert isinstance(processor.committer, KafkaTransactionalCommitter)
     job = RunningJob(processor)
     job.wait_records_in(N)
-    job.wait_for(
-        lambda: sum(kafka_broker.committed(f"g-{source}", source).values()) == N,
-        30,
-        "offsets committed",
-    )
+    _wait_committed(job, kafka_broker, source)
     job.stop()
 
     bad = {i for i in range(N) if i % 500 == 499}
@@ -91,11 +96,7 @@ def test_a_failed_batch_is_rewound_and_processed_again_once(
 
     processor.executor.process = fail_once
     job = RunningJob(processor)
-    job.wait_for(
-        lambda: sum(kafka_broker.committed(f"g-{source}", source).values()) == N,
-        60,
-        "offsets committed",
-    )
+    _wait_committed(job, kafka_broker, source, 60)
     job.stop()
 
     assert processor.stats.retries == 2
@@ -116,11 +117,7 @@ def test_batches_that_output_nothing_still_commit_their_offsets(
     )
     job = RunningJob(processor)
     job.wait_records_in(N)
-    job.wait_for(
-        lambda: sum(kafka_broker.committed(f"g-{source}", source).values()) == N,
-        30,
-        "offsets committed",
-    )
+    _wait_committed(job, kafka_broker, source)
     job.stop()
     assert processor.stats.batches == N // 300 and processor.stats.records_out == 0
     assert kafka_broker.read_all(sink) == []

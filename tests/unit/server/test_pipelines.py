@@ -13,13 +13,11 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 import pytest
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from tests.jobserver import read_jsonl
@@ -29,17 +27,8 @@ from velostream.datasource.file.source import FileSource
 from velostream.datasource.registry import connector_catalog
 from velostream.datasource.validation import check_application
 from velostream.errors import SourceError, SqlValidationError
-from velostream.observability.manager import ObservabilityManager, StreamingConfig
+from velostream.observability.manager import ObservabilityManager
 from velostream.sql import parse_application
-
-
-@pytest.fixture
-def manager() -> Iterator[ObservabilityManager]:
-    config = StreamingConfig(log_throttle_seconds=0.0, process_metrics=False)
-    manager = ObservabilityManager.from_streaming_config(config, CollectorRegistry())
-    manager.initialize()
-    yield manager
-    manager.shutdown()
 
 
 def run(tmp: Path, sql: str, manager: ObservabilityManager) -> dict[str, JobRun]:

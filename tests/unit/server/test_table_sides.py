@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 from rich.console import Console
 
 from tests.jobserver import read_jsonl
@@ -22,7 +20,7 @@ from velostream.datasource.registry import connector_catalog
 from velostream.engine import sandboxed_connection
 from velostream.engine.tables import TableSides
 from velostream.errors import SourceError
-from velostream.observability.manager import ObservabilityManager, StreamingConfig
+from velostream.observability.manager import ObservabilityManager
 from velostream.sql import parse_application
 from velostream.sql.model import ConnectorConfig, JobSpec, StatementKind
 from velostream.sql.planner import plan_job
@@ -36,15 +34,6 @@ TRADES = [
     '{"id": 6, "symbol": null, "qty": 3}',
 ]
 INSTRUMENTS = "symbol,name\nAAPL,Apple\nMSFT,Microsoft,extra\nDUP,First\nDUP,Second\n"
-
-
-@pytest.fixture
-def manager() -> Iterator[ObservabilityManager]:
-    config = StreamingConfig(log_throttle_seconds=0.0, process_metrics=False)
-    manager = ObservabilityManager.from_streaming_config(config, CollectorRegistry())
-    manager.initialize()
-    yield manager
-    manager.shutdown()
 
 
 def run(tmp: Path, sql: str, manager: ObservabilityManager) -> list[JobRun]:
