@@ -117,15 +117,15 @@ def check_application(
             if lookup is None:
                 continue
             if plan.kind == PlanKind.UNION:
-                _bind_union(job, plan, lookup)
-                continue
-            if plan.kind == PlanKind.STREAM_JOIN:
-                _bind_stream_join(job, plan, lookup)
-                continue
-            tables = {
-                side.name: _table_schema(job, side.name, lookup, outputs) for side in plan.tables
-            }
-            output = bind_job(job, plan, lookup(job, plan.source), tables)
+                output = _bind_union(job, plan, lookup)
+            elif plan.kind == PlanKind.STREAM_JOIN:
+                output = _bind_stream_join(job, plan, lookup)
+            else:
+                tables = {
+                    side.name: _table_schema(job, side.name, lookup, outputs)
+                    for side in plan.tables
+                }
+                output = bind_job(job, plan, lookup(job, plan.source), tables)
             what = "in-app table" if job.is_table else "statement"
             outputs[job.statement_name.lower()] = (
                 None
@@ -150,9 +150,9 @@ def check_application(
     return app
 
 
-def _bind_stream_join(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> None:
+def _bind_stream_join(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> pa.Schema | None:
     """Bind a stream–stream join's query to both sides' columns (the right side as if
-    a table), after checking each has the event-time column."""
+    a table), after checking each has the event-time column; its output columns."""
     join = plan.stream_join
     assert join is not None
     left, right = schemas(job, join.left), schemas(job, join.right)
@@ -166,16 +166,18 @@ def _bind_stream_join(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> N
             )
     relation = TABLE.format(join.right.lower())
     bound = dataclasses.replace(plan, tables=[TableSide(name=join.right, relation=relation)])
-    bind_job(job, bound, left, {join.right: right})
+    return bind_job(job, bound, left, {join.right: right})
 
 
-def _bind_union(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> None:
-    """Bind each UNION ALL branch to its source, then check their columns agree."""
-    typed, offsets = {}, {}
+def _bind_union(job: JobSpec, plan: QueryPlan, schemas: SchemaLookup) -> pa.Schema | None:
+    """Bind each UNION ALL branch to its source, then check their columns agree; the
+    output columns (the first branch's, which the others match)."""
+    typed, offsets, outputs = {}, {}, []
     for sql, branch in zip(union_branches(job.select_sql), plan.branches, strict=True):
         schema = schemas(job, branch.source)
-        bind_job(branch_job(job, sql), branch, schema)
+        outputs.append(bind_job(branch_job(job, sql), branch, schema))
         offsets[branch.source] = len(sql) - len(sql.lstrip())
         if schema is not None and schema.typed:
             typed[branch.source] = schema.columns
     check_union_types(plan, typed, offsets)
+    return outputs[0] if outputs else None

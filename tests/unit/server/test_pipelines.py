@@ -186,3 +186,21 @@ def test_a_writer_failure_fails_the_reader(tmp_path: Path) -> None:
     pipe.fail("disk full")
     with pytest.raises(SourceError, match="statement big, whose output it reads, failed: disk"):
         source.read_batch(10)
+
+
+def test_a_reader_of_a_union_is_bound_to_its_output(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"id": 1, "qty": 2}\n')
+    (tmp_path / "b.jsonl").write_text('{"id": 7, "qty": 3}\n')
+    text = f"""CREATE STREAM merged AS
+SELECT id, qty FROM a UNION ALL SELECT id, qty FROM b
+WITH ('a.type' = 'file_source', 'a.path' = '{tmp_path}/a.jsonl',
+      'b.type' = 'file_source', 'b.path' = '{tmp_path}/b.jsonl',
+      'merged.type' = 'file_sink', 'merged.path' = '{tmp_path}/m.jsonl',
+      'merged.format' = 'jsonl');
+CREATE STREAM big AS SELECT id, quantity FROM merged
+WITH ('big.type' = 'file_sink', 'big.path' = '{tmp_path}/big.csv');
+"""
+    with pytest.raises(SqlValidationError) as caught:
+        check_application(text, base_dir=tmp_path, source_name="pipe.sql")
+    (problem,) = caught.value.problems
+    assert "unknown column quantity: source merged has id, qty" in problem
