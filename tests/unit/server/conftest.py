@@ -12,7 +12,7 @@ __all__ = ["faults", "harness"]
 
 
 @pytest.fixture
-def manager() -> Iterator[ObservabilityManager]:
+def unthrottled_manager() -> Iterator[ObservabilityManager]:
     """An initialised manager on its own registry, logging every error (no throttle)."""
     config = StreamingConfig(log_throttle_seconds=0.0, process_metrics=False)
     manager = ObservabilityManager.from_streaming_config(config, CollectorRegistry())

@@ -91,11 +91,11 @@ def ordered(rows: list[dict[str, object]]) -> list[tuple[object, ...]]:
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 @pytest.mark.parametrize(("batch", "seed"), [(1, 1), (7, 2), (5000, 3)])
 def test_a_pipeline_gives_the_one_shot_answer(
-    fmt: str, batch: int, seed: int, tmp_path: Path, manager: ObservabilityManager
+    fmt: str, batch: int, seed: int, tmp_path: Path, unthrottled_manager: ObservabilityManager
 ) -> None:
     rows = trades(300 if batch == 1 else 2000, seed)
     (tmp_path / "trades.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    runs = run(tmp_path, pipeline(tmp_path, fmt, batch), manager)
+    runs = run(tmp_path, pipeline(tmp_path, fmt, batch), unthrottled_manager)
 
     assert {name: r.state for name, r in runs.items()} == {
         "big": "completed",
@@ -109,10 +109,10 @@ def test_a_pipeline_gives_the_one_shot_answer(
 
 
 def test_a_reader_fails_with_its_writers_reason(
-    tmp_path: Path, manager: ObservabilityManager
+    tmp_path: Path, unthrottled_manager: ObservabilityManager
 ) -> None:
     (tmp_path / "trades.jsonl").write_text('{"id": 1, "price": 60, "qty": 1}\n{"id": \n')
-    runs = run(tmp_path, pipeline(tmp_path, "csv", 10, strategy="FailBatch"), manager)
+    runs = run(tmp_path, pipeline(tmp_path, "csv", 10, strategy="FailBatch"), unthrottled_manager)
     assert runs["big"].state == "failed"
     assert runs["per_symbol"].state == "failed"
     assert "statement big, whose output it reads, failed" in (runs["per_symbol"].error or "")

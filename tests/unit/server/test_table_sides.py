@@ -63,10 +63,10 @@ WITH (
 
 
 def test_bad_rows_on_both_sides_are_dead_lettered_and_counted(
-    tmp_path: Path, manager: ObservabilityManager
+    tmp_path: Path, unthrottled_manager: ObservabilityManager
 ) -> None:
     files(tmp_path)
-    [job] = run(tmp_path, join_app(tmp_path, "LEFT"), manager)
+    [job] = run(tmp_path, join_app(tmp_path, "LEFT"), unthrottled_manager)
     assert job.state == "completed", job.error
     out = read_jsonl(tmp_path / "out.jsonl")
     # 5 good stream rows; DUP matches two instruments: 6 rows out.
@@ -88,15 +88,16 @@ def test_bad_rows_on_both_sides_are_dead_lettered_and_counted(
     # The stream's 6 records and the table's 1 bad record came in; 2 failed.
     assert (stats.records_in, stats.records_failed, stats.dead_letters) == (7, 2, 2)
     assert stats.records_out == 6
-    groups = [g.as_dict() for g in manager.require_metrics().catalog.groups(job="enriched")]
+    catalog = unthrottled_manager.require_metrics().catalog
+    groups = [g.as_dict() for g in catalog.groups(job="enriched")]
     assert any("instruments" in json.dumps(g) for g in groups)
 
 
 def test_inner_join_filters_stream_rows_without_a_match(
-    tmp_path: Path, manager: ObservabilityManager
+    tmp_path: Path, unthrottled_manager: ObservabilityManager
 ) -> None:
     files(tmp_path)
-    [job] = run(tmp_path, join_app(tmp_path, "INNER", "LogAndContinue"), manager)
+    [job] = run(tmp_path, join_app(tmp_path, "INNER", "LogAndContinue"), unthrottled_manager)
     assert job.state == "completed", job.error
     out = read_jsonl(tmp_path / "out.jsonl")
     assert sorted((r["id"], r["name"]) for r in out) == [(1, "Apple"), (5, "First"), (5, "Second")]
@@ -105,17 +106,17 @@ def test_inner_join_filters_stream_rows_without_a_match(
 
 
 def test_a_missing_table_file_fails_the_job_with_the_table_named(
-    tmp_path: Path, manager: ObservabilityManager
+    tmp_path: Path, unthrottled_manager: ObservabilityManager
 ) -> None:
     files(tmp_path)
     (tmp_path / "instruments.csv").unlink()
-    [job] = run(tmp_path, join_app(tmp_path, "LEFT"), manager)
+    [job] = run(tmp_path, join_app(tmp_path, "LEFT"), unthrottled_manager)
     assert job.state == "failed"
     assert "instruments" in str(job.error)
 
 
 def test_an_in_app_table_is_joined_and_read_in_subqueries(
-    tmp_path: Path, manager: ObservabilityManager
+    tmp_path: Path, unthrottled_manager: ObservabilityManager
 ) -> None:
     files(tmp_path)
     sql = f"""
@@ -131,7 +132,7 @@ WITH (
     'known.type' = 'file_sink', 'known.path' = '{tmp_path}/known.jsonl', 'known.format' = 'jsonl'
 );
 """
-    runs = run(tmp_path, sql, manager)
+    runs = run(tmp_path, sql, unthrottled_manager)
     assert [r.job.name for r in runs] == ["known"]
     [job] = runs
     assert job.state == "completed", job.error

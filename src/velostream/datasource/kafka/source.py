@@ -58,7 +58,7 @@ from velostream.datasource.traits import (
     SourceBatch,
     TransactionCapability,
 )
-from velostream.errors import SourceError, Stage
+from velostream.errors import ConfigurationError, SourceError, Stage
 
 __all__ = ["KafkaSource", "MessageRefs", "parse_position"]
 
@@ -165,6 +165,11 @@ class KafkaSource(Source):
         self._acked: dict[int, int] = {}  # offsets the broker confirmed
         self._revoked_now: set[int] = set()
         self._recent: deque[_Envelope] = deque(maxlen=_RECENT_BATCHES)
+        # A stateful job (GROUP BY, windows, joins, DISTINCT) must read every partition:
+        # its state is not partitioned yet, so a share of the topic would give partial
+        # answers. Set by the job's processor; see `_check_whole_topic`.
+        self.whole_topic = False
+        self._partition_count: int | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -222,6 +227,8 @@ class KafkaSource(Source):
         except (KafkaException, RuntimeError) as exc:
             raise translate(exc, stage=Stage.SOURCE, name=self.name, doing="reading") from exc
         log.log(5, "kafka '%s': consumed %d messages", self.name, len(messages))  # 5: TRACE
+        if self.whole_topic and self._assigned and self.config.partitions is None:
+            self._check_whole_topic(consumer)
         data = self._usable(messages)
         if not data:
             error = self._errors.take(f"reading topic '{self.topic}'")
@@ -243,6 +250,27 @@ class KafkaSource(Source):
         if self._revoked_now:
             messages = _after_rebalance(messages, self._revoked_now, self._assigned)
         return messages
+
+    def _check_whole_topic(self, consumer: Consumer) -> None:
+        """Refuse to go on holding only some of the topic's partitions (a stateful job
+        sharing its consumer group with another server): its answers would be partial."""
+        if self._partition_count is None:
+            try:
+                metadata = consumer.list_topics(self.topic, timeout=10)
+            except KafkaException as exc:
+                raise translate(exc, stage=Stage.SOURCE, name=self.name, doing="reading") from exc
+            self._partition_count = len(metadata.topics[self.topic].partitions)
+        if len(self._assigned) >= self._partition_count:
+            return
+        raise ConfigurationError(
+            f"kafka_source '{self.name}': this job keeps state (GROUP BY, a window, a join or "
+            f"DISTINCT) but holds only partitions {sorted(self._assigned)} of the "
+            f"{self._partition_count} of topic '{self.topic}': another member of consumer "
+            f"group '{self.config.group_id}' reads the others, so each would aggregate only "
+            "its share. Run a stateful job on one server, or give each server its own "
+            "group.id (docs/scaling.md)",
+            source=self.name,
+        )
 
     def _batch(self, messages: list[Any]) -> SourceBatch:
         n = len(messages)
@@ -404,6 +432,7 @@ class KafkaSource(Source):
             for state in (self._next, self._start, self._durable, self._acked):
                 state.pop(partition, None)
         self._assigned.update(mine)
+        self._partition_count = None  # the topic may have grown: counted again
         log.debug("kafka '%s': assignment now %s", self.name, sorted(self._assigned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -113,6 +113,10 @@ class JobProcessor:
         # processor (a restart or an upgrade counts on). `stats` is this run's share.
         self.counters: JobCounters = self.metrics.job_counters(job.name)
         self._counted_before = self.counters.snapshot()
+        if self.executor.state_kind != "stateless":  # its state covers what it reads
+            for each in sources_of(source):
+                if hasattr(each, "whole_topic"):  # a Kafka source: all of its topic
+                    each.whole_topic = True
         names = [s.name for s in sources_of(source)]  # a multi-source job counts per source
         self.source_counts = self.metrics.sources.for_job(job.name, names) if len(names) > 1 else {}
         self._tally = SourceTally(self.counters, self.source_counts)
