@@ -494,8 +494,7 @@ class FileSource(Source):
             unusable = unusable or path
         if self._names is not None and self.bounded:
             schema = pa.schema([(n, pa.string()) for n in self._names])
-            self._decoder = CsvDecoder(schema, self.config.delimiter)
-            self._decoder.max_record_bytes = self.config.max_record_bytes
+            self._decoder = _decoder_for(schema, self.config)
             return True
         if unusable is not None:
             raise SourceError(
@@ -523,7 +522,8 @@ def _header_names(header: bytes, delimiter: str) -> list[str]:
 
 
 def _decoder_for(schema: pa.Schema, config: FileSourceConfig) -> Decoder:
-    """A decoder of rows written with `schema` (a pipe's writer's)."""
+    """A decoder of `config`'s format for rows of `schema` (a pipe's writer's, or a
+    header's names as text)."""
     decoder: Decoder
     if config.format == "jsonl":
         decoder = JsonDecoder(schema)
