@@ -2,7 +2,9 @@
 
 Measured in `benchmarks/bench_cli.py`; pinned here by what is imported, not by time:
 the help of every command loads no web framework, no Arrow, DuckDB, sqlglot or
-Prometheus client (and velo-cli's no HTTP client).
+Prometheus client (and velo-cli's no HTTP client); `velo-sql validate FILE` loads what
+binding needs (DuckDB, Arrow, sqlglot's DuckDB dialect) and nothing of the command-line
+app (Typer, the Pydantic it coerces with), the server, the engine or observability.
 """
 
 from __future__ import annotations
@@ -28,6 +30,39 @@ SQL_COMMANDS = [
     ["init", "--help"],
 ]
 CLI_COMMANDS = [["--help"], ["errors", "--help"], ["deploy", "--help"]]
+# The console script's own path (`main`), as a user's shell runs it.
+_MAIN_PROBE = """
+import sys
+from velostream.cli.velo_sql import main
+sys.argv = ["velo-sql", *{args}]
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(" ".join(sorted(sys.modules)))
+"""
+# What `velo-sql validate` needs none of: the app's argument parsing, the output
+# colouring of a clean result, the server, Kafka, metrics, config-file YAML.
+NOT_FOR_VALIDATE = (
+    *HEAVY[:3],
+    *HEAVY[-1:],
+    "typer",
+    "click",
+    "pydantic",
+    "rich",
+    "yaml",
+    "httpx",
+    "confluent_kafka",
+    "pandas",
+    "polars",
+    "velostream.server",
+    "velostream.api",
+    "velostream.engine",
+    "velostream.observability",
+    "velostream.dlq",
+    "pyarrow.parquet",
+    "pyarrow.dataset",
+)
 
 
 def _loaded(tool: str, commands: list[list[str]]) -> set[str]:
@@ -37,6 +72,27 @@ def _loaded(tool: str, commands: list[list[str]]) -> set[str]:
     )
     assert done.returncode == 0, done.stderr
     return set(done.stdout.split())
+
+
+def _main_loaded(args: list[str], cwd: Path) -> tuple[str, set[str]]:
+    """What `velo-sql ARGS` printed before its module list, and the modules it loaded."""
+    probe = _MAIN_PROBE.format(args=args)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=cwd,
+    )
+    assert done.returncode == 0, done.stderr
+    printed, _, modules = done.stdout.rstrip("\n").rpartition("\n")
+    return printed, set(modules.split())
+
+
+def _under(loaded: set[str], names: tuple[str, ...]) -> list[str]:
+    """The modules of `loaded` that are one of `names` or inside one."""
+    return sorted(m for m in loaded if any(m == n or m.startswith(f"{n}.") for n in names))
 
 
 def test_velo_sql_help_imports_no_heavy_module() -> None:
@@ -64,3 +120,30 @@ def test_velo_sql_run_without_metrics_port_imports_no_web_framework(tmp_path: Pa
     assert (tmp_path / "out.csv").read_text() == "id\n2\n"  # it ran
     web = {"fastapi", "uvicorn", "starlette"}
     assert loaded.isdisjoint(web), sorted(loaded & web)
+
+
+def test_velo_sql_validate_loads_what_binding_needs_and_no_more(tmp_path: Path) -> None:
+    """`velo-sql validate` binds against the sampled file (DuckDB, Arrow, sqlglot) and
+    loads neither the command-line app nor anything that runs or serves jobs."""
+    (tmp_path / "in.csv").write_text("id,qty\n1,5\n2,50\n")
+    (tmp_path / "app.sql").write_text(
+        "CREATE STREAM o AS SELECT id, qty * 2 AS q2 FROM t WHERE qty > 10\n"
+        "WITH ('t.type' = 'file_source', 't.path' = 'in.csv',\n"
+        "      'o.type' = 'file_sink', 'o.path' = 'out.csv');\n"
+    )
+    printed, loaded = _main_loaded(["validate", "app.sql"], tmp_path)
+    assert printed == "app.sql: valid (1 job(s): o)"
+    assert {"duckdb", "pyarrow", "sqlglot.dialects.duckdb"} <= loaded  # it did bind
+    assert not _under(loaded, NOT_FOR_VALIDATE), _under(loaded, NOT_FOR_VALIDATE)
+    dialects = {m for m in loaded if m.startswith(("sqlglot.dialects.", "sqlglot.parsers."))}
+    others = {m for m in dialects if m.rpartition(".")[2] not in {"dialect", "duckdb", "base"}}
+    assert not others, sorted(others)
+
+
+def test_velo_sql_help_through_main_imports_no_heavy_module(tmp_path: Path) -> None:
+    """The console script's `--help` (not only the app's) loads Typer but no Pydantic."""
+    printed, loaded = _main_loaded(["--help"], tmp_path)
+    assert "validate" in printed
+    assert "typer" in loaded
+    heavy = (*HEAVY, "pydantic", "velostream.sql", "velostream.datasource")
+    assert not _under(loaded, heavy), _under(loaded, heavy)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from velostream.errors import ConfigurationError
 from velostream.fsutil import PathRoots
-from velostream.sql.config_file import load_config_file
 from velostream.sql.duration import parse_duration_ms
 from velostream.sql.model import FailureStrategy, Position
 from velostream.sql.size import parse_size_bytes
@@ -385,6 +384,9 @@ def collect_settings(
             continue
         at = settings.where.pop("config_file")
         path = Path(config_file).expanduser()
+        # Only here: YAML is loaded for a connector that names a config_file.
+        from velostream.sql.config_file import load_config_file
+
         try:
             loaded = load_config_file(path if path.is_absolute() else base_dir / path, env, roots)
         except ConfigurationError as exc:
