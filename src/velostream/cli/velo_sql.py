@@ -2,9 +2,9 @@
 
 The commands are in `sql_commands` (`app`, read here on first use). `main` runs the
 plain `velo-sql validate FILE` without it: Typer coerces every argument through a
-Pydantic TypeAdapter, and importing Typer, Click and Pydantic costs about as much as
-importing DuckDB, a third of what validating the quickstart's filter lesson costs
-(`benchmarks/bench_cli.py`). Any other form (`--help`, an option) goes to the app.
+Pydantic TypeAdapter, and importing Typer, Click, Pydantic and Rich took about as long
+as importing DuckDB (`benchmarks/bench_cli.py`), for a command that only has to bind
+SQL. Any other form (`--help`, an option, a second argument) goes to the app.
 """
 
 from __future__ import annotations
