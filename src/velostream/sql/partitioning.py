@@ -48,6 +48,11 @@ def partitioning_problem(job: JobSpec, plan: QueryPlan) -> str | None:
     declared = [_plain(c) for c in str(props.get("key.columns", "")).split(",") if c.strip()]
     keys = {_plain(k) for k in plan.keys}
     if not declared or not set(declared) <= keys:
+        from velostream.sql.repartition import repartition_problem
+
+        refused = repartition_problem(job, plan.keys)
+        if refused is not None:
+            return refused
         return (
             f"{what} needs the topic keyed by its GROUP BY columns: declare them with "
             f"'{plan.source}.key.columns' (the topic's message key must be made of them, "

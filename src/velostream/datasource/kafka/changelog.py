@@ -32,12 +32,10 @@ import orjson
 import pyarrow as pa
 import pyarrow.ipc as ipc
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from velostream.datasource.kafka.client import translate
 from velostream.datasource.kafka.sink import KafkaSink, wait_delivered
-from velostream.errors import ConfigurationError, SourceError, Stage
+from velostream.errors import SourceError, Stage
 
 __all__ = [
     "CHUNK_BYTES",
@@ -46,7 +44,6 @@ __all__ = [
     "changelog_topic",
     "decode_state",
     "encode_state",
-    "ensure_topic",
     "restore",
 ]
 
@@ -119,32 +116,6 @@ def _chunks(data: bytes, input_offset: int) -> list[tuple[bytes, bytes, Headers]
 
 
 # -- the topic --------------------------------------------------------------------
-
-
-def ensure_topic(
-    client: Mapping[str, Any], topic: str, partitions: int, *, compact: bool, name: str
-) -> None:
-    """Create `topic` with `partitions` partitions unless it exists; one that exists
-    with fewer partitions cannot hold every input partition's state: refused."""
-    settings = {k: v for k, v in client.items() if not callable(v)}
-    admin = AdminClient(settings)
-    config = {"cleanup.policy": "compact"} if compact else {}
-    futures = admin.create_topics([NewTopic(topic, partitions, config=config)])
-    try:
-        futures[topic].result(_TIMEOUT)
-        log.info("kafka '%s': created topic %s (%d partitions)", name, topic, partitions)
-        return
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-            raise translate(exc, stage=Stage.SOURCE, name=name, doing=f"creating {topic}") from exc
-    have = len(admin.list_topics(topic, timeout=_TIMEOUT).topics[topic].partitions)
-    if have < partitions:
-        raise ConfigurationError(
-            f"kafka '{name}': topic '{topic}' has {have} partitions, fewer than the "
-            f"{partitions} of the input whose state it keeps; delete it or add partitions",
-            source=name,
-        )
 
 
 class ChangelogSink(KafkaSink):

@@ -34,7 +34,7 @@ from velostream.errors import (
     Stage,
     VelostreamError,
 )
-from velostream.sql.pipeline import PIPE_FROM
+from velostream.sql.pipeline import PIPE_FROM, REPARTITION_OF
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -75,6 +75,7 @@ _OWN_KEYS = frozenset(
         "brokers",
         "config_file",
         PIPE_FROM,
+        REPARTITION_OF,
     }
 )
 

@@ -30,16 +30,17 @@ from velostream.datasource.kafka.changelog import (
     ChangelogSink,
     changelog_topic,
     encode_state,
-    ensure_topic,
     restore,
 )
 from velostream.datasource.kafka.client import translate
 from velostream.datasource.kafka.source import KafkaSource, parse_position
+from velostream.datasource.kafka.topics import ensure_topic, partition_count
 from velostream.datasource.traits import SourceBatch
 from velostream.engine.partitioned import PartitionedExecutor
-from velostream.errors import ConfigurationError, Stage, VelostreamError
+from velostream.errors import SourceError, Stage, VelostreamError
 from velostream.observability.state_metrics import StateFamilies
 from velostream.sql.model import JobSpec
+from velostream.sql.pipeline import REPARTITION_OF
 
 if TYPE_CHECKING:
     from velostream.server.processors.context import ErrorHook
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = ["PartitionedState"]
 
 _log = logging.getLogger("velostream.processor")
+_UNKNOWN = -1  # a partition's committed offset, not asked yet
 # Client settings the changelog's clients share with the source (the rest are its own).
 _SHARED = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.dns.lookup")
 
@@ -84,16 +86,13 @@ class PartitionedState:
         return [self.changelog]
 
     def open(self) -> None:
-        """Create the changelog topic with as many partitions as the input's."""
-        try:
-            metadata = self.source.consumer.list_topics(self.source.topic, timeout=30)
-            count = len(metadata.topics[self.source.topic].partitions)
-            ensure_topic(self.client, self.topic, count, compact=True, name=self.job.name)
-        except KafkaException as exc:
-            raise ConfigurationError(
-                f"job {self.job.name!r}: preparing changelog '{self.topic}': {exc}",
-                job=self.job.name,
-            ) from exc
+        """Before the source subscribes: create the repartition topic the job reads (if
+        it reads one) and the changelog, with as many partitions as the input's."""
+        like = self.source.properties.get(REPARTITION_OF)
+        count = partition_count(self.client, like or self.source.topic, name=self.job.name)
+        if like:
+            ensure_topic(self.client, self.source.topic, count, compact=False, name=self.job.name)
+        ensure_topic(self.client, self.topic, count, compact=True, name=self.job.name)
         self.changelog.open()
 
     def close(self) -> None:
@@ -106,13 +105,7 @@ class PartitionedState:
         wanted = [TopicPartition(topic, p) for p in partitions]
         if not wanted:
             return
-        try:
-            for tp in consumer.committed(wanted, timeout=30):
-                self.pending[tp.partition] = tp.offset if tp.offset >= 0 else None
-        except KafkaException as exc:
-            self.record_error(Stage.SOURCE, f"reading the committed offsets: {exc}", exc=exc)
-            self.pending.update(dict.fromkeys(partitions, -1))  # asked again in ready()
-            return
+        self.pending.update(dict.fromkeys(partitions, _UNKNOWN))
         # A failure is recorded; the batch's ready() tries again, failing it meanwhile.
         with contextlib.suppress(VelostreamError):
             self.ready()
@@ -120,22 +113,44 @@ class PartitionedState:
     def ready(self) -> None:
         """Restore the partitions given and not restored yet (a failure raises, after
         it is recorded as a `source` error naming the partition)."""
-        unknown = [p for p, o in self.pending.items() if o == -1]
-        if unknown:
-            consumer = self.source.consumer
-            asked = [TopicPartition(self.source.topic, p) for p in unknown]
-            try:
-                for tp in consumer.committed(asked, timeout=30):
-                    self.pending[tp.partition] = tp.offset if tp.offset >= 0 else None
-            except KafkaException as exc:
-                raise translate(
-                    exc, stage=Stage.SOURCE, name=self.source.name, doing="restoring"
-                ) from exc
+        self._ask_committed()
         wanted = {p: o for p, o in self.pending.items() if p in self.source.assignment}
         for partition in [p for p in self.pending if p not in wanted]:
             del self.pending[partition]
         if wanted:
             self._restore(wanted)
+
+    def _ask_committed(self) -> None:
+        """The group's committed offset of each partition given, where not known yet.
+
+        A partition whose offset cannot be told (an error, or an offset another
+        member's open transaction still holds) stays unknown: its state is never
+        guessed, and the batch fails and is tried again."""
+        unknown = sorted(p for p, o in self.pending.items() if o == _UNKNOWN)
+        if not unknown:
+            return
+        asked = [TopicPartition(self.source.topic, p) for p in unknown]
+        try:
+            answers = self.source.consumer.committed(asked, timeout=30)
+        except KafkaException as exc:
+            error = translate(exc, stage=Stage.SOURCE, name=self.source.name, doing="restoring")
+            self.record_error(Stage.SOURCE, f"reading the committed offsets: {error}", exc=error)
+            raise error from exc
+        failed = []
+        for tp in answers:
+            if tp.error is not None:
+                failed.append(f"partition {tp.partition}: {tp.error.str()}")
+            else:
+                self.pending[tp.partition] = tp.offset if tp.offset >= 0 else None
+        if failed:
+            error = SourceError(
+                f"kafka '{self.source.name}': the committed offsets of {'; '.join(failed)} "
+                "cannot be read yet; the state of those partitions waits for them",
+                stage=Stage.SOURCE,
+                source=self.source.name,
+            )
+            self.record_error(Stage.SOURCE, str(error), exc=error)
+            raise error
 
     def _restore(self, committed: dict[int, int | None]) -> None:
         """Rebuild the given partitions' state: from the local checkpoint when it covers

@@ -270,9 +270,9 @@ class JobProcessor:
 
     def _open(self) -> None:
         try:
-            self.source.open()
             if self.partitions is not None:
-                self.partitions.open()
+                self.partitions.open()  # its topics, before the source subscribes
+            self.source.open()
         except Exception as exc:
             self.errors.record(Stage.SOURCE, f"opening {self.source.name}: {exc}", exc=exc)
             raise
