@@ -2,8 +2,9 @@
 
 A batch over `job.batch.timeout` or `job.memory.limit` is interrupted inside DuckDB and
 its job fails with a `process` error naming the limit; a stop in the middle of a long
-query takes effect at the end of DuckDB's chunk in flight, not of the batch; the server and /health answer throughout; and
-the reported attack, a constant list of 100,000,000 elements, is refused at deploy.
+query takes effect at the end of DuckDB's chunk in flight, not of the batch; the
+server and /health answer throughout; and the reported attack, a constant list of
+100,000,000 elements, is refused at deploy.
 """
 
 from __future__ import annotations
