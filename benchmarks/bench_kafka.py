@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import importlib.util
+import math
 import os
 import resource
 import signal
@@ -267,6 +268,11 @@ def _version(package: str) -> str:
     return importlib.metadata.version(package)
 
 
+def _figure(value: float, spec: str = ",.0f") -> str:
+    """`value` formatted, or "-" when there is none (all output came in one read)."""
+    return "-" if math.isnan(value) else format(value, spec)
+
+
 def _median(values: list[float | None]) -> float:
     known = [v for v in values if v is not None]
     return statistics.median(known) if known else float("nan")
@@ -286,7 +292,7 @@ def report(runs: dict[str, list[Run]], runners: list[Runner], n: int, quix_note:
         out = "/".join(sorted({f"{r.count:,}" for r in mine}))
         print(
             f"{runner.label:<36} {seconds:9.2f} {n / seconds:10,.0f} "
-            f"{_median([r.steady for r in mine]):14,.0f} "
+            f"{_figure(_median([r.steady for r in mine])):>14} "
             f"{n / _median([r.cpu for r in mine]):11,.0f} {out:>10}"
         )
     if QUIX.name not in runs:
@@ -306,7 +312,7 @@ def ratios(runs: dict[str, list[Run]], n: int) -> bool:
         missed |= not ratio >= goal
         print(
             f"ours/{other}: {ratio:.2f}x whole process (goal >= {goal:g}x) {verdict}; "
-            f"{steady[OURS.name] / steady[other]:.2f}x steady"
+            f"{_figure(steady[OURS.name] / steady[other], '.2f')}x steady"
         )
     return missed
 
