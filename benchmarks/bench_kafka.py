@@ -18,8 +18,15 @@ A run is timed from its process's start until the output topic holds every expec
 message (read by the benchmark as it fills), so start-up counts as a user feels it;
 the process is then stopped (SIGINT for `velo-sql run`, whose Kafka job never ends by
 itself; SIGTERM for Quix; the hand loop ends by itself) and its output counted once
-more. Prints medians of input messages/s and messages per CPU-second, and the ratios
-ours/hand and ours/quix. Goals (issue 16): ours ≥ 1.5× hand and ≥ 2× Quix.
+more: every run must have written exactly the expected number of messages. tansu
+answers a new consumer group's join after half its session timeout, so all three
+consumers get the same `session.timeout.ms` (kafka_loops.GROUP_SETTINGS: about 1 s).
+
+Prints, per contender, medians of: seconds; input messages/s over them; "steady"
+messages/s, from its first output message to its last (start-up and the group join
+left out); input messages per CPU-second of its process. Then the ratios ours/hand
+and ours/quix of the median messages/s. Goals (issue 16): ours ≥ 1.5× the hand loop
+and ≥ 2× Quix Streams.
 
     python benchmarks/bench_kafka.py [--messages 1000000] [--rounds 5] [--no-quix]
 
