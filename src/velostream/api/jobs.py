@@ -109,6 +109,16 @@ class StateChangeModel(BaseModel):
     reason: str | None
 
 
+class PartitionedStateModel(BaseModel):
+    """Where a job whose state is partitioned keeps it, on the node that answers."""
+
+    node: str | None = Field(description="this server's NODE_ID")
+    topic: str = Field(description="the input topic whose partitions the state follows")
+    partitions: list[int] = Field(description="the input partitions whose state this node holds")
+    restoring: list[int] = Field(description="partitions whose state is being restored now")
+    changelog: str = Field(description="the changelog topic backing the state")
+
+
 class JobInfo(BaseModel):
     name: str
     app: str
@@ -139,6 +149,9 @@ class JobInfo(BaseModel):
         "records_in = out or filtered + records_failed + late_records"
     )
     batches: int
+    partitioned_state: PartitionedStateModel | None = Field(
+        None, description="set when the job's state is partitioned ('state.partitioned')"
+    )
     history: list[StateChangeModel]
     sql: str | None = Field(
         description="the application text; null when the server has a token and none was given"

@@ -172,6 +172,10 @@ class Executor(ABC):
     def limit_reached(self) -> bool:
         return self.plan.limit is not None and self._emitted >= self.plan.limit
 
+    def interrupt(self) -> None:
+        """Interrupt the query in flight (from another thread)."""
+        self.con.interrupt()
+
     def sql(self, query: str) -> pa.Table:
         """Run `query`, translating DuckDB errors that are not row errors."""
         return self.con.sql(query).to_arrow_table()

@@ -48,6 +48,7 @@ from velostream.observability.job_metrics import (
     JobFamilies,
 )
 from velostream.observability.source_metrics import SourceFamilies
+from velostream.observability.state_metrics import StateFamilies
 from velostream.observability.text import safe_text
 from velostream.observability.user_metrics import UserMetrics
 
@@ -239,6 +240,8 @@ class MetricsProvider:
         self.registry.register(self.jobs)  # rendered apart by `exposition`, see job_metrics
         self.sources = SourceFamilies()  # per source of a multi-source job
         r.register(self.sources)
+        self.state = StateFamilies()  # of jobs whose state is partitioned
+        r.register(self.state)
         self.active_jobs = Gauge("velo_active_jobs", "Jobs deployed and not finished", registry=r)
         self.build_info = Gauge(
             "velo_build_info",
@@ -418,6 +421,7 @@ class MetricsProvider:
         with self._lock:
             self.jobs.remove(job)
             self.sources.remove(job)
+            self.state.remove(job)
             self._job_buffers.pop(job, None)
             self.active_jobs.set(self._count_active())
         self.catalog.remove_job(job)

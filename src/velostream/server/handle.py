@@ -64,6 +64,15 @@ class JobHandle:
             "dead_letters": stats.dead_letters if stats else 0,
             "late_records": stats.late_records if stats else 0,
             "batches": stats.batches if stats else 0,
+            "partitioned_state": self._partitioned_state(),
             "history": [{"state": c.state.value, "at": c.at, "reason": c.reason} for c in history],
             "sql": self.spec.text,
         }
+
+    def _partitioned_state(self) -> dict[str, Any] | None:
+        """A job whose state is partitioned: the partitions this node holds now."""
+        processor = self.processor
+        if processor is None or processor.partitions is None:
+            return None
+        context = processor.observability.deployment_context_for_job(self.name)
+        return {"node": context.node_id, **processor.partitions.describe()}

@@ -15,6 +15,7 @@ from velostream.sql.bind import SchemaLookup, SourceSchema, bind_job
 from velostream.sql.connectors import ConnectorCatalog
 from velostream.sql.model import Application, JobSpec, Position
 from velostream.sql.parser import parse_application
+from velostream.sql.partitioning import partitioning_problem
 from velostream.sql.pipeline import PIPE_FROM
 from velostream.sql.plan import TABLE, TableSide
 from velostream.sql.plan_union import branch_job, check_union_types, union_branches
@@ -114,6 +115,9 @@ def check_application(
     for index, job in enumerate(statements, start=1):
         try:
             plan = plan_job(job)
+            refused = partitioning_problem(job, plan)
+            if refused is not None:
+                raise PlanError(refused)
             if lookup is None:
                 continue
             if plan.kind == PlanKind.UNION:

@@ -49,6 +49,7 @@ from velostream.sql.properties import (
     collect_settings,
     parse_with_clause,
 )
+from velostream.sql.repartition import with_repartitions
 from velostream.sql.scan import scan_text
 from velostream.sql.statement import Statement, StatementParser, statement_name
 from velostream.sql.variables import substitute_variables
@@ -83,7 +84,7 @@ def parse_application(
         source_name=source_name,
         roots=roots,
     )
-    return parser.parse()
+    return with_repartitions(parser.parse())
 
 
 class _ApplicationParser:

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 from velostream.sql.model import ConnectorConfig, JobSpec
 
-__all__ = ["PIPE_FROM", "pipeline_source"]
+__all__ = ["PIPE_FROM", "REPARTITION_OF", "pipeline_source"]
 
 PIPE_FROM = "pipeline.from"
 """The internal key naming the statement whose output a derived source reads."""
+REPARTITION_OF = "repartition.of"
+"""The internal key naming the topic whose partition count a repartition topic takes
+(sql/repartition.py)."""
 
 # Client settings a reader of a writer's topic needs too (the rest are the writer's).
 _KAFKA_SHARED = ("bootstrap.servers", "security.", "sasl.", "ssl.", "client.dns.lookup")

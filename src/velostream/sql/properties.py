@@ -67,6 +67,7 @@ _JOB_KEYS = frozenset({"failure_strategy", "max_retries", "retry_backoff_ms", "b
     "distinct.ttl",
     "table.reload.interval",
     "join.timeout",
+    "state.partitioned",
 }
 # ---------------------------------------------------------------------------
 # WITH ( ... )
@@ -313,6 +314,7 @@ def build_job_settings(settings: Settings, *, report: Report, warn: Report) -> J
         values.setdefault("dlq.type", "kafka")
     check.choice("dlq.type", DLQ_TYPES, aliases={"file_sink": "file", "kafka_sink": "kafka"})
     check.duration("table.reload.interval")  # how often table files are checked
+    check.choice("state.partitioned", BOOLEANS, aliases=BOOLEAN_ALIASES)  # sql/partitioning
     # dlq.type kafka without dlq.topic writes to the <job>.dlq topic.
     for key in values:
         if key not in _JOB_KEYS and not key.startswith("dlq."):

@@ -19,12 +19,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import (
-    ConcurrentModificationException,
-    IllegalStateException,
-    KafkaError,
-    KafkaException,
-)
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException
 
 from velostream.errors import (
     BrokerConnectionError,
@@ -38,7 +34,7 @@ from velostream.errors import (
     Stage,
     VelostreamError,
 )
-from velostream.sql.pipeline import PIPE_FROM
+from velostream.sql.pipeline import PIPE_FROM, REPARTITION_OF
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -79,9 +75,17 @@ _OWN_KEYS = frozenset(
         "brokers",
         "config_file",
         PIPE_FROM,
+        REPARTITION_OF,
     }
 )
 
+# A client used from two threads, or after close (confluent-kafka 2.13 and later; the
+# versions before raise RuntimeError, which is translated like any other failure).
+_MISUSE: tuple[type[Exception], ...] = tuple(
+    getattr(confluent_kafka, name)
+    for name in ("ConcurrentModificationException", "IllegalStateException")
+    if hasattr(confluent_kafka, name)
+)
 _C = KafkaError
 _CONNECTION = {
     _C._TRANSPORT,
@@ -204,7 +208,7 @@ def translate(
         cls, detail = ResourceExhaustedError, f"the producer's queue is full ({exc})"
     elif isinstance(exc, ValueError | TypeError):
         cls, detail = ConfigurationError, str(exc)
-    elif isinstance(exc, ConcurrentModificationException | IllegalStateException):
+    elif isinstance(exc, _MISUSE):
         # A client used from two threads, or after close: our bug, not the broker's.
         cls, detail = InternalError, f"{type(exc).__name__}: {exc}"
     else:

@@ -4,8 +4,11 @@ Source keys: `topic` (or `topic.name`), `bootstrap.servers` (or `brokers`), `gro
 (the parser defaults it to `velo-<app>-<job>`), `auto.offset.reset` (default
 `earliest`), `value.format` (or `value.serializer`) = json | string | bytes,
 `key.format` = string | bytes (how `_key` is typed), `partitions` (a comma list:
-read those partitions by `assign` instead of joining the consumer group) and
-`polling_interval` (how long a read waits to fill a batch, default 500ms).
+read those partitions by `assign` instead of joining the consumer group),
+`polling_interval` (how long a read waits to fill a batch, default 500ms) and
+`key.columns` (comma list: the value columns the topic's messages are keyed, so
+partitioned, by; a job whose state is partitioned needs no repartitioning when its
+GROUP BY holds them).
 
 Sink keys: `topic`, `bootstrap.servers`, `value.format`, `key.columns` (comma list;
 the job's PRIMARY KEY columns, joined with `|` into the message key) and
@@ -49,6 +52,10 @@ def _value_format(name: str, props: Mapping[str, str]) -> str:
     return choice_property(merged, "value.format", _VALUE_FORMATS, "json", name=name)
 
 
+def _key_columns(props: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(k.strip() for k in str(props.get("key.columns", "")).split(",") if k.strip())
+
+
 def _warn_unknown(name: str, props: Mapping[str, str], known: frozenset[str]) -> None:
     unknown = sorted(k for k in props if "." not in k and k not in known)
     if unknown:
@@ -64,6 +71,7 @@ class KafkaSourceConfig:
     key_format: str = "string"
     partitions: tuple[int, ...] | None = None
     polling_interval: float = 0.5
+    key_columns: tuple[str, ...] = ()
     client: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -92,6 +100,7 @@ class KafkaSourceConfig:
             key_format=choice_property(props, "key.format", _KEY_FORMATS, "string", name=name),
             partitions=partitions or None,
             polling_interval=duration_property(props, "polling_interval", 0.5, name=name),
+            key_columns=_key_columns(props),
             client=client,
         )
 
@@ -111,7 +120,7 @@ class KafkaSinkConfig:
         client = client_config(props, PRODUCER_DEFAULTS, name=name)
         for consumer_only in ("group.id", "auto.offset.reset", "isolation.level"):
             client.pop(consumer_only, None)
-        keys = tuple(k.strip() for k in str(props.get("key.columns", "")).split(",") if k.strip())
+        keys = _key_columns(props)
         _warn_unknown(name, props, _SINK_KEYS)
         return cls(
             topic=_topic(name, props),

@@ -27,6 +27,7 @@ from velostream.datasource.kafka.codec import Encoded, encode
 from velostream.datasource.kafka.config import KafkaSinkConfig
 from velostream.datasource.traits import Sink
 from velostream.errors import BrokerConnectionError, OperationTimeoutError, Stage, VelostreamError
+from velostream.sql.pipeline import REPARTITION_OF
 
 __all__ = ["DeliveryReport", "KafkaSink", "produce_all", "wait_delivered"]
 
@@ -148,6 +149,12 @@ class KafkaSink(Sink):
     def open(self, schema: pa.Schema | None = None) -> None:
         if self._producer is not None:
             return
+        like = self.properties.get(REPARTITION_OF)
+        if like:  # a repartition topic: as many partitions as the topic it repartitions
+            from velostream.datasource.kafka.topics import ensure_topic, partition_count
+
+            count = partition_count(self.config.client, like, name=self.name)
+            ensure_topic(self.config.client, self.topic, count, compact=False, name=self.name)
         try:
             self._producer = Producer(
                 producer_settings(self.config.client, self._errors, self._report)

@@ -28,7 +28,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +60,7 @@ from velostream.datasource.traits import (
 )
 from velostream.errors import ConfigurationError, SourceError, Stage
 
-__all__ = ["KafkaSource", "MessageRefs", "parse_position"]
+__all__ = ["KafkaSource", "MessageRefs", "PartitionListener", "parse_position"]
 
 log = logging.getLogger("velostream.kafka")
 
@@ -92,6 +92,14 @@ def parse_position(position: Any, topic: str) -> dict[int, int]:
         except (TypeError, ValueError) as exc:
             raise SourceError(f"not a Kafka position: {position!r}") from exc
     return out
+
+
+class PartitionListener(Protocol):
+    """Told of the partitions a consumer group gives and takes (a job whose state is
+    partitioned), from inside `consume`, between two batches."""
+
+    def assigned(self, consumer: Consumer, partitions: list[int]) -> None: ...
+    def revoked(self, partitions: set[int]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -170,6 +178,7 @@ class KafkaSource(Source):
         # answers. Set by the job's processor; see `_check_whole_topic`.
         self.whole_topic = False
         self._partition_count: int | None = None
+        self.listener: PartitionListener | None = None
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -434,6 +443,8 @@ class KafkaSource(Source):
         self._assigned.update(mine)
         self._partition_count = None  # the topic may have grown: counted again
         log.debug("kafka '%s': assignment now %s", self.name, sorted(self._assigned))
+        if self.listener is not None:
+            self.listener.assigned(consumer, mine)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         mine = {tp.partition for tp in partitions if tp.topic == self.topic}
@@ -457,6 +468,8 @@ class KafkaSource(Source):
                 state.pop(partition, None)
         self._assigned -= partitions
         self._revoked_now |= partitions
+        if self.listener is not None:
+            self.listener.revoked(partitions)
 
 
 def _after_rebalance(messages: Sequence[Any], revoked: set[int], assigned: set[int]) -> list[Any]:

@@ -24,7 +24,7 @@ import pyarrow as pa
 from velostream.datasource.multi import sources_of
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
 from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
-from velostream.engine import BatchOutput, Executor, build_executor, sandboxed_connection
+from velostream.engine import BatchOutput, Executor
 from velostream.errors import (
     BatchFailedError,
     DeadLetterError,
@@ -51,6 +51,7 @@ from velostream.server.processors.limits import (
     interrupted,
     memory_error,
 )
+from velostream.server.processors.partitioning import attach_partitions, partitioned_executor
 from velostream.server.processors.pipes import PipeWriter
 from velostream.server.processors.replay import replay_letters
 from velostream.server.processors.table_loader import TableLoader
@@ -96,8 +97,8 @@ class JobProcessor:
         self.observability = observability
         self.metrics = observability.require_metrics()
         self.limits = (limits or JobLimits()).for_job(job)
-        self.executor = executor or build_executor(
-            plan_job(job), job, sandboxed_connection(memory_limit=self.limits.memory_bytes)
+        self.executor = executor or partitioned_executor(
+            job, plan_job(job), self.limits.memory_bytes
         )
         self.tables = TableLoader(self, self.limits.memory_bytes)
         self.pipes = PipeWriter()  # to later statements reading this job's output
@@ -113,14 +114,17 @@ class JobProcessor:
         # processor (a restart or an upgrade counts on). `stats` is this run's share.
         self.counters: JobCounters = self.metrics.job_counters(job.name)
         self._counted_before = self.counters.snapshot()
-        if self.executor.state_kind != "stateless":  # its state covers what it reads
-            for each in sources_of(source):
-                if hasattr(each, "whole_topic"):  # a Kafka source: all of its topic
-                    each.whole_topic = True
         names = [s.name for s in sources_of(source)]  # a multi-source job counts per source
         self.source_counts = self.metrics.sources.for_job(job.name, names) if len(names) > 1 else {}
         self._tally = SourceTally(self.counters, self.source_counts)
         self.errors = observability.job_errors(job.name)
+        self.partitions = attach_partitions(
+            job, app_name, source, self.executor, self.errors.record, self.metrics.state
+        )
+        if self.executor.state_kind != "stateless" and self.partitions is None:
+            for each in sources_of(source):  # its state covers what it reads: all of it
+                if hasattr(each, "whole_topic"):  # a Kafka source: all of its topic
+                    each.whole_topic = True
         self.started = time.time()
         self.ended_at: float | None = None
         self.stopped = False
@@ -141,7 +145,7 @@ class JobProcessor:
             CommitContext(
                 job=job,
                 source=source,
-                sinks=sinks,
+                sinks=sinks if self.partitions is None else [*sinks, *self.partitions.sinks],
                 executor=self.executor,
                 checkpoints=checkpoints,
                 dlq=dlq,
@@ -266,6 +270,8 @@ class JobProcessor:
 
     def _open(self) -> None:
         try:
+            if self.partitions is not None:
+                self.partitions.open()  # its topics, before the source subscribes
             self.source.open()
         except Exception as exc:
             self.errors.record(Stage.SOURCE, f"opening {self.source.name}: {exc}", exc=exc)
@@ -279,6 +285,8 @@ class JobProcessor:
 
     def _close(self) -> None:
         closers = [(Stage.SINK, s.name, s.close) for s in self.sinks]
+        if self.partitions is not None:
+            closers.append((Stage.COMMIT, self.partitions.topic, self.partitions.close))
         closers.append((Stage.SOURCE, self.source.name, self.source.close))
         with self._batch_lock:
             self._closed = True
@@ -385,6 +393,8 @@ class JobProcessor:
         # A processing slot bounds how many job threads compute at once (the commit,
         # mostly fsync, is outside it): with 50 busy jobs the API thread would otherwise
         # wait for the GIL behind all of them.
+        if self.partitions is not None:
+            self.partitions.ready()  # partitions given since: their state first
         with self._slots:
             output = self._process(batch)
             if output is None:
@@ -396,6 +406,8 @@ class JobProcessor:
                 self._handle_late(output, count=first)
             written = self._pending_out = self._write(output.table)
         with bind_stage(Stage.COMMIT):
+            if self.partitions is not None:
+                self.partitions.stage(batch)
             self.committer.commit(batch)
         self.pipes.publish(self.committer)
         self._pending_out = 0
@@ -408,7 +420,7 @@ class JobProcessor:
         """Run the batch's query under the job's limits; None if a stop interrupted it."""
         if not batch.table.num_rows:  # only bad records, maybe before any schema is known
             return BatchOutput(batch.table.slice(0, 0))
-        watch = self._watch = self._watchdog.begin(self.limits, self.executor.con.interrupt)
+        watch = self._watch = self._watchdog.begin(self.limits, self.executor.interrupt)
         if self._stop.is_set():
             watch.stop()
         try:
