@@ -187,7 +187,8 @@ def _one_line_each(
     lines: list[bytes] = list(values)  # type: ignore[arg-type]
     if None in lines:
         lines = [b"{}" if v is None else v for v in lines]
-    block = b"\n".join(lines) + b"\n"
+    # The closing newline joined in, not appended: `+` would copy the whole block again.
+    block = b"\n".join([*lines, b""])
     # One scan in C: a line break inside a value makes more lines than values.
     if block.count(b"\n") == len(lines) and b"\r" not in block:
         return block, lines, None, []

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -45,23 +45,42 @@ def produce_all(
     name: str,
 ) -> None:
     """Hand every message to `producer`, waiting for room when its queue is full."""
-    n = len(messages)
-    values = messages.values
-    keys = messages.keys or [None] * n
-    headers = messages.headers or [None] * n
-    stamps = messages.timestamps or [None] * n
-    produce = producer.produce
-    i = 0
+    i, n = 0, len(messages)
     while i < n:
         try:
-            while i < n:
-                produce(topic, values[i], keys[i], headers=headers[i], timestamp=stamps[i] or 0)
-                i += 1
-        except BufferError:
-            producer.poll(0.05)  # the queue is full: let deliveries drain it
+            i = _produce_from(producer.produce, topic, messages, i)
         except (KafkaException, ValueError, TypeError) as exc:
             raise translate(exc, stage=stage, name=name, doing=f"producing to '{topic}'") from exc
+        if i < n:
+            producer.poll(0.05)  # the queue is full: let deliveries drain it
     producer.poll(0)
+
+
+def _produce_from(produce: Callable[..., None], topic: str, messages: Encoded, start: int) -> int:
+    """Produce messages from `start` on until the queue is full; returns where it stopped.
+
+    Each call passes only what the messages carry: a keyword argument costs about as
+    much as the call itself, and values alone are the common case.
+    """
+    values, keys, n = messages.values, messages.keys, len(messages)
+    i = start
+    try:
+        if messages.headers is None and messages.timestamps is None:
+            if keys is None:
+                for i in range(start, n):
+                    produce(topic, values[i])
+            else:
+                for i in range(start, n):
+                    produce(topic, values[i], keys[i])
+        else:
+            keys = keys or [None] * n
+            headers = messages.headers or [None] * n
+            stamps = messages.timestamps or [None] * n
+            for i in range(start, n):
+                produce(topic, values[i], keys[i], headers=headers[i], timestamp=stamps[i] or 0)
+    except BufferError:
+        return i  # message i was not queued
+    return n
 
 
 class DeliveryReport:

@@ -58,6 +58,30 @@ def test_write_produces_values_keys_headers_and_timestamps() -> None:
     assert sink.written == 2
 
 
+class FullAtThird(FakeProducer):
+    """Finds the queue full at the third message, once."""
+
+    def produce(
+        self, topic: str, value: object = None, key: object = None, **kwargs: object
+    ) -> None:
+        if len(self.produced) == 2 and not self.polls:
+            raise BufferError("Local: Queue full")
+        super().produce(topic, value, key, **kwargs)
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_values_alone_are_produced_once_each_in_order_past_a_full_queue(keyed: bool) -> None:
+    producer = FullAtThird()
+    sink = _sink(producer, **({"key.columns": "id"} if keyed else {}))
+    sink.write(pa.table({"id": [1, 2, 3, 4, 5]}))
+    assert [m["value"] for m in producer.produced] == [b'{"id":%d}' % i for i in range(1, 6)]
+    expected_keys = [str(i) for i in range(1, 6)] if keyed else [None] * 5
+    assert [m["key"] for m in producer.produced] == expected_keys
+    assert all(set(m) == {"topic", "value", "key"} for m in producer.produced)  # no headers
+    assert producer.polls >= 2  # waited once for room, then polled after the batch
+    assert sink.written == 5
+
+
 def test_write_errors_are_sink_errors() -> None:
     sink = _sink(FakeProducer(), **{"key.columns": "nope"})
     with pytest.raises(SchemaError) as info:

@@ -1,0 +1,110 @@
+"""The two baselines of bench_kafka.py, each run as its own process.
+
+Both do what the benchmark's SQL job does to every message of the input topic: decode
+the JSON value, keep it when `qty > 50`, and write `{id, symbol, notional = price *
+qty}` as JSON to the output topic.
+
+- `hand`: a hand-written confluent-kafka loop: `consume` in batches, orjson (as Quix
+  Streams uses), `produce` per message, auto-committed offsets. It stops by itself
+  once it has read `--messages` messages and the producer has delivered everything.
+- `quix`: a Quix Streams 3.x `Application` (filter, `apply`, `to_topic`), run until
+  SIGTERM, which it handles by committing and closing.
+
+    python benchmarks/kafka_loops.py hand|quix BOOTSTRAP INPUT OUTPUT GROUP MESSAGES
+
+Only confluent-kafka and orjson are imported at the top, so that the hand loop's
+start-up is what such a script's would be; quixstreams is imported by `quix`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer
+
+THRESHOLD = 50  # the filter: qty > THRESHOLD
+CONSUME_BATCH = 10_000
+# Every contender's consumer: tansu answers a new group's join after half the session
+# timeout, so all three wait the same ~1 s before their first message.
+GROUP_SETTINGS = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 500}
+
+
+def project(row: dict[str, Any]) -> dict[str, Any]:
+    """The projection, as the SQL job's SELECT list."""
+    return {"id": row["id"], "symbol": row["symbol"], "notional": row["price"] * row["qty"]}
+
+
+def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
+    """consume → orjson decode → filter/project → orjson encode → produce, in one thread."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 100,
+            **GROUP_SETTINGS,
+        }
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+    consumer.subscribe([source])
+    loads, dumps, produce = orjson.loads, orjson.dumps, producer.produce
+    seen = 0
+    while seen < messages:
+        for message in consumer.consume(CONSUME_BATCH, 0.5):
+            if message.error() is not None:
+                continue
+            seen += 1
+            row = loads(message.value())
+            if row["qty"] > THRESHOLD:
+                value = dumps(project(row))
+                while True:
+                    try:
+                        produce(sink, value)
+                        break
+                    except BufferError:  # the queue is full: let deliveries drain it
+                        producer.poll(0.05)
+        producer.poll(0)
+    left = producer.flush(120)
+    consumer.close()
+    if left:
+        raise SystemExit(f"hand loop: {left} messages not delivered")
+
+
+def quix(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
+    """A Quix Streams Application doing the same filter and projection, until SIGTERM."""
+    from quixstreams import Application
+
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=group,
+        auto_offset_reset="earliest",
+        auto_create_topics=False,
+        loglevel="WARNING",
+        consumer_extra_config=dict(GROUP_SETTINGS),
+    )
+    input_topic = app.topic(source, value_deserializer="json")
+    output_topic = app.topic(sink, value_serializer="json")
+    sdf = app.dataframe(input_topic)
+    sdf = sdf[sdf["qty"] > THRESHOLD]
+    sdf = sdf.apply(project)
+    sdf.to_topic(output_topic)
+    app.run()
+
+
+def main(argv: list[str]) -> None:
+    kind, bootstrap, source, sink, group, messages = argv
+    runner = {"hand": hand, "quix": quix}[kind]
+    runner(bootstrap, source, sink, group, int(messages))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
