@@ -173,9 +173,9 @@ class KafkaSource(Source):
         self._acked: dict[int, int] = {}  # offsets the broker confirmed
         self._revoked_now: set[int] = set()
         self._recent: deque[_Envelope] = deque(maxlen=_RECENT_BATCHES)
-        # A stateful job (GROUP BY, windows, joins, DISTINCT) must read every partition:
-        # its state is not partitioned yet, so a share of the topic would give partial
-        # answers. Set by the job's processor; see `_check_whole_topic`.
+        # A stateful job (GROUP BY, windows, joins, DISTINCT) whose state is kept whole
+        # must read every partition: a share of the topic would give partial answers.
+        # Set by the job's processor; see `_check_whole_topic`.
         self.whole_topic = False
         self._partition_count: int | None = None
         self.listener: PartitionListener | None = None
@@ -276,8 +276,9 @@ class KafkaSource(Source):
             f"DISTINCT) but holds only partitions {sorted(self._assigned)} of the "
             f"{self._partition_count} of topic '{self.topic}': another member of consumer "
             f"group '{self.config.group_id}' reads the others, so each would aggregate only "
-            "its share. Run a stateful job on one server, or give each server its own "
-            "group.id (docs/scaling.md)",
+            "its share. Run a stateful job on one server, give a GROUP BY job "
+            "'state.partitioned' = 'true', or give each server its own group.id "
+            "(docs/scaling.md)",
             source=self.name,
         )
 
