@@ -358,11 +358,11 @@ class CsvDecoder(Decoder):
                 messages = type_messages(field, pc.take(column, pa.array(where)))
                 parts.append(LineErrors(rows[where], [ErrorKind.TYPE] * len(where), messages))
             bad = mask if bad is None else bad | mask
-        if bad is not None:
-            good = pa.array(~bad)
-            columns = [pc.filter(c, good) for c in columns]
-            rows = rows[~bad]
         table = pa.Table.from_arrays(columns, schema=self.schema)
+        if bad is not None:
+            good = ~bad
+            table = table.filter(pa.array(good))
+            rows = rows[good]
         identity = len(rows) == n_lines
         return Decoded(table, None if identity else pa.array(rows), LineErrors.merged(parts), lines)
 
