@@ -68,9 +68,11 @@ def _convert_options(schema: pa.Schema | None, *, as_text: bool = False) -> pa_c
 class CsvDecoder(Decoder):
     """CSV lines with a fixed schema; see the module docstring for the error path."""
 
-    # Two halves bring no speed here: the text parse calls back into Python for every
-    # row with a wrong field count, and the halves then wait on each other for the GIL
-    # (measured: the same wall time for a third more CPU, which the job's thread needs).
+    # Two halves bring no speed here: the careful path's text parse calls back into
+    # Python for every row with a wrong field count, and the halves then wait on each
+    # other for the GIL (measured: the same wall time for a third more CPU, which the
+    # job's thread needs). The unquoted path calls back for none, but its Python steps
+    # still take turns: no faster either on two cores (measured on bench_engine case 5).
     halves = False
 
     def __init__(self, schema: pa.Schema, delimiter: str = ",") -> None:
