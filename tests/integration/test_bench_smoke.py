@@ -81,6 +81,7 @@ def test_cli_benchmark_runs_every_command_and_run_once() -> None:
         "filter + projection CSV -> CSV (2,000 rows)",
         "1BRC GROUP BY, EMIT FINAL (2,000 rows)",
         "tumbling window 1m, EMIT FINAL (2,000 rows)",
+        "dirty input, ",
     ):
         assert line in result.stdout, output
 

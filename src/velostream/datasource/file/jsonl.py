@@ -22,6 +22,7 @@ from velostream.datasource.file.formats import (
     Decoded,
     Decoder,
     LineError,
+    LineErrors,
     arrow_block_size,
     join_lines,
     row_number,
@@ -97,7 +98,7 @@ class JsonDecoder(Decoder):
             table = self._read(block, True)
         except pa.ArrowInvalid:
             return None
-        return Decoded(table, None, []) if table.num_rows == n_lines else None
+        return Decoded(table, None, LineErrors.none()) if table.num_rows == n_lines else None
 
     def _decode_dirty(self, block: Block, n_lines: int) -> Decoded:
         lines = split_lines(block, n_lines)
@@ -120,9 +121,8 @@ class JsonDecoder(Decoder):
         dropped = mask_at(len(records), scan.bad)
         rows = pc.filter(records, pc.invert(dropped))
         table = pa.concat_tables(scan.pieces) if scan.pieces else self.schema.empty_table()
-        ordered = sorted(errors.values(), key=lambda e: e.line)
         identity = len(rows) == len(lines)
-        return Decoded(table, None if identity else rows, ordered, lines)
+        return Decoded(table, None if identity else rows, LineErrors.of(errors.values()), lines)
 
 
 class _Scan:

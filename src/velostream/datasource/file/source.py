@@ -33,12 +33,13 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from velostream.datasource.file.formats import Block, CsvDecoder, Decoder, split_lines
+from velostream.datasource.file.csvlines import CsvDecoder
+from velostream.datasource.file.formats import Block, Decoder, split_lines
 from velostream.datasource.file.jsonl import JsonDecoder
 from velostream.datasource.file.lines import LineBlock, LineReader
 from velostream.datasource.file.options import (
@@ -417,19 +418,17 @@ class FileSource(Source):
                 source=self.name,
                 position=f"{cursor.path}:{first + 1}",
             ) from exc
-        bad = []
-        if decoded.errors:
-            if decoded.lines is None:
-                decoded.lines = split_lines(block, n)
-            raws = pc.take(
-                decoded.lines, pa.array([e.line for e in decoded.errors], pa.int64())
-            ).to_pylist()
-            prefix, stage, base = f"{cursor.path}:", Stage.DESERIALIZE, first + 1
-            new = tuple.__new__  # BadRecord's own constructor costs more, per bad line
-            bad = [
-                new(BadRecord, (raw, prefix + str(base + line), message, kind, stage))
-                for (line, kind, message), raw in zip(decoded.errors, raws, strict=True)
-            ]
+        bad: list[BadRecord] = []
+        errors = decoded.errors
+        if errors:
+            raws = decoded.raws(block, n)
+            numbers = (errors.lines + (first + 1)).tolist()
+            places = map(f"{cursor.path}:".__add__, map(str, numbers))
+            columns = zip(
+                raws, places, errors.messages, errors.kinds, repeat(Stage.DESERIALIZE), strict=False
+            )
+            # No Python step per bad line: BadRecord's own constructor costs more.
+            bad = list(map(tuple.__new__, repeat(BadRecord), columns))
         if got.long:
             bad = self._long_records(cursor.path, got, bad)
         refs = _BlockRefs(cursor.path, block, n, first, decoded.rows, decoded.lines)

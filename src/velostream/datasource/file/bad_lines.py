@@ -1,0 +1,169 @@
+"""A block's bad lines as columns, and numpy passes that find them with no Python per line.
+
+`LineErrors` holds the bad lines of one block in line order: their numbers, kinds and
+messages as parallel columns. A block with thousands of bad lines then becomes bad
+records in a few C-level passes (see `FileSource._decode`), not a Python object built
+and unpacked per line.
+
+`line_bounds`, `field_counts`, `drop_lines` and `raw_lines` take apart a block of CSV
+without quotes: where each line starts and ends, how many fields it holds, the block
+without some of its lines (joined by slicing), and the bytes of a few lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
+from typing import NamedTuple, TypeAlias
+
+import numpy as np
+import pyarrow as pa
+
+from velostream.errors import ErrorKind
+
+__all__ = [
+    "LineBounds",
+    "LineError",
+    "LineErrors",
+    "drop_lines",
+    "field_counts",
+    "line_bounds",
+    "raw_lines",
+]
+
+Block: TypeAlias = bytes | bytearray
+_NEWLINE, _CR = 10, 13
+
+
+class LineError(NamedTuple):
+    """Line `line` (0-based, within its block) is a bad record."""
+
+    line: int
+    kind: ErrorKind
+    message: str
+
+
+@dataclass(slots=True, eq=False)
+class LineErrors:
+    """A block's bad lines in line order (each line at most once), as columns."""
+
+    lines: np.ndarray  # int64, ascending
+    kinds: list[ErrorKind]
+    messages: list[str]
+
+    @classmethod
+    def none(cls) -> LineErrors:
+        return cls(np.empty(0, np.int64), [], [])
+
+    @classmethod
+    def of(cls, errors: Iterable[LineError]) -> LineErrors:
+        """From `LineError`s in any order (lines distinct)."""
+        ordered = sorted(errors, key=itemgetter(0))
+        if not ordered:
+            return cls.none()
+        lines, kinds, messages = zip(*ordered, strict=True)
+        return cls(np.array(lines, np.int64), list(kinds), list(messages))
+
+    @classmethod
+    def merged(cls, parts: Sequence[LineErrors]) -> LineErrors:
+        """One `LineErrors` of `parts`, whose lines are disjoint, in line order."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.none()
+        if len(parts) == 1:
+            return parts[0]
+        lines = np.concatenate([p.lines for p in parts])
+        kinds = [k for p in parts for k in p.kinds]
+        messages = [m for p in parts for m in p.messages]
+        if bool(np.all(lines[1:] > lines[:-1])):
+            return cls(lines, kinds, messages)
+        order = np.argsort(lines, kind="stable")
+        pick = itemgetter(*order.tolist())  # two or more: it gives a tuple
+        return cls(lines[order], list(pick(kinds)), list(pick(messages)))
+
+    def shifted(self, by: int) -> LineErrors:
+        """The same errors, `by` lines further on (the second half of a block)."""
+        return LineErrors(self.lines + by, self.kinds, self.messages)
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def __iter__(self) -> Iterator[LineError]:
+        new = tuple.__new__  # a NamedTuple's own constructor costs more, per line
+        columns = zip(self.lines.tolist(), self.kinds, self.messages, strict=True)
+        return map(new, repeat(LineError), columns)
+
+
+class LineBounds(NamedTuple):
+    """Each line's first byte and the end of its content (before `\\r\\n` or `\\n`)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def line_bounds(block: Block, n_lines: int) -> LineBounds | None:
+    """Where the `n_lines` lines of `block` are; None if it does not hold that many.
+
+    The last line may lack its line break. A carriage return ending a line is left out
+    of it, as `split_lines` does.
+    """
+    data = np.frombuffer(block, np.uint8)
+    breaks = np.flatnonzero(data == _NEWLINE)
+    if len(breaks) == n_lines - 1 and n_lines and not block.endswith(b"\n"):
+        breaks = np.append(breaks, len(block))
+    elif len(breaks) != n_lines:
+        return None
+    starts = np.empty(n_lines, np.int64)
+    if n_lines:
+        starts[0] = 0
+        starts[1:] = breaks[:-1] + 1
+    ends = breaks.astype(np.int64)
+    if b"\r" in block:
+        nonempty = ends > starts
+        ends[nonempty] -= data[ends[nonempty] - 1] == _CR
+    return LineBounds(starts, ends)
+
+
+def field_counts(block: Block, bounds: LineBounds, delimiter: str) -> np.ndarray:
+    """How many fields each line holds, counting delimiters (a block without quotes).
+
+    A delimiter is never a line break (`parse_delimiter`), so the delimiters of line i
+    are those before its end less those before the end of line i - 1.
+    """
+    data = np.frombuffer(block, np.uint8)
+    delimiters = np.flatnonzero(data == ord(delimiter))
+    before_end = np.searchsorted(delimiters, bounds.ends)
+    counts: np.ndarray = np.diff(before_end, prepend=0) + 1
+    return counts
+
+
+def drop_lines(block: Block, bounds: LineBounds, drop: np.ndarray) -> bytes:
+    """`block` without lines `drop` (ascending), the rest joined by slicing.
+
+    One join in C, holding the GIL for it: a string of numpy steps would release and
+    take the GIL back at each, and each taking back may wait for a busy job thread.
+    """
+    resume = np.append(bounds.starts[1:], len(block))[drop]
+    lows = [0, *resume.tolist()]
+    highs = [*bounds.starts[drop].tolist(), len(block)]
+    view = memoryview(block)
+    return b"".join([view[lo:hi] for lo, hi in zip(lows, highs, strict=True) if hi > lo])
+
+
+def raw_lines(block: Block, bounds: LineBounds, which: np.ndarray) -> list[bytes]:
+    """The bytes of lines `which` (ascending), without their line breaks.
+
+    One Arrow array over the block, its values alternately a line and the bytes up to
+    the next one, gives them all at once, without copying the block.
+    """
+    if not len(which):
+        return []
+    offsets = np.empty(2 * len(which), np.int64)
+    offsets[0::2] = bounds.starts[which]
+    offsets[1::2] = bounds.ends[which]
+    buffers = [None, pa.py_buffer(offsets), pa.py_buffer(block)]
+    spans = pa.Array.from_buffers(pa.large_binary(), len(offsets) - 1, buffers)
+    values: list[bytes] = spans.take(pa.array(np.arange(0, len(offsets), 2))).to_pylist()
+    return values
