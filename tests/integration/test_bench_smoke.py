@@ -117,3 +117,25 @@ def test_kafka_benchmark_runs_all_three_on_a_small_topic() -> None:
         assert "ours/quix:" in result.stdout, output
     else:
         assert "not run: quixstreams is not installed" in quix_rows[0], output
+
+
+SCALE = BENCH.parent / "bench_scale.py"
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_its_three_cases_on_a_small_topic() -> None:
+    """One and two servers on a partitioned GROUP BY, and the repartitioned case, each
+    to the end of a 3,000-trade topic (on the tests' tansu broker)."""
+    result = subprocess.run(
+        [sys.executable, str(SCALE), "--messages", "3000", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=SCALE.parent,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Traceback" not in output
+    for line in ("keyed, 1 server", "keyed, 2 servers", "repartitioned, 1 server", "scaling"):
+        assert line in result.stdout, output

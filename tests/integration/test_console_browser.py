@@ -29,6 +29,7 @@ import pytest
 import uvicorn
 from prometheus_client import CollectorRegistry
 
+from tests.integration.kafka_broker import KafkaBroker
 from velostream.api import create_app
 from velostream.errors import ErrorKind, Stage
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
@@ -839,6 +840,46 @@ def test_a_thousand_groups_stay_responsive(page: Page, live: Live) -> None:
         "[...document.querySelectorAll('#groups-table tbody tr')].filter((r) => !r.hidden).length"
     )
     assert 1 <= shown < 10
+
+
+def test_a_partitioned_job_shows_the_partitions_this_node_holds(
+    page: Page, live: Live, kafka_broker: KafkaBroker, new_topic: Callable[..., str]
+) -> None:
+    """A job whose state is partitioned: its row says which partitions' state the
+    node holds (docs/scaling.md), from `partitioned_state` on /jobs."""
+    source, sink = new_topic("in", partitions=2), new_topic("out")
+    sql = f"""-- @app: scaled
+CREATE TABLE per_symbol AS SELECT symbol PRIMARY KEY, COUNT(*) AS n FROM src GROUP BY symbol
+WITH ('src.type' = 'kafka_source', 'src.topic' = '{source}',
+      'src.bootstrap.servers' = '{kafka_broker.bootstrap}', 'src.key.columns' = 'symbol',
+      'per_symbol.type' = 'kafka_sink', 'per_symbol.topic' = '{sink}',
+      'per_symbol.bootstrap.servers' = '{kafka_broker.bootstrap}',
+      'state.partitioned' = 'true');
+"""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    reply = httpx.post(f"{live.url}/jobs", json={"sql": sql}, headers=auth)
+    assert reply.status_code == 201, reply.text
+    try:
+        kafka_broker.produce(
+            source, [json.dumps({"symbol": s}).encode() for s in "abcd"], keys=list("abcd")
+        )
+        wait_until(
+            "both partitions held",
+            lambda: (
+                (httpx.get(f"{live.url}/jobs/per_symbol").json()["partitioned_state"] or {}).get(
+                    "partitions"
+                )
+                == [0, 1]
+            ),
+        )
+        parts = "document.querySelector('#jobs-table tr[data-job=\"per_symbol\"] .parts')"
+        page.wait_for("the partitions", f"{parts} && {parts}.textContent === 'partitions 0, 1'")
+        title = page.evaluate(f"{parts}.title")
+        assert "is on node-7" in title and "-state-changelog" in title, title
+        plain = "document.querySelector('#jobs-table tr[data-job=\"clean_trades\"] .parts')"
+        assert page.evaluate(f"{plain}.textContent") == ""
+    finally:
+        httpx.delete(f"{live.url}/jobs/per_symbol", headers=auth)
 
 
 def test_an_undeployed_job_and_its_groups_leave_the_page(page: Page, live: Live) -> None:

@@ -473,6 +473,8 @@
       cells[field] = td;
     }
     cells.state.appendChild(badge("state", ""));
+    cells.parts = make("span", "parts"); // a job whose state is partitioned: what this node holds
+    cells.state.appendChild(cells.parts);
     return { row, cells, j: null };
   }
 
@@ -504,6 +506,14 @@
       stateBadge.className = `badge badge-${j.state}`;
       setText(stateBadge, j.state);
       c.state.title = j.reason || "";
+      const ps = j.partitioned_state;
+      const held = ps ? (ps.partitions.length ? ps.partitions.join(", ") : "none") : "";
+      const restoring = ps && ps.restoring.length ? ` (restoring ${ps.restoring.join(", ")})` : "";
+      setText(c.parts, ps ? `partitions ${held}${restoring}` : "");
+      c.parts.title = ps
+        ? `the state of ${ps.topic}'s partitions ${held} is on ${ps.node || "this node"}; ` +
+          `changelog ${ps.changelog}`
+        : "";
       setText(c.version, j.version || "");
       setText(c.records_in, nf.format(j.records_in));
       setText(c.records_out, nf.format(j.records_out));
