@@ -215,11 +215,21 @@ def init(
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="SQL application file")]) -> None:
+def validate(
+    file: Annotated[Path, typer.Argument(help="SQL application file")],
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="also say what each job reads, writes and keeps (partitioned state, "
+            "repartitioning)",
+        ),
+    ] = False,
+) -> None:
     """Check an application without running it."""
     from velostream.cli.validate import validate_file
 
-    code = validate_file(file)
+    code = validate_file(file, explain=explain)
     if code:
         raise typer.Exit(code)
 

@@ -14,8 +14,9 @@ from velostream.errors import VelostreamError
 __all__ = ["validate_file"]
 
 
-def validate_file(file: Path) -> int:
-    """Check `file`; print its problems (exit code 1) or that it is valid (0)."""
+def validate_file(file: Path, *, explain: bool = False) -> int:
+    """Check `file`; print its problems (exit code 1) or that it is valid (0), then,
+    with `explain`, what each job will do (`velostream.sql.explain`)."""
     from velostream.cli.load import validate_application
 
     try:
@@ -36,4 +37,8 @@ def validate_file(file: Path) -> int:
     jobs = ", ".join(j.name for j in application.jobs)
     # Plain: Rich (a tenth of the command's time) is loaded only for what it colours.
     print(f"{file}: valid ({len(application.jobs)} job(s): {jobs})")
+    if explain:
+        from velostream.sql.explain import explain_application
+
+        print("\n".join(explain_application(application)))
     return 0

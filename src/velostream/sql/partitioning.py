@@ -14,9 +14,17 @@ from __future__ import annotations
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import PlanKind, QueryPlan
 
-__all__ = ["PROPERTY", "partitioning_problem", "wants_partitioned"]
+__all__ = ["PROPERTY", "changelog_topic", "partitioning_problem", "wants_partitioned"]
 
 PROPERTY = "state.partitioned"
+
+
+def changelog_topic(app: str, job: str, group: str, store: str = "state") -> str:
+    """The changelog of `job`'s state store: it belongs to the consumer group (servers
+    sharing the group share it; a deployment with another `group.id` keeps its own)."""
+    if group == f"velo-{app}-{job}":  # the group the parser gives by default
+        return f"{app}-{job}-{store}-changelog"
+    return f"{group}-{store}-changelog"
 
 
 def wants_partitioned(job: JobSpec) -> bool:

@@ -107,3 +107,17 @@ def test_the_setting_is_a_boolean() -> None:
 def test_a_job_not_asking_is_left_alone() -> None:
     [job] = _check(_app(COUNT, job="'state.partitioned' = 'false'")).jobs
     assert job.sources[0].properties["topic"] == "trades"
+
+
+def test_explain_says_how_keys_reach_the_partitioned_state() -> None:
+    from velostream.sql.explain import explain_application
+
+    text = "\n".join(explain_application(_check(_app(COUNT))))
+    assert "per_symbol_repartition:\n  reads trades (kafka_source, trades)" in text
+    assert "repartitions trades by symbol for the job after it" in text
+    assert "state: one store per partition of shop-per_symbol-repartition" in text
+    assert "changelog shop-per_symbol-state-changelog" in text
+    keyed = "\n".join(
+        explain_application(_check(_app(COUNT, source="'trades.key.columns' = 'symbol'")))
+    )
+    assert "repartitions" not in keyed and "one store per partition of trades" in keyed

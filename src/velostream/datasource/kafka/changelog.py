@@ -36,6 +36,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from velostream.datasource.kafka.client import translate
 from velostream.datasource.kafka.sink import KafkaSink, wait_delivered
 from velostream.errors import SourceError, Stage
+from velostream.sql.partitioning import changelog_topic
 
 __all__ = [
     "CHUNK_BYTES",
@@ -54,14 +55,6 @@ _MAGIC = b"VSS1"
 _OFFSET = "velo.input.offset"
 _CHUNKS = "velo.chunks"
 _TIMEOUT = 30.0
-
-
-def changelog_topic(app: str, job: str, group: str, store: str = "state") -> str:
-    """The changelog of `job`'s state store: it belongs to the consumer group (servers
-    sharing the group share it; a deployment with another `group.id` keeps its own)."""
-    if group == f"velo-{app}-{job}":  # the group the parser gives by default
-        return f"{app}-{job}-{store}-changelog"
-    return f"{group}-{store}-changelog"
 
 
 # -- encoding ---------------------------------------------------------------------
