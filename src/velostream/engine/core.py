@@ -35,6 +35,7 @@ __all__ = [
     "SYSTEM_COLUMNS",
     "BatchOutput",
     "Executor",
+    "RowRefs",
     "StatelessExecutor",
     "check_columns",
     "isolate_rows",
@@ -254,8 +255,9 @@ def with_row_numbers(table: pa.Table) -> pa.Table:
     return table.append_column(ROW, pa.array(np.arange(table.num_rows, dtype=np.int64)))
 
 
-class _JoinedRefs(RecordRefs):
-    """A joined row's reference: that of the stream row it came from."""
+class RowRefs(RecordRefs):
+    """Row `i`'s reference is that of row `rows[i]` of another batch (the stream row a
+    joined row came from, a partition's row in the whole batch)."""
 
     def __init__(self, refs: RecordRefs, rows: np.ndarray) -> None:
         self._refs, self._rows = refs, rows
@@ -287,7 +289,7 @@ def joined_rows(table: pa.Table, refs: RecordRefs) -> tuple[pa.Table, RecordRefs
     rows = table.column(ROW).to_numpy()
     index = table.column_names.index(ROW)
     renumbered = pa.array(np.arange(table.num_rows, dtype=np.int64))
-    return table.set_column(index, ROW, renumbered), _JoinedRefs(refs, rows)
+    return table.set_column(index, ROW, renumbered), RowRefs(refs, rows)
 
 
 def isolate_rows(

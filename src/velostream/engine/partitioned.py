@@ -27,8 +27,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from velostream.datasource.traits import RecordRefs, SourceBatch
-from velostream.engine.core import BatchOutput, Executor
+from velostream.datasource.traits import SourceBatch
+from velostream.engine.core import BatchOutput, Executor, RowRefs
 from velostream.errors import ConfigurationError, StateIncompatibleError
 
 __all__ = ["PARTITION_COLUMN", "PartitionedExecutor", "part_of", "with_part"]
@@ -45,19 +45,6 @@ def part_of(partition: int, state: Mapping[str, Any]) -> dict[str, Any]:
     """Partition `partition`'s sub-snapshot out of a partitioned snapshot."""
     prefix = f"p{partition}."
     return {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
-
-
-class _SubRefs(RecordRefs):
-    """A partition's row `i` is the batch's row `rows[i]`."""
-
-    def __init__(self, refs: RecordRefs, rows: np.ndarray) -> None:
-        self._refs, self._rows = refs, rows
-
-    def ref(self, index: int) -> str:
-        return self._refs.ref(int(self._rows[index]))
-
-    def raw(self, index: int) -> bytes:
-        return self._refs.raw(int(self._rows[index]))
 
 
 class PartitionedExecutor(Executor):
@@ -141,7 +128,7 @@ class PartitionedExecutor(Executor):
             rows = np.flatnonzero(column == partition)
             part = SourceBatch(
                 table.take(pa.array(rows)),
-                _SubRefs(batch.refs, rows),
+                RowRefs(batch.refs, rows),
                 [],
                 batch.position,
                 batch.source,
