@@ -76,9 +76,8 @@ WITH ('src.type' = 'kafka_source', 'src.topic' = '{topic}', {key}
 """
 
 
-def caught_up(broker: KafkaBroker, group: str, topic: str, *, transactional: bool) -> bool:
-    """Whether `group` has committed `topic` to its end (a `transactional` topic's last
-    offset is a commit marker, so one short of its high watermark counts)."""
+def caught_up(broker: KafkaBroker, group: str, topic: str) -> bool:
+    """Whether `group` has committed `topic` (written without transactions) to its end."""
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "probe", **QUIET})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
@@ -89,8 +88,16 @@ def caught_up(broker: KafkaBroker, group: str, topic: str, *, transactional: boo
     finally:
         consumer.close()
     committed = broker.committed(group, topic)
-    slack = 1 if transactional else 0
-    return bool(ends) and all(committed.get(p, -1) >= end - slack for p, end in ends.items())
+    return bool(ends) and all(committed.get(p, -1) >= end for p, end in ends.items())
+
+
+def last_records(broker: KafkaBroker, topic: str) -> dict[int, int]:
+    """Each partition's last record offset (a transactional topic also has offsets for
+    its commit and abort markers, so its end may be a marker)."""
+    last: dict[int, int] = {}
+    for record in broker.read_all(topic):
+        last[record.partition] = max(last.get(record.partition, -1), record.offset)
+    return last
 
 
 def run_case(
@@ -126,12 +133,17 @@ def run_case(
                 )
             )
 
+    repartitioned: dict[int, int] = {}  # the repartition topic's last records, once written
+
     def done() -> bool:
         if keyed:
-            return caught_up(broker, group, topic, transactional=False)
-        return caught_up(broker, f"{group}-repartition", topic, transactional=False) and caught_up(
-            broker, group, f"{group}-repartition", transactional=True
-        )
+            return caught_up(broker, group, topic)
+        if not repartitioned:
+            if not caught_up(broker, f"{group}-repartition", topic):
+                return False
+            repartitioned.update(last_records(broker, f"{group}-repartition"))
+        committed = broker.committed(group, f"{group}-repartition")
+        return all(committed.get(p, -1) > offset for p, offset in repartitioned.items())
 
     took: float | None = None
     try:
