@@ -298,3 +298,64 @@ def test_a_tumbling_window_on_three_servers_under_churn_equals_one_server(
     # server's last, aborted transaction to read_committed readers.)
     differ = {w: (three.get(w), r) for w, r in one.items() if three.get(w) != r}
     assert not differ and len(three) == len(one), (differ, len(three), len(one))
+
+
+def test_a_stream_table_join_under_the_same_churn_writes_each_trade_once(
+    kafka_broker: KafkaBroker, new_topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """A stream–table join keeps no state: each server joins its partitions' trades to
+    the whole table. Under the same churn (kill, replacement) each trade is written
+    once, joined (transactional mode)."""
+    source, sink = new_topic("in", partitions=4), new_topic("out")
+    group = f"velo-{source}"
+    (tmp_path / "instruments.csv").write_text(
+        "symbol,name\n" + "".join(f"{s},name of {s}\n" for s in SYMBOLS)
+    )
+    app = tmp_path / "app.sql"
+    app.write_text(
+        f"""
+-- @app: joined
+-- @job_mode: transactional
+-- @batch_size: 100
+CREATE STREAM enriched AS
+SELECT t.id, t.symbol, i.name FROM src t LEFT JOIN instruments i ON t.symbol = i.symbol
+EMIT CHANGES
+WITH (
+    'src.type' = 'kafka_source', 'src.topic' = '{source}',
+    'src.bootstrap.servers' = '{kafka_broker.bootstrap}', 'src.group.id' = '{group}',
+    'src.session.timeout.ms' = '6000',
+    'instruments.type' = 'file_source', 'instruments.path' = '{tmp_path / "instruments.csv"}',
+    'enriched.type' = 'kafka_sink', 'enriched.topic' = '{sink}',
+    'enriched.bootstrap.servers' = '{kafka_broker.bootstrap}'
+);
+"""
+    )
+    n, step = 6_000, 2_000
+    servers = [Server(app, "node-a", tmp_path), Server(app, "node-b", tmp_path)]
+    try:
+        _wait(lambda: all(s.assigned() for s in servers), 90, "a and b assigned", servers)
+        values, keys = _trades(0, step, by_id=True)
+        kafka_broker.produce(source, values, keys=keys)
+        _wait(_committed_all(kafka_broker, group, source, step), 90, "a first part", servers)
+        servers[0].process.kill()
+        servers[0].process.wait(10)
+        (tmp_path / "replacement").mkdir()
+        servers.append(Server(app, "node-a", tmp_path / "replacement"))
+        live = servers[1:]
+        values, keys = _trades(step, step, by_id=True)
+        kafka_broker.produce(source, values, keys=keys)
+        _wait(lambda: servers[2].assigned(), 90, "a's replacement joins", live)
+        values, keys = _trades(2 * step, n - 2 * step, by_id=True)
+        kafka_broker.produce(source, values, keys=keys)
+        _wait(_committed_all(kafka_broker, group, source, n), 120, "all committed", live)
+    finally:
+        for server in servers:
+            server.stop()
+    rows = [orjson.loads(r.value) for r in kafka_broker.read_all(sink)]
+    ids = defaultdict(int)
+    for row in rows:
+        ids[row["id"]] += 1
+        assert row["name"] == f"name of {row['symbol']}", row
+    assert set(ids) == set(range(n)), f"{n - len(ids)} trades missing"
+    twice = [i for i, c in ids.items() if c > 1]
+    assert not twice, f"{len(twice)} trades written more than once"
