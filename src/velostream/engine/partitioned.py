@@ -63,8 +63,10 @@ class PartitionedExecutor(Executor):
         self.executors: dict[int, Executor] = {}
         #: Each partition's state as it was when it came (restored from its changelog):
         #: what an abort goes back to when the last commit's snapshot predates it.
-        self._base: dict[int, dict[str, Any]] = {}
-        self._base_offset: dict[int, int | None] = {}
+        self._base: dict[int, tuple[dict[str, Any], int | None]] = {}
+        #: Each partition's snapshot since its state last changed: a batch's changelog
+        #: write and the commit's snapshot of the whole take it once.
+        self._snapshots: dict[int, dict[str, Any]] = {}
         #: The input offset each partition's state covers (its next offset to read).
         self.input_offsets: dict[int, int] = {}
         #: Partitions a local checkpoint holds that are not held now: `{p: (input
@@ -72,7 +74,6 @@ class PartitionedExecutor(Executor):
         self.cache: dict[int, tuple[int, dict[str, Any]]] = {}
         #: Partitions whose state the last `process` touched.
         self.touched: set[int] = set()
-        self._late_records = 0
 
     # -- partitions coming and going ------------------------------------------------
 
@@ -90,18 +91,18 @@ class PartitionedExecutor(Executor):
         `input_offset` (None: it has none yet)."""
         executor = self._executor(partition)
         self.cache.pop(partition, None)
+        self._snapshots.pop(partition, None)
         if state is not None:
             executor.restore(dict(state))
         if input_offset is not None:
             self.input_offsets[partition] = input_offset
-        self._base[partition] = executor.snapshot()
-        self._base_offset[partition] = input_offset
+        self._base[partition] = (self.partition_state(partition), input_offset)
 
     def revoke(self, partition: int) -> None:
         """Forget `partition`: its next holder rebuilds it from its changelog."""
         executor = self.executors.pop(partition, None)
         self._base.pop(partition, None)
-        self._base_offset.pop(partition, None)
+        self._snapshots.pop(partition, None)
         self.input_offsets.pop(partition, None)
         self.touched.discard(partition)
         if executor is not None:
@@ -112,8 +113,11 @@ class PartitionedExecutor(Executor):
         return sorted(self.executors)
 
     def partition_state(self, partition: int) -> dict[str, Any]:
-        """One partition's snapshot, as its changelog keeps it."""
-        return self._executor(partition).snapshot()
+        """One partition's snapshot, as its changelog keeps it (taken once per change)."""
+        state = self._snapshots.get(partition)
+        if state is None:
+            state = self._snapshots[partition] = self._executor(partition).snapshot()
+        return state
 
     # -- running --------------------------------------------------------------------
 
@@ -140,11 +144,13 @@ class PartitionedExecutor(Executor):
                     "(dead letters cannot be replayed into a job whose state is "
                     "partitioned yet)"
                 )
+            self._snapshots.pop(int(partition), None)
             outputs.append(executor.process(part))
             self.touched.add(int(partition))
         return _combine(outputs)
 
     def finish(self) -> pa.Table | None:
+        self._snapshots.clear()
         tables = [t for p in self.partitions if (t := self.executors[p].finish()) is not None]
         return _concat(tables) if tables else None
 
@@ -165,8 +171,8 @@ class PartitionedExecutor(Executor):
             "partitions": self.partitions,
             "input_offsets": {str(p): o for p, o in self.input_offsets.items()},
         }
-        for partition, executor in sorted(self.executors.items()):
-            state.update(with_part(partition, executor.snapshot()))
+        for partition in self.partitions:
+            state.update(with_part(partition, self.partition_state(partition)))
         return state
 
     def check_state(self, state: Mapping[str, Any]) -> None:
@@ -182,6 +188,7 @@ class PartitionedExecutor(Executor):
         """Go back to `state` for the partitions held now (a partition that came after
         it goes back to the state it came with); keep the others as `cache`."""
         self.check_state(state)
+        self._snapshots.clear()
         offsets = {int(p): int(o) for p, o in (state.get("input_offsets") or {}).items()}
         kept = {int(p) for p in state.get("partitions", [])}
         for partition in kept - set(self.executors):
@@ -193,8 +200,8 @@ class PartitionedExecutor(Executor):
                 if partition in offsets:
                     self.input_offsets[partition] = offsets[partition]
             elif partition in self._base:
-                executor.restore(dict(self._base[partition]))
-                offset = self._base_offset.get(partition)
+                base, offset = self._base[partition]
+                executor.restore(dict(base))
                 if offset is None:
                     self.input_offsets.pop(partition, None)
                 else:

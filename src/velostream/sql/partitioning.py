@@ -11,20 +11,34 @@ missing, rather than run with state that would be wrong.
 
 from __future__ import annotations
 
-from velostream.sql.model import JobSpec
+from velostream.sql.model import ConnectorConfig, JobSpec
 from velostream.sql.planner import PlanKind, QueryPlan
 
-__all__ = ["PROPERTY", "changelog_topic", "partitioning_problem", "wants_partitioned"]
+__all__ = [
+    "PROPERTY",
+    "changelog_topic",
+    "declared_keys",
+    "group_topic",
+    "keyed_by",
+    "partitioning_problem",
+    "wants_partitioned",
+]
 
 PROPERTY = "state.partitioned"
 
 
+def group_topic(app: str, job: str, group: str, suffix: str) -> str:
+    """A topic of `job`'s own (its changelog, its repartition topic): it belongs to the
+    consumer group, so servers sharing the group share it and a deployment with another
+    `group.id` keeps its own. `<app>-<job>-<suffix>` for the parser's default group."""
+    if group == f"velo-{app}-{job}":
+        return f"{app}-{job}-{suffix}"
+    return f"{group}-{suffix}"
+
+
 def changelog_topic(app: str, job: str, group: str, store: str = "state") -> str:
-    """The changelog of `job`'s state store: it belongs to the consumer group (servers
-    sharing the group share it; a deployment with another `group.id` keeps its own)."""
-    if group == f"velo-{app}-{job}":  # the group the parser gives by default
-        return f"{app}-{job}-{store}-changelog"
-    return f"{group}-{store}-changelog"
+    """The changelog of `job`'s state store."""
+    return group_topic(app, job, group, f"{store}-changelog")
 
 
 def wants_partitioned(job: JobSpec) -> bool:
@@ -33,6 +47,19 @@ def wants_partitioned(job: JobSpec) -> bool:
 
 def _plain(sql: str) -> str:
     return sql.strip().strip('"').lower()
+
+
+def declared_keys(source: ConnectorConfig) -> list[str]:
+    """The columns a kafka_source says its messages are keyed by (`key.columns`)."""
+    raw = str(source.properties.get("key.columns", ""))
+    return [_plain(c) for c in raw.split(",") if c.strip()]
+
+
+def keyed_by(source: ConnectorConfig, keys: list[str]) -> bool:
+    """Whether every row of a GROUP BY `keys` group is in one partition of `source`:
+    its declared key columns are some of the keys."""
+    declared = declared_keys(source)
+    return bool(declared) and set(declared) <= {_plain(k) for k in keys}
 
 
 def partitioning_problem(job: JobSpec, plan: QueryPlan) -> str | None:
@@ -53,9 +80,8 @@ def partitioning_problem(job: JobSpec, plan: QueryPlan) -> str | None:
         )
     if plan.limit is not None or plan.tables:
         return f"{what} does not take LIMIT or a table side yet"
-    declared = [_plain(c) for c in str(props.get("key.columns", "")).split(",") if c.strip()]
-    keys = {_plain(k) for k in plan.keys}
-    if not declared or not set(declared) <= keys:
+    if not keyed_by(sources[0], plan.keys):
+        declared = declared_keys(sources[0])
         from velostream.sql.repartition import repartition_problem
 
         refused = repartition_problem(job, plan.keys)

@@ -25,7 +25,7 @@ import dataclasses
 import re
 
 from velostream.sql.model import Application, ConnectorConfig, JobSpec, StatementKind
-from velostream.sql.partitioning import PROPERTY, wants_partitioned
+from velostream.sql.partitioning import PROPERTY, group_topic, keyed_by, wants_partitioned
 from velostream.sql.pipeline import PIPE_FROM, REPARTITION_OF
 
 __all__ = [
@@ -57,14 +57,7 @@ _CLIENT = ("bootstrap.servers", "brokers", "security.", "sasl.", "ssl.", "client
 
 
 def repartition_topic(app: str, job: str, group: str) -> str:
-    """Like the changelog, it belongs to the job's consumer group."""
-    if group == f"velo-{app}-{job}":  # the group the parser gives by default
-        return f"{app}-{job}-repartition"
-    return f"{group}-repartition"
-
-
-def _plain(sql: str) -> str:
-    return sql.strip().strip('"').lower()
+    return group_topic(app, job, group, "repartition")
 
 
 def needs_repartition(job: JobSpec, keys: list[str]) -> bool:
@@ -75,8 +68,7 @@ def needs_repartition(job: JobSpec, keys: list[str]) -> bool:
     source = job.sources[0]
     if source.type != "kafka_source" or source.properties.get(REPARTITION_OF):
         return False
-    declared = {_plain(c) for c in source.properties.get("key.columns", "").split(",") if c.strip()}
-    return not declared or not declared <= {_plain(k) for k in keys}
+    return not keyed_by(source, keys)
 
 
 def repartition_problem(job: JobSpec, keys: list[str]) -> str | None:
