@@ -139,3 +139,19 @@ def test_scale_benchmark_runs_its_three_cases_on_a_small_topic() -> None:
     assert "Traceback" not in output
     for line in ("keyed, 1 server", "keyed, 2 servers", "repartitioned, 1 server", "scaling"):
         assert line in result.stdout, output
+
+
+PROFILE = BENCH.parent / "profile_case.py"
+
+
+def test_the_profiling_driver_runs_a_case_in_one_process() -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROFILE), "--case", "5", "--rows", "3000", "--runs", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "case 5 run 1:" in result.stdout and "case 5 run 2:" in result.stdout, output
