@@ -45,11 +45,18 @@ def _value(i: int) -> bytes:
 
 def _wait_committed(job: RunningJob, broker: KafkaBroker, source: str, timeout: float = 30) -> None:
     """Until the job's group has committed every one of the N input offsets."""
-    job.wait_for(
-        lambda: sum(broker.committed(f"g-{source}", source).values()) == N,
-        timeout,
-        "offsets committed",
-    )
+    try:
+        job.wait_for(
+            lambda: sum(broker.committed(f"g-{source}", source).values()) == N,
+            timeout,
+            "offsets committed",
+        )
+    except AssertionError as exc:  # say where the group and the job each got to
+        committer = job.processor.committer
+        raise AssertionError(
+            f"{exc}\ngroup committed {broker.committed(f'g-{source}', source)}; "
+            f"the job committed {getattr(committer, 'position', None)}"
+        ) from exc
 
 
 def test_batches_commit_exactly_once_with_their_dead_letters_and_offsets(
