@@ -108,6 +108,21 @@ def test_a_large_table_encodes_the_same_in_two_halves(fmt: str) -> None:
     assert halves.count(b"\n") >= table.num_rows
 
 
+def _encoded(part: pa.Array, fmt: str) -> bytes:
+    table = pa.table({"v": part})
+    buffers = encode._encode_csv(table, ",") if fmt == "csv" else encode._encode_jsonl(table)
+    return b"".join(bytes(b) for b in buffers)
+
+
+def test_a_slice_is_checked_for_quotes_by_its_own_characters() -> None:
+    # A slice shares its buffer with the values around it, which hold the specials.
+    values = pa.array(['a,"b"\n', "plain", "text", "x\ty"], pa.string())
+    assert _encoded(values.slice(1, 2), "csv") == b"plain\ntext\n"
+    assert _encoded(values.slice(1, 2), "jsonl") == b'{"v":"plain"}\n{"v":"text"}\n'
+    assert _encoded(values.slice(0, 1), "csv") == b'"a,""b""\n"\n'
+    assert _encoded(values.slice(3, 1), "jsonl") == b'{"v":"x\\ty"}\n'
+
+
 def test_floats_are_spelt_as_python_repr_at_every_magnitude() -> None:
     rng = np.random.default_rng(2)
     n = 200_000

@@ -11,7 +11,7 @@ Values of rare types (nested, binary) are formatted one by one.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
@@ -27,7 +27,6 @@ _PARALLEL_ROWS = 1 << 14  # a table this large is encoded in two halves at once
 _TEXTUAL_DELIMITERS = frozenset(",;\t|")  # cannot occur in numbers, booleans or times
 _FRACTION = r"(?:(\.[0-9]*[1-9])0*|\.0+)?"
 _JSON_SPECIAL = re.compile(rb'[\x00-\x1f"\\]')
-_EXPONENT = re.compile(b"e")
 
 
 @cache
@@ -35,12 +34,6 @@ def _lit(value: str) -> pa.Scalar:
     """`value` as a typed Arrow scalar: an untyped Python one passed to a kernel makes
     pyarrow try to import optional modules (dateutil) on every call, at ~1 ms each."""
     return pa.scalar(value, pa.string())
-
-
-@cache
-def _special_pattern(delimiter: str) -> re.Pattern[bytes]:
-    """What makes a CSV value need quotes: the delimiter, a quote or a line break."""
-    return re.compile(b"[" + re.escape(delimiter.encode()) + b'"\r\n]')
 
 
 def csv_header(names: list[str], delimiter: str = ",") -> bytes:
@@ -207,7 +200,7 @@ def _floats(col: pa.Array) -> pa.Array:
         if pa.types.is_float64(col.type):
             magnitude = np.abs(values)
             redo = finite & ((magnitude >= 1e16) | ((magnitude < 1e-4) & (values != 0)))
-            if _has_any(text, _EXPONENT):
+            if _has_any(text, (b"e",)):
                 exponent = pc.fill_null(pc.match_substring(text, "e"), False)
                 redo |= np.asarray(exponent.to_numpy(zero_copy_only=False), dtype=bool)
             integral &= ~redo
@@ -222,17 +215,26 @@ def _floats(col: pa.Array) -> pa.Array:
     return text
 
 
-def _has_any(text: pa.Array, pattern: re.Pattern[bytes]) -> bool:
-    """Whether the character data of `text` may hold a match (no copy of the data)."""
-    data = text.buffers()[2]
-    return data is not None and pattern.search(memoryview(data)) is not None
+def _characters(text: pa.Array) -> bytes:
+    """The character data of `text`'s own values: a slice's, not its whole buffer's."""
+    if len(text) == 0 or text.buffers()[2] is None:
+        return b""
+    return bytes(_span(text))
+
+
+def _has_any(text: pa.Array, needles: Iterable[bytes]) -> bool:
+    """Whether the character data of `text` may hold one of `needles`. A copy searched
+    with `in` per needle: a regex character class scans ~100x slower, holding the GIL
+    that the other half's encoder (`_in_halves`) then waits for."""
+    data = _characters(text)
+    return any(needle in data for needle in needles)
 
 
 def _quote_where_needed(text: pa.Array, delimiter: str) -> pa.Array:
     """Quote (RFC 4180) values holding the delimiter, a quote or a line break, and ''."""
     needs = pc.equal(pc.binary_length(text), pa.scalar(0, pa.int32()))
     specials = {delimiter, '"', "\n", "\r"}
-    if _has_any(text, _special_pattern(delimiter)):
+    if _has_any(text, [special.encode() for special in specials]):
         for special in specials:
             needs = pc.or_(needs, pc.match_substring(text, special))
     needs = pc.fill_null(needs, False)
@@ -246,8 +248,7 @@ def _quote_where_needed(text: pa.Array, delimiter: str) -> pa.Array:
 
 def _json_strings(text: pa.Array) -> pa.Array:
     quoted = pc.binary_join_element_wise(_lit('"'), text, _lit('"'), _lit(""))
-    data = text.buffers()[2]
-    if data is None or not _JSON_SPECIAL.search(memoryview(data)):
+    if not _JSON_SPECIAL.search(_characters(text)):
         return quoted
     special = pc.fill_null(pc.match_substring_regex(text, r'[\x00-\x1f"\\]'), False)
     escaped = [orjson.dumps(v).decode() for v in pc.filter(text, special).to_pylist()]
