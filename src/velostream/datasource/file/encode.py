@@ -206,13 +206,25 @@ def _floats(col: pa.Array) -> pa.Array:
             integral &= ~redo
     count = int(integral.sum())
     if count and count > len(values) // 8:
-        text = pc.if_else(integral, pc.binary_join_element_wise(text, _lit(".0"), _lit("")), text)
+        text = pc.binary_join_element_wise(text, _suffixes(integral, b".0"), _lit(""))
     elif count:  # a few whole numbers: Python spells them, with the rest to redo
         redo |= integral
     if redo.any():
         fixed = [repr(v) for v in values[redo].tolist()]
         text = pc.replace_with_mask(text, pa.array(redo), pa.array(fixed, pa.string()))
     return text
+
+
+def _suffixes(where: np.ndarray, suffix: bytes) -> pa.Array:
+    """`suffix` where `where` is true, else "": to append in one join, not a join of
+    every value and a choice between it and the value (`if_else`) after."""
+    offsets = np.zeros(len(where) + 1, dtype=np.int32)
+    np.cumsum(where, out=offsets[1:])
+    offsets *= len(suffix)
+    data = suffix * int(offsets[-1] // len(suffix))
+    return pa.Array.from_buffers(
+        pa.string(), len(where), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def _characters(text: pa.Array) -> bytes:
