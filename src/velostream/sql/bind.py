@@ -44,7 +44,7 @@ from velostream.sql.bind_errors import (
     types_message,
     without_internal_names,
 )
-from velostream.sql.duckdb_check import checking_connection
+from velostream.sql.duckdb_check import binding_connection
 from velostream.sql.model import JobSpec
 from velostream.sql.plan import (
     ARG,
@@ -103,7 +103,7 @@ _INTEGERS = frozenset(
 
 
 def _connection() -> duckdb.DuckDBPyConnection:
-    return checking_connection(threads=1)
+    return binding_connection()
 
 
 Pieces = list[tuple[str, exp.Expr | None]]

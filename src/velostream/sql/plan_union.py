@@ -25,7 +25,7 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
 from velostream.errors import PlanError
-from velostream.sql.duckdb_check import checking_connection
+from velostream.sql.duckdb_check import binding_connection
 from velostream.sql.model import ConnectorConfig, JobSpec
 from velostream.sql.plan import BATCH, ROW, PlanKind, QueryPlan
 from velostream.sql.plan_sql import blank
@@ -208,7 +208,7 @@ def check_union_types(
     """
     at = offsets or {}
     known: list[tuple[QueryPlan, list[tuple[str, str]]]] = []
-    con = checking_connection(threads=1)
+    con = binding_connection()
     try:
         for branch in plan.branches:
             schema = schemas.get(branch.source)
