@@ -327,6 +327,27 @@ def test_rows_out_of_order_are_put_back_in_stream_order_stably() -> None:
     assert stream_order(in_order, 1) is in_order  # already in order: not copied
 
 
+def test_runs_in_order_are_put_in_order_without_a_copy_when_they_do_not_interleave() -> None:
+    def batches(*runs: list[int]) -> pa.Table:
+        schema = pa.schema({"v": pa.string(), "rn": pa.int64()})
+        made = [
+            pa.record_batch({"v": [f"{i}.{n}" for n in run], "rn": run}, schema)
+            for i, run in enumerate(runs)
+        ]
+        return pa.Table.from_batches(made, schema)
+
+    def order(table: pa.Table) -> list[str]:
+        return stream_order(table, 1).column("v").to_pylist()
+
+    runs = batches([4, 5, 5], [], [0, 1, 3], [6])
+    assert order(runs) == ["2.0", "2.1", "2.3", "0.4", "0.5", "0.5", "3.6"]
+    assert stream_order(runs, 1).column("v").chunk(0).to_pylist() == ["2.0", "2.1", "2.3"]
+    # Runs that interleave, or meet at a number a stable sort orders otherwise: sorted.
+    assert order(batches([2, 4], [1, 3])) == ["1.1", "0.2", "1.3", "0.4"]
+    assert order(batches([3, 5], [1, 3])) == ["1.1", "0.3", "1.3", "0.5"]
+    assert order(batches([1, 3], [3, 5], [0])) == ["2.0", "0.1", "0.3", "1.3", "1.5"]
+
+
 def test_a_literal_that_looks_like_the_planners_placeholder_is_left_alone() -> None:
     for text in ("__subquery0__", "__subquery_0__", "__sq0"):
         stream = pa.table({"rn": [0, 1], "k": ["a", text], "v": [1, 2], "ts": [0, 0]})
