@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from velostream.datasource.file import encode
+from velostream.datasource.file.csvlines import CsvDecoder
 from velostream.datasource.file.source import FilePosition, FileSource
 
 from .conftest import drain
@@ -130,3 +131,15 @@ def test_floats_are_spelt_as_python_repr_at_every_magnitude() -> None:
     values = np.concatenate([values, np.round(values, 2), np.floor(values), [0.0, -0.0]])
     text = encode._floats(pa.array(values)).to_pylist()
     assert text == [repr(v) for v in values.tolist()]
+
+
+def test_a_block_inferred_again_gives_its_types_and_a_decoder_of_its_own() -> None:
+    first = CsvDecoder.infer(b"1,x\n2,y\n", ["a", "b"])
+    again = CsvDecoder.infer(b"1,x\n2,y\n", ["a", "b"])
+    assert first is not None and again is not None and first is not again
+    assert again.schema == first.schema == pa.schema({"a": pa.int64(), "b": pa.string()})
+    other = CsvDecoder.infer(b"1.5,x\n2,y\n", ["a", "b"])
+    assert other is not None and other.schema.field("a").type == pa.float64()
+    renamed = CsvDecoder.infer(b"1,x\n2,y\n", ["c", "d"])
+    assert renamed is not None and renamed.schema.names == ["c", "d"]
+    assert CsvDecoder.infer(b"1;x\n", ["a"], ";") is not None

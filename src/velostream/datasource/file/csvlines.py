@@ -10,7 +10,9 @@ count, and open quotes found by Python's CSV reader.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -50,6 +52,11 @@ from velostream.errors import ErrorKind
 __all__ = ["CsvDecoder"]
 
 _ZERO = pa.scalar(0, pa.int64())  # typed: an untyped scalar makes pyarrow import dateutil
+# Inference is a function of the block, the names and the delimiter: `velo-sql run`
+# infers each file's head when the job is checked and again when it starts.
+_INFERRED: dict[tuple[bytes, tuple[str, ...] | None, str], pa.Schema | None] = {}
+_INFERRED_MAX = 64
+_INFERRED_LOCK = threading.Lock()
 
 
 def _convert_options(schema: pa.Schema | None, *, as_text: bool = False) -> pa_csv.ConvertOptions:
@@ -63,6 +70,10 @@ def _convert_options(schema: pa.Schema | None, *, as_text: bool = False) -> pa_c
         quoted_strings_can_be_null=False,
         check_utf8=not as_text,
     )
+
+
+def _names_key(names: list[str] | None) -> tuple[str, ...] | None:
+    return None if names is None else tuple(names)
 
 
 class CsvDecoder(Decoder):
@@ -89,6 +100,20 @@ class CsvDecoder(Decoder):
         cls, block: bytes, names: list[str] | None, delimiter: str = ","
     ) -> CsvDecoder | None:
         """Infer column types from `block`; None when it holds no row to infer from."""
+        key = (hashlib.blake2b(block, digest_size=20).digest(), _names_key(names), delimiter)
+        with _INFERRED_LOCK:
+            seen = key in _INFERRED
+            known = _INFERRED.get(key)
+        if not seen:
+            known = cls._infer_schema(block, names, delimiter)
+            with _INFERRED_LOCK:
+                if len(_INFERRED) >= _INFERRED_MAX:
+                    del _INFERRED[next(iter(_INFERRED))]
+                _INFERRED[key] = known
+        return None if known is None else cls(known, delimiter)
+
+    @staticmethod
+    def _infer_schema(block: bytes, names: list[str] | None, delimiter: str) -> pa.Schema | None:
         n = block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
         if not valid_utf8(block) or has_bare_cr(block) or b'"' in block:
             lines = split_lines(block, n)
@@ -123,7 +148,7 @@ class CsvDecoder(Decoder):
             for i, t in enumerate(table.schema.types)
         ]
         fields = [pa.field(name, t) for name, t in zip(names, types, strict=True)]
-        return cls(pa.schema(fields), delimiter)
+        return pa.schema(fields)
 
     def _parse(
         self,
