@@ -97,7 +97,7 @@ def _wide_table(n: int) -> pa.Table:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-def test_a_large_table_encodes_the_same_in_two_halves(fmt: str) -> None:
+def test_a_large_table_encodes_the_same_in_parts_on_two_threads(fmt: str) -> None:
     table = _wide_table(encode._PARALLEL_ROWS + 1001)
     if fmt == "csv":
         halves = b"".join(bytes(b) for b in encode.encode_csv(table))

@@ -11,6 +11,7 @@ Values of rare types (nested, binary) are formatted one by one.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -23,7 +24,8 @@ import pyarrow.compute as pc
 __all__ = ["csv_header", "encode_csv", "encode_jsonl"]
 
 _MAX_ROWS = 1 << 18  # rows per formatted slice: keeps 32-bit string offsets safe
-_PARALLEL_ROWS = 1 << 14  # a table this large is encoded in two halves at once
+_PARALLEL_ROWS = 1 << 14  # a table this large is encoded on two threads at once
+_PARTS = 4  # in this many parts, taken in turn (`_in_parts`)
 _TEXTUAL_DELIMITERS = frozenset(",;\t|")  # cannot occur in numbers, booleans or times
 _FRACTION = r"(?:(\.[0-9]*[1-9])0*|\.0+)?"
 _JSON_SPECIAL = re.compile(rb'[\x00-\x1f"\\]')
@@ -46,35 +48,53 @@ def encode_csv(table: pa.Table, delimiter: str = ",") -> Iterator[pa.Buffer]:
     """The table's rows as CSV lines (no header), in buffers to write in order."""
     if table.num_columns == 0:
         return
-    yield from _in_halves(table, lambda part: _encode_csv(part, delimiter))
+    yield from _in_parts(table, lambda part: _encode_csv(part, delimiter))
 
 
 def encode_jsonl(table: pa.Table) -> Iterator[pa.Buffer]:
     """The table's rows as JSON lines, in buffers to write in order."""
-    yield from _in_halves(table, _encode_jsonl)
+    yield from _in_parts(table, _encode_jsonl)
 
 
-def _in_halves(
+def _in_parts(
     table: pa.Table, encode: Callable[[pa.Table], Iterator[pa.Buffer]]
 ) -> Iterator[pa.Buffer]:
-    """Encode a large table's second half on a worker thread while this one does the
-    first (Arrow's kernels release the GIL); the buffers come out in row order."""
+    """Encode a large table in parts that this thread and a worker thread take in turn
+    (Arrow's kernels release the GIL); the buffers come out in row order.
+
+    Whichever thread is free takes the next part: with two fixed halves, this thread
+    (its half done) waited for the worker's, which shares two cores with the source's
+    read-ahead (case 6 of bench_engine: a tenth of the job thread's time).
+    """
     if table.num_rows < _PARALLEL_ROWS:
         yield from encode(table)
         return
-    half = table.num_rows // 2
-    second = _worker().submit(lambda: list(encode(table.slice(half))))
+    size = -(-table.num_rows // _PARTS)
+    parts = [table.slice(first, size) for first in range(0, table.num_rows, size)]
+    done: list[list[pa.Buffer]] = [[] for _ in parts]
+    order = iter(range(len(parts)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                index = next(order, None)
+            if index is None:
+                return
+            done[index] = list(encode(parts[index]))
+
+    helper = _worker().submit(work)
     try:
-        first = list(encode(table.slice(0, half)))
+        work()
     finally:
-        rest = second.result()
-    yield from first
-    yield from rest
+        helper.result()
+    for buffers in done:
+        yield from buffers
 
 
 @cache
 def _worker() -> ThreadPoolExecutor:
-    """The thread that encodes second halves; made on first use."""
+    """The thread that helps encode large tables (`_in_parts`); made on first use."""
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="velostream-encode")
 
 
@@ -237,7 +257,7 @@ def _characters(text: pa.Array) -> bytes:
 def _has_any(text: pa.Array, needles: Iterable[bytes]) -> bool:
     """Whether the character data of `text` may hold one of `needles`. A copy searched
     with `in` per needle: a regex character class scans ~100x slower, holding the GIL
-    that the other half's encoder (`_in_halves`) then waits for."""
+    that the other part's encoder (`_in_parts`) then waits for."""
     data = _characters(text)
     return any(needle in data for needle in needles)
 
