@@ -279,13 +279,14 @@ def run(
         from velostream.cli.serve import serve_metrics, wait_for_signal  # HTTP: only if asked
 
         try:
-            server = serve_metrics(observability, metrics_port)
+            server, bound = serve_metrics(observability, metrics_port)
         except OSError as exc:
             observability.shutdown()
             reason = escape(exc.strerror or str(exc))
             err.print(f"[red]cannot serve /metrics on 127.0.0.1:{metrics_port}: {reason}[/red]")
             raise typer.Exit(1) from exc
-        err.print(f"serving /metrics on http://127.0.0.1:{metrics_port}/metrics")
+        url = f"http://127.0.0.1:{bound}/metrics"  # the port bound: --metrics-port 0 picks one
+        err.print(f"serving /metrics on {url}", soft_wrap=True)
     console = Console()
     try:
         runs = run_application(
@@ -293,10 +294,7 @@ def run(
         )
         print_summary(runs, observability, console)
         if server is not None and linger:
-            err.print(
-                f"the jobs have ended; /metrics stays on http://127.0.0.1:{metrics_port}/metrics "
-                "until Ctrl-C"
-            )
+            err.print(f"the jobs have ended; serving {url} until Ctrl-C", soft_wrap=True)
             wait_for_signal()
     finally:
         observability.shutdown()
