@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -52,11 +53,14 @@ LogSyslog = Annotated[
 ]
 
 Host = Annotated[str, typer.Option(envvar="VELO_HOST", help="bind address")]
-Port = Annotated[int, typer.Option(envvar="VELO_PORT")]
+Port = Annotated[int, typer.Option(envvar="VELO_PORT", help="HTTP port (API, /metrics, console)")]
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="VELO_DATA_DIR", help="checkpoints and dead letters")
 ]
-MaxJobs = Annotated[int, typer.Option("--max-jobs", envvar="VELO_MAX_JOBS")]
+MaxJobs = Annotated[
+    int,
+    typer.Option("--max-jobs", envvar="VELO_MAX_JOBS", help="refuse deploys beyond this many jobs"),
+]
 ProcessingSlots = Annotated[
     int | None,
     typer.Option(
@@ -206,12 +210,10 @@ def init(
     console.print(f"created {escape(shown)}/ with:", highlight=False)
     for path in written:
         console.print(f"  {escape(path.relative_to(name).as_posix())}", highlight=False)
+    app_sql = escape(shlex.quote(f"{shown}/app.sql"))  # pasted into a shell as is
     console.print("next:", highlight=False)
-    console.print(f"  velo-sql validate {escape(shown)}/app.sql", highlight=False)
-    console.print(
-        f"  velo-sql run {escape(shown)}/app.sql    # writes {escape(shown)}/{OUTPUT}",
-        highlight=False,
-    )
+    console.print(f"  velo-sql validate {app_sql}", highlight=False)
+    console.print(f"  velo-sql run {app_sql}    # writes {escape(shown)}/{OUTPUT}", highlight=False)
 
 
 @app.command()

@@ -13,6 +13,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -154,8 +155,11 @@ def deploy(
         ),
     ] = False,
 ) -> None:
-    """Deploy an application (all of its jobs or none); its relative paths are taken
-    from its folder, which must lie under the server's roots."""
+    """Deploy an application: all of its jobs or none, each shown with its state.
+
+    Its relative paths are taken from its folder, which must lie under the server's
+    roots.
+    """
     try:
         sql = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -166,7 +170,18 @@ def deploy(
         # The server takes the application's relative paths from its file's folder.
         body["base_dir"] = str(file.parent.resolve())
     doc = _call(url, token, "POST", "/jobs", json=body)
-    console.print(f"deployed: {', '.join(doc['jobs'])}")
+    # As Kafka Connect: the deploy succeeded once accepted (exit 0), and a job that has
+    # failed already is shown failed, with its reason, not hidden behind "deployed".
+    states = [_job_state(url, token, name) for name in doc["jobs"]]
+    console.print(f"deployed: {', '.join(states)}", highlight=False, soft_wrap=True)
+
+
+def _job_state(url: str, token: str | None, name: str) -> str:
+    """`name (state)`, a failure's reason included, in red."""
+    job = _get(url, token, f"/jobs/{name}")
+    if job["state"] == "failed":
+        return f"{escape(name)} [red](failed: {escape(str(job['reason']))})[/red]"
+    return f"{escape(name)} ({job['state']})"
 
 
 @app.command()
@@ -195,8 +210,8 @@ def dlq(
     replay: Annotated[
         bool, typer.Option("--replay", help="send them through the job again")
     ] = False,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="show at most this many")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per letter")] = False,
     url: Url = _DEFAULT_URL,
     token: Token = None,
     wide: Wide = False,
@@ -241,9 +256,11 @@ def _ts(value: float) -> str:
 
 @app.command()
 def errors(
-    job: Annotated[str | None, typer.Option("--job")] = None,
-    stage: Annotated[str | None, typer.Option("--stage")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    job: Annotated[str | None, typer.Option("--job", help="only this job's groups")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="only this stage's (deserialize, sink, ...)")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="show at most this many groups")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per group")] = False,
     follow: Annotated[
         bool,
