@@ -310,6 +310,7 @@ def test_errors_fit_80_columns_one_line_per_group(
         tmux.close()
     lines = screen.rstrip().splitlines()
     assert all(len(line) <= 80 for line in lines), screen
+    assert sum(line.startswith("┃") for line in lines) == 1, screen  # the header: one line
     body = [line for line in lines if line.startswith("│")]
     groups = len(httpx.get(f"{url}/errors").json()["groups"])
     assert len(body) == groups, screen  # no row takes a second line

@@ -1,7 +1,7 @@
 """README.md's "A short tour", pasted in order by a new user, must do what it says.
 
-The tour runs in a copy of the repository (its files as git sees them: tracked and
-untracked, not ignored; so no outputs), from the copy's root, as after `make demo`:
+The tour runs in a `git clone` of the repository (its HEAD, with the uncommitted changes
+to tracked files applied), from the clone's root, as after `make demo`:
 `.venv` there is the venv running this test. Each command runs in a shell of its own,
 so the tour's `source .venv/bin/activate` lasts one command: the venv's commands are
 put first on PATH for all of them. Network: 127.0.0.1 only.
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -138,19 +137,24 @@ def _on_port(text: str, port: int) -> str:
     return re.sub(rf"\b{TOUR_PORT}\b", str(port), text)
 
 
-def copy_of_repository(target: Path) -> Path:
-    """The repository's files as a fresh clone has them (plus uncommitted edits)."""
-    listed = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for name in filter(None, listed.split("\0")):
-        source = ROOT / name
-        if name.startswith(".venv") or source.is_symlink() or not source.is_file():
-            continue
-        (target / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target / name)
+def clone_of_repository(target: Path) -> Path:
+    """A fresh `git clone` of the repository at its HEAD, with the uncommitted changes
+    to tracked files applied on top: what a new user's clone gets, plus the edit under
+    test (an untracked file is not in it, as it would not be in a clone)."""
+
+    def git(*args: str, cwd: Path = ROOT, stdin: bytes | None = None) -> bytes:
+        done = subprocess.run(
+            ["git", "-C", str(cwd), *args], input=stdin, capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr.decode()}"
+        return done.stdout
+
+    head = git("rev-parse", "HEAD").decode().strip()
+    git("clone", "--quiet", "--no-checkout", str(ROOT), str(target))
+    git("checkout", "--quiet", "--detach", head, cwd=target)
+    changes = git("diff", "--binary", "HEAD")
+    if changes:
+        git("apply", "--whitespace=nowarn", "-", cwd=target, stdin=changes)
     return target
 
 
@@ -259,7 +263,7 @@ class Tour:
 
 @pytest.fixture
 def tour(tmp_path: Path) -> Iterator[Tour]:
-    root = copy_of_repository(tmp_path / "velostream")
+    root = clone_of_repository(tmp_path / "velostream")
     # As `make demo` leaves it: the venv (this test's own) at .venv.
     (root / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
     runner = Tour(root, free_port())
@@ -330,3 +334,16 @@ def test_the_tour_is_read_from_the_readme() -> None:
         FileText(12, "t/app.sql", "SELECT 1;\n"),
         Command(17, "server", ["up"], background=True),
     ]
+
+
+def test_the_tour_runs_in_a_clone_at_head_with_the_edits_under_test(tmp_path: Path) -> None:
+    clone = clone_of_repository(tmp_path / "clone")
+
+    def git(cwd: Path, *args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True
+        ).stdout
+
+    assert git(clone, "rev-parse", "HEAD") == git(ROOT, "rev-parse", "HEAD")
+    assert git(clone, "diff", "HEAD") == git(ROOT, "diff", "HEAD")  # the edits, no others
+    assert git(clone, "ls-files", "--others", "--exclude-standard") == ""

@@ -3,6 +3,7 @@ the jobs end until Ctrl-C, and a busy port is refused before any job runs."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -66,6 +67,36 @@ def test_linger_serves_the_finished_jobs_metrics_until_interrupted(demo: Path) -
             process.stdout.close()
     assert process.returncode == 0, out + stderr.read_text()
     assert "big_trades" in out  # the summary was printed before lingering
+
+
+def test_port_0_prints_the_port_it_bound_and_serves_there(demo: Path) -> None:
+    command = [console_script("velo-sql"), "run", "02_filter.sql", "--metrics-port", "0"]
+    stderr = demo / "stderr.txt"
+    with stderr.open("w") as err:
+        process = subprocess.Popen(
+            [*command, "--linger"],
+            cwd=demo,
+            env=clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+    try:
+        wait_for("the linger notice", lambda: "the jobs have ended" in stderr.read_text())
+        lines = stderr.read_text().splitlines()
+        served = re.findall(r"http://127\.0\.0\.1:(\d+)/metrics", "\n".join(lines))
+        assert len(served) == 2, lines  # the serving line and the linger notice
+        assert served[0] == served[1] != "0"
+        assert all(len(line) <= 80 for line in lines), lines  # no notice wraps
+        body = httpx.get(f"http://127.0.0.1:{served[0]}/metrics", timeout=5).text
+        assert 'velo_job_records_out_total{job="big_trades"} 5.0' in body
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, stderr.read_text()
 
 
 def test_a_busy_metrics_port_is_refused_before_any_job_runs(demo: Path) -> None:

@@ -6,6 +6,7 @@ VELO_URL/VELO_API_TOKEN from the environment.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -98,7 +99,9 @@ def test_deploy_jobs_status_pause_resume_restart_undeploy(
     source = write_trades(workdir / "stream.csv", 100)
     app = watch_app(workdir, source)
 
-    assert ok(cli(server, "deploy", str(app))).strip() == "deployed: cli_stream"
+    assert re.fullmatch(
+        r"deployed: cli_stream \((starting|running)\)", ok(cli(server, "deploy", str(app))).strip()
+    )
     wait_for("100 records in", lambda: server.job("cli_stream")["records_in"] == 100, 30)
 
     listing = ok(cli_env(server, "jobs"))

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from velostream.cli.velo_sql import _plain_run
+
 HEAVY = ("fastapi", "uvicorn", "starlette", "pyarrow", "duckdb", "sqlglot", "prometheus_client")
 _PROBE = """
 import sys
@@ -31,9 +35,14 @@ SQL_COMMANDS = [
 ]
 CLI_COMMANDS = [["--help"], ["errors", "--help"], ["deploy", "--help"]]
 # The console script's own path (`main`), as a user's shell runs it.
+# `exit_now` ends the process at once; here it raises, so the probe can print.
 _MAIN_PROBE = """
 import sys
-from velostream.cli.velo_sql import main
+import velostream.cli.velo_sql as velo_sql
+def exit_now(code):
+    raise SystemExit(code)
+velo_sql.exit_now = exit_now
+main = velo_sql.main
 sys.argv = ["velo-sql", *{args}]
 try:
     main()
@@ -147,3 +156,43 @@ def test_velo_sql_help_through_main_imports_no_heavy_module(tmp_path: Path) -> N
     assert "typer" in loaded
     heavy = (*HEAVY, "pydantic", "velostream.sql", "velostream.datasource")
     assert not _under(loaded, heavy), _under(loaded, heavy)
+
+
+def test_velo_sql_run_file_runs_without_the_command_line_app(tmp_path: Path) -> None:
+    """`velo-sql run FILE --data-dir DIR`, the form typed most, runs the application
+    without loading Typer, Click or Pydantic."""
+    (tmp_path / "in.csv").write_text("id,qty\n1,5\n2,50\n")
+    (tmp_path / "app.sql").write_text(
+        "CREATE STREAM o AS SELECT id FROM t WHERE qty > 10\n"
+        "WITH ('t.type' = 'file_source', 't.path' = 'in.csv',\n"
+        "      'o.type' = 'file_sink', 'o.path' = 'out.csv');\n"
+    )
+    _, loaded = _main_loaded(["run", "app.sql", "--data-dir", "velo-data"], tmp_path)
+    assert (tmp_path / "out.csv").read_text() == "id\n2\n"  # it ran
+    assert not _under(loaded, ("typer", "click", "pydantic")), _under(loaded, ("typer",))
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["run", "a.sql"], {}, "velo-data"),
+        (["run", "a.sql"], {"VELO_DATA_DIR": "/d"}, "/d"),
+        (["run", "a.sql", "--data-dir", "x"], {"VELO_DATA_DIR": "/d"}, "x"),
+        (["run", "a.sql", "--data-dir=x"], {}, "x"),
+        (["run", "a.sql", "--data-dir"], {}, None),
+        (["run", "a.sql", "--metrics-port", "0"], {}, None),
+        (["run", "--help"], {}, None),
+        (["run", "a.sql", "b.sql"], {}, None),
+        (["run", "a.sql"], {"VELO_LOG_LEVEL": "nonsense"}, None),  # the app says why
+        (["validate", "a.sql"], {}, None),
+    ],
+)
+def test_only_the_plain_run_forms_skip_the_app(
+    args: list[str], env: dict[str, str], expected: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("VELO_DATA_DIR", "VELO_LOG_LEVEL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    found = _plain_run(args)
+    assert (None if found is None else str(found)) == expected

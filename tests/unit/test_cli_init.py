@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from velostream.cli import velo_sql
 from velostream.cli.init import app_name, create_application, is_free
 
 
@@ -25,3 +27,18 @@ def test_a_folder_is_free_when_absent_or_empty(tmp_path: Path) -> None:
     assert not is_free(tmp_path / "empty")
     (tmp_path / "file").write_text("x", encoding="utf-8")
     assert not is_free(tmp_path / "file")
+
+
+def test_the_next_steps_quote_a_folder_name_for_the_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`velo-sql init "my app"`: the printed commands and the README's paste as they are."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(velo_sql.app, ["init", "my app"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "velo-sql validate 'my app/app.sql'" in result.output
+    assert "velo-sql run 'my app/app.sql'" in result.output
+    readme = (tmp_path / "my app" / "README.md").read_text(encoding="utf-8")
+    assert "velo-sql run 'my app/app.sql'" in readme
+    assert "velo-cli deploy 'my app/app.sql'" in readme
+    assert "cat 'my app/output/" in readme

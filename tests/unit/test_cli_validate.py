@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -18,8 +19,13 @@ WITH ('t.type' = 'file_source', 't.path' = '{path}',
 """
 
 
+def _exit(code: int | str | None) -> NoReturn:
+    raise SystemExit(code)
+
+
 def _main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
     monkeypatch.setattr("sys.argv", ["velo-sql", *args])
+    monkeypatch.setattr(velo_sql, "exit_now", _exit)  # it would end pytest's process
     with pytest.raises(SystemExit) as ended:
         velo_sql.main()
     return int(ended.value.code or 0)

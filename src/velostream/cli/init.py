@@ -9,6 +9,7 @@ from anywhere. Nothing here imports more than the standard library.
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 __all__ = ["OUTPUT", "app_name", "create_application", "is_free"]
@@ -64,13 +65,13 @@ from any folder (give the path to `app.sql` from there). From the folder that ho
 `{folder}/`:
 
 ```
-velo-sql validate {folder}/app.sql    # checks the SQL, the connectors and the columns
-velo-sql run {folder}/app.sql         # runs it: a summary, then {folder}/{output}
-cat {folder}/{output}
+velo-sql validate {app_sql}    # checks the SQL, the connectors and the columns
+velo-sql run {app_sql}         # runs it: a summary, then {folder}/{output}
+cat {output_path}
 ```
 
 To run it on a server, start one (`velo-sql server --port 8080 --data-dir velo-data`)
-and deploy it with `velo-cli deploy {folder}/app.sql`; its folder must lie under the
+and deploy it with `velo-cli deploy {app_sql}`; its folder must lie under the
 server's roots (by default its working directory and data dir; `--allow-path DIR`).
 
 Change the `WHERE` clause or the columns and run it again; each run reads
@@ -96,7 +97,13 @@ def create_application(folder: Path) -> list[Path]:
     files = {
         folder / "app.sql": _APP_SQL.format(name=name, output=OUTPUT),
         folder / "data" / "trades.csv": _TRADES_CSV,
-        folder / "README.md": _README.format(name=name, folder=shown, output=OUTPUT),
+        folder / "README.md": _README.format(
+            name=name,
+            folder=shown,
+            output=OUTPUT,
+            app_sql=shlex.quote(f"{shown}/app.sql"),
+            output_path=shlex.quote(f"{shown}/{OUTPUT}"),
+        ),
     }
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)

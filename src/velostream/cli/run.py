@@ -16,6 +16,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from velostream.cli.load import load_application
+from velostream.cli.problems import print_problems
 from velostream.errors import VelostreamError
 from velostream.observability.job_metrics import JobCounts
 from velostream.observability.manager import ObservabilityManager
@@ -27,6 +29,7 @@ __all__ = [
     "JobRun",
     "print_summary",
     "run_application",
+    "run_file",
     "runs_of",
 ]
 
@@ -93,6 +96,62 @@ def _progress_table(runs: list[JobRun], observability: ObservabilityManager) -> 
             str(errors),
         )
     return table
+
+
+def run_file(
+    file: Path,
+    data_dir: Path,
+    *,
+    metrics_port: int | None = None,
+    linger: bool = False,
+    log: tuple[str, str, str | None, str | None] = ("WARNING", "text", None, None),
+) -> int:
+    """`velo-sql run FILE`: check, run and summarise the application; its exit code.
+
+    `log` is (level, format, file, syslog) as `configure_logging` takes them.
+    """
+    from velostream.observability.logging import configure_logging
+    from velostream.observability.manager import StreamingConfig
+
+    level, form, log_file, syslog = log
+    configure_logging(level, form, log_file, syslog=syslog)  # type: ignore[arg-type]
+    err = Console(stderr=True)
+    try:
+        application = load_application(file)
+    except VelostreamError as exc:
+        print_problems(err, exc)
+        return 1
+    for warning in application.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+    observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
+    observability.initialize()
+    server = None
+    if metrics_port is not None:
+        from velostream.cli.serve import serve_metrics, wait_for_signal  # HTTP: only if asked
+
+        try:
+            server, bound = serve_metrics(observability, metrics_port)
+        except OSError as exc:
+            observability.shutdown()
+            reason = escape(exc.strerror or str(exc))
+            err.print(f"[red]cannot serve /metrics on 127.0.0.1:{metrics_port}: {reason}[/red]")
+            return 1
+        url = f"http://127.0.0.1:{bound}/metrics"  # the port bound: --metrics-port 0 picks one
+        err.print(f"serving /metrics on {url}", soft_wrap=True)
+    console = Console()
+    try:
+        runs = run_application(
+            application, observability, console, data_dir, sql=file.read_text(encoding="utf-8")
+        )
+        print_summary(runs, observability, console)
+        if server is not None and linger:
+            err.print(f"the jobs have ended; serving {url} until Ctrl-C", soft_wrap=True)
+            wait_for_signal()
+    finally:
+        observability.shutdown()
+        if server is not None:
+            server.should_exit = True
+    return 1 if any(r.failed for r in runs) else 0
 
 
 def run_application(

@@ -325,17 +325,22 @@ def print_summary_from_server(jobs: StreamJobServer, observability: Observabilit
     print_summary(runs_of(jobs), observability, Console())
 
 
-def serve_metrics(observability: ObservabilityManager, port: int) -> uvicorn.Server:
-    """Serve /metrics on 127.0.0.1:`port` from a thread; OSError when it cannot listen."""
+def serve_metrics(observability: ObservabilityManager, port: int) -> tuple[uvicorn.Server, int]:
+    """Serve /metrics on 127.0.0.1:`port` from a thread; OSError when it cannot listen.
+
+    Returns the server and the port its socket is bound to: with `port` 0 the system
+    picks one, and that is the one to tell the user.
+    """
     from velostream.api.app import create_app
 
     sock = listen("127.0.0.1", port)  # bound here, so a busy port fails before any job runs
+    bound = int(sock.getsockname()[1])
     config = uvicorn.Config(create_app(observability), log_level="warning")
     server = uvicorn.Server(config)
     threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="metrics-http", daemon=True
     ).start()
-    return server
+    return server, bound
 
 
 def wait_for_signal() -> None:

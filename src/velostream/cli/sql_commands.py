@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +12,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from velostream.cli.help import fix_flag_types
-from velostream.cli.problems import print_problems
-from velostream.errors import VelostreamError
 
 # Each command imports what it runs when it runs (`velo-sql --help` loads no server).
 
@@ -52,11 +51,14 @@ LogSyslog = Annotated[
 ]
 
 Host = Annotated[str, typer.Option(envvar="VELO_HOST", help="bind address")]
-Port = Annotated[int, typer.Option(envvar="VELO_PORT")]
+Port = Annotated[int, typer.Option(envvar="VELO_PORT", help="HTTP port (API, /metrics, console)")]
 DataDir = Annotated[
     Path, typer.Option("--data-dir", envvar="VELO_DATA_DIR", help="checkpoints and dead letters")
 ]
-MaxJobs = Annotated[int, typer.Option("--max-jobs", envvar="VELO_MAX_JOBS")]
+MaxJobs = Annotated[
+    int,
+    typer.Option("--max-jobs", envvar="VELO_MAX_JOBS", help="refuse deploys beyond this many jobs"),
+]
 ProcessingSlots = Annotated[
     int | None,
     typer.Option(
@@ -206,12 +208,10 @@ def init(
     console.print(f"created {escape(shown)}/ with:", highlight=False)
     for path in written:
         console.print(f"  {escape(path.relative_to(name).as_posix())}", highlight=False)
+    app_sql = escape(shlex.quote(f"{shown}/app.sql"))  # pasted into a shell as is
     console.print("next:", highlight=False)
-    console.print(f"  velo-sql validate {escape(shown)}/app.sql", highlight=False)
-    console.print(
-        f"  velo-sql run {escape(shown)}/app.sql    # writes {escape(shown)}/{OUTPUT}",
-        highlight=False,
-    )
+    console.print(f"  velo-sql validate {app_sql}", highlight=False)
+    console.print(f"  velo-sql run {app_sql}    # writes {escape(shown)}/{OUTPUT}", highlight=False)
 
 
 @app.command()
@@ -256,51 +256,16 @@ def run(
     log_syslog: LogSyslog = None,
 ) -> None:
     """Run an application in the foreground until its bounded sources end."""
-    from velostream.cli.load import load_application
-    from velostream.cli.run import print_summary, run_application
-    from velostream.observability.logging import configure_logging
-    from velostream.observability.manager import ObservabilityManager, StreamingConfig
+    from velostream.cli.run import run_file
 
-    configure_logging(log_level, log_format, log_file, syslog=log_syslog)  # type: ignore[arg-type]
-    err = Console(stderr=True)
     if linger and metrics_port is None:
         raise typer.BadParameter("--linger keeps /metrics served: give --metrics-port too")
-    try:
-        application = load_application(file)
-    except VelostreamError as exc:
-        print_problems(err, exc)
-        raise typer.Exit(1) from exc
-    for warning in application.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
-    observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
-    observability.initialize()
-    server = None
-    if metrics_port is not None:
-        from velostream.cli.serve import serve_metrics, wait_for_signal  # HTTP: only if asked
-
-        try:
-            server = serve_metrics(observability, metrics_port)
-        except OSError as exc:
-            observability.shutdown()
-            reason = escape(exc.strerror or str(exc))
-            err.print(f"[red]cannot serve /metrics on 127.0.0.1:{metrics_port}: {reason}[/red]")
-            raise typer.Exit(1) from exc
-        err.print(f"serving /metrics on http://127.0.0.1:{metrics_port}/metrics")
-    console = Console()
-    try:
-        runs = run_application(
-            application, observability, console, data_dir, sql=file.read_text(encoding="utf-8")
-        )
-        print_summary(runs, observability, console)
-        if server is not None and linger:
-            err.print(
-                f"the jobs have ended; /metrics stays on http://127.0.0.1:{metrics_port}/metrics "
-                "until Ctrl-C"
-            )
-            wait_for_signal()
-    finally:
-        observability.shutdown()
-        if server is not None:
-            server.should_exit = True
-    if any(r.failed for r in runs):
-        raise typer.Exit(1)
+    code = run_file(
+        file,
+        data_dir,
+        metrics_port=metrics_port,
+        linger=linger,
+        log=(log_level, log_format, log_file, log_syslog),
+    )
+    if code:
+        raise typer.Exit(code)

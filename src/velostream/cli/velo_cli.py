@@ -7,16 +7,18 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from velostream.cli.help import fix_flag_types
+from velostream.cli.tables import fit_columns, long_cell, make_table, show_table, tail_cell
 
 if TYPE_CHECKING:
     import httpx
@@ -40,44 +42,6 @@ def _fits(wide: bool) -> bool:
     """Whether a table is drawn one line per row, cut with an ellipsis to the terminal:
     on a terminal unless `--wide`; a pipe gets every value whole."""
     return not wide and console.is_terminal
-
-
-def _table(
-    title: str,
-    columns: list[str],
-    *,
-    fit: bool,
-    right: tuple[str, ...] = (),
-    long: tuple[str, ...] = (),
-) -> Table:
-    """A table whose rows take one line each when `fit` (cells cut with an ellipsis),
-    or fold to show every value whole. The `long` columns give up their room first
-    (their cells come from `_long`)."""
-    table = Table(title=title, title_justify="left")
-    for column in columns:
-        justify: Literal["left", "right"] = "right" if column in right else "left"
-        short = fit and column not in long
-        table.add_column(
-            column, overflow="ellipsis" if short else "fold", no_wrap=short, justify=justify
-        )
-    return table
-
-
-def _show(table: Table, fit: bool) -> None:
-    """Print `table`: cut to the terminal when `fit`, else as wide as its values
-    (a pipe or `--wide`: no value is folded into a column a few characters wide)."""
-    if fit:
-        console.print(table)
-        return
-    natural = console.measure(table, options=console.options.update_width(1 << 16))
-    Console(width=max(console.width, natural.maximum)).print(table)
-
-
-def _long(value: str, fit: bool) -> str | Text:
-    """A long cell (message, payload, reason): its first line, cut to the room left."""
-    if not fit:
-        return value
-    return Text(value.split("\n", 1)[0], no_wrap=True, overflow="ellipsis")
 
 
 def _client(url: str, token: str | None) -> httpx.Client:
@@ -145,22 +109,30 @@ def jobs(url: Url = _DEFAULT_URL, token: Token = None, wide: Wide = False) -> No
     """List deployed jobs."""
     doc = _get(url, token, "/jobs")
     fit = _fits(wide)
+    rows = [
+        {
+            "name": j["name"],
+            "version": j["version"] or "",
+            "state": j["state"],
+            "in": str(j["records_in"]),
+            "out": str(j["records_out"]),
+            "failed": str(j["records_failed"]),
+            "dead letters": str(j["dead_letters"]),
+            "reason": long_cell(j["reason"] or "", fit),
+        }
+        for j in doc["jobs"]
+    ]
     columns = ["name", "version", "state", "in", "out", "failed", "dead letters", "reason"]
+    if fit:  # the reason of a failure before the version and the counts in and out
+        columns = fit_columns(
+            columns, rows, width=console.width, long=("reason",), drop=("version", "in", "out")
+        )
     title = f"Jobs ({len(doc['jobs'])} of max {doc['max_jobs']})"
     right = ("in", "out", "failed", "dead letters")
-    table = _table(title, columns, fit=fit, right=right, long=("reason",))
-    for j in doc["jobs"]:
-        table.add_row(
-            j["name"],
-            j["version"] or "",
-            j["state"],
-            str(j["records_in"]),
-            str(j["records_out"]),
-            str(j["records_failed"]),
-            str(j["dead_letters"]),
-            _long(j["reason"] or "", fit),
-        )
-    _show(table, fit)
+    table = make_table(title, columns, fit=fit, right=right, long=("reason",))
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    show_table(console, table, fit)
 
 
 @app.command()
@@ -183,8 +155,11 @@ def deploy(
         ),
     ] = False,
 ) -> None:
-    """Deploy an application (all of its jobs or none); its relative paths are taken
-    from its folder, which must lie under the server's roots."""
+    """Deploy an application: all of its jobs or none, each shown with its state.
+
+    Its relative paths are taken from its folder, which must lie under the server's
+    roots.
+    """
     try:
         sql = file.read_text(encoding="utf-8")
     except OSError as exc:
@@ -195,7 +170,18 @@ def deploy(
         # The server takes the application's relative paths from its file's folder.
         body["base_dir"] = str(file.parent.resolve())
     doc = _call(url, token, "POST", "/jobs", json=body)
-    console.print(f"deployed: {', '.join(doc['jobs'])}")
+    # As Kafka Connect: the deploy succeeded once accepted (exit 0), and a job that has
+    # failed already is shown failed, with its reason, not hidden behind "deployed".
+    states = [_job_state(url, token, name) for name in doc["jobs"]]
+    console.print(f"deployed: {', '.join(states)}", highlight=False, soft_wrap=True)
+
+
+def _job_state(url: str, token: str | None, name: str) -> str:
+    """`name (state)`, a failure's reason included, in red."""
+    job = _get(url, token, f"/jobs/{name}")
+    if job["state"] == "failed":
+        return f"{escape(name)} [red](failed: {escape(str(job['reason']))})[/red]"
+    return f"{escape(name)} ({job['state']})"
 
 
 @app.command()
@@ -224,8 +210,8 @@ def dlq(
     replay: Annotated[
         bool, typer.Option("--replay", help="send them through the job again")
     ] = False,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    limit: Annotated[int, typer.Option("--limit", help="show at most this many")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per letter")] = False,
     url: Url = _DEFAULT_URL,
     token: Token = None,
     wide: Wide = False,
@@ -241,19 +227,27 @@ def dlq(
             sys.stdout.write(orjson.dumps(letter).decode() + "\n")
         return
     fit = _fits(wide)
+    rows = [
+        {
+            "position": tail_cell(str(d["position"]), fit),
+            "stage": d["stage"],
+            "kind": d["kind"],
+            "message": long_cell(d["message"], fit),
+            "payload": long_cell(d.get("payload", d.get("payload_base64", "")), fit),
+            "replayed": "yes" if d.get("replayed") else "",
+        }
+        for d in doc["letters"]
+    ]
     columns = ["position", "stage", "kind", "message", "payload", "replayed"]
-    table = _table(f"Dead letters of {name}", columns, fit=fit, long=("message", "payload"))
-    for d in doc["letters"]:
-        payload = d.get("payload", d.get("payload_base64", ""))
-        table.add_row(
-            str(d["position"]),
-            d["stage"],
-            d["kind"],
-            _long(d["message"], fit),
-            _long(payload, fit),
-            "yes" if d.get("replayed") else "",
+    long = ("message", "payload")
+    if fit:  # why a record failed, and where, before what it held
+        columns = fit_columns(
+            columns, rows, width=console.width, long=long, drop=("replayed", "kind", "payload")
         )
-    _show(table, fit)
+    table = make_table(f"Dead letters of {name}", columns, fit=fit, long=long)
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
+    show_table(console, table, fit)
 
 
 def _ts(value: float) -> str:
@@ -262,9 +256,11 @@ def _ts(value: float) -> str:
 
 @app.command()
 def errors(
-    job: Annotated[str | None, typer.Option("--job")] = None,
-    stage: Annotated[str | None, typer.Option("--stage")] = None,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
+    job: Annotated[str | None, typer.Option("--job", help="only this job's groups")] = None,
+    stage: Annotated[
+        str | None, typer.Option("--stage", help="only this stage's (deserialize, sink, ...)")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="show at most this many groups")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per group")] = False,
     follow: Annotated[
         bool,
@@ -305,7 +301,7 @@ def errors(
         return
     title = f"Error groups ({doc['total_groups']} tracked)"
     fit = _fits(wide)
-    _show(_groups_table(groups, title, width=console.width if fit else None), fit)
+    show_table(console, _groups_table(groups, title, width=console.width if fit else None), fit)
 
 
 def _groups_table(
@@ -331,7 +327,7 @@ def _groups_table(
     elif width is not None and width >= _NARROW - 20:
         columns += ["last"]
     columns += ["message"]
-    table = _table(title, columns, fit=fit, right=("count", "Δ"), long=("message",))
+    table = make_table(title, columns, fit=fit, right=("count", "Δ"), long=("message",))
     for g in groups:
         change = changes.get(_group_key(g), "") if changes is not None else ""
         values: dict[str, str | Text] = {
@@ -344,7 +340,7 @@ def _groups_table(
             "last": _ts(g["last_seen"]),
             "node": g["node_id"] or "",
             "version": g["version"] or "",
-            "message": _long(g["message"], fit),
+            "message": long_cell(g["message"], fit),
         }
         style = "bold yellow" if change == "new" else "bold" if change else None
         table.add_row(*(values[c] for c in columns), style=style)

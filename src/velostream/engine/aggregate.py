@@ -32,6 +32,7 @@ from velostream.engine.core import (
     Executor,
     isolate_rows,
     joined_rows,
+    record_rows,
     with_row_numbers,
 )
 from velostream.engine.direct import picked_columns, renames
@@ -162,12 +163,12 @@ class AggregateExecutor(Executor):
             pre, more_bad, late, dropped = self._windows.assign(pre, refs)
             bad.extend(more_bad)
         pre, refused = self._duckdb.limit_strings(pre)
-        bad.extend(
-            BadRecord(
-                batch.refs.raw(rn), batch.refs.ref(rn), why, ErrorKind.RESOURCE, Stage.PROCESS
+        # Joined rows: one refused record for a stream row whatever its matches.
+        for rn in record_rows(refs, np.array(sorted(refused), dtype=np.int64)).tolist():
+            why = refused[rn]
+            bad.append(
+                BadRecord(refs.raw(rn), refs.ref(rn), why, ErrorKind.RESOURCE, Stage.PROCESS)
             )
-            for rn, why in sorted(refused.items())
-        )
         if self._mode == "sql":
             out = self._process_sql(pre)
         elif self.plan.emit == "CHANGES":

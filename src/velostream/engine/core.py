@@ -41,6 +41,7 @@ __all__ = [
     "check_columns",
     "isolate_rows",
     "kind_of_state",
+    "record_rows",
     "sandboxed_connection",
 ]
 
@@ -268,6 +269,20 @@ class RowRefs(RecordRefs):
 
     def raw(self, index: int) -> bytes:
         return self._refs.raw(int(self._rows[index]))
+
+    def origins(self, rows: np.ndarray) -> np.ndarray:
+        """The rows of the other batch that rows `rows` of this one came from."""
+        origins: np.ndarray = self._rows[rows]
+        return origins
+
+
+def record_rows(refs: RecordRefs, rows: np.ndarray) -> np.ndarray:
+    """Of batch rows `rows`, the first of each source record: a stream row that matched N
+    table rows gave N joined rows, but is one record to count or dead-letter."""
+    if not isinstance(refs, RowRefs) or rows.size < 2:
+        return rows
+    _, first = np.unique(refs.origins(rows), return_index=True)
+    return rows[np.sort(first)]
 
 
 def stream_order(table: pa.Table, column: int) -> pa.Table:

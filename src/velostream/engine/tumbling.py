@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from velostream.datasource.traits import BadRecord, RecordRefs
-from velostream.engine.core import Executor
+from velostream.engine.core import Executor, record_rows
 from velostream.errors import ErrorKind, Stage
 from velostream.sql.planner import EVENT_TIME, ROW, WINDOW_END, WINDOW_START, TumblingWindow
 
@@ -58,7 +58,8 @@ class WindowedRows(NamedTuple):
 def process_records(
     refs: RecordRefs, rows: np.ndarray, message: str, kind: ErrorKind = ErrorKind.TYPE
 ) -> list[BadRecord]:
-    """The `process` bad records of the batch rows numbered `rows` (their `__rn`)."""
+    """The `process` bad records of the batch rows numbered `rows` (their `__rn`): one
+    per source record, however many joined rows it gave."""
     return [
         BadRecord(
             raw=refs.raw(int(rn)),
@@ -67,7 +68,7 @@ def process_records(
             kind=kind,
             stage=Stage.PROCESS,
         )
-        for rn in rows
+        for rn in record_rows(refs, rows)
     ]
 
 
@@ -152,12 +153,13 @@ class TumblingWindows:
         late: list[BadRecord] = []
         dropped = 0
         if late_mask.any():
-            self.late_records += int(late_mask.sum())
+            # Counted as records: a late stream row that matched N table rows is one.
+            rows = record_rows(refs, pre.column(ROW).to_numpy()[late_mask])
+            self.late_records += rows.size
             if self.late_to_dead_letter:
-                rows = pre.column(ROW).to_numpy()[late_mask]
                 late = process_records(refs, rows, LATE_MESSAGE, ErrorKind.EXECUTION)
             else:
-                dropped = int(late_mask.sum())
+                dropped = rows.size
             pre = pre.filter(pa.array(~late_mask))
         return pre, late, dropped
 

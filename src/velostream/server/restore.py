@@ -131,7 +131,14 @@ class DeploymentKeeper:
         except VelostreamError as exc:  # recorded by the deploy, as a refusal
             _log.error("%s cannot be deployed again at start: %s", label, exc)
             return []
-        _log.info("%s deployed again from %s", label, deployment.source_name)
+        states, failed = _states(server, names)
+        _log.log(
+            logging.WARNING if failed else logging.INFO,
+            "%s deployed again from %s: %s",
+            f"application {deployment.app!r}",
+            deployment.source_name,
+            ", ".join(states),
+        )
         return names
 
     def _report(self, message: str, exc: Exception) -> None:
@@ -139,6 +146,23 @@ class DeploymentKeeper:
         ErrorTracker.record_error(
             self.observability, self.deploy_job, message + hint, stage=Stage.DEPLOY, exc=exc
         )
+
+
+def _states(server: StreamJobServer, names: list[str]) -> tuple[list[str], bool]:
+    """Each job's state as it stands now ("job 'a' running", a failure with its reason),
+    and whether one failed: a job may fail at once, and "deployed again" must not hide it."""
+    states, failed = [], False
+    for name in names:
+        try:
+            doc = server.get_job_status(name)
+        except KeyError:  # undeployed meanwhile
+            continue
+        if doc["state"] == "failed":
+            failed = True
+            states.append(f"job {name!r} failed ({doc['reason']})")
+        else:
+            states.append(f"job {name!r} {doc['state']}")
+    return states, failed
 
 
 def _check_earlier_paths(server: StreamJobServer, deployment: Deployment, app: Application) -> None:

@@ -274,6 +274,34 @@ def test_a_failed_job_is_started_again(harness: Harness, tmp_path: Path) -> None
     h.wait_for(lambda: ids(tmp_path / "out.jsonl") == [1, 2], what="the mended rows")
 
 
+def test_a_restored_job_that_failed_at_once_is_logged_as_failed_at_warning(
+    harness: Harness, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: Any
+) -> None:
+    """The restart log says each job's state: "deployed again" at INFO must not hide a
+    job that failed before the line was written."""
+    h = harness
+    source = write_jsonl(tmp_path / "in.jsonl", ['{"id": 1}'])
+    h.deploy(copy_sql("healthy", source, tmp_path / "healthy.jsonl"))
+    h.deploy(copy_sql("broken", source, tmp_path / "broken.jsonl"))
+    status = StreamJobServer.get_job_status
+
+    def failed_at_once(server: StreamJobServer, name: str) -> dict[str, Any]:
+        doc = status(server, name)
+        return {**doc, "state": "failed", "reason": "disk gone"} if name == "broken" else doc
+
+    monkeypatch.setattr(StreamJobServer, "get_job_status", failed_at_once)
+    with caplog.at_level("INFO", logger="velostream"):
+        restarted(h)
+    said = {
+        r.getMessage().split(": ", 1)[1]: r.levelname
+        for r in caplog.records
+        if " deployed again from " in r.getMessage()
+    }
+    assert said.pop("job 'broken' failed (disk gone)") == "WARNING", said
+    ((healthy, level),) = said.items()
+    assert healthy in ("job 'healthy' starting", "job 'healthy' running") and level == "INFO"
+
+
 def test_undeploy_forgets_the_job(harness: Harness, tmp_path: Path) -> None:
     h = harness
     source = write_jsonl(tmp_path / "in.jsonl", ['{"id": 1}'])

@@ -236,3 +236,44 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_listagg_over_a_join_refuses_the_stream_record_once(
+    tmp_path: Path, unthrottled_manager: ObservabilityManager
+) -> None:
+    """A stream row matching two table rows that takes its group's LISTAGG past the
+    bound is one refused record, dead-lettered with its own position."""
+    (tmp_path / "trades.jsonl").write_text(
+        '{"id": 1, "symbol": "AAPL", "note": "aaaa"}\n'
+        '{"id": 2, "symbol": "DUP", "note": "bbbb"}\n'
+        '{"id": 3, "symbol": "DUP", "note": "cccc"}\n'
+    )
+    (tmp_path / "instruments.csv").write_text(INSTRUMENTS)
+    sql = f"""
+CREATE TABLE notes AS
+SELECT i.name, LISTAGG(t.note, ',') AS notes, COUNT(*) AS n
+FROM trades t JOIN instruments i ON t.symbol = i.symbol
+GROUP BY i.name
+EMIT FINAL
+WITH (
+    'trades.type' = 'file_source', 'trades.path' = '{tmp_path}/trades.jsonl',
+    'instruments.type' = 'file_source', 'instruments.path' = '{tmp_path}/instruments.csv',
+    'notes.type' = 'file_sink', 'notes.path' = '{tmp_path}/out.jsonl', 'notes.format' = 'jsonl',
+    'failure_strategy' = 'SendToDLQ', 'dlq.path' = '{tmp_path}/dlq.jsonl',
+    'listagg.max.bytes' = '4'
+);
+"""
+    [job] = run(tmp_path, sql, unthrottled_manager)
+    assert job.state == "completed", job.error
+    # id 3 would take both DUP groups (First, Second) past 4 bytes: one record refused.
+    letters = [json.loads(line) for line in (tmp_path / "dlq.jsonl").read_text().splitlines()]
+    trade_letters = [x for x in letters if x["source"] == "trades"]
+    assert [json.loads(x["payload"])["id"] for x in trade_letters] == [3]
+    assert trade_letters[0]["position"].endswith(":3"), trade_letters[0]
+    # The table's bad line and trade 3: two failed records of the four that came in.
+    assert (job.stats.records_in, job.stats.records_failed) == (4, 2)
+    assert sorted((r["name"], r["notes"]) for r in read_jsonl(tmp_path / "out.jsonl")) == [
+        ("Apple", "aaaa"),
+        ("First", "bbbb"),
+        ("Second", "bbbb"),
+    ]
