@@ -40,6 +40,7 @@ from velostream.engine.duckdb_aggregates import (
     MAX_STRING_BYTES,
     DuckDBAggregates,
     describe,
+    partials_of,
     projection,
 )
 from velostream.engine.final import FinalAggregates
@@ -103,6 +104,7 @@ class AggregateExecutor(Executor):
         self._mode: str | None = None if self._may_run() else "sql"
         self._pending: dict[str, Any] | None = None
         self._renames = None if plan.having_sql else renames(plan.select_sql)
+        self._pre_schema: pa.Schema | None = None  # for a global aggregate of no rows
 
     def _may_run(self) -> bool:
         return self._windows is None
@@ -154,6 +156,8 @@ class AggregateExecutor(Executor):
             pre, bad, _ = isolate_rows(self, table, self._pre_query(), batch.refs)
         if self.plan.tables:
             pre, refs = joined_rows(pre, refs)
+        if self._pre_schema is None:
+            self._pre_schema = pre.schema
         if self._sessions is not None:
             out, more_bad, dead, gone = self._sessions.process(pre, refs)
             return BatchOutput(self._apply_limit(out), [*bad, *more_bad], dead, gone)
@@ -254,7 +258,7 @@ class AggregateExecutor(Executor):
                 state = (self._pending or {}).get("final_state") or pa.table({})
                 self._pending = None
             if state.num_rows == 0:
-                return None
+                return self._no_rows()
             self.con.register(_PRE, state)
             try:
                 out = self.con.sql(projection(self.plan, _PRE, self._order())).to_arrow_table()
@@ -263,8 +267,34 @@ class AggregateExecutor(Executor):
             return self._apply_limit(out)
         if self.plan.emit == "CHANGES":
             return None
+        if not self._duckdb.has_state:
+            return self._no_rows()
         out = self._duckdb.take_all(self._order())
         return None if out is None else self._apply_limit(out)
+
+    def _no_rows(self) -> pa.Table | None:
+        """A global aggregate's one row over no rows (COUNT 0, the rest NULL, then its
+        HAVING), as SQL answers; None for a grouped or windowed query (no group, no row),
+        or when no batch came to tell the argument types."""
+        schema = self._pre_schema
+        if schema is None or self.plan.keys or self._windows is not None:
+            return None
+        empty = schema.empty_table()
+        for call in self.plan.aggregates:  # COUNT(DISTINCT)'s "a new value" flags
+            if call.func == "count_distinct":
+                empty = empty.append_column(f"__new{call.index}", pa.array([], pa.bool_()))
+        columns = [f"NULL AS {k}" for k in self._key_cols]
+        for part in partials_of(self.plan, schema):
+            value = f"COALESCE({part.grouped}, 0)" if part.name.endswith("_c") else part.grouped
+            columns.append(f"{value} AS {part.name}")
+        self.con.register(_PRE, empty)
+        try:
+            state = self.con.sql(f"SELECT {', '.join(columns)} FROM {_PRE}").to_arrow_table()
+            self.con.register(_PRE, state)
+            out = self.con.sql(projection(self.plan, _PRE, self._order())).to_arrow_table()
+        finally:
+            self.con.unregister(_PRE)
+        return self._apply_limit(out)
 
     # --- state --------------------------------------------------------------------
 

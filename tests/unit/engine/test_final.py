@@ -150,3 +150,35 @@ def test_limit_counts_each_closed_window_row_once() -> None:
     limited = run_job(query + " LIMIT 5", data, batch_size=[2]).rows
     assert len(whole) == 8
     assert limited == whole[:5]
+
+
+@pytest.mark.parametrize("sizes", [[1], [2], [3]])
+def test_a_global_aggregate_of_no_rows_is_sqls_one_row(sizes: list[int]) -> None:
+    """Every row filtered out: a global aggregate still gives SQL's one row (COUNT 0, the
+    rest NULL), through each state path (Arrow's grouping, DuckDB's), then its HAVING;
+    a grouped one gives no row."""
+    t = pa.table(
+        {"i": pa.array([None, None, 4], pa.int64()), "s": ["a", "b", "c"], "f": [1.0, None, 2.0]}
+    )
+    where = " WHERE i IS NULL AND f > 5"
+    expected: list[tuple[str, str, list[dict[str, object]]]] = [
+        (
+            "SELECT COUNT(*) AS c, SUM(i) AS s, AVG(f) AS a, MIN(s) AS m FROM t",
+            "",
+            [{"c": 0, "s": None, "a": None, "m": None}],
+        ),
+        (
+            "SELECT LISTAGG(s, ',') AS l, COUNT(DISTINCT s) AS d, STDDEV(f) AS sd FROM t",
+            "",
+            [{"l": None, "d": 0, "sd": None}],
+        ),
+        ("SELECT COUNT(*) + 1 AS c FROM t", "", [{"c": 1}]),
+        ("SELECT COUNT(*) AS c FROM t", " HAVING COUNT(*) > 0", []),
+        ("SELECT s, COUNT(*) AS c FROM t", " GROUP BY s", []),  # no group
+    ]
+    for head, tail, rows in expected:
+        sql = head + where + tail
+        assert run_job(sql, t, batch_size=sizes, emit=EmitMode.FINAL).rows == rows, sql
+    # Rows that pass, then a HAVING that refuses their group: still no row.
+    sql = "SELECT COUNT(*) AS c FROM t HAVING COUNT(*) < 1"
+    assert run_job(sql, t, batch_size=sizes, emit=EmitMode.FINAL).rows == []
