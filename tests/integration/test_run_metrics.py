@@ -8,6 +8,8 @@ import shutil
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -35,9 +37,11 @@ def demo(tmp_path: Path) -> Path:
     return target
 
 
-def test_linger_serves_the_finished_jobs_metrics_until_interrupted(demo: Path) -> None:
-    port = free_port()
-    command = [console_script("velo-sql"), "run", "02_filter.sql", "--metrics-port", str(port)]
+@contextmanager
+def lingering(demo: Path, port: str) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """`velo-sql run 02_filter.sql --metrics-port PORT --linger`, once its jobs have ended
+    and it lingers: the process and its stderr file. Killed afterwards if still alive."""
+    command = [console_script("velo-sql"), "run", "02_filter.sql", "--metrics-port", port]
     stderr = demo / "stderr.txt"
     with stderr.open("w") as err:
         process = subprocess.Popen(
@@ -50,6 +54,18 @@ def test_linger_serves_the_finished_jobs_metrics_until_interrupted(demo: Path) -
         )
     try:
         wait_for("the linger notice", lambda: "the jobs have ended" in stderr.read_text())
+        yield process, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_linger_serves_the_finished_jobs_metrics_until_interrupted(demo: Path) -> None:
+    port = free_port()
+    with lingering(demo, str(port)) as (process, stderr):
         said = stderr.read_text()
         assert f"serving /metrics on http://127.0.0.1:{port}/metrics" in said
         body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -59,30 +75,12 @@ def test_linger_serves_the_finished_jobs_metrics_until_interrupted(demo: Path) -
         assert process.poll() is None  # still lingering
         process.send_signal(signal.SIGINT)
         out = process.communicate(timeout=20)[0]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
     assert process.returncode == 0, out + stderr.read_text()
     assert "big_trades" in out  # the summary was printed before lingering
 
 
 def test_port_0_prints_the_port_it_bound_and_serves_there(demo: Path) -> None:
-    command = [console_script("velo-sql"), "run", "02_filter.sql", "--metrics-port", "0"]
-    stderr = demo / "stderr.txt"
-    with stderr.open("w") as err:
-        process = subprocess.Popen(
-            [*command, "--linger"],
-            cwd=demo,
-            env=clean_env(),
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            text=True,
-        )
-    try:
-        wait_for("the linger notice", lambda: "the jobs have ended" in stderr.read_text())
+    with lingering(demo, "0") as (process, stderr):
         lines = stderr.read_text().splitlines()
         served = re.findall(r"http://127\.0\.0\.1:(\d+)/metrics", "\n".join(lines))
         assert len(served) == 2, lines  # the serving line and the linger notice
@@ -91,11 +89,7 @@ def test_port_0_prints_the_port_it_bound_and_serves_there(demo: Path) -> None:
         body = httpx.get(f"http://127.0.0.1:{served[0]}/metrics", timeout=5).text
         assert 'velo_job_records_out_total{job="big_trades"} 5.0' in body
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=20)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        process.communicate(timeout=20)
     assert process.returncode == 0, stderr.read_text()
 
 
