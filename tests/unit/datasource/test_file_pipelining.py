@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -107,6 +108,27 @@ def test_a_large_table_encodes_the_same_in_parts_on_two_threads(fmt: str) -> Non
         whole = b"".join(bytes(b) for b in encode._encode_jsonl(table))
     assert halves == whole
     assert halves.count(b"\n") >= table.num_rows
+
+
+def test_a_table_is_encoded_without_waiting_for_another_jobs_on_the_worker() -> None:
+    """The shared worker busy with another job's table: this one is encoded whole by its
+    own thread, its queued help withdrawn, not waited for."""
+    table = _wide_table(encode._PARALLEL_ROWS + 1001)
+    release = threading.Event()
+    busy = encode._worker().submit(release.wait, 30)
+    done: list[bytes] = []
+    encoder = threading.Thread(
+        target=lambda: done.append(b"".join(bytes(b) for b in encode.encode_csv(table)))
+    )
+    try:
+        encoder.start()
+        encoder.join(10)
+        assert done, "the encode waited for the busy worker"
+    finally:
+        release.set()
+        busy.result()
+        encoder.join()
+    assert done[0] == b"".join(bytes(b) for b in encode._encode_csv(table, ","))
 
 
 def _encoded(part: pa.Array, fmt: str) -> bytes:

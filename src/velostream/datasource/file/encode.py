@@ -87,7 +87,8 @@ def _in_parts(
     try:
         work()
     finally:
-        helper.result()
+        if not helper.cancel():  # still queued behind another job's table: not waited for
+            helper.result()
     for buffers in done:
         yield from buffers
 
