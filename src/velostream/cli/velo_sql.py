@@ -16,9 +16,7 @@ ends; it took about a tenth of a 2M-row run (`benchmarks/bench_cli.py`).
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import logging
 import os
 import sys
 from pathlib import Path
@@ -83,6 +81,9 @@ def exit_now(code: int | str | None) -> NoReturn:
     For commands whose every file is closed by the time they return: the log handlers
     are flushed and closed, and standard output and error flushed, first.
     """
+    import contextlib
+    import logging  # loaded already by any command that logs; `--help` needs neither
+
     logging.shutdown()
     if isinstance(code, str):
         print(code, file=sys.stderr)
