@@ -284,9 +284,7 @@ class AggregateExecutor(Executor):
             if call.func == "count_distinct":
                 empty = empty.append_column(f"__new{call.index}", pa.array([], pa.bool_()))
         columns = [f"NULL AS {k}" for k in self._key_cols]
-        for part in partials_of(self.plan, schema):
-            value = f"COALESCE({part.grouped}, 0)" if part.name.endswith("_c") else part.grouped
-            columns.append(f"{value} AS {part.name}")
+        columns += [f"{part.grouped} AS {part.name}" for part in partials_of(self.plan, schema)]
         self.con.register(_PRE, empty)
         try:
             state = self.con.sql(f"SELECT {', '.join(columns)} FROM {_PRE}").to_arrow_table()

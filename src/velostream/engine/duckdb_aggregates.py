@@ -66,10 +66,14 @@ def _partials(call: AggregateCall, int_arg: bool) -> list[_Partial]:
     if call.func == "count":
         return [_Partial(p + "c", f"COUNT({a}){w}", f"COUNT({a})", add("c"))]
     if call.func == "count_distinct":
+        # A count, so never NULL: 0 over no rows, as COUNT gives.
         new = f"CAST(__new{call.index} AS BIGINT)"
         return [
             _Partial(
-                p + "c", f"CAST(SUM({new}){w} AS BIGINT)", f"CAST(SUM({new}) AS BIGINT)", add("c")
+                p + "c",
+                f"CAST(COALESCE(SUM({new}){w}, 0) AS BIGINT)",
+                f"CAST(COALESCE(SUM({new}), 0) AS BIGINT)",
+                add("c"),
             )
         ]
     if call.func in ("sum", "avg"):
