@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from velostream.cli import DATA_DIR
 from velostream.cli.help import fix_flag_types
 
 # Each command imports what it runs when it runs (`velo-sql --help` loads no server).
@@ -131,7 +132,7 @@ ShutdownDeadline = Annotated[
 def server(
     host: Host = "127.0.0.1",
     port: Port = 8080,
-    data_dir: DataDir = Path("./velo-data"),
+    data_dir: DataDir = DATA_DIR,
     max_jobs: MaxJobs = 100,
     processing_slots: ProcessingSlots = None,
     insecure: Insecure = False,
@@ -160,7 +161,7 @@ def deploy_app(
     once: Annotated[bool, typer.Option("--once", help="exit when its bounded jobs end")] = False,
     host: Host = "127.0.0.1",
     port: Port = 8080,
-    data_dir: DataDir = Path("./velo-data"),
+    data_dir: DataDir = DATA_DIR,
     max_jobs: MaxJobs = 100,
     processing_slots: ProcessingSlots = None,
     insecure: Insecure = False,
@@ -249,7 +250,7 @@ def run(
     ] = False,
     data_dir: Annotated[
         Path, typer.Option("--data-dir", envvar="VELO_DATA_DIR", help="dead letters go here")
-    ] = Path("./velo-data"),
+    ] = DATA_DIR,
     log_level: LogLevel = "WARNING",
     log_format: LogFormat = "text",
     log_file: LogFile = None,

@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from velostream.cli import DATA_DIR
+
 if TYPE_CHECKING:
     from velostream.cli.sql_commands import app
 
@@ -67,7 +69,7 @@ def _plain_run(args: list[str]) -> Path | None:
         return None
     rest = args[2:]
     if not rest:
-        return Path(os.environ.get("VELO_DATA_DIR", "./velo-data"))
+        return Path(os.environ.get("VELO_DATA_DIR", DATA_DIR))
     if len(rest) == 1 and rest[0].startswith("--data-dir="):
         rest = ["--data-dir", rest[0].partition("=")[2]]
     if len(rest) == 2 and rest[0] == "--data-dir" and rest[1] and not rest[1].startswith("-"):
