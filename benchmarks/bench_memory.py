@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import httpx
 from bench_engine import measure_peak_rss, write_measurements
-from common import free_port, velo_sql
+from common import free_port, stop_server, velo_sql
 
 ROOT = Path(__file__).resolve().parent.parent
 BRC_APP = ROOT / "demo" / "quickstart" / "08_1brc.sql"
@@ -131,13 +130,7 @@ def server_peak(jobs: int, rows_per_job: int, idle: float, work: Path) -> bool:
             idled, peak = _memory(process.pid)
         finally:
             client.close()
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_server(process)
     good = peak <= SERVER_GOAL and states.count("running") == jobs
     print(
         f"velo-sql server, {states.count('running')} of {jobs} jobs running "

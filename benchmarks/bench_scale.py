@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 
 import orjson
-from common import free_port, velo_sql
+from common import free_port, stop_server, velo_sql
 from confluent_kafka import Consumer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,13 +153,7 @@ def run_case(
                 took = time.perf_counter() - started
                 break
     finally:
-        for process in processes:
-            process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_server(*processes)
     if took is None:
         for log in logs:
             print(f"--- {log.name}\n{log.read_text(errors='replace')[-3000:]}")

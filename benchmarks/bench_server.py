@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 
 import httpx
-from common import free_port, velo_sql
+from common import free_port, stop_server, velo_sql
 
 GOAL_P99_MS = 20.0
 ENDPOINTS = ("/metrics", "/errors")
@@ -167,13 +166,7 @@ def main() -> None:
         finally:
             appender.stop.set()
             client.close()
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_server(process)
             log.close()
 
     print(
