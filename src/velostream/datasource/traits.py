@@ -15,7 +15,7 @@ outputs (`Source.transaction_capability`); the job runtime picks its committer b
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar, NamedTuple
@@ -86,7 +86,8 @@ class SourceBatch:
 
     table: pa.Table
     refs: RecordRefs
-    bad: list[BadRecord] = field(default_factory=list)
+    #: A list, or columns (`bad_records.BadRecords`) when a source has many at once.
+    bad: Sequence[BadRecord] = field(default_factory=list)
     position: Any = None
     #: The source it was read from, in a job that reads several (`MultiSource`).
     source: str | None = None

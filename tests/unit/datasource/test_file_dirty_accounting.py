@@ -27,12 +27,14 @@ from velostream.datasource.file.csvlines import CsvDecoder
 from velostream.datasource.registry import connector_catalog
 from velostream.dlq.letter import DeadLetter
 from velostream.errors import ErrorKind
+from velostream.observability.catalog import ErrorGroup
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
 from velostream.sql import parse_application
 
 PARSE, TYPE = ErrorKind.PARSE.value, ErrorKind.TYPE.value
 LINES = 3000
 TS = "2024-01-15 09:30:00"
+Groups = dict[str, ErrorGroup]
 
 
 @dataclass
@@ -119,15 +121,18 @@ def dirty_jsonl(seed: int) -> Dirty:
     return out
 
 
-def run_dirty(tmp: Path, fmt: str, data: Dirty, batch: int) -> tuple[JobRun, list[int], list]:
-    """Run SELECT * over the file under SendToDLQ: the run, the ids out, the dead letters."""
+def run_dirty(
+    tmp: Path, fmt: str, data: Dirty, batch: int, strategy: str = "SendToDLQ"
+) -> tuple[JobRun, list[int], list, Groups]:
+    """Run SELECT * over the file under `strategy`: the run, the ids out, the dead letters
+    and the job's error catalog groups (by fingerprint)."""
     path = tmp / f"in.{fmt}"
     path.write_bytes(b"\n".join(data.lines) + b"\n")
     sql = app_sql(
         "out",
         source={"type": "file_source", "path": str(path), "format": fmt},
         sink={"type": "file_sink", "path": str(tmp / "out.jsonl"), "format": "jsonl"},
-        job={"batch.size": str(batch), "failure_strategy": "SendToDLQ"},
+        job={"batch.size": str(batch), "failure_strategy": strategy},
     )
     app = parse_application(
         sql, connectors=connector_catalog(), base_dir=tmp, source_name="dirty.sql"
@@ -137,14 +142,31 @@ def run_dirty(tmp: Path, fmt: str, data: Dirty, batch: int) -> tuple[JobRun, lis
     manager.initialize()
     try:
         [run] = run_application(app, manager, Console(file=None, quiet=True), tmp / "data")
+        groups = manager.require_metrics().catalog.groups(job="out")
     finally:
         manager.shutdown()
     ids = [row["id"] for row in read_jsonl(tmp / "out.jsonl")]
-    letters = [DeadLetter(doc) for doc in read_jsonl(tmp / "data" / "dlq" / "out.jsonl")]
-    return run, ids, letters
+    dlq = tmp / "data" / "dlq" / "out.jsonl"
+    letters = [DeadLetter(doc) for doc in read_jsonl(dlq)] if dlq.exists() else []
+    return run, ids, letters, {g.fingerprint: g for g in groups}
 
 
-def check_accounting(path: Path, data: Dirty, run: JobRun, ids: list[int], letters: list) -> None:
+def check_catalog(data: Dirty, groups: Groups) -> None:
+    """Every bad line is counted once in the error catalog, under its kind: the
+    catalog's deserialize groups, by kind, add up to the bad lines of that kind."""
+    counted: dict[str, int] = {}
+    for group in groups.values():
+        assert group.stage == "deserialize", group
+        counted[group.kind.value] = counted.get(group.kind.value, 0) + group.count
+    expected: dict[str, int] = {}
+    for kind, _ in data.bad.values():
+        expected[kind] = expected.get(kind, 0) + 1
+    assert counted == expected
+
+
+def check_accounting(
+    path: Path, data: Dirty, run: JobRun, ids: list[int], letters: list, groups: Groups
+) -> None:
     assert run.state == "completed", run.error
     records = sum(1 for line in data.lines[1 if path.suffix == ".csv" else 0 :] if line.strip())
     stats = run.stats
@@ -161,6 +183,10 @@ def check_accounting(path: Path, data: Dirty, run: JobRun, ids: list[int], lette
         message = letter.doc["message"]
         assert any(w in message for w in words.split("|")), (number, message)
         assert letter.payload == data.lines[number - 1], "the line's original bytes"
+        group = groups[letter.doc["fingerprint"]]
+        assert (group.kind.value, group.stage.value) == (kind, "deserialize"), number
+        assert letter.doc["job"] == "out" and letter.doc["source"], number
+    check_catalog(data, groups)
 
 
 @pytest.fixture
@@ -184,8 +210,8 @@ def test_csv_dirty_rows_are_counted_and_dead_lettered_exactly(
     tmp_path: Path, unquoted_blocks: list[int], batch: int, seed: int
 ) -> None:
     data = dirty_csv(seed)
-    run, ids, letters = run_dirty(tmp_path, "csv", data, batch)
-    check_accounting(tmp_path / "in.csv", data, run, ids, letters)
+    run, ids, letters, groups = run_dirty(tmp_path, "csv", data, batch)
+    check_accounting(tmp_path / "in.csv", data, run, ids, letters, groups)
     if batch < LINES // 6:  # stretches without quotes fill whole blocks
         assert unquoted_blocks, "the unquoted path met bad lines"
 
@@ -195,5 +221,43 @@ def test_jsonl_dirty_rows_are_counted_and_dead_lettered_exactly(
     tmp_path: Path, batch: int, seed: int
 ) -> None:
     data = dirty_jsonl(seed)
-    run, ids, letters = run_dirty(tmp_path, "jsonl", data, batch)
-    check_accounting(tmp_path / "in.jsonl", data, run, ids, letters)
+    run, ids, letters, groups = run_dirty(tmp_path, "jsonl", data, batch)
+    check_accounting(tmp_path / "in.jsonl", data, run, ids, letters, groups)
+
+
+def bench_like_csv(lines: int, seed: int) -> Dirty:
+    """The benchmark's dirty input (bench_engine case 5): 10% bad lines without quotes,
+    half of them cut short, half with a price that is not a number."""
+    rng = random.Random(seed)
+    out = Dirty()
+    out.add(b"id,symbol,price,qty,ts")
+    for i in range(lines):
+        r = rng.random()
+        if r < 0.05:
+            out.add(f"{i},S{i % 7},{i % 500}.5".encode(), bad=(PARSE, "expected 5 fields, got 3"))
+        elif r < 0.10:
+            out.add(f"{i},S{i % 7},n/a,{i % 50},{TS}".encode(), bad=(TYPE, "'n/a' is not a valid"))
+        else:
+            out.add(f"{i},S{i % 7},{i % 500}.25,{i % 50},{TS}".encode(), good=i)
+    return out
+
+
+@pytest.mark.parametrize("strategy", ["SendToDLQ", "LogAndContinue"])
+def test_bench_like_dirty_rows_are_exact_across_many_blocks(
+    tmp_path: Path, unquoted_blocks: list[int], strategy: str
+) -> None:
+    """Many bad lines a block, many blocks: each bad line is counted, in the catalog
+    under its kind and (SendToDLQ) one dead letter with its bytes and place."""
+    data = bench_like_csv(20_000, seed=9)
+    run, ids, letters, groups = run_dirty(tmp_path, "csv", data, 2_500, strategy)
+    assert len(unquoted_blocks) >= 6, "the unquoted path took the blocks apart"
+    stats = run.stats
+    assert (stats.records_in, stats.records_out) == (20_000, len(data.good))
+    assert stats.records_failed == len(data.bad) and ids == data.good
+    assert stats.records_in == stats.records_out + stats.records_failed + stats.late_records
+    if strategy == "SendToDLQ":
+        check_accounting(tmp_path / "in.csv", data, run, ids, letters, groups)
+        assert stats.dead_letters == len(data.bad)
+    else:
+        assert letters == [] and stats.dead_letters == 0
+        check_catalog(data, groups)

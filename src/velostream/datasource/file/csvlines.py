@@ -250,7 +250,7 @@ class CsvDecoder(Decoder):
         decoded.bounds = bounds
         return decoded
 
-    def _parse_mixed(self, body: Block) -> pa.Table | None:
+    def _parse_mixed(self, body: Block | pa.Buffer) -> pa.Table | None:
         """Parse with the schema's types, the columns in `_failing` as text; a column
         that fails its type joins them and the parse runs again. None on another error.
         """

@@ -79,13 +79,13 @@ class Decoded:
     lines: pa.Array | None = None
     bounds: LineBounds | None = None
 
-    def raws(self, block: Block, n_lines: int) -> list[bytes]:
+    def raws(self, block: Block, n_lines: int) -> pa.Array:
         """The bytes of the bad lines of `block` (`n_lines` lines), in `errors` order."""
         if self.bounds is not None:
             return raw_lines(block, self.bounds, self.errors.lines)
         if self.lines is None:
             self.lines = split_lines(block, n_lines)
-        raws: list[bytes] = pc.take(self.lines, pa.array(self.errors.lines)).to_pylist()
+        raws: pa.Array = pc.take(self.lines, pa.array(self.errors.lines))
         return raws
 
 

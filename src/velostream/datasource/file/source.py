@@ -30,14 +30,14 @@ import glob
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any, NamedTuple
 
 import pyarrow as pa
 
+from velostream.datasource.bad_records import BadRecords
 from velostream.datasource.file.csvlines import CsvDecoder
 from velostream.datasource.file.formats import Block, Decoder, split_lines
 from velostream.datasource.file.jsonl import JsonDecoder
@@ -65,7 +65,6 @@ from velostream.errors import (
     ResourceExhaustedError,
     SchemaError,
     SourceError,
-    Stage,
 )
 from velostream.sql.pipeline import PIPE_FROM
 
@@ -418,26 +417,24 @@ class FileSource(Source):
                 source=self.name,
                 position=f"{cursor.path}:{first + 1}",
             ) from exc
-        bad: list[BadRecord] = []
+        bad: Sequence[BadRecord] = []
         errors = decoded.errors
-        if errors:
+        if errors:  # as columns: no Python object per bad line (see `bad_records`)
+            numbers = errors.lines + (first + 1)
             raws = decoded.raws(block, n)
-            numbers = (errors.lines + (first + 1)).tolist()
-            places = map(f"{cursor.path}:".__add__, map(str, numbers))
-            columns = zip(
-                raws, places, errors.messages, errors.kinds, repeat(Stage.DESERIALIZE), strict=False
-            )
-            # No Python step per bad line: BadRecord's own constructor costs more.
-            bad = list(map(tuple.__new__, repeat(BadRecord), columns))
+            bad = BadRecords(raws, f"{cursor.path}:", numbers, errors.kinds, errors.messages)
         if got.long:
             bad = self._long_records(cursor.path, got, bad)
         refs = _BlockRefs(cursor.path, block, n, first, decoded.rows, decoded.lines)
         position = FilePosition(self._index, cursor.offset, cursor.line)
         return SourceBatch(decoded.table, refs, bad, position)
 
-    def _long_records(self, path: str, got: LineBlock, bad: list[BadRecord]) -> list[BadRecord]:
+    def _long_records(
+        self, path: str, got: LineBlock, decoded: Sequence[BadRecord]
+    ) -> list[BadRecord]:
         """The block's lines over `max.record.bytes` as bad records, in line order."""
         limit = self.config.max_record_bytes
+        bad = list(decoded)
         for long in got.long:
             number = got.first + long.line + 1
             message = (

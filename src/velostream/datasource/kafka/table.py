@@ -96,7 +96,7 @@ def read_compacted(source: KafkaSource) -> tuple[pa.Table | None, list[BadRecord
         table.column("_offset"),
     )
     mask = pc.is_in(codes, value_set=pa.array([p * (1 << 40) + o for p, o in wanted], pa.int64()))
-    return table.filter(mask), batch.bad
+    return table.filter(mask), list(batch.bad)
 
 
 def _read_to_end(consumer: Consumer, source: KafkaSource, ends: dict[int, int]) -> list[Any]:

@@ -18,9 +18,11 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 import pyarrow as pa
 
+from velostream.datasource.bad_records import FailureKey, failure_groups, failure_keys, joined
 from velostream.datasource.multi import sources_of
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
 from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
@@ -399,7 +401,7 @@ class JobProcessor:
             output = self._process(batch)
             if output is None:
                 return False
-            bad = [*batch.bad, *output.bad]
+            bad = joined(batch.bad, output.bad)
             if bad:
                 self.handle_bad(bad, count=first)
             if output.late or output.late_dropped:
@@ -458,7 +460,7 @@ class JobProcessor:
         self.counters.batches += 1
         self.counters.records_out += rows
 
-    def handle_bad(self, bad: list[BadRecord], *, count: bool = True, source: str = "") -> None:
+    def handle_bad(self, bad: Sequence[BadRecord], *, count: bool = True, source: str = "") -> None:
         """Record every bad record, then do what the failure strategy says (`source`: a table)."""
         context = self.errors.context  # looked up once for the batch's bad records
         fingerprints = self._record_bad(bad, context)
@@ -492,33 +494,33 @@ class JobProcessor:
             context = self.errors.context
             self._dead_letter(output.late, self._record_bad(output.late, context), context)
 
-    def _record_bad(self, bad: list[BadRecord], context: DeploymentContext) -> list[str | None]:
-        """Record the bad records' errors; return each record's fingerprint.
+    def _record_bad(
+        self, bad: Sequence[BadRecord], context: DeploymentContext
+    ) -> dict[FailureKey, str | None]:
+        """Record the bad records' errors; return the fingerprint of each kind of failure.
 
         Records that fail alike (same stage, kind and message, e.g. one bad value in
         many rows) are recorded in one call with their count: every place counts each
         of them, at a fraction of the cost per record.
         """
-        alike: dict[tuple[Stage, ErrorKind, str], list[int]] = {}
-        for index, record in enumerate(bad):
-            alike.setdefault((record.stage, record.kind, record.message), []).append(index)
-        fingerprints: list[str | None] = [None] * len(bad)
-        for (stage, kind, message), indexes in alike.items():
-            last = bad[indexes[-1]]
-            fp = self.errors.record(
-                stage,
-                message,
-                kind=kind,
-                record_ref=last.ref,
-                count=len(indexes),
+        fingerprints: dict[FailureKey, str | None] = {}
+        for group in failure_groups(bad):
+            fingerprints[group.key] = self.errors.record(
+                group.stage,
+                group.message,
+                kind=group.kind,
+                record_ref=group.last_ref,
+                count=group.records,
                 context=context,
             )
-            for index in indexes:
-                fingerprints[index] = fp
         return fingerprints
 
     def _dead_letter(
-        self, bad: list[BadRecord], fps: list[str | None], ctx: DeploymentContext, source: str = ""
+        self,
+        bad: Sequence[BadRecord],
+        fps: dict[FailureKey, str | None],
+        ctx: DeploymentContext,
+        source: str = "",
     ) -> None:
         if self.dlq is None:
             raise DeadLetterError(f"job {self.job.name} has no dead-letter queue configured")
@@ -532,7 +534,7 @@ class JobProcessor:
                 fingerprint=fp,
                 context=ctx,
             )
-            for record, fp in zip(bad, fps, strict=True)
+            for record, fp in zip(bad, map(fps.__getitem__, failure_keys(bad)), strict=True)
         ]
         self.dlq.write(letters)
         self._dlq_pending += len(letters)

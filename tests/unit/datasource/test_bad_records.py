@@ -1,0 +1,95 @@
+"""Bad records as columns: the records they stand for, their groups, and the block
+passes that find them (`drop_lines`, `raw_lines`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from velostream.datasource.bad_records import BadRecords, failure_groups, failure_keys, joined
+from velostream.datasource.file.bad_lines import drop_lines, line_bounds, raw_lines
+from velostream.datasource.traits import BadRecord
+from velostream.errors import ErrorKind, Stage
+
+PARSE, TYPE = ErrorKind.PARSE, ErrorKind.TYPE
+
+
+def columns() -> BadRecords:
+    raws = pa.array([b"1,a", b"2,b,x", b"3,c", b"4,\xff"], pa.large_binary())
+    kinds = [PARSE, TYPE, PARSE, PARSE]
+    messages = ["short", "not a number", "short", "invalid UTF-8"]
+    return BadRecords(raws, "in.csv:", np.array([2, 5, 9, 12]), kinds, messages)
+
+
+def as_records() -> list[BadRecord]:
+    return [
+        BadRecord(b"1,a", "in.csv:2", "short", PARSE),
+        BadRecord(b"2,b,x", "in.csv:5", "not a number", TYPE),
+        BadRecord(b"3,c", "in.csv:9", "short", PARSE),
+        BadRecord(b"4,\xff", "in.csv:12", "invalid UTF-8", PARSE),
+    ]
+
+
+def test_columns_stand_for_the_records_they_hold() -> None:
+    bad = columns()
+    assert len(bad) == 4 and bool(bad)
+    assert list(bad) == as_records()
+    assert all(type(record) is BadRecord for record in bad)
+    assert bad[1] == as_records()[1] and bad[-1] == as_records()[-1]
+    assert bad[1:3] == as_records()[1:3]
+    assert bad.refs() == ["in.csv:2", "in.csv:5", "in.csv:9", "in.csv:12"]
+    with pytest.raises(IndexError):
+        bad[4]
+
+
+@pytest.mark.parametrize("make", [columns, as_records])
+def test_groups_count_every_record_and_name_the_last(make) -> None:  # type: ignore[no-untyped-def]
+    groups = failure_groups(make())
+    assert [(g.stage, g.kind, g.message, g.records, g.last_ref) for g in groups] == [
+        (Stage.DESERIALIZE, PARSE, "short", 2, "in.csv:9"),
+        (Stage.DESERIALIZE, TYPE, "not a number", 1, "in.csv:5"),
+        (Stage.DESERIALIZE, PARSE, "invalid UTF-8", 1, "in.csv:12"),
+    ]
+    keys = list(failure_keys(make()))
+    assert keys == list(failure_keys(as_records()))
+    assert [keys.index(g.key) for g in groups] == [0, 1, 3]
+
+
+def test_the_same_message_of_another_kind_or_stage_is_another_group() -> None:
+    bad = [
+        BadRecord(b"a", "x:1", "bad", PARSE),
+        BadRecord(b"b", "x:2", "bad", TYPE),
+        BadRecord(b"c", "x:3", "bad", PARSE, Stage.PROCESS),
+        BadRecord(b"d", "x:4", "bad", PARSE),
+    ]
+    assert [(g.records, g.last_ref) for g in failure_groups(bad)] == [
+        (2, "x:4"),
+        (1, "x:2"),
+        (1, "x:3"),
+    ]
+
+
+def test_joined_keeps_columns_unless_both_have_records() -> None:
+    bad = columns()
+    assert joined(bad, []) is bad and joined([], bad) is bad
+    assert joined(bad, as_records()[:1]) == [*as_records(), as_records()[0]]
+
+
+BLOCK = b"a,1\nbb,22\r\nccc\n\nd,4\neee,55,x\nf,6"
+
+
+@pytest.mark.parametrize("drop", [[], [0], [6], [2, 3], [0, 1, 2, 3, 4, 5, 6], [1, 5], [2, 4, 6]])
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_drop_lines_joins_the_rest_and_raw_lines_gives_the_dropped(drop, kind) -> None:  # type: ignore[no-untyped-def]
+    block = kind(BLOCK)
+    lines = BLOCK.split(b"\n")
+    bounds = line_bounds(block, len(lines))
+    assert bounds is not None
+    which = np.array(drop, np.int64)
+    kept = b"".join(line + b"\n" for i, line in enumerate(lines) if i not in drop)
+    if 6 not in drop:
+        kept = kept[:-1]  # the last line has no line break
+    assert drop_lines(block, bounds, which).to_pybytes() == kept
+    raws = raw_lines(block, bounds, which).to_pylist()
+    assert raws == [lines[i].removesuffix(b"\r") for i in drop]
