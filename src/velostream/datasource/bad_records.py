@@ -22,6 +22,7 @@ from typing import NamedTuple, overload
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from velostream.datasource.traits import BadRecord
 from velostream.errors import ErrorKind, Stage
@@ -108,6 +109,30 @@ class BadRecords(Sequence[BadRecord]):
         """Every record's reference, in order."""
         return list(map(self.place.__add__, map(str, self.numbers.tolist())))
 
+    def groups(self) -> list[FailureGroup]:
+        """`failure_groups` by Arrow kernels: kind and message joined, then encoded."""
+        text = pa.string()
+        joined = pc.binary_join_element_wise(
+            pa.array(self.kinds, text), pa.array(self.messages, text), pa.scalar("\n", text)
+        )
+        # codes in order of first occurrence: the groups come in that order
+        codes = pc.dictionary_encode(joined).indices.to_numpy()
+        counts = np.bincount(codes)
+        firsts_from_end = np.unique(codes[::-1], return_index=True)[1]
+        lasts = (len(codes) - 1 - firsts_from_end).tolist()
+        stage = self.stage
+        return [
+            FailureGroup(
+                (id(stage), id(self.kinds[i]), self.messages[i]),
+                stage,
+                self.kinds[i],
+                self.messages[i],
+                int(records),
+                self.ref(i),
+            )
+            for i, records in zip(lasts, counts.tolist(), strict=True)
+        ]
+
     def keys(self) -> Iterable[FailureKey]:
         """Each record's `FailureKey`, in order."""
         return zip(repeat(id(self.stage)), map(id, self.kinds), self.messages, strict=False)
@@ -123,6 +148,8 @@ def failure_keys(bad: Sequence[BadRecord]) -> Iterable[FailureKey]:
 
 def failure_groups(bad: Sequence[BadRecord]) -> list[FailureGroup]:
     """The groups of records that fail alike, in the order each first occurs."""
+    if isinstance(bad, BadRecords):
+        return bad.groups()
     keys = list(failure_keys(bad))
     counts = Counter(keys)
     last = dict(zip(keys, range(len(keys)), strict=True))

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pytest
 
 from velostream.datasource.bad_records import BadRecords, failure_groups, failure_keys, joined
-from velostream.datasource.file.bad_lines import drop_lines, line_bounds, raw_lines
+from velostream.datasource.file.bad_lines import drop_lines, field_counts, line_bounds, raw_lines
 from velostream.datasource.traits import BadRecord
 from velostream.errors import ErrorKind, Stage
 
@@ -93,3 +93,20 @@ def test_drop_lines_joins_the_rest_and_raw_lines_gives_the_dropped(drop, kind) -
     assert drop_lines(block, bounds, which).to_pybytes() == kept
     raws = raw_lines(block, bounds, which).to_pylist()
     assert raws == [lines[i].removesuffix(b"\r") for i in drop]
+
+
+@pytest.mark.parametrize(
+    ("block", "n_lines", "fields"),
+    [
+        (b"a,b,c\n1,2\n\n,,,\r\nx", 5, [3, 2, 1, 4, 1]),
+        (b"a,b\n", 1, [2]),
+        (b"", 0, []),
+        (b"\n\n", 2, [1, 1]),
+    ],
+)
+def test_field_counts_are_delimiters_plus_one_a_line(
+    block: bytes, n_lines: int, fields: list[int]
+) -> None:
+    bounds = line_bounds(block, n_lines)
+    assert bounds is not None
+    assert field_counts(block, bounds, ",").tolist() == fields

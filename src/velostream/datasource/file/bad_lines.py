@@ -131,13 +131,16 @@ def line_bounds(block: Block, n_lines: int) -> LineBounds | None:
 def field_counts(block: Block, bounds: LineBounds, delimiter: str) -> np.ndarray:
     """How many fields each line holds, counting delimiters (a block without quotes).
 
-    A delimiter is never a line break (`parse_delimiter`), so the delimiters of line i
-    are those before its end less those before the end of line i - 1.
+    One sum per line of the block's delimiter mask, from each line's start to the
+    next one's (a delimiter is never a line break, see `parse_delimiter`): no position
+    of each delimiter is ever listed.
     """
     data = np.frombuffer(block, np.uint8)
-    delimiters = np.flatnonzero(data == ord(delimiter))
-    before_end = np.searchsorted(delimiters, bounds.ends)
-    counts: np.ndarray = np.diff(before_end, prepend=0) + 1
+    if not len(bounds.starts) or not len(data):
+        return np.ones(len(bounds.starts), np.int64)
+    # int32 sums run three times as fast as int64; a line is far shorter than 2**31
+    delimiters = np.add.reduceat(data == ord(delimiter), bounds.starts, dtype=np.int32)
+    counts: np.ndarray = delimiters + 1
     return counts
 
 
