@@ -22,9 +22,11 @@ import logging
 import os
 from typing import NamedTuple
 
+import numpy as np
+
 from velostream.errors import SourceError
 
-__all__ = ["PREFIX_BYTES", "LineBlock", "LineReader", "LongLine", "source_error"]
+__all__ = ["PREFIX_BYTES", "LineBlock", "LineReader", "LongLine", "newlines", "source_error"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ _BOM = b"\xef\xbb\xbf"
 _MIN_READ = 1 << 16
 _MAX_READ = 1 << 26
 _SKIP_READ = 1 << 20  # chunk size while reading past an over-long line
+_NUMPY_COUNT = 1 << 16  # bytes: from here on, newlines are counted by numpy
 
 
 class LongLine(NamedTuple):
@@ -209,7 +212,7 @@ class LineReader:
             buf, got = self._read(buf, min(max(want, _MIN_READ), self._cap))
             if not got:
                 break
-            have += buf.count(b"\n", len(buf) - got)
+            have += newlines(buf, len(buf) - got)
         return buf, have, cuts
 
     def _read(self, buf: bytearray, want: int) -> tuple[bytearray, int]:
@@ -336,10 +339,10 @@ def _after_line(buf: bytearray, n: int, total: int) -> int:
     size = len(buf)
     if n <= total - n:
         guess = min(size, size * n // total)
-        seen = buf.count(b"\n", 0, guess)  # newlines before the guess
+        seen = newlines(buf, 0, guess)  # newlines before the guess
     else:
         guess = max(0, size - size * (total - n) // total)
-        seen = total - buf.count(b"\n", guess)
+        seen = total - newlines(buf, guess)
     if seen >= n:
         pos = guess
         for _ in range(seen - n + 1):
@@ -360,3 +363,19 @@ def source_error(path: str, exc: OSError) -> SourceError:
     if isinstance(exc, IsADirectoryError):
         return SourceError(f"not a file: {path}", position=path)
     return SourceError(f"cannot read {path}: {exc.strerror or exc}", position=path)
+
+
+def newlines(buf: bytearray | bytes, start: int = 0, end: int | None = None) -> int:
+    """The newlines in `buf[start:end]`.
+
+    `bytes.count` holds the GIL for the whole count (milliseconds on a block of
+    megabytes), and the job's thread waits for it; numpy compares with the GIL
+    released and holds it only to count the (fast) mask.
+    """
+    stop = len(buf) if end is None else min(end, len(buf))
+    if stop - start < _NUMPY_COUNT:
+        return buf.count(b"\n", start, stop)
+    view = np.frombuffer(buf, np.uint8, stop - start, start)
+    found = int(np.count_nonzero(view == 10))
+    del view  # a bytearray with a view on it cannot be resized
+    return found
