@@ -149,6 +149,7 @@ EXPORTS: dict[str, set[str]] = {
     "velostream.dlq.letter": {
         "DeadLetter",
         "dead_letter",
+        "dead_letters",
         "decode_payload",
         "decode_text",
         "encode_payload",

@@ -4,6 +4,11 @@ The payload is kept as text when it is UTF-8 (`payload`) and as base64 otherwise
 (`payload_base64`); `encode_payload` and `decode_payload` are the one place that says
 so, for the file and the Kafka queue alike.
 
+`dead_letters` builds the letters of a block's bad records (`BadRecords`) column by
+column: what they share is worked out once, their ids come from one random draw and
+their payloads are checked as UTF-8 at once, at a fraction of the cost of a letter at a
+time (a block with 20,000 bad lines is a job's whole second otherwise).
+
 Names and messages (`source`, `position`, `message`) are text, but a file name need not
 be UTF-8: it arrives surrogate-escaped (`os.fsdecode`). Such a field is stored readable,
 escaped by `safe_text` (`tr\\xffades.csv:7`), with its exact bytes beside it as
@@ -14,12 +19,17 @@ document is therefore always valid UTF-8, whatever queue it is written to.
 from __future__ import annotations
 
 import base64
+import os
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
+from velostream.datasource.bad_records import BadRecords
 from velostream.datasource.traits import BadRecord, TruncatedRecord
 from velostream.observability.error_tracker import DeploymentContext
 from velostream.observability.text import raw_bytes, safe_text
@@ -27,6 +37,7 @@ from velostream.observability.text import raw_bytes, safe_text
 __all__ = [
     "DeadLetter",
     "dead_letter",
+    "dead_letters",
     "decode_payload",
     "decode_text",
     "encode_payload",
@@ -128,3 +139,90 @@ def dead_letter(
     if isinstance(record, TruncatedRecord):
         doc["truncated"] = True  # only the record's start: never replayed
     return DeadLetter(doc)
+
+
+def dead_letters(
+    bad: Sequence[BadRecord],
+    fingerprints: list[str | None],
+    *,
+    job: str,
+    app: str | None,
+    version: str | None,
+    source: str,
+    context: DeploymentContext,
+) -> list[DeadLetter]:
+    """The dead letters of `bad` in order, each as `dead_letter` builds it,
+    `fingerprints[i]` the fingerprint of record i; a block's bad lines (`BadRecords`)
+    column by column, with one timestamp for them all."""
+    if not isinstance(bad, BadRecords) or safe_text(bad.place) is not bad.place:
+        # one at a time (a file name that is not UTF-8: each position keeps its bytes)
+        return [
+            dead_letter(
+                record,
+                job=job,
+                app=app,
+                version=version,
+                source=source,
+                fingerprint=fp,
+                context=context,
+            )
+            for record, fp in zip(bad, fingerprints, strict=True)
+        ]
+    stage = bad.stage.value
+    # by identity: hashing an enum member calls Python, an id does not
+    kinds = {i: k.value for i, k in dict(zip(map(id, bad.kinds), bad.kinds, strict=True)).items()}
+    said = {m: encode_text("message", m) for m in set(bad.messages)}
+    named = encode_text("source", source)
+    shared = {
+        "timestamp": time.time(),
+        "node_id": context.node_id,
+        "node_name": context.node_name,
+        "region": context.region,
+    }
+    payloads = _payloads(bad.raws)
+    columns = zip(
+        _uuid4_hexes(len(bad)),
+        bad.kinds,
+        bad.messages,
+        fingerprints,
+        bad.refs(),
+        payloads,
+        strict=True,
+    )
+    return [
+        DeadLetter(
+            {
+                "id": id_,
+                "job": job,
+                "app": app,
+                "version": version,
+                "stage": stage,
+                "kind": kinds[id(kind)],
+                **said[message],
+                "fingerprint": fp,
+                **named,
+                "position": position,
+                **shared,
+                **payload,
+            }
+        )
+        for id_, kind, message, fp, position, payload in columns
+    ]
+
+
+def _payloads(raws: pa.Array) -> list[dict[str, str]]:
+    """`encode_payload` of each raw record; all at once when they are all UTF-8."""
+    try:
+        texts: list[str] = raws.cast(pa.large_string()).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return [encode_payload(raw) for raw in raws.to_pylist()]
+    return [{"payload": text} for text in texts]
+
+
+def _uuid4_hexes(n: int) -> list[str]:
+    """`n` random UUIDs (version 4) as `uuid.uuid4().hex` gives them, from one draw."""
+    draw = np.frombuffer(os.urandom(16 * n), np.uint8).reshape(n, 16).copy()
+    draw[:, 6] = (draw[:, 6] & 0x0F) | 0x40  # version 4
+    draw[:, 8] = (draw[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    hexes = draw.tobytes().hex()
+    return [hexes[i : i + 32] for i in range(0, 32 * n, 32)]

@@ -4,12 +4,17 @@ every queue."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
+import numpy as np
 import orjson
+import pyarrow as pa
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from velostream.datasource.bad_records import BadRecords
 from velostream.datasource.traits import BadRecord
 from velostream.dlq import (
     DeadLetter,
@@ -18,7 +23,7 @@ from velostream.dlq import (
     decode_payload,
     encode_payload,
 )
-from velostream.dlq.letter import decode_text, encode_text
+from velostream.dlq.letter import dead_letters, decode_text, encode_text
 from velostream.errors import ErrorKind
 from velostream.observability.error_tracker import DeploymentContext
 
@@ -117,3 +122,40 @@ def test_a_dead_letter_of_a_file_whose_name_is_not_utf8_is_valid_json(tmp_path: 
     assert back.doc["position"] == "/data/tr\\xffades.csv:7"
     assert os.fsencode(back.text("position") or "") == b"/data/tr\xffades.csv:7"
     assert back.payload == b"poison,AAPL"
+
+
+def _block_records(place: str, raws: list[bytes], messages: list[str]) -> BadRecords:
+    kinds = [ErrorKind.PARSE if "fields" in m else ErrorKind.TYPE for m in messages]
+    numbers = np.arange(2, 2 + 3 * len(raws), 3)
+    return BadRecords(pa.array(raws, pa.large_binary()), place, numbers, kinds, messages)
+
+
+@pytest.mark.parametrize(
+    ("place", "raws", "message"),
+    [
+        ("in.csv:", [b"1,a", b"2,b,n/a", b"3,\xffc"], "expected 5 fields, got 2"),
+        ("in.csv:", [b"1,a", b"2,b"], f"bad value in {NAME}"),
+        (f"{NAME}:", [b"1,a", b"\x00\xff"], "column 'x': 'n/a' is not a valid double"),
+    ],
+)
+def test_the_letters_of_a_block_are_the_letters_of_each_record(
+    place: str, raws: list[bytes], message: str
+) -> None:
+    """Built column by column or one at a time, a block's letters say the same (but for
+    their random ids and the time)."""
+    bad = _block_records(place, raws, [message, "other", message][: len(raws)])
+    context = DeploymentContext(node_id="n", node_name="N", region="r")
+    fps = [f"fp{i}" for i in range(len(raws))]
+    about = {"job": "j", "app": "a", "version": "2", "source": "src", "context": context}
+    letters = dead_letters(bad, fps, **about)
+    alone = [
+        dead_letter(record, fingerprint=fp, **about) for record, fp in zip(bad, fps, strict=True)
+    ]
+    assert len({letter.id for letter in letters}) == len(raws)
+    for letter, one in zip(letters, alone, strict=True):
+        assert uuid.UUID(letter.id).version == 4 and len(letter.id) == 32
+        assert abs(letter.doc["timestamp"] - one.doc["timestamp"]) < 60
+        same = {k: v for k, v in letter.doc.items() if k not in ("id", "timestamp")}
+        assert same == {k: v for k, v in one.doc.items() if k not in ("id", "timestamp")}
+        assert orjson.loads(orjson.dumps(letter.doc)) == letter.doc
+    assert [letter.payload for letter in letters] == raws

@@ -25,7 +25,8 @@ import pyarrow as pa
 from velostream.datasource.bad_records import FailureKey, failure_groups, failure_keys, joined
 from velostream.datasource.multi import sources_of
 from velostream.datasource.traits import BadRecord, Sink, Source, SourceBatch
-from velostream.dlq import DeadLetter, DeadLetterQueue, dead_letter
+from velostream.dlq import DeadLetter, DeadLetterQueue
+from velostream.dlq.letter import dead_letters
 from velostream.engine import BatchOutput, Executor
 from velostream.errors import (
     BatchFailedError,
@@ -524,18 +525,15 @@ class JobProcessor:
     ) -> None:
         if self.dlq is None:
             raise DeadLetterError(f"job {self.job.name} has no dead-letter queue configured")
-        letters = [
-            dead_letter(
-                record,
-                job=self.job.name,
-                app=self.app_name,
-                version=self.job.version,
-                source=source or self.source.name,
-                fingerprint=fp,
-                context=ctx,
-            )
-            for record, fp in zip(bad, map(fps.__getitem__, failure_keys(bad)), strict=True)
-        ]
+        letters = dead_letters(
+            bad,
+            list(map(fps.__getitem__, failure_keys(bad))),
+            job=self.job.name,
+            app=self.app_name,
+            version=self.job.version,
+            source=source or self.source.name,
+            context=ctx,
+        )
         self.dlq.write(letters)
         self._dlq_pending += len(letters)
 
