@@ -9,6 +9,7 @@ import pytest
 
 from velostream.datasource.bad_records import BadRecords, failure_groups, failure_keys, joined
 from velostream.datasource.file.bad_lines import drop_lines, field_counts, line_bounds, raw_lines
+from velostream.datasource.file.checks import type_messages
 from velostream.datasource.traits import BadRecord
 from velostream.errors import ErrorKind, Stage
 
@@ -110,3 +111,20 @@ def test_field_counts_are_delimiters_plus_one_a_line(
     bounds = line_bounds(block, n_lines)
     assert bounds is not None
     assert field_counts(block, bounds, ",").tolist() == fields
+
+
+def test_type_messages_say_each_value_once_made_and_cut_past_80_characters() -> None:
+    long = "é" * 81
+    values = pa.chunked_array([["n/a", "x"], ["n/a", long, "n/a"]])
+    messages = type_messages(pa.field("price", pa.float64()), values)
+    said = "column 'price': '{}' is not a valid double"
+    assert messages == [
+        said.format("n/a"),
+        said.format("x"),
+        said.format("n/a"),
+        said.format("é" * 77 + "..."),
+        said.format("n/a"),
+    ]
+    assert messages[0] is messages[2] is messages[4], "a repeated value's message is shared"
+    exactly_80 = type_messages(pa.field("n", pa.int64()), pa.array(["7" * 80]))
+    assert exactly_80 == [f"column 'n': '{'7' * 80}' is not a valid integer (int64)"]

@@ -213,17 +213,22 @@ def _label(t: pa.DataType) -> str:
     return str(t)
 
 
-def type_messages(field: pa.Field, values: pa.Array) -> list[str]:
-    """`column 'x': 'value' is not a valid <type>` for each value (built by Arrow)."""
-    long = pc.greater(pc.utf8_length(values), pa.scalar(80, pa.int32()))
-    cut = pc.utf8_slice_codeunits(values, 0, 77)
-    text = pa.string()
-    ellipsis, empty = pa.scalar("...", text), pa.scalar("", text)
-    shown = pc.if_else(long, pc.binary_join_element_wise(cut, ellipsis, empty), values)
+def type_messages(field: pa.Field, values: Column) -> list[str]:
+    """`column 'x': 'value' is not a valid <type>` for each value (cut past 80 characters).
+
+    Bad values repeat (one placeholder in many rows): each distinct value's message is
+    made once and shared, found by two kernels, with no Python step per value but the
+    list's.
+    """
+    flat = _flat(values)
+    distinct = pc.unique(flat)
+    where = pc.index_in(flat, value_set=distinct, skip_nulls=False).to_numpy(zero_copy_only=False)
     prefix = f"column '{field.name}': '"
     suffix = f"' is not a valid {_label(field.type)}"
-    joined = pc.binary_join_element_wise(
-        pa.scalar(prefix, text), shown, pa.scalar(suffix, text), empty
-    )
-    messages: list[str] = joined.to_pylist()
-    return messages
+    shown = [_shown(str(v)) for v in distinct.to_pylist()]
+    said = [f"{prefix}{v}{suffix}" for v in shown]
+    return list(map(said.__getitem__, where.tolist()))
+
+
+def _shown(value: str) -> str:
+    return value if len(value) <= 80 else value[:77] + "..."
