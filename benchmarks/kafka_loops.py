@@ -1,16 +1,20 @@
-"""The two baselines of bench_kafka.py, each run as its own process.
+"""The baselines of bench_kafka.py, each run as its own process.
 
-Both do what the benchmark's SQL job does to every message of the input topic: decode
-the JSON value, keep it when `qty > 50`, and write `{id, symbol, notional = price *
-qty}` as JSON to the output topic.
+`hand` and `quix` do what the benchmark's SQL job does to every message of the input
+topic: decode the JSON value, keep it when `qty > 50`, and write `{id, symbol, notional
+= price * qty}` as JSON to the output topic. `floor` is no contender but the broker's
+bound: the same reads and writes with no work between them.
 
 - `hand`: a hand-written confluent-kafka loop: `consume` in batches, orjson (as Quix
   Streams uses), `produce` per message, auto-committed offsets. It stops by itself
   once it has read `--messages` messages and the producer has delivered everything.
+- `floor`: the hand loop without JSON: it reads every message and, for every other
+  one, writes one fixed value of the output's size. The same group join, messages read
+  and messages written, so no client of this broker can finish much sooner.
 - `quix`: a Quix Streams 3.x `Application` (filter, `apply`, `to_topic`), run until
   SIGTERM, which it handles by committing and closing.
 
-    python benchmarks/kafka_loops.py hand|quix BOOTSTRAP INPUT OUTPUT GROUP MESSAGES
+    python benchmarks/kafka_loops.py hand|floor|quix BOOTSTRAP INPUT OUTPUT GROUP MESSAGES
 
 Only confluent-kafka and orjson are imported at the top, so that the hand loop's
 start-up is what such a script's would be; quixstreams is imported by `quix`.
@@ -36,8 +40,7 @@ def project(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "symbol": row["symbol"], "notional": row["price"] * row["qty"]}
 
 
-def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
-    """consume → orjson decode → filter/project → orjson encode → produce, in one thread."""
+def _clients(bootstrap: str, group: str) -> tuple[Consumer, Producer]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -55,8 +58,30 @@ def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
             "queue.buffering.max.messages": 1_000_000,
         }
     )
+    return consumer, producer
+
+
+def _produce(producer: Producer, sink: str, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(sink, value)
+            return
+        except BufferError:  # the queue is full: let deliveries drain it
+            producer.poll(0.05)
+
+
+def _finish(consumer: Consumer, producer: Producer, name: str) -> None:
+    left = producer.flush(120)
+    consumer.close()
+    if left:
+        raise SystemExit(f"{name}: {left} messages not delivered")
+
+
+def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
+    """consume → orjson decode → filter/project → orjson encode → produce, in one thread."""
+    consumer, producer = _clients(bootstrap, group)
     consumer.subscribe([source])
-    loads, dumps, produce = orjson.loads, orjson.dumps, producer.produce
+    loads, dumps = orjson.loads, orjson.dumps
     seen = 0
     while seen < messages:
         for message in consumer.consume(CONSUME_BATCH, 0.5):
@@ -65,18 +90,31 @@ def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
             seen += 1
             row = loads(message.value())
             if row["qty"] > THRESHOLD:
-                value = dumps(project(row))
-                while True:
-                    try:
-                        produce(sink, value)
-                        break
-                    except BufferError:  # the queue is full: let deliveries drain it
-                        producer.poll(0.05)
+                _produce(producer, sink, dumps(project(row)))
         producer.poll(0)
-    left = producer.flush(120)
-    consumer.close()
-    if left:
-        raise SystemExit(f"hand loop: {left} messages not delivered")
+    _finish(consumer, producer, "hand loop")
+
+
+# An output value of the usual size: {"id":123456,"symbol":"AAPL","notional":1234.5}
+FLOOR_VALUE = orjson.dumps({"id": 123456, "symbol": "AAPL", "notional": 1234.5})
+
+
+def floor(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
+    """The hand loop with no JSON: every message read and, for as many of them as pass
+    the filter (counted by arrival, not read), a fixed value written. The broker's bound
+    on any contender."""
+    consumer, producer = _clients(bootstrap, group)
+    consumer.subscribe([source])
+    seen = 0
+    while seen < messages:
+        for message in consumer.consume(CONSUME_BATCH, 0.5):
+            if message.error() is not None:
+                continue
+            if (seen * 37) % 100 + 1 > THRESHOLD:  # as bench_kafka.message(i) qty
+                _produce(producer, sink, FLOOR_VALUE)
+            seen += 1
+        producer.poll(0)
+    _finish(consumer, producer, "floor")
 
 
 def quix(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
@@ -102,7 +140,7 @@ def quix(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
 
 def main(argv: list[str]) -> None:
     kind, bootstrap, source, sink, group, messages = argv
-    runner = {"hand": hand, "quix": quix}[kind]
+    runner = {"hand": hand, "floor": floor, "quix": quix}[kind]
     runner(bootstrap, source, sink, group, int(messages))
 
 
