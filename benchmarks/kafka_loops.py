@@ -2,19 +2,18 @@
 
 `hand` and `quix` do what the benchmark's SQL job does to every message of the input
 topic: decode the JSON value, keep it when `qty > 50`, and write `{id, symbol, notional
-= price * qty}` as JSON to the output topic. `floor` is no contender but the broker's
-bound: the same reads and writes with no work between them.
+= price * qty}` as JSON to the output topic. `read` is no contender but a bound: the
+reads every contender must make, and nothing else.
 
 - `hand`: a hand-written confluent-kafka loop: `consume` in batches, orjson (as Quix
   Streams uses), `produce` per message, auto-committed offsets. It stops by itself
   once it has read `--messages` messages and the producer has delivered everything.
-- `floor`: the hand loop without JSON: it reads every message and, for every other
-  one, writes one fixed value of the output's size. The same group join, messages read
-  and messages written, so no client of this broker can finish much sooner.
+- `read`: the reads alone: the same group join and every message consumed, nothing
+  decoded or written; it stops by itself once it has read `--messages` messages.
 - `quix`: a Quix Streams 3.x `Application` (filter, `apply`, `to_topic`), run until
   SIGTERM, which it handles by committing and closing.
 
-    python benchmarks/kafka_loops.py hand|floor|quix BOOTSTRAP INPUT OUTPUT GROUP MESSAGES
+    python benchmarks/kafka_loops.py hand|read|quix BOOTSTRAP INPUT OUTPUT GROUP MESSAGES
 
 Only confluent-kafka and orjson are imported at the top, so that the hand loop's
 start-up is what such a script's would be; quixstreams is imported by `quix`.
@@ -95,26 +94,15 @@ def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
     _finish(consumer, producer, "hand loop")
 
 
-# An output value of the usual size: {"id":123456,"symbol":"AAPL","notional":1234.5}
-FLOOR_VALUE = orjson.dumps({"id": 123456, "symbol": "AAPL", "notional": 1234.5})
-
-
-def floor(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
-    """The hand loop with no JSON: every message read and, for as many of them as pass
-    the filter (counted by arrival, not read), a fixed value written. The broker's bound
-    on any contender."""
+def read(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
+    """Only the reads: join the group, consume every message, write nothing. No
+    contender, which must read them all too, can finish sooner on this broker."""
     consumer, producer = _clients(bootstrap, group)
     consumer.subscribe([source])
     seen = 0
     while seen < messages:
-        for message in consumer.consume(CONSUME_BATCH, 0.5):
-            if message.error() is not None:
-                continue
-            if (seen * 37) % 100 + 1 > THRESHOLD:  # as bench_kafka.message(i) qty
-                _produce(producer, sink, FLOOR_VALUE)
-            seen += 1
-        producer.poll(0)
-    _finish(consumer, producer, "floor")
+        seen += sum(1 for m in consumer.consume(CONSUME_BATCH, 0.5) if m.error() is None)
+    _finish(consumer, producer, "read only")
 
 
 def quix(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
@@ -140,7 +128,7 @@ def quix(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
 
 def main(argv: list[str]) -> None:
     kind, bootstrap, source, sink, group, messages = argv
-    runner = {"hand": hand, "floor": floor, "quix": quix}[kind]
+    runner = {"hand": hand, "read": read, "quix": quix}[kind]
     runner(bootstrap, source, sink, group, int(messages))
 
 
