@@ -1,16 +1,19 @@
-"""The two baselines of bench_kafka.py, each run as its own process.
+"""The baselines of bench_kafka.py, each run as its own process.
 
-Both do what the benchmark's SQL job does to every message of the input topic: decode
-the JSON value, keep it when `qty > 50`, and write `{id, symbol, notional = price *
-qty}` as JSON to the output topic.
+`hand` and `quix` do what the benchmark's SQL job does to every message of the input
+topic: decode the JSON value, keep it when `qty > 50`, and write `{id, symbol, notional
+= price * qty}` as JSON to the output topic. `read` is no contender but a bound: the
+reads every contender must make, and nothing else.
 
 - `hand`: a hand-written confluent-kafka loop: `consume` in batches, orjson (as Quix
   Streams uses), `produce` per message, auto-committed offsets. It stops by itself
   once it has read `--messages` messages and the producer has delivered everything.
+- `read`: the reads alone: the same group join and every message consumed, nothing
+  decoded or written; it stops by itself once it has read `--messages` messages.
 - `quix`: a Quix Streams 3.x `Application` (filter, `apply`, `to_topic`), run until
   SIGTERM, which it handles by committing and closing.
 
-    python benchmarks/kafka_loops.py hand|quix BOOTSTRAP INPUT OUTPUT GROUP MESSAGES
+    python benchmarks/kafka_loops.py hand|read|quix BOOTSTRAP INPUT OUTPUT GROUP MESSAGES
 
 Only confluent-kafka and orjson are imported at the top, so that the hand loop's
 start-up is what such a script's would be; quixstreams is imported by `quix`.
@@ -36,8 +39,7 @@ def project(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "symbol": row["symbol"], "notional": row["price"] * row["qty"]}
 
 
-def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
-    """consume → orjson decode → filter/project → orjson encode → produce, in one thread."""
+def _clients(bootstrap: str, group: str) -> tuple[Consumer, Producer]:
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -55,8 +57,30 @@ def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
             "queue.buffering.max.messages": 1_000_000,
         }
     )
+    return consumer, producer
+
+
+def _produce(producer: Producer, sink: str, value: bytes) -> None:
+    while True:
+        try:
+            producer.produce(sink, value)
+            return
+        except BufferError:  # the queue is full: let deliveries drain it
+            producer.poll(0.05)
+
+
+def _finish(consumer: Consumer, producer: Producer, name: str) -> None:
+    left = producer.flush(120)
+    consumer.close()
+    if left:
+        raise SystemExit(f"{name}: {left} messages not delivered")
+
+
+def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
+    """consume → orjson decode → filter/project → orjson encode → produce, in one thread."""
+    consumer, producer = _clients(bootstrap, group)
     consumer.subscribe([source])
-    loads, dumps, produce = orjson.loads, orjson.dumps, producer.produce
+    loads, dumps = orjson.loads, orjson.dumps
     seen = 0
     while seen < messages:
         for message in consumer.consume(CONSUME_BATCH, 0.5):
@@ -65,18 +89,20 @@ def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
             seen += 1
             row = loads(message.value())
             if row["qty"] > THRESHOLD:
-                value = dumps(project(row))
-                while True:
-                    try:
-                        produce(sink, value)
-                        break
-                    except BufferError:  # the queue is full: let deliveries drain it
-                        producer.poll(0.05)
+                _produce(producer, sink, dumps(project(row)))
         producer.poll(0)
-    left = producer.flush(120)
-    consumer.close()
-    if left:
-        raise SystemExit(f"hand loop: {left} messages not delivered")
+    _finish(consumer, producer, "hand loop")
+
+
+def read(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
+    """Only the reads: join the group, consume every message, write nothing. No
+    contender, which must read them all too, can finish sooner on this broker."""
+    consumer, producer = _clients(bootstrap, group)
+    consumer.subscribe([source])
+    seen = 0
+    while seen < messages:
+        seen += sum(1 for m in consumer.consume(CONSUME_BATCH, 0.5) if m.error() is None)
+    _finish(consumer, producer, "read only")
 
 
 def quix(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
@@ -102,7 +128,7 @@ def quix(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
 
 def main(argv: list[str]) -> None:
     kind, bootstrap, source, sink, group, messages = argv
-    runner = {"hand": hand, "quix": quix}[kind]
+    runner = {"hand": hand, "read": read, "quix": quix}[kind]
     runner(bootstrap, source, sink, group, int(messages))
 
 

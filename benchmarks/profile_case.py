@@ -7,8 +7,10 @@ The profile summaries of issue 16 (dirty input: case 5; 1BRC: case 3) were taken
     py-spy record -r 200 -f raw -o case3.txt -- \\
         python benchmarks/profile_case.py --case 3 --rows 5000000 --batch 200000 --runs 3
 
-then summed by own samples per function. The stream–table join of issue 14 (case 6,
-which also writes its instruments file) was sampled with `--threads --idle` added:
+then summed by own samples per function with `python benchmarks/profile_top.py
+case5.txt` (the top 10; `--thread read-` for the reader threads alone). The
+stream–table join of issue 14 (case 6, which also writes its instruments file) was
+sampled with `--threads --idle` added:
 
     py-spy record -r 200 -f raw --threads --idle -o case6.txt -- \\
         python benchmarks/profile_case.py --case 6 --rows 1000000 --batch 200000 --runs 3

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from velostream.cli.load import load_application
 from velostream.cli.problems import print_problems
+from velostream.cli.startup import resume_gc
 from velostream.errors import VelostreamError
 from velostream.observability.job_metrics import JobCounts
 from velostream.observability.manager import ObservabilityManager
@@ -121,6 +122,8 @@ def run_file(
     except VelostreamError as exc:
         print_problems(err, exc)
         return 1
+    finally:
+        resume_gc()  # start-up is over: the jobs' garbage is the GC's
     for warning in application.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}")
     observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())

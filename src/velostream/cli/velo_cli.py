@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from velostream.cli.help import fix_flag_types
+from velostream.cli.startup import asks_for_help, pause_gc
 from velostream.cli.tables import fit_columns, long_cell, make_table, show_table, tail_cell
 
 if TYPE_CHECKING:
@@ -486,6 +487,9 @@ def _live_table(watch: _ErrorWatch, limit: int, interval: float) -> None:
 
 
 def main() -> None:
+    """The `velo-cli` console script."""
+    if asks_for_help(sys.argv[1:]):
+        pause_gc()  # it prints and ends (velostream.cli.startup)
     app()
 
 

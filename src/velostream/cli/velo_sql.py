@@ -8,6 +8,9 @@ SQL. Likewise `velo-sql run FILE [--data-dir DIR]`, the form a user types most, 
 without the app when no `VELO_LOG_*` setting asks for the options' checks. Any other form
 (`--help`, another option, a second argument) goes to the app.
 
+`run`, `validate` and the help start without the cyclic GC (`velostream.cli.startup`):
+`run` turns it back on once the application is planned, before its jobs start.
+
 `run` and `validate` end with `exit_now`: once their output is written, flushed and
 closed, the interpreter's teardown (freeing DuckDB's, Arrow's and NumPy's modules and
 every object one by one) is work the operating system does at once when the process
@@ -16,13 +19,13 @@ ends; it took about a tenth of a 2M-row run (`benchmarks/bench_cli.py`).
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from velostream.cli import DATA_DIR
+from velostream.cli.startup import asks_for_help, pause_gc
 
 if TYPE_CHECKING:
     from velostream.cli.sql_commands import app
@@ -33,10 +36,9 @@ __all__ = ["app", "main"]
 def main() -> None:
     """The `velo-sql` console script."""
     args = sys.argv[1:]
+    if args[:1] in (["run"], ["validate"]) or asks_for_help(args):
+        pause_gc()  # `run_file` resumes it; help and validate end first
     if len(args) == 2 and args[0] == "validate" and not args[1].startswith("-"):
-        # A short command holding little: the cyclic GC's full passes over the objects
-        # of the libraries it imports cost a sixth of its time, and free nothing.
-        gc.disable()
         from velostream.cli.validate import validate_file
 
         exit_now(validate_file(Path(args[1])))

@@ -111,6 +111,10 @@ class MultiSource(Source):
             idle = batch
         return idle
 
+    def wake(self) -> None:
+        for source in self.sources:
+            source.wake()
+
     def commit(self, position: Any) -> None:
         """Commit each source's part of `position` (`{name: position}`)."""
         for source, part in self._parts(position):

@@ -122,6 +122,9 @@ class Source(ABC):
         at most its polling interval.
         """
 
+    def wake(self) -> None:  # noqa: B027 - optional hook
+        """End a read waiting for new records soon (the job is stopping); any thread."""
+
     def commit(self, position: Any) -> None:  # noqa: B027 - optional hook
         """Make `position` (from a batch) the durable restart point."""
 

@@ -1,19 +1,26 @@
-"""Micro-batch execution of planned jobs on DuckDB and Arrow."""
+"""Micro-batch execution of planned jobs on DuckDB and Arrow.
+
+The executor of each kind of plan is imported when a job of that kind is built (and
+its name when first read): a stateless job loads none of the windowed or joining ones.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import duckdb
 
-from velostream.engine.aggregate import AggregateExecutor
 from velostream.engine.core import BatchOutput, Executor, StatelessExecutor, sandboxed_connection
-from velostream.engine.distinct import DistinctExecutor
-from velostream.engine.duckdb_aggregates import MAX_STRING_BYTES
-from velostream.engine.row_window import RowWindowExecutor
-from velostream.engine.stream_join import StreamJoinExecutor
-from velostream.engine.union import UnionExecutor
+from velostream.lazy import lazy_exports
 from velostream.sql.model import JobSpec
 from velostream.sql.planner import PlanKind, QueryPlan, parse_duration_ms
-from velostream.sql.size import parse_size_bytes
+
+if TYPE_CHECKING:
+    from velostream.engine.aggregate import AggregateExecutor
+    from velostream.engine.distinct import DistinctExecutor
+    from velostream.engine.row_window import RowWindowExecutor
+    from velostream.engine.stream_join import StreamJoinExecutor
+    from velostream.engine.union import UnionExecutor
 
 __all__ = [
     "AggregateExecutor",
@@ -29,6 +36,18 @@ __all__ = [
 ]
 
 
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        "AggregateExecutor": "velostream.engine.aggregate",
+        "DistinctExecutor": "velostream.engine.distinct",
+        "RowWindowExecutor": "velostream.engine.row_window",
+        "StreamJoinExecutor": "velostream.engine.stream_join",
+        "UnionExecutor": "velostream.engine.union",
+    },
+)
+
+
 def build_executor(
     plan: QueryPlan, job: JobSpec, con: duckdb.DuckDBPyConnection | None = None
 ) -> Executor:
@@ -39,6 +58,8 @@ def build_executor(
         ooo_ms = parse_duration_ms(ooo) if ooo else 0
     strategy = job.properties.get("late.data.strategy", job.late_data_strategy)
     if plan.kind == PlanKind.STREAM_JOIN:
+        from velostream.engine.stream_join import StreamJoinExecutor
+
         return StreamJoinExecutor(
             plan,
             con,
@@ -46,6 +67,10 @@ def build_executor(
             late_to_dead_letter=strategy.lower() == "dead_letter",
         )
     if plan.kind == PlanKind.AGGREGATE:
+        from velostream.engine.aggregate import AggregateExecutor
+        from velostream.engine.duckdb_aggregates import MAX_STRING_BYTES
+        from velostream.sql.size import parse_size_bytes
+
         max_string = job.properties.get("listagg.max.bytes")
         return AggregateExecutor(
             plan,
@@ -57,10 +82,16 @@ def build_executor(
             else parse_size_bytes(max_string),
         )
     if plan.kind == PlanKind.UNION:
+        from velostream.engine.union import UnionExecutor
+
         return UnionExecutor(plan, con)
     if plan.kind == PlanKind.ROW_WINDOW:
+        from velostream.engine.row_window import RowWindowExecutor
+
         return RowWindowExecutor(plan, con)
     if plan.kind == PlanKind.DISTINCT:
+        from velostream.engine.distinct import DistinctExecutor
+
         ttl = job.properties.get("distinct.ttl")
         return DistinctExecutor(plan, con, ttl_ms=parse_duration_ms(ttl) if ttl else None)
     return StatelessExecutor(plan, con)

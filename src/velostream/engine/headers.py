@@ -18,8 +18,6 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from velostream.datasource.kafka.codec import HEADERS_TYPE
-
 __all__ = ["with_headers"]
 
 _HEADERS = "_headers"
@@ -60,6 +58,9 @@ def with_headers(
     (the job's DuckDB) casts to text what Arrow cannot."""
     if not set_headers or table.num_rows == 0:  # (an EMIT FINAL batch has no columns)
         return table
+    # Kafka's codec (and its JSON) only for a query that sets headers: a file job never does.
+    from velostream.datasource.kafka.codec import HEADERS_TYPE
+
     n = table.num_rows
     names = table.column_names
     keys = [key for key, _ in set_headers]

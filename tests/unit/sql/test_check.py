@@ -15,7 +15,7 @@ from velostream.datasource.registry import connector_catalog
 from velostream.errors import SqlValidationError
 from velostream.sql import Application
 from velostream.sql.check import check_application
-from velostream.sql.duckdb_check import _function_names
+from velostream.sql.duckdb_check import _function_names, _has_function
 from velostream.sql.model import ConnectorConfig, JobSpec, StatementKind
 from velostream.sql.planner import plan_job
 
@@ -227,3 +227,37 @@ def test_function_names_come_from_duckdb_once_per_process(
     )
     for _ in range(3):
         assert plan_job(job).select_sql == ['id AS "id"', 'UPPER(sym) AS "s"']
+
+
+@pytest.mark.parametrize(
+    ("name", "known"),
+    [
+        *[(name, False) for name in ("nosuch", "uppper", "tumble_start", "cast", "exists")],
+        *[(name, True) for name in ("if", "unnest", "collations")],
+    ],
+)
+def test_probing_a_name_agrees_with_the_full_list(name: str, known: bool) -> None:
+    """`collations` is only a PRAGMA: binding it fails as for an unknown name."""
+    assert _has_function(name) is known
+    assert (name in _function_names()) is known
+
+
+def test_probing_a_name_agrees_with_the_full_list_on_every_function() -> None:
+    """Binding `name()` settles most names at once; it must never say no where the
+    list says yes (a PRAGMA, say, goes to the list)."""
+    assert not [name for name in sorted(_function_names()) if not _has_function(name)]
+
+
+def test_a_job_calling_known_functions_does_not_list_every_function() -> None:
+    """Listing DuckDB's functions costs 20-70 ms a process: a valid job asks only about
+    the names it calls."""
+    _function_names.cache_clear()
+    try:
+        app = _check(
+            "CREATE STREAM out AS SELECT id, UPPER(sym) AS s, ABS(qty) AS q, "
+            f"COALESCE(note, '') AS n FROM src WHERE LENGTH(sym) > 1 {PROPS};"
+        )
+        assert app.jobs
+        assert _function_names.cache_info().currsize == 0
+    finally:
+        _function_names.cache_clear()

@@ -5,7 +5,9 @@ Source keys: `topic` (or `topic.name`), `bootstrap.servers` (or `brokers`), `gro
 `earliest`), `value.format` (or `value.serializer`) = json | string | bytes,
 `key.format` = string | bytes (how `_key` is typed), `partitions` (a comma list:
 read those partitions by `assign` instead of joining the consumer group),
-`polling_interval` (how long a read waits to fill a batch, default 500ms) and
+`polling_interval` (the longest a read waits to fill a batch, default 500ms; once
+messages came, it returns as soon as none came for the consumer's `fetch.wait.max.ms`:
+the topic has no more for now) and
 `key.columns` (comma list: the value columns the topic's messages are keyed, so
 partitioned, by; a job whose state is partitioned needs no repartitioning when its
 GROUP BY holds them).
@@ -77,6 +79,13 @@ class KafkaSourceConfig:
     @property
     def group_id(self) -> str:
         return str(self.client["group.id"])
+
+    @property
+    def quiet_gap(self) -> float:
+        """Seconds without a message after which a read returns what it has: the
+        broker holds a fetch that long at most when the topic has nothing new."""
+        gap = float(self.client.get("fetch.wait.max.ms", 100)) / 1000
+        return max(0.001, min(gap, self.polling_interval))
 
     @classmethod
     def from_properties(cls, name: str, props: Mapping[str, str]) -> KafkaSourceConfig:

@@ -24,6 +24,7 @@ usable, so the job's retry carries on where it was.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -179,6 +180,7 @@ class KafkaSource(Source):
         self.whole_topic = False
         self._partition_count: int | None = None
         self.listener: PartitionListener | None = None
+        self._woken = False  # a stop asked: the read waiting for messages ends
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -232,7 +234,7 @@ class KafkaSource(Source):
         consumer = self.consumer
         self._revoked_now = set()
         try:
-            messages = consumer.consume(max(1, max_records), self.config.polling_interval)
+            messages = self._consume(consumer, max(1, max_records))
         except (KafkaException, RuntimeError) as exc:
             raise translate(exc, stage=Stage.SOURCE, name=self.name, doing="reading") from exc
         log.log(5, "kafka '%s': consumed %d messages", self.name, len(messages))  # 5: TRACE
@@ -246,6 +248,29 @@ class KafkaSource(Source):
             return self._empty()
         self._errors.clear()  # messages flow again: an earlier blip is over
         return self._batch(data)
+
+    def _consume(self, consumer: Consumer, max_records: int) -> list[Any]:
+        """Up to `max_records` messages, waiting at most `polling_interval` in all; once
+        some came, no longer than the quiet gap for more. As a Kafka poll gives what it
+        has, a batch goes on when the topic has nothing more for now: the last messages
+        of a burst do not wait out the interval."""
+        interval, gap = self.config.polling_interval, self.config.quiet_gap
+        deadline = time.monotonic() + interval
+        messages: list[Any] = consumer.consume(max_records, min(gap, interval))
+        while len(messages) < max_records:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._woken:
+                self._woken = False
+                break
+            more = consumer.consume(max_records - len(messages), min(gap, left))
+            if more:
+                messages += more
+            elif messages:
+                break  # quiet for a whole gap: the topic has no more for now
+        return messages
+
+    def wake(self) -> None:
+        self._woken = True
 
     def _usable(self, messages: list[Any]) -> list[Any]:
         """Data messages of partitions still ours; client errors set aside."""

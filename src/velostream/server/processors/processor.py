@@ -169,6 +169,7 @@ class JobProcessor:
         self.stop_reason = reason
         self._stop.set()
         self._running.set()
+        self.source.wake()  # a read waiting out its polling interval ends now
         watch = self._watch
         if watch is not None:  # interrupted unless it ends within the grace period
             watch.stop()

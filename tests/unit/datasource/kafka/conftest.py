@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -43,9 +44,12 @@ class FakeConsumer:
         self.seeks: list[tuple[int, int]] = []
         self.commit_error: KafkaException | None = None
         self.closed = False
+        self.calls: list[tuple[int, float]] = []  # (num_messages, timeout) of each consume
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        self.calls.append((num_messages, timeout))
         if not self.results:
+            time.sleep(timeout)  # as the client: nothing came within the timeout
             return []
         result = self.results.pop(0)
         return result() if callable(result) else result

@@ -218,3 +218,52 @@ def test_commits_rewinds_and_rebalances_are_logged_at_debug(
         "kafka 'src': assignment now [0, 1]",
     ):
         assert (logging.DEBUG, line) in lines, lines
+
+
+def _values(n: int, start: int = 0) -> list[object]:
+    return [message(b'{"id": %d}' % i, offset=i) for i in range(start, start + n)]
+
+
+def test_a_read_gathers_while_messages_come_and_goes_on_after_a_quiet_gap(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    """As a Kafka poll: what came, once a gap of `fetch.wait.max.ms` brought nothing."""
+    consumer.results = [_values(3), _values(2, 3), [], _values(4, 5)]
+    source = make_source(**{"polling_interval": "30s", "fetch.wait.max.ms": "40"})
+    batch = source.read_batch(100)
+    assert batch is not None and batch.table.column("id").to_pylist() == [0, 1, 2, 3, 4]
+    assert consumer.calls == [(100, 0.04), (97, 0.04), (95, 0.04)]  # no wait for 30 s
+    batch = source.read_batch(100)  # the next burst is the next batch
+    assert batch is not None and batch.table.column("id").to_pylist() == [5, 6, 7, 8]
+
+
+def test_a_full_batch_goes_on_at_once(make_source: MakeSource, consumer: FakeConsumer) -> None:
+    consumer.results = [_values(3), _values(2, 3), _values(1, 5)]
+    batch = make_source().read_batch(5)
+    assert batch is not None and batch.num_records == 5
+    assert consumer.calls == [(5, 0.1), (2, 0.1)]  # the default gap: fetch.wait.max.ms 100
+
+
+def test_nothing_new_waits_the_polling_interval_and_a_wake_ends_the_wait(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source(polling_interval="150ms")
+    batch = source.read_batch(10)  # an empty topic: gaps until the interval is over
+    assert batch is not None and batch.num_records == 0
+    assert len(consumer.calls) > 1
+    assert all(timeout <= 0.1 for _, timeout in consumer.calls)
+    assert sum(timeout for _, timeout in consumer.calls) == pytest.approx(0.15, abs=0.01)
+
+    consumer.calls.clear()
+    source = make_source(polling_interval="1h")
+    source.wake()  # a stop, asked while the read waits
+    batch = source.read_batch(10)
+    assert batch is not None and batch.num_records == 0
+    assert len(consumer.calls) == 1  # one gap, not an hour
+
+
+def test_the_gap_is_never_longer_than_the_polling_interval(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source(**{"polling_interval": "20ms", "fetch.wait.max.ms": "500"})
+    assert source.config.quiet_gap == pytest.approx(0.02)
