@@ -15,9 +15,10 @@ and writing `{id, symbol, notional = price * qty}`:
    without it the benchmark stops and says so, unless `--no-quix` is given.
 
 and, as a bound on all three, `read only` (kafka_loops.py): the same group join and
-every message consumed, nothing decoded or written, timed from its start to its exit.
-Every contender must make those reads, so none can finish sooner; a goal that would
-need ours to is beyond this broker, and the benchmark says so.
+every message consumed, nothing decoded, then one message written to say it is done,
+timed as the others up to that message. Every contender must make those reads, so
+none can finish much sooner; a goal that would need ours to is beyond this broker, and
+the benchmark says so.
 
 A run is timed from its process's start until the output topic holds every expected
 message (read by the benchmark as it fills), so start-up counts as a user feels it;
@@ -129,7 +130,7 @@ class Runner:
     label: str
     command: Command
     stop: signal.Signals | None  # None: it ends by itself
-    writes: bool = True  # False: a bound that only reads, timed to its exit
+    bound: bool = False  # True: it only reads, and writes one message at its end
 
 
 def _ours(work: Path, bootstrap: str, source: str, sink: str, group: str, n: int) -> list[str]:
@@ -149,7 +150,7 @@ def _loop(kind: str) -> Command:
 
 OURS = Runner("ours", "velo-sql run (ours)", _ours, signal.SIGINT)
 HAND = Runner("hand", "hand loop (confluent-kafka+orjson)", _loop("hand"), None)
-READ = Runner("read", "read only (a bound, writes none)", _loop("read"), None, False)
+READ = Runner("read", "read only (a bound, writes 1)", _loop("read"), None, bound=True)
 QUIX = Runner("quix", "Quix Streams", _loop("quix"), signal.SIGTERM)
 
 
@@ -183,12 +184,12 @@ class Bench:
         batch, so it is no count): the run is done when `expected` messages are there.
         """
         self.runs += 1
+        if runner.bound:
+            expected = 1  # its end
         sink = self.broker.create_topic(f"out-{runner.name}-{self.runs}", self.partitions)
         group = f"bench-{runner.name}-{self.runs}"
         command = runner.command(self.work, self.broker.bootstrap, source, sink, group, n)
         log_path = self.work / f"{group}.log"
-        if not runner.writes:
-            return self._bound(command, log_path, n)
         watcher = Consumer(
             {
                 "bootstrap.servers": self.broker.bootstrap,
@@ -228,26 +229,6 @@ class Bench:
         if watch.last > watch.first:
             steady = (expected - watch.first_count) * n / expected / (watch.last - watch.first)
         return Run(watch.last - started, steady, cpu, watch.count)
-
-    def _bound(self, command: list[str], log_path: Path, n: int) -> Run:
-        """A run that only reads: timed from its start to its exit (it ends by itself)."""
-        cpu_before = _children_cpu()
-        with open(log_path, "wb") as log:
-            started = time.perf_counter()
-            process = subprocess.Popen(
-                command, cwd=self.work, stdout=log, stderr=subprocess.STDOUT, env=ENV
-            )
-            try:
-                code = process.wait(max(120.0, n / 5_000))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                code = process.wait()
-            seconds = time.perf_counter() - started
-        cpu = _children_cpu() - cpu_before
-        if code != 0:
-            print(f"  read only: exit {code}\n{log_path.read_text(errors='replace')[-1500:]}")
-            return Run(None, None, cpu, 0)
-        return Run(seconds, None, cpu, 0)
 
 
 class _Watch:
@@ -325,7 +306,7 @@ def report(runs: dict[str, list[Run]], runners: list[Runner], n: int, quix_note:
     for runner in runners:
         mine = runs[runner.name]
         seconds = _median([r.seconds for r in mine])
-        out = "/".join(sorted({f"{r.count:,}" for r in mine})) if runner.writes else "-"
+        out = "/".join(sorted({f"{r.count:,}" for r in mine}))
         print(
             f"{runner.label:<36} {seconds:9.2f} {n / seconds:10,.0f} "
             f"{_figure(_median([r.steady for r in mine])):>14} "
@@ -413,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{r.label}: {run.count:,}"
         for r in runners
         for run in runs[r.name]
-        if (r.writes and run.count != expected) or run.seconds is None
+        if run.count != (1 if r.bound else expected) or run.seconds is None
     ]
     if wrong:
         print(f"WRONG output counts (expected {expected:,}): {'; '.join(wrong)}")

@@ -9,7 +9,8 @@ reads every contender must make, and nothing else.
   Streams uses), `produce` per message, auto-committed offsets. It stops by itself
   once it has read `--messages` messages and the producer has delivered everything.
 - `read`: the reads alone: the same group join and every message consumed, nothing
-  decoded or written; it stops by itself once it has read `--messages` messages.
+  decoded; once it has read `--messages` messages it writes one message, its end, and
+  stops.
 - `quix`: a Quix Streams 3.x `Application` (filter, `apply`, `to_topic`), run until
   SIGTERM, which it handles by committing and closing.
 
@@ -95,13 +96,15 @@ def hand(bootstrap: str, source: str, sink: str, group: str, messages: int) -> N
 
 
 def read(bootstrap: str, source: str, sink: str, group: str, messages: int) -> None:
-    """Only the reads: join the group, consume every message, write nothing. No
-    contender, which must read them all too, can finish sooner on this broker."""
+    """Only the reads: join the group, consume every message, decode and write nothing
+    but one message at the end, which tells the benchmark it is done. No contender,
+    which must read them all too, can finish sooner on this broker."""
     consumer, producer = _clients(bootstrap, group)
     consumer.subscribe([source])
     seen = 0
     while seen < messages:
         seen += sum(1 for m in consumer.consume(CONSUME_BATCH, 0.5) if m.error() is None)
+    _produce(producer, sink, b"{}")
     _finish(consumer, producer, "read only")
 
 
