@@ -315,7 +315,9 @@ class FileSource(Source):
             batch = self._read(max_records, end=state.committed)
             if batch is not None:
                 return batch
-            if state.ended and self._position().offset >= state.committed:
+            # Ended, and all read; or no schema from what it committed: a header alone.
+            read = self._decoder is None or self._position().offset >= state.committed
+            if state.ended and read:
                 return None
         pipe.wait(state, self.config.polling_interval)
         schema = self.schema or pa.schema([])
@@ -370,7 +372,7 @@ class FileSource(Source):
             self._refresh()
         files = self._files or []
         while self._index < len(files):
-            if self._decoder is None and not self._infer():
+            if self._decoder is None and not self._infer(end):
                 return None
             cursor = self._cursor_at(self._index)
             cursor.end = end
@@ -466,11 +468,16 @@ class FileSource(Source):
         if newer:
             self._files = files + newer
 
-    def _infer(self) -> bool:
-        """Fix the schema from the first file with data; False when there is none yet."""
+    def _infer(self, end: int | None = None) -> bool:
+        """Fix the schema from the first file with data; False when there is none yet.
+
+        `end` (piped): only what lies before it, the writer's committed length; bytes
+        past it may yet be cut back by the writer's retry.
+        """
         unusable = None
         for path in self._files or []:
             cursor = self._reader(path, 0, 0, self.config.has_headers)
+            cursor.end = end
             try:
                 block = cursor.head(INFER_BYTES)
             finally:
