@@ -85,6 +85,17 @@ def wait_for(
         time.sleep(every)
 
 
+def interrupt(process: subprocess.Popen[Any], timeout: float = 30.0) -> int:
+    """Ctrl-C `process` (a foreground `velo-sql run`) and wait for it; killed if it has
+    not ended within `timeout` seconds. Its exit code."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait(timeout=10)
+
+
 class VeloServer:
     """One `velo-sql` server process and an HTTP client for its API."""
 

@@ -17,7 +17,6 @@ import queue
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.text import Text
 
+from tests.integration.server_process import interrupt
 from velostream.api import create_app
 from velostream.errors import ErrorKind, Stage
 from velostream.observability.error_tracker import DeploymentContext
@@ -385,12 +385,7 @@ def test_follow_json_streams_one_line_per_new_or_changed_group(
         assert _next_group(lines, fingerprint)["count"] == 2
         assert lines.empty()  # nothing else changed, so nothing else was written
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        interrupt(process, 10)
         assert process.stderr is not None
         stderr = process.stderr.read()
         process.stderr.close()

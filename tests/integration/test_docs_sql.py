@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.kafka_broker import KafkaBroker
-from tests.integration.server_process import clean_env, console_script, velo_sql
+from tests.integration.server_process import clean_env, console_script, interrupt, velo_sql
 
 pytestmark = pytest.mark.integration
 
@@ -232,9 +231,4 @@ def test_kafka_example(example: Example, demo: Path, kafka_broker: KafkaBroker) 
             ]
             assert got == expected, f"{example.id}: {name}:\n{got}\n{log.read_text()}"
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt(process, 20)

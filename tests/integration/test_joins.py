@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,7 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.kafka_broker import KafkaBroker
-from tests.integration.server_process import clean_env, console_script, velo_sql, wait_for
+from tests.integration.server_process import (
+    clean_env,
+    console_script,
+    interrupt,
+    velo_sql,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -102,12 +107,7 @@ def test_the_table_is_reloaded_when_its_file_changes(tmp_path: Path) -> None:
             )
         wait_for("the rows after the change", lambda: len(_rows(out)) >= 3)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt(process, 30)
         log.close()
     rows = [(r["id"], r["name"], r["units"]) for r in _rows(tmp_path / "enriched.jsonl")]
     assert rows == [(1, "Apple", 100), (2, "Apple Inc.", 10), (3, "Tesla", 10)], (
@@ -186,12 +186,7 @@ def test_a_kafka_table_is_read_again_when_its_topic_grows(
             f.write('{"id": 2, "symbol": "AAPL", "qty": 1}\n')
         wait_for("the row after the change", lambda: len(_rows(out)) >= 2)
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        interrupt(process, 30)
         log.close()
     rows = [(r["id"], r["name"], r["units"]) for r in _rows(out)]
     assert rows == [(1, "Apple", 1), (2, "Apple Inc.", 7)], (tmp_path / "run.log").read_text()
