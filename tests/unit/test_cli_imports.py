@@ -75,10 +75,12 @@ NOT_FOR_VALIDATE = (
 
 
 # What a stateless file job runs without: Kafka's codec (only a query setting headers
-# needs it), the executors of the other kinds of query.
+# needs it), the executors of the other kinds of query, the Prometheus client (only a
+# scrape needs it: `--metrics-port`).
 NOT_FOR_A_FILE_FILTER = (
     "velostream.datasource.kafka",
     "confluent_kafka",
+    "prometheus_client",
     "velostream.engine.aggregate",
     "velostream.engine.distinct",
     "velostream.engine.row_window",

@@ -24,17 +24,12 @@ import bisect
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
-
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, NamedTuple
 
 from velostream.observability.text import safe_text
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 __all__ = ["BATCH_DURATION_BUCKETS", "JOB_STATUSES", "JobCounters", "JobCounts", "JobFamilies"]
 
@@ -144,7 +139,7 @@ class JobCounters:
         self.count += 1
 
 
-class JobFamilies(Collector):
+class JobFamilies:
     """Thread-safe per-job series with a fast exposition (`render`)."""
 
     def __init__(self) -> None:
@@ -242,6 +237,12 @@ class JobFamilies(Collector):
     def _families(
         snapshot: dict[str, tuple[list[int], float, list[int], float, str | None]],
     ) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
         for index, (name, help_text) in enumerate(COUNTERS):
             counter = CounterMetricFamily(name, help_text, labels=["job"])
             for job, (counts, created, _, _, _) in snapshot.items():

@@ -34,12 +34,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Literal
-
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, Literal
 
 from velostream.observability.text import dumps, safe_text
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 __all__ = [
     "ERROR_LOGGER",
@@ -231,7 +231,7 @@ def configure_logging(
     return logger
 
 
-class LogThrottle(Collector):
+class LogThrottle:
     """Per-fingerprint log throttling, bounded in the number of fingerprints tracked.
 
     Also a collector: it exports how many lines it suppressed
@@ -282,6 +282,8 @@ class LogThrottle(Collector):
             return out
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
         yield CounterMetricFamily(
             "velo_error_log_suppressed",
             "Repeated error log lines suppressed by throttling (still counted)",

@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
-
-from prometheus_client import CollectorRegistry
+from typing import TYPE_CHECKING, Any
 
 from velostream import __version__
 from velostream.errors import Stage
@@ -16,6 +14,9 @@ from velostream.observability.error_tracker import DEFAULT_BUFFER_CAPACITY, Depl
 from velostream.observability.logging import job_logger
 from velostream.observability.metrics import MetricsProvider
 from velostream.observability.recorder import ErrorRecorder, JobErrors
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 __all__ = ["ObservabilityManager", "StreamingConfig"]
 

@@ -6,26 +6,19 @@ Seed names are kept: `velo_error_messages_total` (a true counter here),
 it only ever holds the buffered entries (series vanish on eviction and reset).
 Job-level families carry bounded labels: `job` (at most max jobs), `stage` and
 `kind` (fixed sets). `remove_job` drops an undeployed job's series.
+
+Every family is kept in plain Python and exported by a collector at scrape time, so
+prometheus_client (~35 ms to import) is imported only when a registry is needed: one
+handed in, `registry` read, or a scrape (`exposition`). A `velo-sql run` that serves
+no metrics never imports it; its collectors are registered when it first is.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
-
-from prometheus_client import (
-    CollectorRegistry,
-    Gauge,
-    GCCollector,
-    PlatformCollector,
-    ProcessCollector,
-)
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
-from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
-from prometheus_client.registry import Collector
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from velostream.errors import ErrorKind, Severity, Stage
 from velostream.observability.catalog import DEFAULT_CATALOG_CAPACITY, ErrorCatalog, RecordOutcome
@@ -52,6 +45,11 @@ from velostream.observability.state_metrics import StateFamilies
 from velostream.observability.text import safe_text
 from velostream.observability.user_metrics import UserMetrics
 
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import Collector
+
 __all__ = [
     "BATCH_DURATION_BUCKETS",
     "JOB_STATUSES",
@@ -65,13 +63,50 @@ _UNATTRIBUTED_JOB = ""
 _ACTIVE_STATUSES = frozenset({"starting", "running", "paused"})
 
 
-class _BufferedMessagesCollector(Collector):
+class _Gauge:
+    """A gauge kept as plain values and exported at scrape time: prometheus_client's
+    `Gauge`, for `set` only, without importing prometheus_client first."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = list(labelnames)
+        # label values -> value; an unlabelled gauge has its one series from the start
+        self._values: dict[tuple[str, ...], float] = {} if labelnames else {(): 0.0}
+
+    def set(self, value: float, labels: Sequence[str] = ()) -> None:
+        """Set the series of `labels` (none for an unlabelled gauge) to `value`."""
+        if len(labels) != len(self._labelnames):
+            raise ValueError(f"{self._name} takes labels {self._labelnames}, not {labels}")
+        self._values[tuple(labels)] = float(value)
+
+    def value(self, labels: Sequence[str] = ()) -> float | None:
+        return self._values.get(tuple(labels))
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families({})
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(dict(self._values))
+
+    def _families(self, values: dict[tuple[str, ...], float]) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for labels, value in values.items():
+            family.add_metric(list(labels), value)
+        yield family
+
+
+class _BufferedMessagesCollector:
     """`velo_error_message{message}`: the buffered entries, read at scrape time."""
 
     def __init__(self, buffer: ErrorMessageBuffer) -> None:
         self._buffer = buffer
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
         family = GaugeMetricFamily(
             "velo_error_message",
             "Occurrences of each error message currently in the rolling buffer",
@@ -87,7 +122,7 @@ class _BufferedMessagesCollector(Collector):
         yield family
 
 
-class _ErrorCounts(Collector):
+class _ErrorCounts:
     """Error counters as plain integers under one lock, exported at scrape time.
 
     `record_error` is on every error path; one lock and a few dict increments cost a
@@ -141,6 +176,8 @@ class _ErrorCounts(Collector):
             self.last_error.pop(job, None)
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
         with self.lock:
             by_job = list(self.by_job.items())
             last_error = list(self.last_error.items())
@@ -180,22 +217,6 @@ class _ErrorCounts(Collector):
         yield last
 
 
-class _Tee(CollectorRegistry):
-    """A registry whose collectors are also registered in `also` (the public one)."""
-
-    def __init__(self, also: CollectorRegistry) -> None:
-        super().__init__()
-        self._also = also
-
-    def register(self, collector: Collector) -> None:
-        super().register(collector)
-        self._also.register(collector)
-
-    def unregister(self, collector: Collector) -> None:
-        super().unregister(collector)
-        self._also.unregister(collector)
-
-
 class MetricsProvider:
     """Error tracking (buffer + catalog) and every Prometheus family of the server."""
 
@@ -209,9 +230,10 @@ class MetricsProvider:
         process_metrics: bool = True,
         build_version: str = "0.0.0",
     ) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
-        # What `exposition` renders through prometheus_client: all but the job families.
-        self._rest = _Tee(self.registry)
+        self._registry = registry
+        # What `exposition` renders through prometheus_client: all but the job families
+        # (made with the registry, see `_expose`).
+        self._rest: CollectorRegistry | None = None
         self.buffer = ErrorMessageBuffer(buffer_capacity)
         self.catalog = ErrorCatalog(catalog_capacity)
         self._buffer_capacity = buffer_capacity
@@ -220,42 +242,86 @@ class MetricsProvider:
             self.buffer.set_deployment_context(deployment_context)
         self._lock = threading.Lock()
         self._job_buffers: dict[str, ErrorMessageBuffer] = {}
-        r = self._rest
 
-        self.unique_error_types = Gauge(
-            "velo_unique_error_types", "Distinct error groups (fingerprints) tracked", registry=r
+        self.unique_error_types = _Gauge(
+            "velo_unique_error_types", "Distinct error groups (fingerprints) tracked"
         )
-        self.buffered_error_messages = Gauge(
+        self.buffered_error_messages = _Gauge(
             "velo_buffered_error_messages",
             "Unique messages in the rolling error buffer (0..capacity)",
-            registry=r,
         )
         self.error_counts = _ErrorCounts()
-        r.register(self.error_counts)
         self.user_metrics = UserMetrics()
-        r.register(self.user_metrics)
-        r.register(_BufferedMessagesCollector(self.buffer))
-
-        self.jobs = JobFamilies()
-        self.registry.register(self.jobs)  # rendered apart by `exposition`, see job_metrics
+        self.jobs = JobFamilies()  # rendered apart by `exposition`, see job_metrics
         self.sources = SourceFamilies()  # per source of a multi-source job
-        r.register(self.sources)
         self.state = StateFamilies()  # of jobs whose state is partitioned
-        r.register(self.state)
-        self.active_jobs = Gauge("velo_active_jobs", "Jobs deployed and not finished", registry=r)
-        self.build_info = Gauge(
+        self.active_jobs = _Gauge("velo_active_jobs", "Jobs deployed and not finished")
+        self.build_info = _Gauge(
             "velo_build_info",
             "Build and node identity (always 1)",
             ["version", "node_id", "node_name", "region"],
-            registry=r,
         )
         ctx = deployment_context or DeploymentContext()
         identity = (ctx.node_id or "", ctx.node_name or "", ctx.region or "")
-        self.build_info.labels(build_version, *map(safe_text, identity)).set(1)
-        if process_metrics:
-            ProcessCollector(registry=r)
-            PlatformCollector(registry=r)
-            GCCollector(registry=r)
+        self.build_info.set(1, [build_version, *map(safe_text, identity)])
+        self._process_metrics = process_metrics
+        # What `register_collector` was given before the registry was made.
+        self._registered: list[Collector] = []
+        # The collectors, in their order of registration, and whether `_rest` has them
+        # too (all but the job families).
+        self._collectors: list[tuple[Collector, bool]] = [
+            (self.unique_error_types, True),
+            (self.buffered_error_messages, True),
+            (self.error_counts, True),
+            (self.user_metrics, True),
+            (_BufferedMessagesCollector(self.buffer), True),
+            (self.jobs, False),
+            (self.sources, True),
+            (self.state, True),
+            (self.active_jobs, True),
+            (self.build_info, True),
+        ]
+        if registry is not None:  # handed one: prometheus_client is loaded already
+            self._expose()
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The registry that has every family (made on first use if none was given)."""
+        return self._expose()[0]
+
+    def _expose(self) -> tuple[CollectorRegistry, CollectorRegistry]:
+        """The registry and `_rest`, each collector registered in them, made at the first
+        call (importing prometheus_client)."""
+        with self._lock:
+            if self._rest is not None:
+                assert self._registry is not None
+                return self._registry, self._rest
+            from prometheus_client import (
+                CollectorRegistry,
+                GCCollector,
+                PlatformCollector,
+                ProcessCollector,
+            )
+
+            registry = self._registry if self._registry is not None else CollectorRegistry()
+            rest = CollectorRegistry()
+            collectors = list(self._collectors)
+            if self._process_metrics:
+                collectors += [
+                    (ProcessCollector(registry=None), True),
+                    (PlatformCollector(registry=None), True),
+                ]
+            for collector, also_rest in collectors:
+                if also_rest:
+                    rest.register(collector)
+                registry.register(collector)
+            if self._process_metrics:
+                registry.register(GCCollector(registry=rest))  # it registers itself in `rest`
+            for collector in self._registered:
+                rest.register(collector)
+                registry.register(collector)
+            self._registry, self._rest = registry, rest
+            return registry, rest
 
     # --- the seed's API (section 9.2) ---------------------------------------
 
@@ -304,12 +370,19 @@ class MetricsProvider:
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The scrape body and its content type for an HTTP Accept header."""
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
+        from prometheus_client.openmetrics.exposition import (
+            generate_latest as generate_openmetrics,
+        )
+
+        _, rest = self._expose()
         self.sync_error_metrics()
         if accept and "application/openmetrics-text" in accept:
-            rest: bytes = generate_openmetrics(self._rest)  # type: ignore[no-untyped-call]
+            text: bytes = generate_openmetrics(rest)  # type: ignore[no-untyped-call]
             jobs = self.jobs.render(openmetrics=True).encode()
-            return rest.removesuffix(b"# EOF\n") + jobs + b"# EOF\n", OPENMETRICS_TYPE
-        return generate_latest(self._rest) + self.jobs.render().encode(), CONTENT_TYPE_LATEST
+            return text.removesuffix(b"# EOF\n") + jobs + b"# EOF\n", OPENMETRICS
+        return generate_latest(rest) + self.jobs.render().encode(), CONTENT_TYPE_LATEST
 
     # --- attributed errors ----------------------------------------------------
 
@@ -355,7 +428,14 @@ class MetricsProvider:
 
     def register_collector(self, collector: Collector) -> None:
         """Export `collector`'s families with the others (scraped through `exposition`)."""
-        self._rest.register(collector)
+        with self._lock:
+            if self._rest is None:  # registered after the others, when they are
+                self._registered.append(collector)
+                return
+            registry, rest = self._registry, self._rest
+        assert registry is not None
+        rest.register(collector)
+        registry.register(collector)
 
     def count_recording_failure(self, n: int = 1) -> None:
         with self.error_counts.lock:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from velostream.observability.job_metrics import JobCounters, JobCounts
 from velostream.observability.text import safe_text
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 __all__ = ["SourceCounters", "SourceFamilies", "SourceTally"]
 
@@ -61,7 +62,7 @@ class SourceCounters:
         return {field: getattr(self, field) for field in FIELDS}
 
 
-class SourceFamilies(Collector):
+class SourceFamilies:
     """The per-source counters of every multi-source job, collected at scrape time."""
 
     def __init__(self) -> None:
@@ -93,6 +94,8 @@ class SourceFamilies(Collector):
 
     @staticmethod
     def _families(snapshot: dict[str, dict[str, dict[str, int]]]) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily
+
         for name, help_text, field in _COUNTERS:
             family = CounterMetricFamily(name, help_text, labels=["job", "source"])
             for job, sources in snapshot.items():

@@ -18,11 +18,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING
 
 from velostream.observability.text import safe_text
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 __all__ = ["StateFamilies", "StateGauges"]
 
@@ -41,7 +42,7 @@ class StateGauges:
     lag: dict[int, int] = field(default_factory=dict)
 
 
-class StateFamilies(Collector):
+class StateFamilies:
     """Every partitioned job's figures, collected at scrape time."""
 
     def __init__(self) -> None:
@@ -78,6 +79,8 @@ class StateFamilies(Collector):
 
     @staticmethod
     def _families(snapshot: dict[str, StateGauges]) -> Iterator[Metric]:
+        from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
         restores = CounterMetricFamily(
             "velo_state_restores",
             "Partitions whose state was rebuilt when they came, by origin",

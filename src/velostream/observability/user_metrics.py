@@ -16,20 +16,16 @@ import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
-from prometheus_client.metrics_core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
 
 from velostream.observability.text import safe_text
 from velostream.sql.model import MetricSpec
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
 
 __all__ = ["DEFAULT_BUCKETS", "MAX_LABEL_SETS", "UserMetrics"]
 
@@ -50,7 +46,7 @@ class _Series:
     overflow: dict[str, int] = field(default_factory=dict)
 
 
-class UserMetrics(Collector):
+class UserMetrics:
     """Every job's user-defined metrics, exported at scrape time."""
 
     def __init__(self, max_label_sets: int = MAX_LABEL_SETS) -> None:
@@ -132,6 +128,12 @@ class UserMetrics(Collector):
             self._per_job.pop(job, None)
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.metrics_core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
         with self._lock:
             snapshot = [(s.spec, dict(s.values), dict(s.overflow)) for s in self._series.values()]
         overflow = CounterMetricFamily(
