@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
@@ -183,6 +182,8 @@ def run_application(
         ]
     try:
         if console.is_terminal:
+            from rich.live import Live  # the progress table: only on a terminal
+
             with Live(
                 _progress_table(runs_of(server, list(app.jobs)), observability),
                 console=console,
