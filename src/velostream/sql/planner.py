@@ -16,7 +16,10 @@ This module routes a SELECT to its plan kind and plans stateless queries itself;
 
 from __future__ import annotations
 
+import copy
 import re
+import threading
+from collections import OrderedDict
 
 import sqlglot
 from sqlglot import exp
@@ -151,10 +154,38 @@ def _limit(tree: exp.Select) -> int | None:
     return int(value.this)
 
 
+# Plans made lately, each with a copy of its job as it was then (a job's dicts may
+# change): validation plans every job of an application, then each job's processor
+# plans it again when the application is deployed. Planning takes a few milliseconds;
+# copying a job and its plan, and comparing jobs, a fraction of one.
+_RECENT_PLANS = 64
+_recent: OrderedDict[int, tuple[JobSpec, QueryPlan]] = OrderedDict()
+_recent_lock = threading.Lock()
+
+
 def plan_job(job: JobSpec) -> QueryPlan:
-    """Plan `job.select_sql`; raises PlanError naming what is unsupported."""
+    """Plan `job.select_sql`; raises PlanError naming what is unsupported.
+
+    A job planned lately, unchanged since, gets a copy of its plan (each caller may
+    change its own).
+    """
+    with _recent_lock:
+        hit = _recent.get(id(job))
+    if hit is not None and hit[0] == job:
+        return copy.deepcopy(hit[1])
+    plan = _plan_job(job)
+    kept = (copy.deepcopy(job), copy.deepcopy(plan))
+    with _recent_lock:
+        _recent[id(job)] = kept
+        _recent.move_to_end(id(job))
+        while len(_recent) > _RECENT_PLANS:
+            _recent.popitem(last=False)
+    return plan
+
+
+def _plan_job(job: JobSpec) -> QueryPlan:
     if is_union(job.select_sql):  # one stateless branch per source (plan_union)
-        return plan_union(job, plan_job)
+        return plan_union(job, _plan_job)
     sql, window_kind, window_args = extract_window_clause(job.select_sql)
     buffer_sizes = [int(n) for n in _ROWS_BUFFER.findall(sql)]
     sql = _ROWS_BUFFER.sub(lambda m: blank(m.group()), sql)

@@ -500,3 +500,21 @@ def test_sqlglot_syntax_errors_are_placed_at_their_token() -> None:
         sqlglot.parse_one(sql, read="duckdb")
     assert sqlglot_offset(sql, caught.value.errors[0]) == sql.index("= 1")
     assert sqlglot_offset(sql, {}) is None
+
+
+def test_a_job_planned_again_gets_a_copy_of_its_plan() -> None:
+    """Validation plans a job, then its processor does: the second is a copy."""
+    spec = job("SELECT id, price * 2 AS p FROM trades WHERE price > 1")
+    first = plan_job(spec)
+    first.select_sql.append("changed by its caller")
+    second = plan_job(spec)
+    assert second is not first
+    assert second.select_sql == ['id AS "id"', 'price * 2 AS "p"']
+    assert second == plan_job(job(spec.select_sql))  # as an equal job, planned afresh
+
+
+def test_a_job_changed_since_it_was_planned_is_planned_afresh() -> None:
+    spec = job("SELECT DISTINCT id FROM trades")
+    assert plan_job(spec).distinct_time_sql is None
+    spec.properties["event.time.field"] = "ts"  # its dicts may change
+    assert plan_job(spec).distinct_time_sql == '"ts"'
