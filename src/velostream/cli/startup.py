@@ -1,4 +1,4 @@
-"""A short command's start-up: without the cyclic GC, its databases opened early.
+"""A short command's start-up without the cyclic GC.
 
 Importing DuckDB, Arrow, sqlglot, Typer and Rich, then parsing and planning an
 application, makes ~110k objects that live as long as the process, and almost no
@@ -7,17 +7,13 @@ cost 60-80 ms of a short `velo-sql run` and 15-30 ms of a `--help` (measured wit
 `gc.callbacks`). A command that ends once it has printed (help, `validate`) runs
 without the GC; `run` turns it back on before its jobs start, first freezing what
 start-up made, so that no later collection walks it again.
-
-`run` and `validate` also start opening the DuckDB databases they will use first on a
-thread (`open_databases_early`): each takes 12-25 ms, with the GIL released, so they
-are ready by the time the main thread has imported the rest (sql/databases.py).
 """
 
 from __future__ import annotations
 
 import gc
 
-__all__ = ["asks_for_help", "open_databases_early", "pause_gc", "resume_gc"]
+__all__ = ["asks_for_help", "pause_gc", "resume_gc"]
 
 
 def asks_for_help(args: list[str]) -> bool:
@@ -37,14 +33,3 @@ def resume_gc() -> None:
     if not gc.isenabled():
         gc.freeze()
         gc.enable()
-
-
-def open_databases_early(*, job: bool) -> None:
-    """Start opening the checking database (and, for `run`, a job's with the default
-    settings) on a thread, while the main thread imports the rest (sql/databases.py)."""
-    from velostream.sql.databases import CHECKING_THREADS, checking_config, prestart, sandbox_config
-
-    configs = [checking_config(CHECKING_THREADS)]
-    if job:
-        configs.append(sandbox_config())
-    prestart(*configs)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from velostream.cli import DATA_DIR
-from velostream.cli.startup import asks_for_help, open_databases_early, pause_gc
+from velostream.cli.startup import asks_for_help, pause_gc
 
 if TYPE_CHECKING:
     from velostream.cli.sql_commands import app
@@ -39,13 +39,11 @@ def main() -> None:
     if args[:1] in (["run"], ["validate"]) or asks_for_help(args):
         pause_gc()  # `run_file` resumes it; help and validate end first
     if len(args) == 2 and args[0] == "validate" and not args[1].startswith("-"):
-        open_databases_early(job=False)
         from velostream.cli.validate import validate_file
 
         exit_now(validate_file(Path(args[1])))
     data_dir = _plain_run(args)
     if data_dir is not None:
-        open_databases_early(job=True)
         from velostream.cli.run import run_file
 
         try:

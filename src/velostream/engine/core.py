@@ -30,7 +30,6 @@ from velostream.errors import (
     StateIncompatibleError,
     classify,
 )
-from velostream.sql.databases import connect, sandbox_config
 from velostream.sql.planner import BATCH, ROW, SYSTEM_COLUMNS, QueryPlan
 
 __all__ = [
@@ -65,7 +64,20 @@ def sandboxed_connection(
     sorts, aggregate states); nothing spills to disk, so going over it raises
     `duckdb.OutOfMemoryException`. Default: DuckDB's own (80% of the machine).
     """
-    con = connect(sandbox_config(threads, memory_limit))
+    limit = {} if memory_limit is None else {"memory_limit": f"{memory_limit}B"}
+    con = duckdb.connect(
+        config={
+            **limit,
+            "enable_external_access": False,
+            # No spilling (no files): only accepted after enable_external_access.
+            "temp_directory": "",
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "allow_community_extensions": False,
+            "threads": threads,
+            "preserve_insertion_order": True,
+        }
+    )
     con.execute("SET lock_configuration = true")
     return con
 

@@ -23,7 +23,6 @@ from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import TokenType
 
 from velostream.errors import PlanError
-from velostream.sql.databases import CHECKING_THREADS, checking_config, connect
 from velostream.sql.plan_headers import HEADER_FUNCTIONS
 from velostream.sql.sandbox import FORBIDDEN_FUNCTIONS
 
@@ -64,14 +63,22 @@ _LOCK = threading.Lock()
 def checking_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB set up like the engine's (no files, network or extensions),
     for checking SQL; `threads` None: DuckDB's default."""
-    return connect(checking_config(threads))
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "enable_external_access": False,
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+    }
+    if threads is not None:
+        config["threads"] = threads
+    return duckdb.connect(config=config)
 
 
 @functools.cache
 def _database() -> duckdb.DuckDBPyConnection:
     """One checking DuckDB per process (single-threaded), for parsing, probing function
     names and binding: starting a database costs ~20 ms, a cursor to it next to nothing."""
-    return checking_connection(threads=CHECKING_THREADS)
+    return checking_connection(threads=1)
 
 
 def binding_connection() -> duckdb.DuckDBPyConnection:
