@@ -72,12 +72,18 @@ def mask_at(n: int, positions: Iterable[int]) -> pa.Array:
 
 
 def check_column(
-    column: Column, t: pa.DataType, *, expect_failures: bool = False
+    column: Column,
+    t: pa.DataType,
+    *,
+    expect_failures: bool = False,
+    known_bad: pa.Array | None = None,
 ) -> tuple[Column, Column | None]:
     """The column converted to `t` (null where a value fails) and the failure mask.
 
     The mask is None when every value converts. `expect_failures` skips the first,
-    optimistic cast of the whole column.
+    optimistic cast of the whole column. `known_bad`: values that failed `t` before
+    (a placeholder such as `n/a`); when they are the only ones that fail, one lookup
+    finds them, with no pattern run over the column.
     """
     if pa.types.is_string(t):
         return column, None
@@ -86,6 +92,13 @@ def check_column(
         failed = pc.and_(pc.is_valid(column), pc.invert(known))
         values = pc.if_else(known, pc.is_in(column, value_set=_TRUE), pa.scalar(None, t))
         return values, failed if pc.any(failed).as_py() else None
+    if known_bad is not None and len(known_bad):
+        # A value that failed `t` fails it again: if the rest converts, that is all.
+        failed = pc.is_in(column, value_set=known_bad)
+        try:
+            return pc.cast(_null_where(column, failed), t), failed
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     if not expect_failures:
         try:
             return pc.cast(column, t), None  # a value that parses untrimmed parses the same

@@ -57,6 +57,8 @@ _ZERO = pa.scalar(0, pa.int64())  # typed: an untyped scalar makes pyarrow impor
 _INFERRED: dict[tuple[bytes, tuple[str, ...] | None, str], pa.Schema | None] = {}
 _INFERRED_MAX = 64
 _INFERRED_LOCK = threading.Lock()
+# The most distinct bad values of a column kept to look for in the next blocks.
+_BAD_VALUES_MAX = 32
 
 
 def _convert_options(schema: pa.Schema | None, *, as_text: bool = False) -> pa_csv.ConvertOptions:
@@ -93,6 +95,7 @@ class CsvDecoder(Decoder):
         self._typed = _convert_options(schema)
         self._text = _convert_options(schema, as_text=True)
         self._failing: set[int] = set()  # columns with bad values in the last dirty block
+        self._bad_values: dict[int, pa.Array] = {}  # their distinct bad values, if few
         self._mixed: dict[frozenset[int], pa_csv.ConvertOptions] = {}
 
     @classmethod
@@ -372,13 +375,19 @@ class CsvDecoder(Decoder):
             if column.type == field.type:
                 columns.append(column)
                 continue
-            values, failed = check_column(column, field.type, expect_failures=j in self._failing)
+            values, failed = check_column(
+                column,
+                field.type,
+                expect_failures=j in self._failing,
+                known_bad=self._bad_values.get(j),
+            )
             columns.append(values)
             if failed is None:
                 self._failing.discard(j)
                 continue
             self._failing.add(j)
             mask = _bools(failed)
+            self._learn_bad_values(j, column, mask)
             new = mask if bad is None else mask & ~bad
             where = np.flatnonzero(new)
             if len(where):  # a row failing in two columns is reported for the first
@@ -392,6 +401,16 @@ class CsvDecoder(Decoder):
             rows = rows[good]
         identity = len(rows) == n_lines
         return Decoded(table, None if identity else pa.array(rows), LineErrors.merged(parts), lines)
+
+    def _learn_bad_values(self, j: int, column: pa.ChunkedArray, failed: np.ndarray) -> None:
+        """Keep the distinct values of column `j` that failed, when there are few."""
+        distinct = pc.unique(pc.take(column, pa.array(np.flatnonzero(failed))))
+        if len(distinct) <= _BAD_VALUES_MAX:
+            self._bad_values[j] = (
+                distinct.combine_chunks() if isinstance(distinct, pa.ChunkedArray) else distinct
+            )
+        else:
+            self._bad_values.pop(j, None)
 
 
 def _int64s(values: pa.Array | np.ndarray) -> np.ndarray:
