@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from velostream.datasource.bad_records import BadRecords, failure_groups, failure_keys, joined
+from velostream.datasource.file import bad_lines
 from velostream.datasource.file.bad_lines import drop_lines, field_counts, line_bounds, raw_lines
 from velostream.datasource.file.checks import type_messages
 from velostream.datasource.traits import BadRecord
@@ -111,6 +112,20 @@ def test_field_counts_are_delimiters_plus_one_a_line(
     bounds = line_bounds(block, n_lines)
     assert bounds is not None
     assert field_counts(block, bounds, ",").tolist() == fields
+
+
+@pytest.mark.parametrize("run_lines", [1, 2, 3, 16_384])
+def test_field_counts_agree_over_runs_of_lines(
+    run_lines: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of lines (the last one short, some lines empty or long) give the same counts."""
+    monkeypatch.setattr(bad_lines, "_RUN_LINES", run_lines)
+    lines = [b"a,b,c", b"", b"," * 300, b"1,2", b"x", b"", b";,;", b"7,8,9,10"]
+    block = b"\n".join(lines)
+    bounds = line_bounds(block, len(lines))
+    assert bounds is not None
+    expected = [line.count(b",") + 1 for line in lines]
+    assert field_counts(block, bounds, ",").tolist() == expected
 
 
 def test_type_messages_say_each_value_once_made_and_cut_past_80_characters() -> None:

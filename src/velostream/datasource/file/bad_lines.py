@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import pairwise, repeat
 from operator import itemgetter
 from typing import NamedTuple, TypeAlias
 
@@ -37,6 +37,7 @@ __all__ = [
 
 Block: TypeAlias = bytes | bytearray
 _NEWLINE, _CR = 10, 13
+_RUN_LINES = 16_384  # lines per run of `field_counts` (some hundreds of kilobytes)
 
 
 class LineError(NamedTuple):
@@ -133,14 +134,26 @@ def field_counts(block: Block, bounds: LineBounds, delimiter: str) -> np.ndarray
 
     One sum per line of the block's delimiter mask, from each line's start to the
     next one's (a delimiter is never a line break, see `parse_delimiter`): no position
-    of each delimiter is ever listed.
+    of each delimiter is ever listed. The lines go in runs of `_RUN_LINES`, each run's
+    mask made in one buffer and summed while it is in the cache: over a whole block of
+    megabytes the sums took five times the CPU in a busy job (bench_engine case 5).
     """
     data = np.frombuffer(block, np.uint8)
-    if not len(bounds.starts) or not len(data):
-        return np.ones(len(bounds.starts), np.int64)
-    # int32 sums run three times as fast as int64; a line is far shorter than 2**31
-    delimiters = np.add.reduceat(data == ord(delimiter), bounds.starts, dtype=np.int32)
-    counts: np.ndarray = delimiters + 1
+    n = len(bounds.starts)
+    if not n or not len(data):
+        return np.ones(n, np.int64)
+    firsts = np.arange(0, n, _RUN_LINES)
+    edges = np.append(bounds.starts[firsts], len(data)).tolist()
+    mask = np.empty(max(b - a for a, b in pairwise(edges)), bool)
+    counts = np.empty(n, np.int64)
+    code = ord(delimiter)
+    for first, start, end in zip(firsts.tolist(), edges, edges[1:], strict=False):
+        last = min(first + _RUN_LINES, n)
+        run = np.equal(data[start:end], code, out=mask[: end - start])
+        # int32 sums run three times as fast as int64; a line is far shorter than 2**31
+        offsets = bounds.starts[first:last] - start
+        counts[first:last] = np.add.reduceat(run, offsets, dtype=np.int32)
+    counts += 1
     return counts
 
 
