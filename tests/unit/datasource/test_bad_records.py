@@ -9,7 +9,7 @@ import pytest
 
 from velostream.datasource.bad_records import BadRecords, failure_groups, failure_keys, joined
 from velostream.datasource.file import bad_lines
-from velostream.datasource.file.bad_lines import drop_lines, field_counts, line_bounds, raw_lines
+from velostream.datasource.file.bad_lines import drop_lines, line_bounds, line_fields, raw_lines
 from velostream.datasource.file.checks import type_messages
 from velostream.datasource.traits import BadRecord
 from velostream.errors import ErrorKind, Stage
@@ -106,26 +106,37 @@ def test_drop_lines_joins_the_rest_and_raw_lines_gives_the_dropped(drop, kind) -
         (b"\n\n", 2, [1, 1]),
     ],
 )
-def test_field_counts_are_delimiters_plus_one_a_line(
+def test_line_fields_are_delimiters_plus_one_a_line(
     block: bytes, n_lines: int, fields: list[int]
 ) -> None:
-    bounds = line_bounds(block, n_lines)
-    assert bounds is not None
-    assert field_counts(block, bounds, ",").tolist() == fields
+    split = line_fields(block, n_lines, ",")
+    assert split is not None
+    bounds, counts = split
+    assert counts.tolist() == fields
+    expected = line_bounds(block, n_lines)
+    assert expected is not None
+    assert bounds.starts.tolist() == expected.starts.tolist()
+    assert bounds.ends.tolist() == expected.ends.tolist()
+    assert line_fields(block, n_lines + 1, ",") is None
 
 
-@pytest.mark.parametrize("run_lines", [1, 2, 3, 16_384])
-def test_field_counts_agree_over_runs_of_lines(
-    run_lines: int, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("run_bytes", [1, 2, 7, 1 << 19])
+@pytest.mark.parametrize("last_break", [True, False])
+def test_line_fields_agree_over_runs(
+    run_bytes: int, last_break: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Runs of lines (the last one short, some lines empty or long) give the same counts."""
-    monkeypatch.setattr(bad_lines, "_RUN_LINES", run_lines)
-    lines = [b"a,b,c", b"", b"," * 300, b"1,2", b"x", b"", b";,;", b"7,8,9,10"]
-    block = b"\n".join(lines)
-    bounds = line_bounds(block, len(lines))
-    assert bounds is not None
-    expected = [line.count(b",") + 1 for line in lines]
-    assert field_counts(block, bounds, ",").tolist() == expected
+    """Runs of lines (the last one short, some lines empty or long) give the same answer."""
+    monkeypatch.setattr(bad_lines, "_RUN_BYTES", run_bytes)
+    lines = [b"a,b,c", b"", b"," * 300, b"1,2\r", b"x", b"", b";,;", b"7,8,9,10"]
+    block = b"\n".join(lines) + (b"\n" if last_break else b"")
+    split = line_fields(block, len(lines), ",")
+    assert split is not None
+    bounds, counts = split
+    assert counts.tolist() == [line.count(b",") + 1 for line in lines]
+    expected = line_bounds(block, len(lines))
+    assert expected is not None
+    assert bounds.starts.tolist() == expected.starts.tolist()
+    assert bounds.ends.tolist() == expected.ends.tolist()
 
 
 def test_type_messages_say_each_value_once_made_and_cut_past_80_characters() -> None:

@@ -5,7 +5,7 @@ messages as parallel columns. A block with thousands of bad lines then becomes b
 records in a few C-level passes (see `FileSource._decode`), not a Python object built
 and unpacked per line.
 
-`line_bounds`, `field_counts`, `drop_lines` and `raw_lines` take apart a block of CSV
+`line_bounds`, `line_fields`, `drop_lines` and `raw_lines` take apart a block of CSV
 without quotes: where each line starts and ends, how many fields it holds, the block
 without some of its lines, and the bytes of a few lines (each by Arrow or numpy
 passes over the whole block).
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise, repeat
+from itertools import repeat
 from operator import itemgetter
 from typing import NamedTuple, TypeAlias
 
@@ -30,14 +30,14 @@ __all__ = [
     "LineError",
     "LineErrors",
     "drop_lines",
-    "field_counts",
     "line_bounds",
+    "line_fields",
     "raw_lines",
 ]
 
 Block: TypeAlias = bytes | bytearray
 _NEWLINE, _CR = 10, 13
-_RUN_LINES = 16_384  # lines per run of `field_counts` (some hundreds of kilobytes)
+_RUN_BYTES = 1 << 19  # the bytes of a run of `line_fields`, to the end of a line
 
 
 class LineError(NamedTuple):
@@ -129,32 +129,52 @@ def line_bounds(block: Block, n_lines: int) -> LineBounds | None:
     return LineBounds(starts, ends)
 
 
-def field_counts(block: Block, bounds: LineBounds, delimiter: str) -> np.ndarray:
-    """How many fields each line holds, counting delimiters (a block without quotes).
+def line_fields(block: Block, n_lines: int, delimiter: str) -> tuple[LineBounds, np.ndarray] | None:
+    """`line_bounds` of a block without quotes, and how many fields each line holds.
 
-    One sum per line of the block's delimiter mask, from each line's start to the
-    next one's (a delimiter is never a line break, see `parse_delimiter`): no position
-    of each delimiter is ever listed. The lines go in runs of `_RUN_LINES`, each run's
-    mask made in one buffer and summed while it is in the cache: over a whole block of
-    megabytes the sums took five times the CPU in a busy job (bench_engine case 5).
+    A line's fields are its delimiters plus one (a delimiter is never a line break, see
+    `parse_delimiter`), summed from its start to the next line's. The block goes in
+    runs of whole lines of some hundred kilobytes, each run's masks made in one buffer
+    and used while they are in the cache: over a whole block of megabytes at once the
+    passes took several times the CPU in a busy job (bench_engine case 5).
     """
     data = np.frombuffer(block, np.uint8)
-    n = len(bounds.starts)
-    if not n or not len(data):
-        return np.ones(n, np.int64)
-    firsts = np.arange(0, n, _RUN_LINES)
-    edges = np.append(bounds.starts[firsts], len(data)).tolist()
-    mask = np.empty(max(b - a for a, b in pairwise(edges)), bool)
-    counts = np.empty(n, np.int64)
+    size = len(data)
+    mask = np.empty(min(size, _RUN_BYTES) + 1, bool)
     code = ord(delimiter)
-    for first, start, end in zip(firsts.tolist(), edges, edges[1:], strict=False):
-        last = min(first + _RUN_LINES, n)
-        run = np.equal(data[start:end], code, out=mask[: end - start])
+    starts: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    at = 0
+    while at < size:
+        end = block.find(b"\n", at + _RUN_BYTES - 1) + 1 if at + _RUN_BYTES < size else size
+        end = end or size
+        if end - at > len(mask):
+            mask = np.empty(end - at, bool)
+        run = mask[: end - at]
+        breaks = np.flatnonzero(np.equal(data[at:end], _NEWLINE, out=run))
+        if not len(breaks) or breaks[-1] != end - at - 1:  # the last line, unbroken
+            breaks = np.append(breaks, end - at)
+        firsts = np.empty(len(breaks), np.int64)
+        firsts[0] = 0
+        firsts[1:] = breaks[:-1] + 1
         # int32 sums run three times as fast as int64; a line is far shorter than 2**31
-        offsets = bounds.starts[first:last] - start
-        counts[first:last] = np.add.reduceat(run, offsets, dtype=np.int32)
-    counts += 1
-    return counts
+        delimiters = np.equal(data[at:end], code, out=run)
+        counts.append(np.add.reduceat(delimiters, firsts, dtype=np.int32))
+        starts.append(firsts + at)
+        at = end
+    if sum(map(len, starts)) != n_lines:
+        return None
+    if not n_lines:
+        return LineBounds(np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64)
+    first = np.concatenate(starts)
+    ends = np.empty(n_lines, np.int64)
+    ends[:-1] = first[1:] - 1
+    ends[-1] = size - 1 if data[-1] == _NEWLINE else size
+    if b"\r" in block:
+        nonempty = ends > first
+        ends[nonempty] -= data[ends[nonempty] - 1] == _CR
+    fields: np.ndarray = np.concatenate(counts).astype(np.int64) + 1
+    return LineBounds(first, ends), fields
 
 
 def drop_lines(block: Block, bounds: LineBounds, drop: np.ndarray) -> pa.Buffer:

@@ -24,8 +24,7 @@ from velostream.datasource.file.bad_lines import (
     LineError,
     LineErrors,
     drop_lines,
-    field_counts,
-    line_bounds,
+    line_fields,
 )
 from velostream.datasource.file.checks import (
     check_column,
@@ -231,11 +230,11 @@ class CsvDecoder(Decoder):
         thread that is busy in Python (a callback per bad row would wait for the GIL
         each time). None if the parse still meets a bad row.
         """
-        bounds = line_bounds(block, n_lines)
-        if bounds is None:
+        split = line_fields(block, n_lines, self.delimiter)
+        if split is None:
             return None
+        bounds, fields = split
         width = len(self._names)
-        fields = field_counts(block, bounds, self.delimiter)
         nonempty = bounds.ends > bounds.starts
         right = fields == width
         wrong = np.flatnonzero(nonempty & ~right)
