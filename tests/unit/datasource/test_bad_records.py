@@ -33,6 +33,20 @@ def as_records() -> list[BadRecord]:
     ]
 
 
+def test_raws_given_as_a_function_are_made_once_when_first_asked_for() -> None:
+    made: list[int] = []
+    eager = columns()
+
+    def make() -> pa.Array:
+        made.append(1)
+        return eager.raws
+
+    bad = BadRecords(make, "in.csv:", eager.numbers, eager.kinds, eager.messages)
+    assert len(bad) == 4 and [g.records for g in bad.groups()] == [2, 1, 1] and not made
+    assert list(bad) == as_records() and bad[1] == as_records()[1]
+    assert bad.raws.to_pylist()[0] == b"1,a" and made == [1]
+
+
 def test_columns_stand_for_the_records_they_hold() -> None:
     bad = columns()
     assert len(bad) == 4 and bool(bad)
