@@ -187,7 +187,7 @@ def drop_lines(block: Block, bounds: LineBounds, drop: np.ndarray) -> pa.Buffer:
     released (a list of slices joined by Python held it for 20,000 steps a block).
     The copy, which lives for one parse, comes from `scratch_pool`.
     """
-    resume = np.append(bounds.starts[1:], len(block))[drop]
+    resume = _next_starts(block, bounds, drop)
     offsets = np.empty(2 * len(drop) + 2, np.int64)
     offsets[0], offsets[-1] = 0, len(block)
     offsets[1:-1:2] = bounds.starts[drop]
@@ -227,6 +227,15 @@ def raw_lines(block: Block, bounds: LineBounds, which: np.ndarray) -> pa.Array:
     offsets[0::2] = bounds.starts[which]
     offsets[1::2] = bounds.ends[which]
     return pc.take(_spans(block, offsets), pa.array(np.arange(0, len(offsets), 2)))
+
+
+def _next_starts(block: Block, bounds: LineBounds, lines: np.ndarray) -> np.ndarray:
+    """Where the line after each of `lines` starts (the block's end after the last)."""
+    after = lines + 1
+    last = len(bounds.starts)
+    starts: np.ndarray = bounds.starts[np.minimum(after, last - 1)]
+    starts[after == last] = len(block)
+    return starts
 
 
 def _spans(block: Block, offsets: np.ndarray) -> pa.Array:
