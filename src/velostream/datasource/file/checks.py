@@ -21,6 +21,7 @@ __all__ = [
     "FALSE_VALUES",
     "TRUE_VALUES",
     "check_column",
+    "check_known",
     "inferred_type",
     "majority_type",
     "mask_at",
@@ -71,19 +72,31 @@ def mask_at(n: int, positions: Iterable[int]) -> pa.Array:
     return pc.not_equal(flagged, _ZERO_U8)
 
 
+def check_known(
+    column: Column, t: pa.DataType, known_bad: pa.Array
+) -> tuple[Column, Column] | None:
+    """`check_column`'s answer when the values of `column` that fail `t` are all in
+    `known_bad`, values that failed `t` before (a placeholder such as `n/a`): one lookup
+    finds them, with no pattern run over the column. None when another value fails, or
+    for text and boolean columns, which `check_column` does at once.
+    """
+    if pa.types.is_string(t) or pa.types.is_boolean(t) or not len(known_bad):
+        return None
+    # A value that failed `t` fails it again: if the rest converts, that is all.
+    failed = pc.is_in(column, value_set=known_bad)
+    try:
+        return pc.cast(_null_where(column, failed), t), failed
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
 def check_column(
-    column: Column,
-    t: pa.DataType,
-    *,
-    expect_failures: bool = False,
-    known_bad: pa.Array | None = None,
+    column: Column, t: pa.DataType, *, expect_failures: bool = False
 ) -> tuple[Column, Column | None]:
     """The column converted to `t` (null where a value fails) and the failure mask.
 
     The mask is None when every value converts. `expect_failures` skips the first,
-    optimistic cast of the whole column. `known_bad`: values that failed `t` before
-    (a placeholder such as `n/a`); when they are the only ones that fail, one lookup
-    finds them, with no pattern run over the column.
+    optimistic cast of the whole column.
     """
     if pa.types.is_string(t):
         return column, None
@@ -92,13 +105,6 @@ def check_column(
         failed = pc.and_(pc.is_valid(column), pc.invert(known))
         values = pc.if_else(known, pc.is_in(column, value_set=_TRUE), pa.scalar(None, t))
         return values, failed if pc.any(failed).as_py() else None
-    if known_bad is not None and len(known_bad):
-        # A value that failed `t` fails it again: if the rest converts, that is all.
-        failed = pc.is_in(column, value_set=known_bad)
-        try:
-            return pc.cast(_null_where(column, failed), t), failed
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
     if not expect_failures:
         try:
             return pc.cast(column, t), None  # a value that parses untrimmed parses the same

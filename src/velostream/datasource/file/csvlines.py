@@ -28,6 +28,7 @@ from velostream.datasource.file.bad_lines import (
 )
 from velostream.datasource.file.checks import (
     check_column,
+    check_known,
     inferred_type,
     majority_type,
     mask_at,
@@ -374,19 +375,22 @@ class CsvDecoder(Decoder):
             if column.type == field.type:
                 columns.append(column)
                 continue
-            values, failed = check_column(
-                column,
-                field.type,
-                expect_failures=j in self._failing,
-                known_bad=self._bad_values.get(j),
-            )
+            known = self._bad_values.get(j)
+            checked = None if known is None else check_known(column, field.type, known)
+            if checked is None:
+                values, failed = check_column(
+                    column, field.type, expect_failures=j in self._failing
+                )
+            else:
+                values, failed = checked
             columns.append(values)
             if failed is None:
                 self._failing.discard(j)
                 continue
             self._failing.add(j)
             mask = _bools(failed)
-            self._learn_bad_values(j, column, mask)
+            if checked is None:  # else the bad values are some of those known
+                self._learn_bad_values(j, column, mask)
             new = mask if bad is None else mask & ~bad
             where = np.flatnonzero(new)
             if len(where):  # a row failing in two columns is reported for the first
