@@ -151,6 +151,8 @@ class AggregateExecutor(Executor):
         then answers SQL's one row (`_no_rows`)."""
         if self._pre_schema is not None or self.plan.keys or not len(columns):
             return
+        if self._mode is not None or self._duckdb.has_state:  # restored: its state answers
+            return
         if self._windows is not None or self._sessions is not None:
             return
         untyped = pa.schema([(name, pa.null()) for name in columns.names])

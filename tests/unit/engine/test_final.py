@@ -209,3 +209,18 @@ def test_a_global_aggregate_no_row_reached_learns_its_columns_from_the_source(
     executor.prime(pa.schema([("i", pa.string()), ("s", pa.string()), ("f", pa.string())]))
     final = executor.finish()
     assert (final.to_pylist() if final is not None else []) == rows
+
+
+def test_priming_a_restored_global_aggregate_keeps_its_state() -> None:
+    """A job restored from a checkpoint whose source has nothing new: its state, not an
+    empty input, gives the final row."""
+    sql = "SELECT COUNT(*) AS c, SUM(i) AS s FROM t"
+    t = pa.table({"i": pa.array([1, 2, 3], pa.int64())})
+    job = make_job(sql, emit=EmitMode.FINAL)
+    first = build_executor(plan_job(job), job)
+    first.process(SourceBatch(t, LineRefs(0)))
+    again = build_executor(plan_job(job), job)
+    again.restore(first.snapshot())
+    again.prime(pa.schema([("i", pa.string())]))
+    final = again.finish()
+    assert final is not None and final.to_pylist() == [{"c": 3, "s": 6}]
