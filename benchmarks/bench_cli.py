@@ -15,7 +15,8 @@
 
 Each case runs as a fresh process, alternated with its baseline so that the machine's
 noise falls on both (the dirty case flips the order every round); the medians and the
-median of the per-round ratios are printed.
+median of the per-round ratios are printed, with the median CPU seconds (user + system,
+every thread) of each run: less noisy than wall time on a shared machine.
 
     python benchmarks/bench_cli.py [--rounds 7] [--rows N] [--brc-rows N] [--no-runs]
                                    [--dirty-only]
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -50,9 +52,18 @@ ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def seconds(command: list[str], cwd: Path) -> float:
+    return timed(command, cwd)[0]
+
+
+def timed(command: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system of the process and its threads)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=ENV)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return wall, cpu
 
 
 def startup(rounds: int) -> None:
@@ -99,22 +110,26 @@ def runs(rounds: int, rows: int, brc_rows: int, batch_size: int) -> None:
         work = Path(tmp)
         write_trades(work / "trades.csv", rows)
         write_measurements(work / "measurements.txt", brc_rows)
-        print(f"\n{'whole process':<52} {'ours s':>8} {'duckdb s':>9} {'duckdb/ours':>12}")
+        print(
+            f"\n{'whole process':<52} {'ours s':>8} {'duckdb s':>9} {'duckdb/ours':>12}"
+            f" {'ours CPU s':>11} {'duckdb CPU s':>13}"
+        )
         for case in (c for c in CASES if c.number in RUN_CASES):
             app = work / f"case{case.number}.sql"
             app.write_text(job_sql(case, work, work / "ours.csv", batch_size), encoding="utf-8")
             ours_cmd = [velo_sql(), "run", str(app), "--data-dir", str(work / "velo-data")]
             base_cmd = one_shot(case, work, work / "duckdb.csv")
-            ours: list[float] = []
-            base: list[float] = []
+            ours: list[tuple[float, float]] = []
+            base: list[tuple[float, float]] = []
             seconds(ours_cmd, work)  # untimed: the input in the page cache for both
             for _ in range(rounds):  # alternated
-                ours.append(seconds(ours_cmd, work))
-                base.append(seconds(base_cmd, work))
+                ours.append(timed(ours_cmd, work))
+                base.append(timed(base_cmd, work))
             n = brc_rows if case.input_name == "measurements.txt" else rows
             title = f"{case.title} ({n:,} rows)"
-            o, b = statistics.median(ours), statistics.median(base)
-            print(f"{title:<52} {o:8.2f} {b:9.2f} {b / o:11.2f}x")
+            o, o_cpu = (statistics.median(m) for m in zip(*ours, strict=True))
+            b, b_cpu = (statistics.median(m) for m in zip(*base, strict=True))
+            print(f"{title:<52} {o:8.2f} {b:9.2f} {b / o:11.2f}x {o_cpu:11.2f} {b_cpu:13.2f}")
 
 
 def dirty_runs(rounds: int, rows: int, batch_size: int) -> None:
@@ -133,10 +148,13 @@ def dirty_runs(rounds: int, rows: int, batch_size: int) -> None:
             commands[number] = [velo_sql(), "run", str(app), "--data-dir", str(data_dir)]
             seconds(commands[number], work)  # untimed: the input in the page cache
         times: dict[int, list[float]] = {CLEAN_CASE: [], DIRTY_CASE: []}
+        cpu: dict[int, list[float]] = {CLEAN_CASE: [], DIRTY_CASE: []}
         for round_ in range(rounds):
             order = (CLEAN_CASE, DIRTY_CASE) if round_ % 2 == 0 else (DIRTY_CASE, CLEAN_CASE)
             for number in order:
-                times[number].append(seconds(commands[number], work))
+                wall, used = timed(commands[number], work)
+                times[number].append(wall)
+                cpu[number].append(used)
         clean, dirty = times[CLEAN_CASE], times[DIRTY_CASE]
         ratio = statistics.median(c / d for c, d in zip(clean, dirty, strict=True))
         title = f"dirty input, {poisoned:,} of {rows:,} rows bad"
@@ -144,6 +162,10 @@ def dirty_runs(rounds: int, rows: int, batch_size: int) -> None:
         print(
             f"{title:<52} {statistics.median(clean):8.2f} {statistics.median(dirty):9.2f} "
             f"{ratio:11.2f}x  goal >= {GOAL_DIRTY}x: {'OK' if ratio >= GOAL_DIRTY else 'MISSED'}"
+        )
+        print(
+            f"{'  CPU seconds (user + system)':<52} {statistics.median(cpu[CLEAN_CASE]):8.2f} "
+            f"{statistics.median(cpu[DIRTY_CASE]):9.2f}"
         )
 
 

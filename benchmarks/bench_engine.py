@@ -1,9 +1,10 @@
 """Engine throughput, each case side by side with DuckDB running the same query one-shot.
 
-Our side goes through the real `velo-sql run` path (`load_application` +
-`run_application`: file source → JobProcessor → DuckDB micro-batches → file sink, with
-the error system on); DuckDB reads the same file with `read_csv` and writes its answer
-with `COPY ... TO`, so both sides parse, compute and format. Cases:
+Our side goes through the real `velo-sql run` path (its Arrow memory pool,
+`load_application` + `run_application`: file source → JobProcessor → DuckDB
+micro-batches → file sink, with the error system on); DuckDB reads the same file with
+`read_csv` and writes its answer with `COPY ... TO`, so both sides parse, compute and
+format. Cases:
 
 1. filter + projection, CSV → CSV
 2. GROUP BY with EMIT CHANGES (one output row per input row); DuckDB: the same running
@@ -57,6 +58,7 @@ from rich.console import Console
 
 from velostream.cli.load import load_application
 from velostream.cli.run import run_application
+from velostream.cli.startup import choose_arrow_pool
 from velostream.observability.manager import ObservabilityManager, StreamingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -475,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("velostream").addHandler(logging.NullHandler())
     logging.getLogger("velostream").propagate = False
+    choose_arrow_pool()  # as `velo-sql run` and the server do
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
     wanted = {int(c) for c in args.cases.split(",")}
 

@@ -36,6 +36,8 @@ from bench_engine import (
     write_trades,
 )
 
+from velostream.cli.startup import choose_arrow_pool
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -46,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     [case] = [c for c in CASES if c.number == args.case]
+    choose_arrow_pool()  # as `velo-sql run` and the server do
     makers: dict[str, Callable[[Path], object]] = {
         "trades.csv": lambda p: write_trades(p, args.rows),
         "trades_poison.csv": lambda p: write_trades(p, args.rows, poison=0.10),

@@ -79,6 +79,8 @@ def test_cli_benchmark_runs_every_command_and_run_once() -> None:
         "1BRC GROUP BY, EMIT FINAL (2,000 rows)",
         "tumbling window 1m, EMIT FINAL (2,000 rows)",
         "dirty input, ",
+        "ours CPU s",
+        "CPU seconds (user + system)",
     ):
         assert line in out, out
 

@@ -181,3 +181,34 @@ WITH ({_SOURCE}, {_sink("framed")});
     assert "ORDER BY is not supported with EMIT CHANGES" in out
     assert "statement 3 (framed)" in out and "window frame" in out
     assert [p.name for p in tmp_path.glob("*.csv")] == ["trades.csv"], "nothing ran"
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["id,sym,price,qty,ts\n", "id,sym,price,qty,ts\n1,a,2.5,3\n"],
+    ids=["header only", "only a bad line"],
+)
+def test_a_global_aggregate_of_an_input_without_rows_is_sqls_one_row(
+    tmp_path: Path, content: str
+) -> None:
+    """No row reached the query: COUNT is 0 and the rest NULL, as SQL answers, while a
+    grouped query and a HAVING that refuses the one row write none."""
+    (tmp_path / "trades.csv").write_text(content)
+    done = _velo_sql(
+        tmp_path,
+        "run",
+        f"""CREATE TABLE totals AS SELECT COUNT(*) AS n, SUM(qty) AS volume, MAX(sym) AS top
+FROM trades EMIT FINAL WITH ({_SOURCE}, {_sink("totals")});
+
+CREATE TABLE kept AS SELECT COUNT(*) AS n FROM trades HAVING COUNT(*) > 0
+EMIT FINAL WITH ({_SOURCE}, {_sink("kept")});
+
+CREATE TABLE grouped AS SELECT sym, COUNT(*) AS n FROM trades GROUP BY sym
+EMIT FINAL WITH ({_SOURCE}, {_sink("grouped")});
+""",
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "totals.csv").read_text() == "n,volume,top\n0,,\n"
+    for table in ("kept", "grouped"):
+        path = tmp_path / f"{table}.csv"
+        assert not path.exists() or path.read_text() == "", table

@@ -1,9 +1,13 @@
 """A short command starts without the cyclic GC (`velostream.cli.startup`): help ends
-with it off, and `run` turns it back on, start-up frozen, before its jobs start."""
+with it off, and `run` turns it back on, start-up frozen, before its jobs start. Every
+command keeps OpenBLAS from starting worker threads."""
 
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -84,3 +88,46 @@ def test_a_run_starts_its_jobs_with_the_gc_on_and_start_up_frozen(
     assert len(seen) == 1
     enabled, frozen = seen[0]
     assert enabled and frozen > 0
+
+
+_THREADS_AFTER_NUMPY = (
+    "import os, sys\n"
+    "if sys.argv[1] == 'single':\n"
+    "    from velostream.cli.startup import single_blas_thread\n"
+    "    single_blas_thread()\n"
+    "import numpy\n"
+    "print(len(os.listdir('/proc/self/task')))\n"
+)
+
+
+def _threads_after_numpy(mode: str) -> int:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS_AFTER_NUMPY, mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def test_numpy_imported_after_single_blas_thread_starts_no_thread() -> None:
+    assert _threads_after_numpy("single") == 1
+    if (os.cpu_count() or 1) > 1:  # OpenBLAS starts a worker per further core
+        assert _threads_after_numpy("default") > 1
+
+
+def test_main_keeps_blas_to_one_thread_unless_the_user_chose(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.argv", ["velo-sql", "--help"])
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with pytest.raises(SystemExit):
+        velo_sql.main()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    with pytest.raises(SystemExit):
+        velo_sql.main()
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
+    capsys.readouterr()

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from velostream.cli.load import load_application
 from velostream.cli.problems import print_problems
-from velostream.cli.startup import resume_gc
+from velostream.cli.startup import choose_arrow_pool, resume_gc
 from velostream.errors import VelostreamError
 from velostream.observability.job_metrics import JobCounts
 from velostream.observability.manager import ObservabilityManager
@@ -113,6 +113,7 @@ def run_file(
     from velostream.observability.logging import configure_logging
     from velostream.observability.manager import StreamingConfig
 
+    choose_arrow_pool()
     level, form, log_file, syslog = log
     configure_logging(level, form, log_file, syslog=syslog)  # type: ignore[arg-type]
     err = Console(stderr=True)

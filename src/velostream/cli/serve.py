@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from velostream.api.guard import DEFAULT_MAX_BODY, allowed_hosts
 from velostream.cli.problems import print_problems
+from velostream.cli.startup import choose_arrow_pool
 from velostream.errors import ConfigurationError, VelostreamError
 from velostream.fsutil import PathRoots
 from velostream.observability.logging import configure_logging
@@ -82,27 +83,6 @@ def _limits(options: ServeOptions) -> JobLimits:
     return JobLimits(memory_bytes=memory, batch_timeout_ms=timeout)
 
 
-def use_arrow_pool_for_many_jobs() -> str:
-    """Arrow's buffers from jemalloc (the system allocator if Arrow has none), not mimalloc;
-    returns the pool's name. An explicit ARROW_DEFAULT_MEMORY_POOL is left alone.
-
-    mimalloc, Arrow's default, keeps a heap per thread, and what a job's thread freed stays
-    in that heap while the job idles. With 50 jobs that had each read 200,000 rows, a
-    server held 1.2 GiB idle under mimalloc and 0.45-0.5 GiB under jemalloc or the system
-    allocator (`benchmarks/bench_memory.py`). On the engine's batches jemalloc costs a few
-    percent of CPU against mimalloc (within bench_engine's noise); the system allocator
-    about a fifth on a filter + projection.
-    """
-    import pyarrow as pa
-
-    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
-        try:
-            pa.set_memory_pool(pa.jemalloc_memory_pool())
-        except NotImplementedError:  # a build without jemalloc (macOS, Windows wheels)
-            pa.set_memory_pool(pa.system_memory_pool())
-    return str(pa.default_memory_pool().backend_name)
-
-
 def serve(options: ServeOptions, application: Path | None = None, once: bool = False) -> int:
     """Run the job server until SIGTERM/SIGINT (or, with `once`, until its jobs end)."""
     from velostream.api.app import create_app
@@ -130,7 +110,7 @@ def serve(options: ServeOptions, application: Path | None = None, once: bool = F
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     data_dir.mkdir(parents=True, exist_ok=True)
-    _log.debug("Arrow memory pool: %s", use_arrow_pool_for_many_jobs())
+    _log.debug("Arrow memory pool: %s", choose_arrow_pool())
     observability = ObservabilityManager.from_streaming_config(StreamingConfig.default())
     observability.initialize()
     jobs = StreamJobServer(

@@ -9,7 +9,8 @@ without the app when no `VELO_LOG_*` setting asks for the options' checks. Any o
 (`--help`, another option, a second argument) goes to the app.
 
 `run`, `validate` and the help start without the cyclic GC (`velostream.cli.startup`):
-`run` turns it back on once the application is planned, before its jobs start.
+`run` turns it back on once the application is planned, before its jobs start. Every
+command keeps OpenBLAS to one thread (`single_blas_thread`).
 
 `run` and `validate` end with `exit_now`: once their output is written, flushed and
 closed, the interpreter's teardown (freeing DuckDB's, Arrow's and NumPy's modules and
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from velostream.cli import DATA_DIR
-from velostream.cli.startup import asks_for_help, pause_gc
+from velostream.cli.startup import asks_for_help, pause_gc, single_blas_thread
 
 if TYPE_CHECKING:
     from velostream.cli.sql_commands import app
@@ -35,6 +36,7 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """The `velo-sql` console script."""
+    single_blas_thread()  # before anything imports NumPy
     args = sys.argv[1:]
     if args[:1] in (["run"], ["validate"]) or asks_for_help(args):
         pause_gc()  # `run_file` resumes it; help and validate end first

@@ -15,7 +15,7 @@ record, found by C-level passes.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import NamedTuple, overload
@@ -56,22 +56,31 @@ class BadRecords(Sequence[BadRecord]):
     """Bad records of one block as columns (see the module docstring), in order.
 
     Record i is `raws[i]`, from `{place}{numbers[i]}`, with `kinds[i]` and
-    `messages[i]`, at `stage`.
+    `messages[i]`, at `stage`. `raws` may be given as a function that makes them: they
+    are then made when first asked for (a job that only counts and logs its bad records,
+    with no dead-letter queue, never asks, and its reader saves the copy).
     """
 
-    __slots__ = ("kinds", "messages", "numbers", "place", "raws", "stage")
+    __slots__ = ("_raws", "kinds", "messages", "numbers", "place", "stage")
 
     def __init__(
         self,
-        raws: pa.Array,
+        raws: pa.Array | Callable[[], pa.Array],
         place: str,
         numbers: np.ndarray,
         kinds: list[ErrorKind],
         messages: list[str],
         stage: Stage = Stage.DESERIALIZE,
     ) -> None:
-        self.raws, self.place, self.numbers = raws, place, numbers
+        self._raws, self.place, self.numbers = raws, place, numbers
         self.kinds, self.messages, self.stage = kinds, messages, stage
+
+    @property
+    def raws(self) -> pa.Array:
+        """Each record's bytes, as binary."""
+        if not isinstance(self._raws, pa.Array):
+            self._raws = self._raws()
+        return self._raws
 
     def __len__(self) -> int:
         return len(self.kinds)

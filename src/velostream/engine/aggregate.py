@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from velostream.datasource.traits import BadRecord, SourceBatch
+from velostream.datasource.traits import BadRecord, RecordRefs, SourceBatch
 from velostream.engine.core import (
     BatchOutput,
     Executor,
@@ -145,8 +145,21 @@ class AggregateExecutor(Executor):
 
     # --- batches ------------------------------------------------------------------
 
+    def prime(self, columns: pa.Schema) -> None:
+        """A global aggregate that saw no row learns its pre-query's columns from an empty
+        batch of `columns`, untyped (a header names them, no row types them): `finish`
+        then answers SQL's one row (`_no_rows`)."""
+        if self._pre_schema is not None or self.plan.keys or not len(columns):
+            return
+        if self._mode is not None or self._duckdb.has_state:  # restored: its state answers
+            return
+        if self._windows is not None or self._sessions is not None:
+            return
+        untyped = pa.schema([(name, pa.null()) for name in columns.names])
+        self.process(SourceBatch(untyped.empty_table(), _NoRefs()))
+
     def process(self, batch: SourceBatch) -> BatchOutput:
-        if batch.table.num_rows == 0:
+        if batch.table.num_rows == 0 and (self._pre_schema or not batch.table.num_columns):
             return BatchOutput(pa.table({}))
         table = with_row_numbers(batch.table)
         pre = self._direct_pre(table)
@@ -357,3 +370,13 @@ class AggregateExecutor(Executor):
             else:
                 self._running = self._final = self._pending = None
         self._duckdb.restore(state)
+
+
+class _NoRefs(RecordRefs):
+    """The references of an empty batch: there is no row to refer to."""
+
+    def ref(self, index: int) -> str:
+        raise IndexError(index)
+
+    def raw(self, index: int) -> bytes:
+        raise IndexError(index)

@@ -115,6 +115,10 @@ class Executor(ABC):
         """The rows due when a bounded source ends (EMIT FINAL, open windows, LEAD)."""
         return None
 
+    def prime(self, columns: pa.Schema) -> None:  # noqa: B027 - optional hook
+        """Learn the input's column names from its source, before `finish`, when no row
+        brought them (it had none, or only bad ones)."""
+
     def _apply_limit(self, table: pa.Table) -> pa.Table:
         table = with_headers(normalize_output(table), self.plan.set_headers, self.con)
         limit = self.plan.limit

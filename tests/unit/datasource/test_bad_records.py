@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from velostream.datasource.bad_records import BadRecords, failure_groups, failure_keys, joined
-from velostream.datasource.file.bad_lines import drop_lines, field_counts, line_bounds, raw_lines
+from velostream.datasource.file import bad_lines
+from velostream.datasource.file.bad_lines import drop_lines, line_bounds, line_fields, raw_lines
 from velostream.datasource.file.checks import type_messages
 from velostream.datasource.traits import BadRecord
 from velostream.errors import ErrorKind, Stage
@@ -30,6 +31,20 @@ def as_records() -> list[BadRecord]:
         BadRecord(b"3,c", "in.csv:9", "short", PARSE),
         BadRecord(b"4,\xff", "in.csv:12", "invalid UTF-8", PARSE),
     ]
+
+
+def test_raws_given_as_a_function_are_made_once_when_first_asked_for() -> None:
+    made: list[int] = []
+    eager = columns()
+
+    def make() -> pa.Array:
+        made.append(1)
+        return eager.raws
+
+    bad = BadRecords(make, "in.csv:", eager.numbers, eager.kinds, eager.messages)
+    assert len(bad) == 4 and [g.records for g in bad.groups()] == [2, 1, 1] and not made
+    assert list(bad) == as_records() and bad[1] == as_records()[1]
+    assert bad.raws.to_pylist()[0] == b"1,a" and made == [1]
 
 
 def test_columns_stand_for_the_records_they_hold() -> None:
@@ -105,12 +120,37 @@ def test_drop_lines_joins_the_rest_and_raw_lines_gives_the_dropped(drop, kind) -
         (b"\n\n", 2, [1, 1]),
     ],
 )
-def test_field_counts_are_delimiters_plus_one_a_line(
+def test_line_fields_are_delimiters_plus_one_a_line(
     block: bytes, n_lines: int, fields: list[int]
 ) -> None:
-    bounds = line_bounds(block, n_lines)
-    assert bounds is not None
-    assert field_counts(block, bounds, ",").tolist() == fields
+    split = line_fields(block, n_lines, ",")
+    assert split is not None
+    bounds, counts = split
+    assert counts.tolist() == fields
+    expected = line_bounds(block, n_lines)
+    assert expected is not None
+    assert bounds.starts.tolist() == expected.starts.tolist()
+    assert bounds.ends.tolist() == expected.ends.tolist()
+    assert line_fields(block, n_lines + 1, ",") is None
+
+
+@pytest.mark.parametrize("run_bytes", [1, 2, 7, 1 << 19])
+@pytest.mark.parametrize("last_break", [True, False])
+def test_line_fields_agree_over_runs(
+    run_bytes: int, last_break: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs of lines (the last one short, some lines empty or long) give the same answer."""
+    monkeypatch.setattr(bad_lines, "_RUN_BYTES", run_bytes)
+    lines = [b"a,b,c", b"", b"," * 300, b"1,2\r", b"x", b"", b";,;", b"7,8,9,10"]
+    block = b"\n".join(lines) + (b"\n" if last_break else b"")
+    split = line_fields(block, len(lines), ",")
+    assert split is not None
+    bounds, counts = split
+    assert counts.tolist() == [line.count(b",") + 1 for line in lines]
+    expected = line_bounds(block, len(lines))
+    assert expected is not None
+    assert bounds.starts.tolist() == expected.starts.tolist()
+    assert bounds.ends.tolist() == expected.ends.tolist()
 
 
 def test_type_messages_say_each_value_once_made_and_cut_past_80_characters() -> None:
@@ -128,3 +168,21 @@ def test_type_messages_say_each_value_once_made_and_cut_past_80_characters() -> 
     assert messages[0] is messages[2] is messages[4], "a repeated value's message is shared"
     exactly_80 = type_messages(pa.field("n", pa.int64()), pa.array(["7" * 80]))
     assert exactly_80 == [f"column 'n': '{'7' * 80}' is not a valid integer (int64)"]
+
+
+def test_scratch_pool_is_jemalloc_or_else_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    bad_lines.scratch_pool.cache_clear()
+    try:
+        assert bad_lines.scratch_pool().backend_name in (
+            "jemalloc",
+            pa.default_memory_pool().backend_name,
+        )
+
+        def missing() -> pa.MemoryPool:
+            raise NotImplementedError("no jemalloc in this build")
+
+        bad_lines.scratch_pool.cache_clear()
+        monkeypatch.setattr(pa, "jemalloc_memory_pool", missing)
+        assert bad_lines.scratch_pool().backend_name == pa.default_memory_pool().backend_name
+    finally:
+        bad_lines.scratch_pool.cache_clear()

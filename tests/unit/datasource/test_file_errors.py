@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pytest
 from hypothesis import given, settings
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from velostream.datasource.file import formats
 from velostream.datasource.file import source as file_source
-from velostream.datasource.file.checks import check_column
+from velostream.datasource.file.checks import check_column, check_known
 from velostream.datasource.file.csvlines import CsvDecoder
 from velostream.datasource.file.jsonl import JsonDecoder
 from velostream.datasource.file.source import FileSource
@@ -236,6 +237,44 @@ def test_check_column_agrees_with_arrow_csv(target: pa.DataType, data: st.DataOb
             continue
         assert not fail, f"{value!r} should convert to {target}"
         assert got == expected or (got != got and expected != expected)
+
+
+@pytest.mark.parametrize("target", [pa.int64(), pa.float64(), pa.date32()], ids=str)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_check_column_with_known_bad_values_finds_the_same(
+    target: pa.DataType, data: st.DataObject
+) -> None:
+    """Values that failed before are looked up; the result is the same, new failures too."""
+    values = data.draw(st.lists(_TOKENS[target], min_size=1, max_size=30))
+    column = pa.array([None if v == "" else v for v in values], pa.string())
+    converted, failed = check_column(column, target)
+    failing = [] if failed is None else column.filter(pc.fill_null(failed, False)).to_pylist()
+    known = pa.array(data.draw(st.lists(st.sampled_from(failing))) if failing else [], pa.string())
+    checked = check_known(column, target, known)
+    if failing and set(failing) - set(known.to_pylist()):
+        assert checked is None  # a value not known fails too
+    again, failed_again = checked or check_column(column, target)
+    assert again.to_pylist() == converted.to_pylist() or str(again) == str(converted)
+    expected = [False] * len(values) if failed is None else pc.fill_null(failed, False)
+    got = [False] * len(values) if failed_again is None else pc.fill_null(failed_again, False)
+    assert pa.array(got, pa.bool_()).to_pylist() == pa.array(expected, pa.bool_()).to_pylist()
+
+
+def test_a_decoder_learns_bad_values_and_still_finds_new_ones() -> None:
+    """The second block has the first's placeholder and a new bad value: both are found."""
+    schema = pa.schema([("i", pa.int64()), ("f", pa.float64())])
+    decoder = CsvDecoder(schema)
+    first = decoder.decode(b"1,1.5\n2,n/a\n3,2.5\n", 3)
+    assert [(e.line, e.message) for e in first.errors] == [
+        (1, "column 'f': 'n/a' is not a valid double")
+    ]
+    second = decoder.decode(b"4,n/a\n5,x\n6,3.5\n7,n/a\n", 4)
+    assert [e.line for e in second.errors] == [0, 1, 3]
+    assert second.table.to_pylist() == [{"i": 6, "f": 3.5}]
+    third = decoder.decode(b"8,x\n9,n/a\n10,\n", 3)
+    assert [e.line for e in third.errors] == [0, 1]
+    assert third.table.to_pylist() == [{"i": 10, "f": None}]
 
 
 @settings(max_examples=40, deadline=None)

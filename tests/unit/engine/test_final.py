@@ -182,3 +182,45 @@ def test_a_global_aggregate_of_no_rows_is_sqls_one_row(sizes: list[int]) -> None
     # Rows that pass, then a HAVING that refuses their group: still no row.
     sql = "SELECT COUNT(*) AS c FROM t HAVING COUNT(*) < 1"
     assert run_job(sql, t, batch_size=sizes, emit=EmitMode.FINAL).rows == []
+
+
+@pytest.mark.parametrize(
+    ("sql", "rows"),
+    [
+        (
+            "SELECT COUNT(*) AS c, SUM(i) AS s, AVG(f) AS a, MIN(s) AS m FROM t",
+            [{"c": 0, "s": None, "a": None, "m": None}],
+        ),
+        (
+            "SELECT COUNT(DISTINCT s) AS d, LISTAGG(s, ',') AS l FROM t WHERE i > 1",
+            [{"d": 0, "l": None}],
+        ),
+        ("SELECT COUNT(*) AS c FROM t HAVING COUNT(*) > 0", []),
+        ("SELECT s, COUNT(*) AS c FROM t GROUP BY s", []),  # no group
+    ],
+)
+def test_a_global_aggregate_no_row_reached_learns_its_columns_from_the_source(
+    sql: str, rows: list[dict[str, object]]
+) -> None:
+    """No batch came (a header-only file, or only bad lines): `prime` gives the source's
+    column names, untyped, and the global aggregate still answers SQL's one row."""
+    job = make_job(sql, emit=EmitMode.FINAL)
+    executor = build_executor(plan_job(job), job)
+    executor.prime(pa.schema([("i", pa.string()), ("s", pa.string()), ("f", pa.string())]))
+    final = executor.finish()
+    assert (final.to_pylist() if final is not None else []) == rows
+
+
+def test_priming_a_restored_global_aggregate_keeps_its_state() -> None:
+    """A job restored from a checkpoint whose source has nothing new: its state, not an
+    empty input, gives the final row."""
+    sql = "SELECT COUNT(*) AS c, SUM(i) AS s FROM t"
+    t = pa.table({"i": pa.array([1, 2, 3], pa.int64())})
+    job = make_job(sql, emit=EmitMode.FINAL)
+    first = build_executor(plan_job(job), job)
+    first.process(SourceBatch(t, LineRefs(0)))
+    again = build_executor(plan_job(job), job)
+    again.restore(first.snapshot())
+    again.prime(pa.schema([("i", pa.string())]))
+    final = again.finish()
+    assert final is not None and final.to_pylist() == [{"c": 3, "s": 6}]

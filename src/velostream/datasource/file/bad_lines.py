@@ -5,7 +5,7 @@ messages as parallel columns. A block with thousands of bad lines then becomes b
 records in a few C-level passes (see `FileSource._decode`), not a Python object built
 and unpacked per line.
 
-`line_bounds`, `field_counts`, `drop_lines` and `raw_lines` take apart a block of CSV
+`line_bounds`, `line_fields`, `drop_lines` and `raw_lines` take apart a block of CSV
 without quotes: where each line starts and ends, how many fields it holds, the block
 without some of its lines, and the bytes of a few lines (each by Arrow or numpy
 passes over the whole block).
@@ -13,6 +13,7 @@ passes over the whole block).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -30,13 +31,15 @@ __all__ = [
     "LineError",
     "LineErrors",
     "drop_lines",
-    "field_counts",
     "line_bounds",
+    "line_fields",
     "raw_lines",
+    "scratch_pool",
 ]
 
 Block: TypeAlias = bytes | bytearray
 _NEWLINE, _CR = 10, 13
+_RUN_BYTES = 1 << 19  # the bytes of a run of `line_fields`, to the end of a line
 
 
 class LineError(NamedTuple):
@@ -128,20 +131,52 @@ def line_bounds(block: Block, n_lines: int) -> LineBounds | None:
     return LineBounds(starts, ends)
 
 
-def field_counts(block: Block, bounds: LineBounds, delimiter: str) -> np.ndarray:
-    """How many fields each line holds, counting delimiters (a block without quotes).
+def line_fields(block: Block, n_lines: int, delimiter: str) -> tuple[LineBounds, np.ndarray] | None:
+    """`line_bounds` of a block without quotes, and how many fields each line holds.
 
-    One sum per line of the block's delimiter mask, from each line's start to the
-    next one's (a delimiter is never a line break, see `parse_delimiter`): no position
-    of each delimiter is ever listed.
+    A line's fields are its delimiters plus one (a delimiter is never a line break, see
+    `parse_delimiter`), summed from its start to the next line's. The block goes in
+    runs of whole lines of some hundred kilobytes, each run's masks made in one buffer
+    and used while they are in the cache: over a whole block of megabytes at once the
+    passes took several times the CPU in a busy job (bench_engine case 5).
     """
     data = np.frombuffer(block, np.uint8)
-    if not len(bounds.starts) or not len(data):
-        return np.ones(len(bounds.starts), np.int64)
-    # int32 sums run three times as fast as int64; a line is far shorter than 2**31
-    delimiters = np.add.reduceat(data == ord(delimiter), bounds.starts, dtype=np.int32)
-    counts: np.ndarray = delimiters + 1
-    return counts
+    size = len(data)
+    mask = np.empty(min(size, _RUN_BYTES) + 1, bool)
+    code = ord(delimiter)
+    starts: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    at = 0
+    while at < size:
+        end = block.find(b"\n", at + _RUN_BYTES - 1) + 1 if at + _RUN_BYTES < size else size
+        end = end or size
+        if end - at > len(mask):
+            mask = np.empty(end - at, bool)
+        run = mask[: end - at]
+        breaks = np.flatnonzero(np.equal(data[at:end], _NEWLINE, out=run))
+        if not len(breaks) or breaks[-1] != end - at - 1:  # the last line, unbroken
+            breaks = np.append(breaks, end - at)
+        firsts = np.empty(len(breaks), np.int64)
+        firsts[0] = 0
+        firsts[1:] = breaks[:-1] + 1
+        # int32 sums run three times as fast as int64; a line is far shorter than 2**31
+        delimiters = np.equal(data[at:end], code, out=run)
+        counts.append(np.add.reduceat(delimiters, firsts, dtype=np.int32))
+        starts.append(firsts + at)
+        at = end
+    if sum(map(len, starts)) != n_lines:
+        return None
+    if not n_lines:
+        return LineBounds(np.empty(0, np.int64), np.empty(0, np.int64)), np.empty(0, np.int64)
+    first = np.concatenate(starts)
+    ends = np.empty(n_lines, np.int64)
+    ends[:-1] = first[1:] - 1
+    ends[-1] = size - 1 if data[-1] == _NEWLINE else size
+    if b"\r" in block:
+        nonempty = ends > first
+        ends[nonempty] -= data[ends[nonempty] - 1] == _CR
+    fields: np.ndarray = np.concatenate(counts).astype(np.int64) + 1
+    return LineBounds(first, ends), fields
 
 
 def drop_lines(block: Block, bounds: LineBounds, drop: np.ndarray) -> pa.Buffer:
@@ -150,16 +185,34 @@ def drop_lines(block: Block, bounds: LineBounds, drop: np.ndarray) -> pa.Buffer:
     The block is cut into runs of kept lines, each followed by a dropped line; taking
     the runs copies them back to back in C, with no Python step per line and the GIL
     released (a list of slices joined by Python held it for 20,000 steps a block).
+    The copy, which lives for one parse, comes from `scratch_pool`.
     """
-    resume = np.append(bounds.starts[1:], len(block))[drop]
+    resume = _next_starts(block, bounds, drop)
     offsets = np.empty(2 * len(drop) + 2, np.int64)
     offsets[0], offsets[-1] = 0, len(block)
     offsets[1:-1:2] = bounds.starts[drop]
     offsets[2:-1:2] = resume
-    runs = pc.take(_spans(block, offsets), pa.array(np.arange(0, len(offsets) - 1, 2)))
+    taken = pa.array(np.arange(0, len(offsets) - 1, 2))
+    runs = pc.take(_spans(block, offsets), taken, memory_pool=scratch_pool())
     kept = len(block) - int((resume - bounds.starts[drop]).sum())
     data: pa.Buffer = runs.buffers()[2]
     return data[:kept] if data is not None else pa.py_buffer(b"")
+
+
+@functools.cache
+def scratch_pool() -> pa.MemoryPool:
+    """Arrow's pool for a block-sized buffer that lives for one parse: jemalloc's, if Arrow
+    has it, else the default.
+
+    mimalloc, Arrow's default, often gives a buffer of megabytes fresh pages, whose
+    faults cost more than the copy: `drop_lines` took 0.03-0.10 CPU-s a bench_engine
+    case 5 run (median 0.06) from mimalloc and 0.034-0.047 from jemalloc, which keeps
+    freed pages a while (seven runs each, alternated, on a busy machine).
+    """
+    try:
+        return pa.jemalloc_memory_pool()
+    except NotImplementedError:  # a build without jemalloc (macOS, Windows wheels)
+        return pa.default_memory_pool()
 
 
 def raw_lines(block: Block, bounds: LineBounds, which: np.ndarray) -> pa.Array:
@@ -174,6 +227,15 @@ def raw_lines(block: Block, bounds: LineBounds, which: np.ndarray) -> pa.Array:
     offsets[0::2] = bounds.starts[which]
     offsets[1::2] = bounds.ends[which]
     return pc.take(_spans(block, offsets), pa.array(np.arange(0, len(offsets), 2)))
+
+
+def _next_starts(block: Block, bounds: LineBounds, lines: np.ndarray) -> np.ndarray:
+    """Where the line after each of `lines` starts (the block's end after the last)."""
+    after = lines + 1
+    last = len(bounds.starts)
+    starts: np.ndarray = bounds.starts[np.minimum(after, last - 1)]
+    starts[after == last] = len(block)
+    return starts
 
 
 def _spans(block: Block, offsets: np.ndarray) -> pa.Array:

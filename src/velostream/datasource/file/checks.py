@@ -21,6 +21,7 @@ __all__ = [
     "FALSE_VALUES",
     "TRUE_VALUES",
     "check_column",
+    "check_known",
     "inferred_type",
     "majority_type",
     "mask_at",
@@ -69,6 +70,24 @@ def mask_at(n: int, positions: Iterable[int]) -> pa.Array:
         flags[i] = 1
     flagged = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)])
     return pc.not_equal(flagged, _ZERO_U8)
+
+
+def check_known(
+    column: Column, t: pa.DataType, known_bad: pa.Array
+) -> tuple[Column, Column] | None:
+    """`check_column`'s answer when the values of `column` that fail `t` are all in
+    `known_bad`, values that failed `t` before (a placeholder such as `n/a`): one lookup
+    finds them, with no pattern run over the column. None when another value fails, or
+    for text and boolean columns, which `check_column` does at once.
+    """
+    if pa.types.is_string(t) or pa.types.is_boolean(t) or not len(known_bad):
+        return None
+    # A value that failed `t` fails it again: if the rest converts, that is all.
+    failed = pc.is_in(column, value_set=known_bad)
+    try:
+        return pc.cast(_null_where(column, failed), t), failed
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
 
 
 def check_column(

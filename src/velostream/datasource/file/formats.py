@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TypeAlias
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -44,6 +45,7 @@ __all__ = [
     "LineError",
     "LineErrors",
     "arrow_block_size",
+    "bad_raws",
     "has_bare_cr",
     "join_lines",
     "kept_lines",
@@ -81,12 +83,26 @@ class Decoded:
 
     def raws(self, block: Block, n_lines: int) -> pa.Array:
         """The bytes of the bad lines of `block` (`n_lines` lines), in `errors` order."""
-        if self.bounds is not None:
-            return raw_lines(block, self.bounds, self.errors.lines)
-        if self.lines is None:
+        if self.bounds is None and self.lines is None:
             self.lines = split_lines(block, n_lines)
-        raws: pa.Array = pc.take(self.lines, pa.array(self.errors.lines))
-        return raws
+        return bad_raws(block, n_lines, self.errors.lines, self.bounds, self.lines)
+
+
+def bad_raws(
+    block: Block,
+    n_lines: int,
+    which: np.ndarray,
+    bounds: LineBounds | None,
+    lines: pa.Array | None,
+) -> pa.Array:
+    """The bytes of lines `which` of `block`, from `bounds` or `lines` if known (a
+    `Decoded`'s; a function of its own so that a caller can keep these, not the table)."""
+    if bounds is not None:
+        return raw_lines(block, bounds, which)
+    if lines is None:
+        lines = split_lines(block, n_lines)
+    raws: pa.Array = pc.take(lines, pa.array(which))
+    return raws
 
 
 class Decoder(ABC):

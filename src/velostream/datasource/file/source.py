@@ -26,6 +26,7 @@ writes, and ends when that job has ended and every committed line is read.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import logging
 import os
@@ -39,7 +40,7 @@ import pyarrow as pa
 
 from velostream.datasource.bad_records import BadRecords
 from velostream.datasource.file.csvlines import CsvDecoder
-from velostream.datasource.file.formats import Block, Decoder, split_lines
+from velostream.datasource.file.formats import Block, Decoder, bad_raws, split_lines
 from velostream.datasource.file.jsonl import JsonDecoder
 from velostream.datasource.file.lines import LineBlock, LineReader
 from velostream.datasource.file.options import (
@@ -423,7 +424,10 @@ class FileSource(Source):
         errors = decoded.errors
         if errors:  # as columns: no Python object per bad line (see `bad_records`)
             numbers = errors.lines + (first + 1)
-            raws = decoded.raws(block, n)
+            # made if asked for, from the block and its bounds (not the table)
+            raws = functools.partial(
+                bad_raws, block, n, errors.lines, decoded.bounds, decoded.lines
+            )
             bad = BadRecords(raws, f"{cursor.path}:", numbers, errors.kinds, errors.messages)
         if got.long:
             bad = self._long_records(cursor.path, got, bad)

@@ -246,6 +246,8 @@ class JobProcessor:
             if not self._stop.is_set():
                 _log.debug("job %r: source ended, final flush and commit", self.job.name)
                 with self._batch_lock:
+                    if isinstance(columns := getattr(self.source, "schema", None), pa.Schema):
+                        self.executor.prime(columns)  # in case no row brought them
                     written = self._write(self.executor.finish())
                     self.committer.commit(None)
                     self._count_out(written)
