@@ -12,9 +12,10 @@ when DuckDB binds: `typeof(x)` is folded then, so only one branch of this runs:
 
 Integers pass as they are; a double, or a numeric string short enough to be exact in one
 ('7.5', '1e3'), is truncated as a DOUBLE (fast); anything else (DECIMAL, long strings)
-through DECIMAL(38, 18), exact to 18 places. Out of range after truncation is still the
-row's error. What has no numeric view (a string that is no number, NaN, hexadecimal,
-beyond ±10^20) falls to the plain cast, which keeps DuckDB's answer and its errors.
+through DECIMAL(38, 18), exact to 18 places; beyond ±10^20, a number written out in
+digits is cut at its point as text. Out of range after truncation is still the row's
+error. What has no numeric view (a string that is no number, NaN, hexadecimal, an
+exponent beyond ±10^20) falls to the plain cast, which keeps DuckDB's answer and errors.
 The first `CAST(x AS T)` is the user's own node: row isolation (`plan.casts`) re-runs it
 as TRY_CAST to find failing rows as before; the engine's own casts are marked (`HELPER`)
 and never taken for the user's. An argument with a window function is cast through the
@@ -60,6 +61,10 @@ _INTEGER_SQL = (
     "WHEN typeof({x}) IN ('DOUBLE', 'FLOAT') OR (typeof({x}) = 'VARCHAR' "
     "AND length(CAST({x} AS VARCHAR)) <= 15) THEN NULL ELSE NULL END"
 )
+# The whole part of a number written out in digits ('-123456789012345678901.5'), else NULL.
+_DIGITS_SQL = (
+    "NULLIF(regexp_extract(CAST({x} AS VARCHAR), '^\\s*([-+]?[0-9]+)(\\.[0-9]*)?\\s*$', 1), '')"
+)
 _TIMESTAMP_SQL = (
     f"COALESCE(CAST(TRY_CAST({_PLACEHOLDER} AS TIMESTAMPTZ) AS TIMESTAMP), "
     f"make_timestamp(CAST(trunc(TRY_CAST({_PLACEHOLDER} AS DECIMAL(38, 3)) * 1000) AS BIGINT)), "
@@ -78,11 +83,18 @@ def _truncating(cast: exp.Cast) -> exp.Expr:
     x, to = cast.this, cast.to
     kind = exp.TryCast if isinstance(cast, exp.TryCast) else exp.Cast
 
-    def through(via: str) -> exp.Expr:
-        """`x` as `via`, truncated, cast to `to`; else the user's own cast."""
+    def through(via: str, *more: exp.Expr) -> exp.Expr:
+        """`x` as `via`, truncated, cast to `to`; else `more`; else the user's own cast."""
         exact = _helper(exp.TryCast(this=x.copy(), to=exp.DataType.build(via)))
         first = _helper(kind(this=exp.Anonymous(this="trunc", expressions=[exact]), to=to.copy()))
-        return exp.Coalesce(this=first, expressions=[_helper(cast.copy())])
+        return exp.Coalesce(this=first, expressions=[*more, _helper(cast.copy())])
+
+    # Beyond DECIMAL(38, 18) (|x| >= 10^20), a number written out in digits is cut at its
+    # point as text: DuckDB's own cast would round it.
+    digits = sqlglot.parse_one(_DIGITS_SQL.format(x=_PLACEHOLDER), read="duckdb")
+    for node in digits.find_all(exp.Cast):
+        _helper(node)
+    whole = _helper(exp.TryCast(this=digits, to=to.copy()))
 
     if x.find(exp.Window) is not None:
         exact = _helper(exp.Cast(this=x.copy(), to=exp.DataType.build(_DECIMAL)))
@@ -95,7 +107,7 @@ def _truncating(cast: exp.Cast) -> exp.Expr:
     ifs = template.args["ifs"]
     ifs[0].set("true", cast.copy())  # the user's cast: row isolation re-runs this one
     ifs[1].set("true", through("DOUBLE"))
-    template.set("default", through(_DECIMAL))
+    template.set("default", through(_DECIMAL, whole))
     for placeholder in list(template.find_all(exp.Column)):
         if placeholder.name == _PLACEHOLDER:
             placeholder.replace(x.copy())

@@ -144,15 +144,35 @@ def test_double_casts_truncate_or_fail_the_row_like_python(
 @SETTINGS
 @given(
     digits=st.lists(
-        st.tuples(st.booleans(), st.integers(0, 10**20), st.integers(0, 10**12 - 1)),
+        st.tuples(
+            st.booleans(),
+            st.one_of(st.integers(0, 10**20), st.integers(10**20, 10**38 - 1)),
+            st.integers(0, 10**12 - 1),
+        ),
         min_size=1,
         max_size=20,
     )
 )
 def test_decimal_strings_truncate_exactly(digits: list[tuple[bool, int, int]]) -> None:
+    """Within DECIMAL(38, 18)'s range and beyond it (|x| >= 10^20), up to HUGEINT's."""
     texts = [f"{'-' if neg else ''}{whole}.{frac:012d}" for neg, whole, frac in digits]
     run = run_job("SELECT TRY_CAST(x AS HUGEINT) AS n FROM t", pa.table({"x": texts}))
     assert run.column("n") == [int(Decimal(t)) for t in texts]
+
+
+def test_numbers_beyond_ten_to_the_twenty_truncate_rather_than_round() -> None:
+    """Past DECIMAL(38, 18), DuckDB's own cast rounds ('...0.5' gave '...1'): a number
+    written out in digits is cut at its point; past HUGEINT it is still the row's error."""
+    texts = ["100000000000000000000.5", " -123456789012345678901234.999 ", "+10" + "0" * 20 + "."]
+    decimals = pa.array([Decimal("1" + "0" * 24 + ".75")], pa.decimal128(38, 2))
+    assert one("SELECT CAST(x AS HUGEINT) AS n FROM t", pa.table({"x": texts})) == [
+        10**20,
+        -123456789012345678901234,
+        10**21,
+    ]
+    assert one("SELECT CAST(x AS HUGEINT) AS n FROM t", pa.table({"x": decimals})) == [10**24]
+    run = run_job("SELECT CAST(x AS HUGEINT) AS n FROM t", pa.table({"x": ["1" + "0" * 39 + ".5"]}))
+    assert run.column("n") == [] and len(run.bad) == 1
 
 
 def test_group_by_keys_where_and_aggregates_truncate() -> None:
