@@ -19,7 +19,7 @@ median of the per-round ratios are printed, with the median CPU seconds (user + 
 every thread) of each run: less noisy than wall time on a shared machine.
 
     python benchmarks/bench_cli.py [--rounds 7] [--rows N] [--brc-rows N] [--no-runs]
-                                   [--dirty-only]
+                                   [--dirty-only] [--against OTHER/src]
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ def seconds(command: list[str], cwd: Path) -> float:
     return timed(command, cwd)[0]
 
 
-def timed(command: list[str], cwd: Path) -> tuple[float, float]:
+def timed(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds: user + system of the process and its threads)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=ENV)
+    subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=env or ENV)
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
@@ -105,7 +105,12 @@ def one_shot(case: Case, data: Path, output: Path) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def runs(rounds: int, rows: int, brc_rows: int, batch_size: int) -> None:
+def runs(
+    rounds: int, rows: int, brc_rows: int, batch_size: int, against: Path | None = None
+) -> None:
+    """Each case's `velo-sql run` against DuckDB's one-shot process; with `against` (a
+    `src` folder of another version of velostream), that version's run too, in turn."""
+    other = None if against is None else {**ENV, "PYTHONPATH": str(against.resolve())}
     with tempfile.TemporaryDirectory(prefix="bench_cli_") as tmp:
         work = Path(tmp)
         write_trades(work / "trades.csv", rows)
@@ -121,15 +126,22 @@ def runs(rounds: int, rows: int, brc_rows: int, batch_size: int) -> None:
             base_cmd = one_shot(case, work, work / "duckdb.csv")
             ours: list[tuple[float, float]] = []
             base: list[tuple[float, float]] = []
+            then: list[tuple[float, float]] = []
             seconds(ours_cmd, work)  # untimed: the input in the page cache for both
             for _ in range(rounds):  # alternated
                 ours.append(timed(ours_cmd, work))
                 base.append(timed(base_cmd, work))
+                if other is not None:
+                    then.append(timed(ours_cmd, work, other))
             n = brc_rows if case.input_name == "measurements.txt" else rows
             title = f"{case.title} ({n:,} rows)"
             o, o_cpu = (statistics.median(m) for m in zip(*ours, strict=True))
             b, b_cpu = (statistics.median(m) for m in zip(*base, strict=True))
             print(f"{title:<52} {o:8.2f} {b:9.2f} {b / o:11.2f}x {o_cpu:11.2f} {b_cpu:13.2f}")
+            if then:
+                t, t_cpu = (statistics.median(m) for m in zip(*then, strict=True))
+                label = f"  the same, velostream from {against}"
+                print(f"{label:<52} {t:8.2f} {b:9.2f} {b / t:11.2f}x {t_cpu:11.2f}")
 
 
 def dirty_runs(rounds: int, rows: int, batch_size: int) -> None:
@@ -177,11 +189,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=200_000)
     parser.add_argument("--no-runs", action="store_true", help="start-up only")
     parser.add_argument("--dirty-only", action="store_true", help="the dirty-input case only")
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="a src folder of another version (git archive REV src | tar -x -C DIR): "
+        "its runs too, in the same rounds",
+    )
     args = parser.parse_args()
     if not args.dirty_only:
         startup(args.rounds)
     if not args.no_runs and not args.dirty_only:
-        runs(args.rounds, args.rows, args.brc_rows, args.batch_size)
+        runs(args.rounds, args.rows, args.brc_rows, args.batch_size, args.against)
     if not args.no_runs:
         dirty_runs(args.rounds, args.rows, args.batch_size)
 

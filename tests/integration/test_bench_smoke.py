@@ -70,7 +70,10 @@ CLI = BENCH.parent / "bench_cli.py"
 
 
 def test_cli_benchmark_runs_every_command_and_run_once() -> None:
-    out = _bench(CLI, "--rounds", "1", "--rows", "2000", "--brc-rows", "2000")
+    src = BENCH.parent.parent / "src"  # the other version: this one, for the smoke
+    out = _bench(
+        CLI, "--rounds", "1", "--rows", "2000", "--brc-rows", "2000", "--against", str(src)
+    )
     for line in (
         "velo-sql --help",
         "velo-sql validate 02_filter.sql",
@@ -81,6 +84,7 @@ def test_cli_benchmark_runs_every_command_and_run_once() -> None:
         "dirty input, ",
         "ours CPU s",
         "CPU seconds (user + system)",
+        f"the same, velostream from {src}",
     ):
         assert line in out, out
 
