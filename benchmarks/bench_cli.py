@@ -7,7 +7,11 @@
 2. Runs: `velo-sql run app.sql` against one Python process that runs DuckDB's one-shot
    COPY of the same query, for bench_engine's filter + projection (`--rows`, default
    2M), 1BRC (`--brc-rows`, default 5M) and tumbling EMIT FINAL cases (goals ≥ 0.6×,
-   0.6× and 0.8× the one-shot speed: the ratio printed is DuckDB's time / ours).
+   0.6× and 0.8× the one-shot speed: the ratio printed is DuckDB's time / ours). Each
+   case's floor is timed too: a process that imports validate's libraries (as every
+   `velo-sql run` must) and then runs DuckDB's one-shot COPY. A run that processed as
+   fast as DuckDB's whole query would take that long; a goal above the floor's ratio is
+   beyond any run that imports those libraries.
 3. Dirty input: `velo-sql run` of the filter + projection job on the trades with 10%
    poison rows (bench_engine's case 5: half a wrong field count, half a price that is
    not a number) against the same run on the clean trades (goal ≥ 0.8×: the ratio
@@ -94,12 +98,16 @@ CLEAN_CASE, DIRTY_CASE = 1, 5  # filter + projection, and the same on 10% poison
 GOAL_DIRTY = 0.8
 
 
-def one_shot(case: Case, data: Path, output: Path) -> list[str]:
-    """A Python process running DuckDB's COPY of the case's query: the baseline."""
+def one_shot(case: Case, data: Path, output: Path, imports: str = "import duckdb") -> list[str]:
+    """A Python process running DuckDB's COPY of the case's query: the baseline.
+
+    With `imports=VALIDATE_LIBRARIES`: the floor of any `velo-sql run` that imports
+    the libraries it checks with (they come first) and processes no faster than DuckDB.
+    """
     src = f"read_csv('{data / case.input_name}'{case.csv_options})"
     query = case.duckdb.format(src=src)
     code = (
-        "import duckdb\n"
+        f"{imports}\nimport duckdb\n"
         f"duckdb.sql({f'COPY ({query}) TO {str(output)!r} (HEADER, DELIMITER {chr(44)!r})'!r})"
     )
     return [sys.executable, "-c", code]
@@ -124,20 +132,26 @@ def runs(
             app.write_text(job_sql(case, work, work / "ours.csv", batch_size), encoding="utf-8")
             ours_cmd = [velo_sql(), "run", str(app), "--data-dir", str(work / "velo-data")]
             base_cmd = one_shot(case, work, work / "duckdb.csv")
+            floor_cmd = one_shot(case, work, work / "floor.csv", VALIDATE_LIBRARIES)
             ours: list[tuple[float, float]] = []
             base: list[tuple[float, float]] = []
+            floor: list[tuple[float, float]] = []
             then: list[tuple[float, float]] = []
             seconds(ours_cmd, work)  # untimed: the input in the page cache for both
             for _ in range(rounds):  # alternated
                 ours.append(timed(ours_cmd, work))
                 base.append(timed(base_cmd, work))
+                floor.append(timed(floor_cmd, work))
                 if other is not None:
                     then.append(timed(ours_cmd, work, other))
             n = brc_rows if case.input_name == "measurements.txt" else rows
             title = f"{case.title} ({n:,} rows)"
             o, o_cpu = (statistics.median(m) for m in zip(*ours, strict=True))
             b, b_cpu = (statistics.median(m) for m in zip(*base, strict=True))
+            f, f_cpu = (statistics.median(m) for m in zip(*floor, strict=True))
             print(f"{title:<52} {o:8.2f} {b:9.2f} {b / o:11.2f}x {o_cpu:11.2f} {b_cpu:13.2f}")
+            label = "  floor: the libraries, then DuckDB's query"
+            print(f"{label:<52} {f:8.2f} {b:9.2f} {b / f:11.2f}x {f_cpu:11.2f}")
             if then:
                 t, t_cpu = (statistics.median(m) for m in zip(*then, strict=True))
                 label = f"  the same, velostream from {against}"

@@ -83,6 +83,7 @@ def test_cli_benchmark_runs_every_command_and_run_once() -> None:
         "tumbling window 1m, EMIT FINAL (2,000 rows)",
         "dirty input, ",
         "ours CPU s",
+        "floor: the libraries, then DuckDB's query",
         "CPU seconds (user + system)",
         f"the same, velostream from {src}",
     ):
