@@ -173,6 +173,10 @@ class KafkaSource(Source):
         self._durable: dict[int, int] = {}  # offsets handed to commit()
         self._acked: dict[int, int] = {}  # offsets the broker confirmed
         self._revoked_now: set[int] = set()
+        # Messages this read had gathered before each `consume` call, and, per partition
+        # revoked during the read, that count when it was: its messages before are stale.
+        self._gathered = 0
+        self._revoked_at: dict[int, int] = {}
         self._recent: deque[_Envelope] = deque(maxlen=_RECENT_BATCHES)
         # A stateful job (GROUP BY, windows, joins, DISTINCT) whose state is kept whole
         # must read every partition: a share of the topic would give partial answers.
@@ -233,6 +237,7 @@ class KafkaSource(Source):
     def read_batch(self, max_records: int) -> SourceBatch | None:
         consumer = self.consumer
         self._revoked_now = set()
+        self._revoked_at = {}
         try:
             messages = self._consume(consumer, max(1, max_records))
         except (KafkaException, RuntimeError) as exc:
@@ -256,12 +261,14 @@ class KafkaSource(Source):
         of a burst do not wait out the interval."""
         interval, gap = self.config.polling_interval, self.config.quiet_gap
         deadline = time.monotonic() + interval
+        self._gathered = 0
         messages: list[Any] = consumer.consume(max_records, min(gap, interval))
         while len(messages) < max_records:
             left = deadline - time.monotonic()
             if left <= 0 or self._woken:
                 self._woken = False
                 break
+            self._gathered = len(messages)
             more = consumer.consume(max_records - len(messages), min(gap, left))
             if more:
                 messages += more
@@ -282,7 +289,9 @@ class KafkaSource(Source):
                     self._errors.add(error)
             messages = [m for m in messages if m.error() is None]
         if self._revoked_now:
-            messages = _after_rebalance(messages, self._revoked_now, self._assigned)
+            messages = _after_rebalance(
+                messages, self._revoked_now, self._assigned, self._revoked_at
+            )
         return messages
 
     def _check_whole_topic(self, consumer: Consumer) -> None:
@@ -494,25 +503,31 @@ class KafkaSource(Source):
                 state.pop(partition, None)
         self._assigned -= partitions
         self._revoked_now |= partitions
+        for partition in partitions:  # the last revocation counts
+            self._revoked_at[partition] = self._gathered
         if self.listener is not None:
             self.listener.revoked(partitions)
 
 
-def _after_rebalance(messages: Sequence[Any], revoked: set[int], assigned: set[int]) -> list[Any]:
-    """Messages still ours after a rebalance inside one `consume`.
+def _after_rebalance(
+    messages: Sequence[Any], revoked: set[int], assigned: set[int], revoked_at: dict[int, int]
+) -> list[Any]:
+    """Messages still ours after a rebalance during one read.
 
     A revoked partition's messages are dropped: its next owner reads them again from
-    the committed offset. A partition revoked and assigned back in the same call was
-    fetched again from its committed offset, so its offsets start over: only the
-    messages after the last restart are kept.
+    the committed offset. A partition revoked and assigned back during the read is
+    fetched again from its committed offset: only its messages after the revocation
+    are kept, those of the `consume` calls after it (`revoked_at`: how many messages
+    came before it) and, within one call, those after its offsets start over. Kept,
+    the earlier ones would come again in a later read, and be processed twice.
     """
-    keep_from: dict[int, int] = {}
+    keep_from: dict[int, int] = {p: revoked_at.get(p, 0) for p in revoked}
     last: dict[int, int] = {}
     for i, m in enumerate(messages):
         p = m.partition()
         if p in revoked and p in assigned:
             if p in last and m.offset() <= last[p]:
-                keep_from[p] = i
+                keep_from[p] = max(keep_from[p], i)
             last[p] = m.offset()
     out = []
     for i, m in enumerate(messages):

@@ -154,6 +154,67 @@ def test_messages_of_partitions_revoked_in_the_same_consume_are_dropped(
     assert batch.position == {"t-0": 12}
 
 
+def test_messages_read_before_a_rebalance_in_a_later_consume_are_not_read_twice(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    """A read is several `consume` calls. Partition 0's messages came in the first; it
+    was revoked and given back in the second, and the consumer then fetches it again
+    from its committed offset: the first call's messages of it are left out, or they
+    would be processed twice (once in this batch, once when they come again)."""
+    source = make_source()
+    source.commit({"t-0": 10, "t-1": 20})
+
+    def rebalance() -> list:
+        source._on_revoke(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
+        source._on_assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+        return []
+
+    consumer.results = [
+        [
+            message(b'{"a": 1}', partition=0, offset=10),
+            message(b'{"a": 2}', partition=1, offset=20),
+        ],
+        [message(b'{"a": 1}', partition=0, offset=11)],
+        rebalance,
+    ]
+    first = source.read_batch(100)
+    assert first is not None and first.table.num_rows == 0
+    consumer.results = [[message(b'{"a": 1}', partition=0, offset=o) for o in (10, 11, 12)]]
+    again = source.read_batch(100)
+    assert again is not None
+    assert [again.refs.ref(i) for i in range(again.table.num_rows)] == [
+        "t/0/10",
+        "t/0/11",
+        "t/0/12",
+    ]
+    assert again.position == {"t-0": 13}
+
+
+def test_messages_of_a_partition_given_back_are_kept_from_the_rebalance_on(
+    make_source: MakeSource, consumer: FakeConsumer
+) -> None:
+    source = make_source()
+    source.commit({"t-0": 10, "t-1": 20})
+
+    def rebalance() -> list:
+        source._on_revoke(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
+        source._on_assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+        return [message(b'{"a": 1}', partition=0, offset=10)]  # fetched again
+
+    consumer.results = [
+        [
+            message(b'{"a": 1}', partition=0, offset=10),
+            message(b'{"a": 2}', partition=1, offset=20),
+        ],
+        rebalance,
+        [message(b'{"a": 1}', partition=0, offset=11)],
+    ]
+    batch = source.read_batch(100)
+    assert batch is not None
+    assert [batch.refs.ref(i) for i in range(batch.table.num_rows)] == ["t/0/10", "t/0/11"]
+    assert batch.position == {"t-0": 12}
+
+
 def test_seek_rewinds_what_was_read_since_the_position(
     make_source: MakeSource, consumer: FakeConsumer
 ) -> None:
