@@ -168,21 +168,3 @@ def test_type_messages_say_each_value_once_made_and_cut_past_80_characters() -> 
     assert messages[0] is messages[2] is messages[4], "a repeated value's message is shared"
     exactly_80 = type_messages(pa.field("n", pa.int64()), pa.array(["7" * 80]))
     assert exactly_80 == [f"column 'n': '{'7' * 80}' is not a valid integer (int64)"]
-
-
-def test_scratch_pool_is_jemalloc_or_else_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    bad_lines.scratch_pool.cache_clear()
-    try:
-        assert bad_lines.scratch_pool().backend_name in (
-            "jemalloc",
-            pa.default_memory_pool().backend_name,
-        )
-
-        def missing() -> pa.MemoryPool:
-            raise NotImplementedError("no jemalloc in this build")
-
-        bad_lines.scratch_pool.cache_clear()
-        monkeypatch.setattr(pa, "jemalloc_memory_pool", missing)
-        assert bad_lines.scratch_pool().backend_name == pa.default_memory_pool().backend_name
-    finally:
-        bad_lines.scratch_pool.cache_clear()

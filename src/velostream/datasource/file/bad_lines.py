@@ -13,7 +13,6 @@ passes over the whole block).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -34,7 +33,6 @@ __all__ = [
     "line_bounds",
     "line_fields",
     "raw_lines",
-    "scratch_pool",
 ]
 
 Block: TypeAlias = bytes | bytearray
@@ -185,7 +183,8 @@ def drop_lines(block: Block, bounds: LineBounds, drop: np.ndarray) -> pa.Buffer:
     The block is cut into runs of kept lines, each followed by a dropped line; taking
     the runs copies them back to back in C, with no Python step per line and the GIL
     released (a list of slices joined by Python held it for 20,000 steps a block).
-    The copy, which lives for one parse, comes from `scratch_pool`.
+    The copy comes from Arrow's default pool, which `velo-sql` makes jemalloc's
+    (`cli.startup.choose_arrow_pool`): mimalloc gave its megabytes fresh pages.
     """
     resume = _next_starts(block, bounds, drop)
     offsets = np.empty(2 * len(drop) + 2, np.int64)
@@ -193,26 +192,10 @@ def drop_lines(block: Block, bounds: LineBounds, drop: np.ndarray) -> pa.Buffer:
     offsets[1:-1:2] = bounds.starts[drop]
     offsets[2:-1:2] = resume
     taken = pa.array(np.arange(0, len(offsets) - 1, 2))
-    runs = pc.take(_spans(block, offsets), taken, memory_pool=scratch_pool())
+    runs = pc.take(_spans(block, offsets), taken)
     kept = len(block) - int((resume - bounds.starts[drop]).sum())
     data: pa.Buffer = runs.buffers()[2]
     return data[:kept] if data is not None else pa.py_buffer(b"")
-
-
-@functools.cache
-def scratch_pool() -> pa.MemoryPool:
-    """Arrow's pool for a block-sized buffer that lives for one parse: jemalloc's, if Arrow
-    has it, else the default.
-
-    mimalloc, Arrow's default, often gives a buffer of megabytes fresh pages, whose
-    faults cost more than the copy: `drop_lines` took 0.03-0.10 CPU-s a bench_engine
-    case 5 run (median 0.06) from mimalloc and 0.034-0.047 from jemalloc, which keeps
-    freed pages a while (seven runs each, alternated, on a busy machine).
-    """
-    try:
-        return pa.jemalloc_memory_pool()
-    except NotImplementedError:  # a build without jemalloc (macOS, Windows wheels)
-        return pa.default_memory_pool()
 
 
 def raw_lines(block: Block, bounds: LineBounds, which: np.ndarray) -> pa.Array:

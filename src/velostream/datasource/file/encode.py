@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 
 __all__ = ["csv_header", "encode_csv", "encode_jsonl"]
 
@@ -40,7 +41,7 @@ def _lit(value: str) -> pa.Scalar:
 
 def csv_header(names: list[str], delimiter: str = ",") -> bytes:
     """The header line, names quoted only when needed."""
-    cells = _quote_where_needed(pa.array(names, pa.string()), delimiter)
+    cells, _ = _quote_where_needed(pa.array(names, pa.string()), delimiter)
     return (delimiter.join(cells.to_pylist()) + "\n").encode()
 
 
@@ -103,16 +104,35 @@ def _encode_csv(table: pa.Table, delimiter: str) -> Iterator[pa.Buffer]:
     for batch in table.to_batches(max_chunksize=_MAX_ROWS):
         if batch.num_rows == 0:
             continue
-        cells = [_csv_cells(col, delimiter) for col in batch.columns]
-        # The newline goes on the last cell: cheaper than a pass over whole rows.
-        cells[-1] = pc.binary_join_element_wise(
-            cells[-1], _lit("\n"), _lit(""), null_handling="replace", null_replacement=""
+        columns = [_csv_cells(col, delimiter) for col in batch.columns]
+        cells = [text for text, _ in columns]
+        if any(quoted for _, quoted in columns):
+            yield _joined(cells, delimiter)
+            continue
+        # Cells with no quote, delimiter or line break (none needed quoting): Arrow's
+        # CSV writer, told to quote nothing, lays them out in half the time of the joins.
+        lines = pa.BufferOutputStream()
+        names = [str(i) for i in range(len(cells))]
+        pa_csv.write_csv(pa.record_batch(cells, names=names), lines, _plain_rows(delimiter))
+        yield lines.getvalue()
+
+
+@cache
+def _plain_rows(delimiter: str) -> pa_csv.WriteOptions:
+    return pa_csv.WriteOptions(include_header=False, delimiter=delimiter, quoting_style="none")
+
+
+def _joined(cells: list[pa.Array], delimiter: str) -> pa.Buffer:
+    """Lines of the cells joined by `delimiter`, whatever the cells hold."""
+    # The newline goes on the last cell: cheaper than a pass over whole rows.
+    last = pc.binary_join_element_wise(
+        cells[-1], _lit("\n"), _lit(""), null_handling="replace", null_replacement=""
+    )
+    return _span(
+        pc.binary_join_element_wise(
+            *cells[:-1], last, _lit(delimiter), null_handling="replace", null_replacement=""
         )
-        yield _span(
-            pc.binary_join_element_wise(
-                *cells, _lit(delimiter), null_handling="replace", null_replacement=""
-            )
-        )
+    )
 
 
 def _encode_jsonl(table: pa.Table) -> Iterator[pa.Buffer]:
@@ -143,7 +163,8 @@ def _span(lines: pa.Array) -> pa.Buffer:
 # -- one column to text -------------------------------------------------------------
 
 
-def _csv_cells(col: pa.Array, delimiter: str) -> pa.Array:
+def _csv_cells(col: pa.Array, delimiter: str) -> tuple[pa.Array, bool]:
+    """The column's CSV fields, and whether one was quoted."""
     t = col.type
     if pa.types.is_dictionary(t):
         return _csv_cells(col.dictionary_decode(), delimiter)
@@ -153,7 +174,7 @@ def _csv_cells(col: pa.Array, delimiter: str) -> pa.Array:
     if text is None:
         return _quote_where_needed(_each(col, _csv_text), delimiter)
     if delimiter in _TEXTUAL_DELIMITERS:
-        return text
+        return text, False
     return _quote_where_needed(text, delimiter)
 
 
@@ -263,8 +284,9 @@ def _has_any(text: pa.Array, needles: Iterable[bytes]) -> bool:
     return any(needle in data for needle in needles)
 
 
-def _quote_where_needed(text: pa.Array, delimiter: str) -> pa.Array:
-    """Quote (RFC 4180) values holding the delimiter, a quote or a line break, and ''."""
+def _quote_where_needed(text: pa.Array, delimiter: str) -> tuple[pa.Array, bool]:
+    """Quote (RFC 4180) values holding the delimiter, a quote or a line break, and '';
+    and whether any was."""
     needs = pc.equal(pc.binary_length(text), pa.scalar(0, pa.int32()))
     specials = {delimiter, '"', "\n", "\r"}
     if _has_any(text, [special.encode() for special in specials]):
@@ -272,11 +294,11 @@ def _quote_where_needed(text: pa.Array, delimiter: str) -> pa.Array:
             needs = pc.or_(needs, pc.match_substring(text, special))
     needs = pc.fill_null(needs, False)
     if not pc.any(needs).as_py():
-        return text
+        return text, False
     chosen = pc.filter(text, needs)
     escaped = pc.replace_substring(chosen, '"', '""')
     quoted = pc.binary_join_element_wise(_lit('"'), escaped, _lit('"'), _lit(""))
-    return pc.replace_with_mask(text, needs, quoted)
+    return pc.replace_with_mask(text, needs, quoted), True
 
 
 def _json_strings(text: pa.Array) -> pa.Array:
