@@ -13,10 +13,17 @@ from pathlib import Path
 
 from tests.jobserver import Harness, app_sql, write_jsonl
 from velostream.errors import JobLimitError
-from velostream.server.processors.limits import STOP_GRACE_SECONDS, JobLimits, Watchdog
+from velostream.server.processors.limits import (
+    STOP_GRACE_SECONDS,
+    BatchWatch,
+    JobLimits,
+    Watchdog,
+)
 from velostream.sql.model import JobSpec, StatementKind
 
 SLOW = "SELECT id, list_sum(range(0, id % 7 + 8000)) AS v FROM src"
+# As slow in all, in chunks a third as long: DuckDB sees an interrupt between chunks.
+LONG = "SELECT id, list_sum(range(0, id % 7 + 3000)) AS v FROM src"
 
 
 def _source(tmp_path: Path, rows: int) -> Path:
@@ -85,14 +92,24 @@ def test_a_job_under_its_limits_runs_to_the_end(harness: Harness, tmp_path: Path
 def test_a_stopped_batch_is_read_again_when_the_job_starts(
     harness: Harness, tmp_path: Path
 ) -> None:
-    """Interrupted mid-query, the batch is not committed: a restart reads all of it."""
-    _deploy(harness, tmp_path, SLOW, 50_000)
+    """Interrupted mid-query, the batch is not committed: a restart reads all of it.
+
+    Not committed is what the counts say: a batch that ran to its end would have been
+    committed before the loop saw the stop. The stop takes the grace (0.3 s), up to a
+    watchdog tick (0.1 s) and the DuckDB chunk in flight: about 0.5 s on an idle
+    machine, but each of those steps waits for a core, and with both cores busy many
+    times over 1.2 s (SLOW's longer chunks) and 2.5 s were seen. The one batch of
+    600,000 rows takes about 9 s on an idle machine, far more on a busy one.
+    """
+    _deploy(harness, tmp_path, LONG, 600_000, **{"batch.size": "600000"})
     harness.wait_for(lambda: harness.status("out")["records_in"] > 0, 30, "the first batch")
     time.sleep(0.3)
     started = time.monotonic()
     harness.server.stop("out")
-    assert time.monotonic() - started < 1.0
-    assert harness.status("out")["records_in"] == 0
+    assert time.monotonic() - started < 5.0
+    status = harness.status("out")
+    assert harness.state("out") == "stopped"
+    assert (status["records_in"], status["records_out"]) == (0, 0)
     checkpoint = harness.server.checkpoints.load("out") if harness.server.checkpoints else None
     assert checkpoint is None or checkpoint.position in (None, 0) or not checkpoint.position
 
@@ -134,15 +151,34 @@ def test_the_watchdog_interrupts_until_the_batch_ends() -> None:
 
 
 def test_a_stopped_batch_gets_a_short_grace_before_it_is_interrupted() -> None:
-    watchdog = Watchdog(tick=0.01)
+    """The grace is measured from the stop to the watchdog's check, never by the test's
+    own sleeps: on a busy machine a sleep of half the grace can last longer than all
+    of it, and a starved watchdog thread checks late (never early)."""
     calls: list[float] = []
-    watch = watchdog.begin(JobLimits(), lambda: calls.append(time.monotonic()))
+    watch = BatchWatch(JobLimits(), lambda: calls.append(time.monotonic()))
     watch.stop()
-    time.sleep(STOP_GRACE_SECONDS / 2)
+    assert watch.stopped_at is not None
+    watch.check(watch.stopped_at + STOP_GRACE_SECONDS * 0.99, None)
     assert calls == []  # a batch that ends now is committed, not interrupted
-    time.sleep(STOP_GRACE_SECONDS)
-    watchdog.end(watch)
-    assert calls and calls[0] - watch.started >= STOP_GRACE_SECONDS
+    watch.check(watch.stopped_at + STOP_GRACE_SECONDS * 1.01, None)
+    watch.check(watch.stopped_at + STOP_GRACE_SECONDS * 1.02, None)
+    assert len(calls) == 2  # and once the grace is over, interrupted at every tick
+
+    # The watchdog's thread applies it: its first interrupt comes after the grace.
+    watchdog = Watchdog(tick=0.01)
+    fired = threading.Event()
+    first: list[float] = []
+
+    def interrupt() -> None:
+        first.append(time.monotonic())
+        fired.set()
+
+    live = watchdog.begin(JobLimits(), interrupt)
+    live.stop()
+    assert fired.wait(30), "the watchdog never interrupted the stopped batch"
+    watchdog.end(live)
+    assert live.stopped_at is not None
+    assert first[0] - live.stopped_at >= STOP_GRACE_SECONDS
 
 
 def test_a_failing_interrupt_does_not_end_the_watchdog() -> None:
