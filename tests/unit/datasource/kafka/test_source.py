@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -12,6 +13,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from tests.unit.datasource.kafka.conftest import FakeConsumer, message
 from velostream.datasource.kafka.codec import HEADERS_TYPE
 from velostream.datasource.kafka.source import KafkaSource, parse_position
+from velostream.datasource.traits import SourceBatch
 from velostream.errors import BrokerConnectionError, ConfigurationError, ErrorKind, SourceError
 
 MakeSource = Callable[..., KafkaSource]
@@ -128,30 +130,43 @@ def test_other_commit_failures_are_raised(make_source: MakeSource, consumer: Fak
     assert info.value.stage == "commit"
 
 
+def _refs(batch: SourceBatch | None) -> list[str]:
+    assert batch is not None
+    return [batch.refs.ref(i) for i in range(batch.table.num_rows)]
+
+
+def _rebalance(
+    source: KafkaSource, consumer: FakeConsumer, fetched: list[Any]
+) -> Callable[[], list[Any]]:
+    """A `consume` call during which partitions 0 and 1 are revoked and 0 alone comes
+    back (fetched again from its committed offset); it returns `fetched`."""
+
+    def rebalance() -> list[Any]:
+        source._on_revoke(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
+        source._on_assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
+        return fetched
+
+    return rebalance
+
+
 def test_messages_of_partitions_revoked_in_the_same_consume_are_dropped(
     make_source: MakeSource, consumer: FakeConsumer
 ) -> None:
     source = make_source()
     source.commit({"t-0": 10, "t-1": 20})
 
-    def rebalance() -> list:
-        # Fetched before the revocation; partition 1 then goes to another member,
-        # partition 0 comes back and is fetched again from its committed offset.
-        source._on_revoke(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
-        source._on_assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
-        return [
-            message(b'{"a": 1}', partition=0, offset=10),
-            message(b'{"a": 2}', partition=1, offset=20),
-            message(b'{"a": 1}', partition=0, offset=11),
-            message(b'{"a": 1}', partition=0, offset=10),
-            message(b'{"a": 1}', partition=0, offset=11),
-        ]
-
-    consumer.results = [rebalance]
+    # Fetched before the revocation, then partition 0 again from its committed offset.
+    fetched = [
+        message(b'{"a": 1}', partition=0, offset=10),
+        message(b'{"a": 2}', partition=1, offset=20),
+        message(b'{"a": 1}', partition=0, offset=11),
+        message(b'{"a": 1}', partition=0, offset=10),
+        message(b'{"a": 1}', partition=0, offset=11),
+    ]
+    consumer.results = [_rebalance(source, consumer, fetched)]
     batch = source.read_batch(10)
-    assert batch is not None
-    assert [batch.refs.ref(i) for i in range(batch.table.num_rows)] == ["t/0/10", "t/0/11"]
-    assert batch.position == {"t-0": 12}
+    assert _refs(batch) == ["t/0/10", "t/0/11"]
+    assert batch is not None and batch.position == {"t-0": 12}
 
 
 def test_messages_read_before_a_rebalance_in_a_later_consume_are_not_read_twice(
@@ -164,30 +179,19 @@ def test_messages_read_before_a_rebalance_in_a_later_consume_are_not_read_twice(
     source = make_source()
     source.commit({"t-0": 10, "t-1": 20})
 
-    def rebalance() -> list:
-        source._on_revoke(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
-        source._on_assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
-        return []
-
     consumer.results = [
         [
             message(b'{"a": 1}', partition=0, offset=10),
             message(b'{"a": 2}', partition=1, offset=20),
         ],
         [message(b'{"a": 1}', partition=0, offset=11)],
-        rebalance,
+        _rebalance(source, consumer, []),
     ]
-    first = source.read_batch(100)
-    assert first is not None and first.table.num_rows == 0
+    assert _refs(source.read_batch(100)) == []
     consumer.results = [[message(b'{"a": 1}', partition=0, offset=o) for o in (10, 11, 12)]]
     again = source.read_batch(100)
-    assert again is not None
-    assert [again.refs.ref(i) for i in range(again.table.num_rows)] == [
-        "t/0/10",
-        "t/0/11",
-        "t/0/12",
-    ]
-    assert again.position == {"t-0": 13}
+    assert _refs(again) == ["t/0/10", "t/0/11", "t/0/12"]
+    assert again is not None and again.position == {"t-0": 13}
 
 
 def test_messages_of_a_partition_given_back_are_kept_from_the_rebalance_on(
@@ -196,23 +200,17 @@ def test_messages_of_a_partition_given_back_are_kept_from_the_rebalance_on(
     source = make_source()
     source.commit({"t-0": 10, "t-1": 20})
 
-    def rebalance() -> list:
-        source._on_revoke(consumer, [TopicPartition("t", 0), TopicPartition("t", 1)])  # type: ignore[arg-type]
-        source._on_assign(consumer, [TopicPartition("t", 0)])  # type: ignore[arg-type]
-        return [message(b'{"a": 1}', partition=0, offset=10)]  # fetched again
-
     consumer.results = [
         [
             message(b'{"a": 1}', partition=0, offset=10),
             message(b'{"a": 2}', partition=1, offset=20),
         ],
-        rebalance,
+        _rebalance(source, consumer, [message(b'{"a": 1}', partition=0, offset=10)]),
         [message(b'{"a": 1}', partition=0, offset=11)],
     ]
     batch = source.read_batch(100)
-    assert batch is not None
-    assert [batch.refs.ref(i) for i in range(batch.table.num_rows)] == ["t/0/10", "t/0/11"]
-    assert batch.position == {"t-0": 12}
+    assert _refs(batch) == ["t/0/10", "t/0/11"]
+    assert batch is not None and batch.position == {"t-0": 12}
 
 
 def test_seek_rewinds_what_was_read_since_the_position(
