@@ -26,6 +26,7 @@ from velostream.errors import ErrorKind, Stage
 
 __all__ = [
     "BadRecord",
+    "NoRefs",
     "RecordRefs",
     "Sink",
     "Source",
@@ -78,6 +79,16 @@ class RecordRefs(ABC):
     @abstractmethod
     def raw(self, index: int) -> bytes:
         """Row `index`'s original bytes (the line, or the message value)."""
+
+
+class NoRefs(RecordRefs):
+    """The references of an empty batch: there is no row to refer to."""
+
+    def ref(self, index: int) -> str:
+        raise IndexError(index)
+
+    def raw(self, index: int) -> bytes:
+        raise IndexError(index)
 
 
 @dataclass(slots=True)

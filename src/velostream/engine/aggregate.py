@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from velostream.datasource.traits import BadRecord, RecordRefs, SourceBatch
+from velostream.datasource.traits import BadRecord, NoRefs, SourceBatch
 from velostream.engine.core import (
     BatchOutput,
     Executor,
@@ -156,7 +156,7 @@ class AggregateExecutor(Executor):
         if self._windows is not None or self._sessions is not None:
             return
         untyped = pa.schema([(name, pa.null()) for name in columns.names])
-        self.process(SourceBatch(untyped.empty_table(), _NoRefs()))
+        self.process(SourceBatch(untyped.empty_table(), NoRefs()))
 
     def process(self, batch: SourceBatch) -> BatchOutput:
         if batch.table.num_rows == 0 and (self._pre_schema or not batch.table.num_columns):
@@ -370,13 +370,3 @@ class AggregateExecutor(Executor):
             else:
                 self._running = self._final = self._pending = None
         self._duckdb.restore(state)
-
-
-class _NoRefs(RecordRefs):
-    """The references of an empty batch: there is no row to refer to."""
-
-    def ref(self, index: int) -> str:
-        raise IndexError(index)
-
-    def raw(self, index: int) -> bytes:
-        raise IndexError(index)

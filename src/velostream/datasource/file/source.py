@@ -55,6 +55,7 @@ from velostream.datasource.file.pipe import Pipe
 from velostream.datasource.registry import bool_property, choice_property, duration_property
 from velostream.datasource.traits import (
     BadRecord,
+    NoRefs,
     RecordRefs,
     Source,
     SourceBatch,
@@ -173,14 +174,6 @@ class _BlockRefs(RecordRefs):
         return value
 
 
-class _NoRefs(RecordRefs):
-    def ref(self, index: int) -> str:
-        raise IndexError(index)
-
-    def raw(self, index: int) -> bytes:
-        raise IndexError(index)
-
-
 class FileSource(Source):
     """Reads `path` (a file or a glob) as CSV or JSON lines; see the module docstring."""
 
@@ -297,7 +290,7 @@ class FileSource(Source):
         if batch is not None:
             return batch
         schema = self.schema or pa.schema([])
-        return SourceBatch(schema.empty_table(), _NoRefs(), [], self._position())
+        return SourceBatch(schema.empty_table(), NoRefs(), [], self._position())
 
     def _read_pipe(self, pipe: Pipe, max_records: int) -> SourceBatch | None:
         """The next committed lines of the writer's file; None once it has ended and
@@ -322,7 +315,7 @@ class FileSource(Source):
                 return None
         pipe.wait(state, self.config.polling_interval)
         schema = self.schema or pa.schema([])
-        return SourceBatch(schema.empty_table(), _NoRefs(), [], self._position())
+        return SourceBatch(schema.empty_table(), NoRefs(), [], self._position())
 
     def _read_ahead(self, max_records: int) -> SourceBatch | None:
         """The batch read ahead (its error, if it failed), then start reading the next."""
