@@ -212,3 +212,50 @@ def test_a_kept_prefix_does_not_end_inside_a_character(
     width = len(char.encode())
     whole = (1024 - ascii) // width
     assert long.size == len(line) and long.prefix == ("a" * ascii + char * whole).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=300), start=st.integers(0, 320), end=st.integers(0, 320))
+def test_newlines_counted_in_runs_match_bytes_count(data: bytes, start: int, end: int) -> None:
+    with pytest.MonkeyPatch.context() as patch:  # runs of 7 bytes, numpy from 5 bytes on
+        patch.setattr(file_lines, "_NUMPY_COUNT", 5)
+        patch.setattr(file_lines, "_COUNT_RUN", 7)
+        start = min(start, len(data))
+        assert file_lines.newlines(bytearray(data), start, end) == data.count(b"\n", start, end)
+
+
+def test_a_regular_files_blocks_are_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 9 blocks of some 8.6 MB (200,000 lines of 43 bytes): one read each once the mean
+    # line length is known, not reads of a few MB appended to one another.
+    path = tmp_path / "trades.csv"
+    line = b"1234567,MLSD,114.81,538,2024-01-15 09:30:00\n"
+    path.write_bytes(line * 1_800_000)
+    reads: list[int] = []
+    read = LineReader._read
+
+    def counted(self: LineReader, buf: bytearray, want: int) -> tuple[bytearray, int]:
+        buf, got = read(self, buf, want)
+        reads.append(got)
+        return buf, got
+
+    monkeypatch.setattr(LineReader, "_read", counted)
+    blocks = _read_all(path, 1 << 20, 200_000)
+    assert [len(parts) for parts, *_ in blocks] == [200_000] * 9
+    assert len([n for n in reads if n]) <= 9 + 2, reads
+
+
+def test_the_last_read_of_a_file_is_sized_by_what_is_left(tmp_path: Path) -> None:
+    path = tmp_path / "small.csv"
+    path.write_bytes(b"a,1\n" * 10_000)  # 40 KB, asked for a million lines
+    reader = LineReader(str(path), 0, 0, False, limit=1 << 20)
+    tracemalloc.start()
+    try:
+        got = reader.read_block(1_000_000, True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        reader.close()
+    assert got is not None and got.n_lines == 10_000
+    assert peak < 1 << 20, f"peak {peak >> 10} KiB to read 40 KB"

@@ -38,6 +38,7 @@ _MIN_READ = 1 << 16
 _MAX_READ = 1 << 26
 _SKIP_READ = 1 << 20  # chunk size while reading past an over-long line
 _NUMPY_COUNT = 1 << 16  # bytes: from here on, newlines are counted by numpy
+_COUNT_RUN = 1 << 18  # bytes numpy compares at a time, into one reused mask
 
 
 class LongLine(NamedTuple):
@@ -96,7 +97,6 @@ class LineReader:
         self._cuts: list[_Cut] = []  # long lines cut from `_pending`
         self._skipping: tuple[int, bytes] | None = None  # long line being passed: size, prefix
         self._avg = avg  # mean line length, to size reads
-        self._cap = min(_MAX_READ, max(4 << 20, 4 * limit))
         self.end: int | None = None  # read nothing at or past this offset (a pipe's commit)
         try:
             self._file = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
@@ -209,7 +209,7 @@ class LineReader:
             want = int((max_lines - have) * self._avg * 1.02) + 1024
             if max_bytes is not None:
                 want = min(want, max_bytes - len(buf))
-            buf, got = self._read(buf, min(max(want, _MIN_READ), self._cap))
+            buf, got = self._read(buf, min(max(want, _MIN_READ), _MAX_READ))
             if not got:
                 break
             have += newlines(buf, len(buf) - got)
@@ -218,11 +218,14 @@ class LineReader:
     def _read(self, buf: bytearray, want: int) -> tuple[bytearray, int]:
         """Append up to `want` bytes; straight into a new buffer when little is pending."""
         start = len(buf)
-        if self.end is not None:
-            want = min(want, self.end - self._file.tell())
-            if want <= 0:
-                return buf, 0
         try:
+            at = self._file.tell()
+            if self.end is not None:
+                want = min(want, self.end - at)
+                if want <= 0:
+                    return buf, 0
+            else:  # no zeroed buffer larger than what is left (it may still grow)
+                want = min(want, max(os.fstat(self._file.fileno()).st_size - at, _MIN_READ))
             if start * 4 <= want:  # no copy of the data read, only of the few bytes pending
                 grown = bytearray(start + want)
                 grown[:start] = buf
@@ -376,6 +379,10 @@ def newlines(buf: bytearray | bytes, start: int = 0, end: int | None = None) -> 
     if stop - start < _NUMPY_COUNT:
         return buf.count(b"\n", start, stop)
     view = np.frombuffer(buf, np.uint8, stop - start, start)
-    found = int(np.count_nonzero(view == 10))
-    del view  # a bytearray with a view on it cannot be resized
+    mask = np.empty(min(len(view), _COUNT_RUN), np.bool_)  # reused: it stays in the cache
+    found = 0
+    for at in range(0, len(view), _COUNT_RUN):
+        run = view[at : at + _COUNT_RUN]
+        found += int(np.count_nonzero(np.equal(run, 10, out=mask[: len(run)])))
+    del view, run  # a bytearray with a view on it cannot be resized
     return found
