@@ -109,3 +109,32 @@ def test_either_way_the_bytes_are_the_joins_and_read_back(
         for i, t, f, b in rows
     ]
     assert read == expected
+
+
+_UNIT_SECONDS = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    unit=st.sampled_from(list(_UNIT_SECONDS)),
+    tz=st.sampled_from([None, "UTC", "Europe/Paris", "+05:30"]),
+    seconds=st.lists(st.none() | st.integers(-(10**9), 9 * 10**9), min_size=1, max_size=8),
+    fraction=st.booleans(),
+)
+def test_whole_second_timestamps_are_written_as_the_pattern_writes_them(
+    unit: str, tz: str | None, seconds: list[int | None], fraction: bool
+) -> None:
+    per = _UNIT_SECONDS[unit]
+    values = [None if s is None else s * per + (per // 2 if fraction else 0) for s in seconds]
+    col = pa.array(values, pa.timestamp(unit, tz))
+    fast = encode._plain_text(col)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encode, "_whole_seconds", lambda col: None)
+        assert fast.to_pylist() == encode._plain_text(col).to_pylist()
+    # Whole seconds take no pattern pass; a fraction falls back to it.
+    whole = not fraction or unit == "s" or all(s is None for s in seconds)
+    assert (encode._whole_seconds(col) is not None) == whole
+    if whole and tz in (None, "UTC"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(encode.pc, "replace_substring_regex", _never)
+            assert encode._plain_text(col).to_pylist() == fast.to_pylist()
