@@ -61,7 +61,10 @@ _INFERRED_LOCK = threading.Lock()
 _BAD_VALUES_MAX = 32
 
 
-def _convert_options(schema: pa.Schema | None, *, as_text: bool = False) -> pa_csv.ConvertOptions:
+def _convert_options(
+    schema: pa.Schema | None, *, as_text: bool = False, checked: bool = False
+) -> pa_csv.ConvertOptions:
+    """`checked`: the block is known to be valid UTF-8, so its values are not checked."""
     types = None
     if schema is not None:
         types = {f.name: (pa.string() if as_text else f.type) for f in schema}
@@ -70,7 +73,7 @@ def _convert_options(schema: pa.Schema | None, *, as_text: bool = False) -> pa_c
         null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=False,
-        check_utf8=not as_text,
+        check_utf8=not (as_text or checked),
     )
 
 
@@ -92,7 +95,7 @@ class CsvDecoder(Decoder):
         super().__init__(schema)
         self.delimiter = delimiter
         self._names = schema.names
-        self._typed = _convert_options(schema)
+        self._typed = _convert_options(schema, checked=True)  # after `valid_utf8`
         self._text = _convert_options(schema, as_text=True)
         self._failing: set[int] = set()  # columns with bad values in the last dirty block
         self._bad_values: dict[int, pa.Array] = {}  # their distinct bad values, if few
