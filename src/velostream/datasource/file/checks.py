@@ -211,8 +211,13 @@ def majority_type(column: pa.ChunkedArray) -> pa.DataType | None:
     total = len(values)
     if total < 2:
         return None
+    # Each distinct value is matched once, weighed by how often it comes: a column of
+    # names repeats a few hundred of them (the patterns took 11 ms of a 1BRC start-up).
+    counts = pc.value_counts(values)
+    distinct, weights = counts.field("values"), counts.field("counts")
     for pattern, data_type in _TYPE_PATTERNS:
-        matched = pc.sum(pc.match_substring_regex(values, pattern)).as_py() or 0
+        hits = pc.match_substring_regex(distinct, pattern)
+        matched = pc.sum(pc.filter(weights, hits)).as_py() or 0
         if matched < total and matched >= MAJORITY * total:
             return data_type
     return None
