@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from velostream.engine.core import check_columns
-from velostream.engine.groups import GroupIndex, covers, numeric
+from velostream.engine.groups import GroupIndex, covers, group_by, numeric
 from velostream.sql.planner import ARG, KEY, AggregateCall, QueryPlan
 
 __all__ = ["FinalAggregates"]
@@ -206,7 +206,7 @@ class FinalAggregates:
                 exact = pc.cast(pre.column(a), pa.decimal128(38, 0))
                 pre = pre.set_column(pre.schema.get_field_index(a), a, exact)
             requests += partial.requests()
-        grouped = pre.group_by(self.keys, use_threads=False).aggregate(requests)
+        grouped = group_by(pre, self.keys, requests)
         # The result holds the keys and one column per request, in order; by position,
         # since two requests may share a name.
         names = grouped.column_names
