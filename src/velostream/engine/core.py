@@ -13,9 +13,10 @@ import itertools
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import duckdb
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "check_columns",
     "isolate_rows",
     "kind_of_state",
+    "opening_connection",
     "record_rows",
     "sandboxed_connection",
 ]
@@ -80,6 +82,30 @@ def sandboxed_connection(
     )
     con.execute("SET lock_configuration = true")
     return con
+
+
+class _Opening:
+    """A DuckDB connection opened on another thread; its first use waits for it."""
+
+    def __init__(self, future: Future[duckdb.DuckDBPyConnection]) -> None:
+        self._future = future
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._future.result(), name)
+
+
+_OPENER = ThreadPoolExecutor(1, thread_name_prefix="duckdb-open")
+
+
+def opening_connection(memory_limit: int | None = None) -> duckdb.DuckDBPyConnection:
+    """`sandboxed_connection`, opened on another thread while the caller goes on.
+
+    Opening a DuckDB takes ~20 ms, most of a deployment's; a job's first read of its
+    source (a file read and parsed, mostly outside the GIL) hides it, where the first
+    batch then finds it open. An error opening it is raised at its first use.
+    """
+    future = _OPENER.submit(sandboxed_connection, memory_limit=memory_limit)
+    return cast(duckdb.DuckDBPyConnection, _Opening(future))
 
 
 @dataclass(slots=True)

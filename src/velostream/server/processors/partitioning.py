@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from velostream.datasource.multi import sources_of
 from velostream.datasource.traits import Source
 from velostream.engine import Executor, build_executor, sandboxed_connection
+from velostream.engine.core import opening_connection
 from velostream.engine.partitioned import PartitionedExecutor
 from velostream.errors import ConfigurationError
 from velostream.sql.model import JobSpec
@@ -31,8 +32,8 @@ def partitioned_executor(job: JobSpec, plan: QueryPlan, memory_limit: int | None
     problem = partitioning_problem(job, plan)
     if problem is not None:
         raise ConfigurationError(problem, job=job.name)
-    if not wants_partitioned(job):
-        return build_executor(plan, job, sandboxed_connection(memory_limit=memory_limit))
+    if not wants_partitioned(job):  # its DuckDB opens while the job reads its source
+        return build_executor(plan, job, opening_connection(memory_limit))
 
     def make() -> Executor:
         return build_executor(plan, job, sandboxed_connection(memory_limit=memory_limit))
