@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from velostream.datasource.file import lines as file_lines
-from velostream.datasource.file.lines import LineReader, LongLine
+from velostream.datasource.file.lines import LineBlock, LineReader, LongLine
 from velostream.errors import SourceError
 
 
@@ -125,6 +125,17 @@ def test_a_followed_file_written_in_pieces_reads_the_same(
     assert (reader.offset, reader.line) == (len(data), len(want))
 
 
+def _first_block_and_peak(reader: LineReader, max_lines: int) -> tuple[LineBlock | None, int]:
+    """The reader's first block and the most memory Python held while reading it."""
+    tracemalloc.start()
+    try:
+        got = reader.read_block(max_lines, True)
+        return got, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        reader.close()
+
+
 def test_a_long_line_costs_a_bounded_amount_of_memory(tmp_path: Path) -> None:
     path = tmp_path / "big.csv"
     with path.open("wb") as f:
@@ -132,13 +143,7 @@ def test_a_long_line_costs_a_bounded_amount_of_memory(tmp_path: Path) -> None:
         f.write(b"b," + b"x" * (60 << 20) + b"\n")
         f.write(b"c,2\n" * 1000)
     reader = LineReader(str(path), 0, 0, False, limit=1 << 20)
-    tracemalloc.start()
-    try:
-        got = reader.read_block(100_000, True)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        reader.close()
+    got, peak = _first_block_and_peak(reader, 100_000)
     assert got is not None and got.n_lines == 2001
     assert got.long == [LongLine(1000, 60 * (1 << 20) + 2, b"b," + b"x" * 1022)]
     assert reader.offset == path.stat().st_size
@@ -250,12 +255,6 @@ def test_the_last_read_of_a_file_is_sized_by_what_is_left(tmp_path: Path) -> Non
     path = tmp_path / "small.csv"
     path.write_bytes(b"a,1\n" * 10_000)  # 40 KB, asked for a million lines
     reader = LineReader(str(path), 0, 0, False, limit=1 << 20)
-    tracemalloc.start()
-    try:
-        got = reader.read_block(1_000_000, True)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-        reader.close()
+    got, peak = _first_block_and_peak(reader, 1_000_000)
     assert got is not None and got.n_lines == 10_000
     assert peak < 1 << 20, f"peak {peak >> 10} KiB to read 40 KB"
