@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any, ClassVar, cast
 
 import duckdb
@@ -94,7 +94,9 @@ class _Opening:
         return getattr(self._future.result(), name)
 
 
-_OPENER = ThreadPoolExecutor(1, thread_name_prefix="duckdb-open")
+@cache
+def _opener() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="duckdb-open")
 
 
 def opening_connection(memory_limit: int | None = None) -> duckdb.DuckDBPyConnection:
@@ -104,7 +106,7 @@ def opening_connection(memory_limit: int | None = None) -> duckdb.DuckDBPyConnec
     source (a file read and parsed, mostly outside the GIL) hides it, where the first
     batch then finds it open. An error opening it is raised at its first use.
     """
-    future = _OPENER.submit(sandboxed_connection, memory_limit=memory_limit)
+    future = _opener().submit(sandboxed_connection, memory_limit=memory_limit)
     return cast(duckdb.DuckDBPyConnection, _Opening(future))
 
 
