@@ -137,7 +137,9 @@ def test_the_watchdog_interrupts_until_the_batch_ends() -> None:
     watchdog = Watchdog(tick=0.01)
     calls: list[float] = []
     watch = watchdog.begin(JobLimits(batch_timeout_ms=50), lambda: calls.append(time.monotonic()))
-    time.sleep(0.2)
+    deadline = time.monotonic() + 30  # a starved watchdog thread ticks late, never early
+    while len(calls) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
     watchdog.end(watch)
     count = len(calls)
     time.sleep(0.05)
@@ -148,6 +150,32 @@ def test_the_watchdog_interrupts_until_the_batch_ends() -> None:
     time.sleep(0.05)
     watchdog.end(quiet)
     assert not done.is_set() and quiet.tripped is None
+
+
+def test_ending_a_watch_waits_for_its_interrupt_in_progress() -> None:
+    """`end` returns only once no check of the batch is under way: an interrupt that
+    came after would stop the next batch's query on the same connection."""
+    watchdog = Watchdog(tick=0.01)
+    entered, release, ended = threading.Event(), threading.Event(), threading.Event()
+    calls: list[bool] = []
+
+    def interrupt() -> None:  # the first call holds the check until released
+        calls.append(ended.is_set())
+        if len(calls) == 1:
+            entered.set()
+            release.wait(30)
+
+    watch = watchdog.begin(JobLimits(batch_timeout_ms=1), interrupt)
+    assert entered.wait(30)
+    ender = threading.Thread(target=lambda: (watchdog.end(watch), ended.set()))
+    ender.start()
+    assert not ended.wait(0.2)  # the check is under way: `end` waits for it
+    release.set()
+    ender.join(30)
+    assert ended.is_set()
+    count = len(calls)
+    time.sleep(0.05)
+    assert len(calls) == count and not any(calls)  # none after `end` returned
 
 
 def test_a_stopped_batch_gets_a_short_grace_before_it_is_interrupted() -> None:

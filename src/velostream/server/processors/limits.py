@@ -167,6 +167,8 @@ class Watchdog:
         return watch
 
     def end(self, watch: BatchWatch) -> None:
+        """Stop watching; once this returns, the batch's interrupt is never called again
+        (a late one would stop the next batch's query on the same connection)."""
         with self._wake:
             self._watches.discard(watch)
 
@@ -175,14 +177,15 @@ class Watchdog:
             with self._wake:
                 while not self._watches:
                     self._wake.wait()
-                watches = list(self._watches)
+                baselines = any(w.baseline is not None for w in self._watches)
+            resident = resident_bytes() if baselines else None
             now = time.monotonic()
-            resident = resident_bytes() if any(w.baseline is not None for w in watches) else None
-            for watch in watches:
-                try:
-                    watch.check(now, resident)
-                except Exception:  # one job's closed connection must not end the watchdog
-                    _log.exception("watchdog: checking a batch failed")
+            with self._wake:  # `end` waits for a check in progress
+                for watch in list(self._watches):
+                    try:
+                        watch.check(now, resident)
+                    except Exception:  # one job's closed connection must not end the watchdog
+                        _log.exception("watchdog: checking a batch failed")
             time.sleep(self.tick)
 
 
