@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaException, Message, TopicPartition
 
+from velostream.datasource.kafka import source as kafka_source
 from velostream.datasource.kafka.source import KafkaSource
 
 
@@ -45,11 +47,22 @@ class FakeConsumer:
         self.commit_error: KafkaException | None = None
         self.closed = False
         self.calls: list[tuple[int, float]] = []  # (num_messages, timeout) of each consume
+        #: Seconds on the source's clock once `use_clock` gave it this one: an empty
+        #: consume then moves it by its timeout, at once, instead of sleeping.
+        self.clock: float | None = None
+
+    def use_clock(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The source reads time from this consumer, which no busy machine delays."""
+        self.clock = 0.0
+        monkeypatch.setattr(kafka_source, "time", SimpleNamespace(monotonic=lambda: self.clock))
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
         self.calls.append((num_messages, timeout))
         if not self.results:
-            time.sleep(timeout)  # as the client: nothing came within the timeout
+            if self.clock is not None:
+                self.clock += timeout
+            else:
+                time.sleep(timeout)  # as the client: nothing came within the timeout
             return []
         result = self.results.pop(0)
         return result() if callable(result) else result
