@@ -27,6 +27,7 @@ from velostream.engine.headers import with_headers
 from velostream.errors import (
     ErrorKind,
     QueryExecutionError,
+    ResourceExhaustedError,
     Stage,
     StateIncompatibleError,
     classify,
@@ -93,6 +94,19 @@ class _Opening:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._future.result(), name)
 
+    def interrupt(self) -> None:
+        """Interrupt the query in flight; none runs on a database still opening, so the
+        watchdog (which asks again each tick) never waits for one to open."""
+        if self._future.done() and self._future.exception() is None:
+            self._future.result().interrupt()
+
+
+def _open_sandboxed(memory_limit: int | None) -> duckdb.DuckDBPyConnection:
+    try:
+        return sandboxed_connection(memory_limit=memory_limit)
+    except duckdb.Error as exc:  # not a row's fault: never bisected as one
+        raise ResourceExhaustedError(f"cannot open the job's DuckDB database: {exc}") from exc
+
 
 @cache
 def _opener() -> ThreadPoolExecutor:
@@ -104,9 +118,10 @@ def opening_connection(memory_limit: int | None = None) -> duckdb.DuckDBPyConnec
 
     Opening a DuckDB takes ~20 ms, most of a deployment's; a job's first read of its
     source (a file read and parsed, mostly outside the GIL) hides it, where the first
-    batch then finds it open. An error opening it is raised at its first use.
+    batch then finds it open. An error opening it is raised at its first use, as a
+    ResourceExhaustedError (DuckDB's own errors there would read as a row's).
     """
-    future = _opener().submit(sandboxed_connection, memory_limit=memory_limit)
+    future = _opener().submit(_open_sandboxed, memory_limit)
     return cast(duckdb.DuckDBPyConnection, _Opening(future))
 
 

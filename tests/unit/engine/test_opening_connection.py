@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from velostream.engine import core
+from velostream.errors import ResourceExhaustedError
 
 
 def test_it_is_the_sandboxed_connection_once_open() -> None:
@@ -43,10 +44,38 @@ def test_the_caller_goes_on_while_it_opens(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_an_error_opening_it_is_raised_at_its_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the database's own fault, never as a row's: DuckDB's InvalidInputException is
+    one of the errors a batch is bisected for, record by record."""
+
     def failing(threads: int = 2, memory_limit: int | None = None) -> duckdb.DuckDBPyConnection:
-        raise duckdb.OutOfMemoryException("no memory for a database")
+        raise duckdb.InvalidInputException("no memory for a database")
 
     monkeypatch.setattr(core, "sandboxed_connection", failing)
     con = core.opening_connection()
-    with pytest.raises(duckdb.OutOfMemoryException, match="no memory for a database"):
+    with pytest.raises(
+        ResourceExhaustedError,
+        match="cannot open the job's DuckDB database: no memory for a database",
+    ) as raised:
         con.execute("SELECT 1")
+    assert isinstance(raised.value.__cause__, duckdb.InvalidInputException)
+    assert not isinstance(raised.value, core._ROW_ERRORS)
+    con.interrupt()  # nothing runs on it: no error, no wait
+
+
+def test_interrupting_it_while_it_opens_neither_waits_nor_reaches_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    open_for_real = core.sandboxed_connection
+
+    def slow(threads: int = 2, memory_limit: int | None = None) -> duckdb.DuckDBPyConnection:
+        assert release.wait(30)
+        return open_for_real(threads, memory_limit)
+
+    monkeypatch.setattr(core, "sandboxed_connection", slow)
+    con = core.opening_connection()
+    con.interrupt()  # returns at once: the opening is still held back
+    release.set()
+    assert con.execute("SELECT 1").fetchall() == [(1,)]  # and it was not interrupted
+    con.interrupt()  # once open, it reaches the connection (nothing running: no effect)
+    assert con.execute("SELECT 2").fetchall() == [(2,)]
