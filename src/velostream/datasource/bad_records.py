@@ -1,11 +1,11 @@
 """Bad records as columns, and the groups of bad records that fail alike.
 
 A dirty file block holds thousands of bad lines. `BadRecords` keeps them as a few
-columns (their bytes in one Arrow array, their line numbers in one numpy array, their
-kinds and messages as lists) and builds a `BadRecord` only when one is asked for: the
-job counts and records them by group (`failure_groups`), so a batch with 20,000 bad
-lines costs no Python object per line on the reader's thread, which the job's thread
-would otherwise wait for (the GIL).
+columns: their bytes in one Arrow array, their line numbers in one numpy array, and
+each one's reason (kind and message) as a code into the few distinct reasons. It
+builds a `BadRecord` only when one is asked for: the job counts and records them by
+group (`failure_groups`), so a batch with 20,000 bad lines costs no Python object per
+line on the reader's thread, which the job's thread would otherwise wait for (the GIL).
 
 `failure_groups` works on any sequence of bad records: records that fail alike (same
 stage, kind and message) are one group, with its count and the reference of its last
@@ -18,11 +18,10 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import repeat
 from operator import itemgetter
-from typing import NamedTuple, overload
+from typing import NamedTuple, TypeAlias, TypeVar, overload
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from velostream.datasource.traits import BadRecord
 from velostream.errors import ErrorKind, Stage
@@ -31,10 +30,18 @@ __all__ = [
     "BadRecords",
     "FailureGroup",
     "FailureKey",
+    "Reason",
+    "coded",
     "failure_groups",
     "failure_keys",
     "joined",
+    "per_code",
 ]
+
+_T = TypeVar("_T")
+
+#: Why a record is bad: its kind and message.
+Reason: TypeAlias = tuple[ErrorKind, str]
 
 #: What makes records fail alike: their stage, kind and message. The stage and kind
 #: by identity (their members are singletons): hashing an enum member calls Python.
@@ -55,25 +62,41 @@ class FailureGroup(NamedTuple):
 class BadRecords(Sequence[BadRecord]):
     """Bad records of one block as columns (see the module docstring), in order.
 
-    Record i is `raws[i]`, from `{place}{numbers[i]}`, with `kinds[i]` and
-    `messages[i]`, at `stage`. `raws` may be given as a function that makes them: they
-    are then made when first asked for (a job that only counts and logs its bad records,
-    with no dead-letter queue, never asks, and its reader saves the copy).
+    Record i is `raws[i]`, from `{place}{numbers[i]}`, with the kind and message
+    `reasons[codes[i]]`, at `stage`. `raws` may be given as a function that makes them:
+    they are then made when first asked for (a job that only counts and logs its bad
+    records, with no dead-letter queue, never asks, and its reader saves the copy).
     """
 
-    __slots__ = ("_raws", "kinds", "messages", "numbers", "place", "stage")
+    __slots__ = ("_kinds", "_messages", "_raws", "codes", "numbers", "place", "reasons", "stage")
 
     def __init__(
         self,
         raws: pa.Array | Callable[[], pa.Array],
         place: str,
         numbers: np.ndarray,
-        kinds: list[ErrorKind],
-        messages: list[str],
+        codes: np.ndarray,
+        reasons: list[Reason],
         stage: Stage = Stage.DESERIALIZE,
     ) -> None:
         self._raws, self.place, self.numbers = raws, place, numbers
-        self.kinds, self.messages, self.stage = kinds, messages, stage
+        self.codes, self.reasons, self.stage = codes, reasons, stage
+        self._kinds: list[ErrorKind] | None = None
+        self._messages: list[str] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        raws: pa.Array | Callable[[], pa.Array],
+        place: str,
+        numbers: np.ndarray,
+        kinds: Iterable[ErrorKind],
+        messages: Iterable[str],
+        stage: Stage = Stage.DESERIALIZE,
+    ) -> BadRecords:
+        """From each record's kind and message."""
+        codes, reasons = coded(kinds, messages)
+        return cls(raws, place, numbers, codes, reasons, stage)
 
     @property
     def raws(self) -> pa.Array:
@@ -82,8 +105,22 @@ class BadRecords(Sequence[BadRecord]):
             self._raws = self._raws()
         return self._raws
 
+    @property
+    def kinds(self) -> list[ErrorKind]:
+        """Each record's kind."""
+        if self._kinds is None:
+            self._kinds = per_code([kind for kind, _ in self.reasons], self.codes)
+        return self._kinds
+
+    @property
+    def messages(self) -> list[str]:
+        """Each record's message."""
+        if self._messages is None:
+            self._messages = per_code([message for _, message in self.reasons], self.codes)
+        return self._messages
+
     def __len__(self) -> int:
-        return len(self.kinds)
+        return len(self.codes)
 
     @overload
     def __getitem__(self, index: int) -> BadRecord: ...
@@ -96,7 +133,8 @@ class BadRecords(Sequence[BadRecord]):
             return list(self)[index]
         i = range(len(self))[index]  # negative indexes; IndexError past the end
         raw: bytes = self.raws[i].as_py()
-        return BadRecord(raw, self.ref(i), self.messages[i], self.kinds[i], self.stage)
+        kind, message = self.reasons[self.codes[i]]
+        return BadRecord(raw, self.ref(i), message, kind, self.stage)
 
     def __iter__(self) -> Iterator[BadRecord]:
         columns = zip(
@@ -119,32 +157,64 @@ class BadRecords(Sequence[BadRecord]):
         return list(map(self.place.__add__, map(str, self.numbers.tolist())))
 
     def groups(self) -> list[FailureGroup]:
-        """`failure_groups` by Arrow kernels: kind and message joined, then encoded."""
-        text = pa.string()
-        joined = pc.binary_join_element_wise(
-            pa.array(self.kinds, text), pa.array(self.messages, text), pa.scalar("\n", text)
-        )
-        # codes in order of first occurrence: the groups come in that order
-        codes = pc.dictionary_encode(joined).indices.to_numpy()
-        counts = np.bincount(codes)
-        firsts_from_end = np.unique(codes[::-1], return_index=True)[1]
-        lasts = (len(codes) - 1 - firsts_from_end).tolist()
-        stage = self.stage
+        """`failure_groups` by numpy passes over the codes, then a step per reason."""
+        codes, stage = self.codes, self.stage
+        counts = np.bincount(codes).tolist()
+        present, firsts = np.unique(codes, return_index=True)
+        from_end = np.unique(codes[::-1], return_index=True)[1]
+        lasts = len(codes) - 1 - from_end
+        # [first, records, last, code] of each group; equal reasons under two codes
+        # are one group
+        found: dict[FailureKey, list[int]] = {}
+        spans = zip(present.tolist(), firsts.tolist(), lasts.tolist(), strict=True)
+        for code, first, last in spans:
+            kind, message = self.reasons[code]
+            key = (id(stage), id(kind), message)
+            seen = found.get(key)
+            if seen is None:
+                found[key] = [first, counts[code], last, code]
+            else:
+                seen[0], seen[2] = min(seen[0], first), max(seen[2], last)
+                seen[1] += counts[code]
         return [
-            FailureGroup(
-                (id(stage), id(self.kinds[i]), self.messages[i]),
-                stage,
-                self.kinds[i],
-                self.messages[i],
-                int(records),
-                self.ref(i),
-            )
-            for i, records in zip(lasts, counts.tolist(), strict=True)
+            FailureGroup(key, stage, *self.reasons[code], records, self.ref(last))
+            for key, (_, records, last, code) in sorted(found.items(), key=_first)
         ]
 
     def keys(self) -> Iterable[FailureKey]:
         """Each record's `FailureKey`, in order."""
         return zip(repeat(id(self.stage)), map(id, self.kinds), self.messages, strict=False)
+
+
+def coded(kinds: Iterable[ErrorKind], messages: Iterable[str]) -> tuple[np.ndarray, list[Reason]]:
+    """Each (kind, message)'s index among the distinct ones, and those, in order of
+    first occurrence."""
+    index: dict[tuple[int, str], int] = {}
+    reasons: list[Reason] = []
+    codes: list[int] = []
+    for kind, message in zip(kinds, messages, strict=True):
+        key = (id(kind), message)  # by identity: hashing an enum member calls Python
+        code = index.get(key)
+        if code is None:
+            code = index[key] = len(reasons)
+            reasons.append((kind, message))
+        codes.append(code)
+    return np.array(codes, np.intp), reasons
+
+
+def per_code(values: list[_T], codes: np.ndarray) -> list[_T]:
+    """`values[c]` for each code `c`, with no Python step per code."""
+    if len(values) == 1:
+        return values * len(codes)
+    table = np.empty(len(values), object)
+    for i, value in enumerate(values):  # one by one: numpy would take a tuple apart
+        table[i] = value
+    listed: list[_T] = table[codes].tolist()
+    return listed
+
+
+def _first(item: tuple[FailureKey, list[int]]) -> int:
+    return item[1][0]
 
 
 def failure_keys(bad: Sequence[BadRecord]) -> Iterable[FailureKey]:

@@ -3,13 +3,24 @@ passes that find them (`drop_lines`, `raw_lines`)."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from velostream.datasource.bad_records import BadRecords, failure_groups, failure_keys, joined
 from velostream.datasource.file import bad_lines
-from velostream.datasource.file.bad_lines import drop_lines, line_bounds, line_fields, raw_lines
+from velostream.datasource.file.bad_lines import (
+    LineError,
+    LineErrors,
+    drop_lines,
+    line_bounds,
+    line_fields,
+    raw_lines,
+)
 from velostream.datasource.file.checks import type_messages
 from velostream.datasource.traits import BadRecord
 from velostream.errors import ErrorKind, Stage
@@ -21,7 +32,7 @@ def columns() -> BadRecords:
     raws = pa.array([b"1,a", b"2,b,x", b"3,c", b"4,\xff"], pa.large_binary())
     kinds = [PARSE, TYPE, PARSE, PARSE]
     messages = ["short", "not a number", "short", "invalid UTF-8"]
-    return BadRecords(raws, "in.csv:", np.array([2, 5, 9, 12]), kinds, messages)
+    return BadRecords.of(raws, "in.csv:", np.array([2, 5, 9, 12]), kinds, messages)
 
 
 def as_records() -> list[BadRecord]:
@@ -41,7 +52,7 @@ def test_raws_given_as_a_function_are_made_once_when_first_asked_for() -> None:
         made.append(1)
         return eager.raws
 
-    bad = BadRecords(make, "in.csv:", eager.numbers, eager.kinds, eager.messages)
+    bad = BadRecords(make, "in.csv:", eager.numbers, eager.codes, eager.reasons)
     assert len(bad) == 4 and [g.records for g in bad.groups()] == [2, 1, 1] and not made
     assert list(bad) == as_records() and bad[1] == as_records()[1]
     assert bad.raws.to_pylist()[0] == b"1,a" and made == [1]
@@ -153,18 +164,64 @@ def test_line_fields_agree_over_runs(
     assert bounds.ends.tolist() == expected.ends.tolist()
 
 
-def test_type_messages_say_each_value_once_made_and_cut_past_80_characters() -> None:
+def test_type_messages_say_each_distinct_value_once_cut_past_80_characters() -> None:
     long = "é" * 81
     values = pa.chunked_array([["n/a", "x"], ["n/a", long, "n/a"]])
-    messages = type_messages(pa.field("price", pa.float64()), values)
+    codes, messages = type_messages(pa.field("price", pa.float64()), values)
     said = "column 'price': '{}' is not a valid double"
-    assert messages == [
-        said.format("n/a"),
-        said.format("x"),
-        said.format("n/a"),
-        said.format("é" * 77 + "..."),
-        said.format("n/a"),
-    ]
-    assert messages[0] is messages[2] is messages[4], "a repeated value's message is shared"
-    exactly_80 = type_messages(pa.field("n", pa.int64()), pa.array(["7" * 80]))
+    assert messages == [said.format("n/a"), said.format("x"), said.format("é" * 77 + "...")]
+    assert codes.tolist() == [0, 1, 0, 2, 0], "a repeated value's message is made once"
+    exactly_80 = type_messages(pa.field("n", pa.int64()), pa.array(["7" * 80]))[1]
     assert exactly_80 == [f"column 'n': '{'7' * 80}' is not a valid integer (int64)"]
+
+
+@pytest.mark.parametrize("commas", [254, 255, 256, 257, 511])
+def test_line_fields_count_long_lines_exactly_beside_short_ones(commas: int) -> None:
+    """Lines under 256 bytes are summed in bytes: a longer line must not wrap."""
+    lines = [b"a,b", b"," * commas, b"1,2,3"]
+    block = b"\n".join(lines) + b"\n"
+    split = line_fields(block, len(lines), ",")
+    assert split is not None
+    assert split[1].tolist() == [line.count(b",") + 1 for line in lines]
+
+
+def test_groups_join_equal_reasons_under_two_codes_in_order_of_first_record() -> None:
+    reasons = [(TYPE, "not a number"), (PARSE, "short"), (TYPE, "not a number")]
+    bad = BadRecords(
+        pa.array([b"r"] * 6, pa.large_binary()),
+        "in.csv:",
+        np.array([3, 4, 7, 8, 10, 11]),
+        np.array([1, 2, 0, 1, 2, 1], np.intp),
+        reasons,
+    )
+    assert bad.kinds == [PARSE, TYPE, TYPE, PARSE, TYPE, PARSE]
+    assert bad.messages[:2] == ["short", "not a number"]
+    assert [(g.message, g.records, g.last_ref) for g in bad.groups()] == [
+        ("short", 3, "in.csv:11"),
+        ("not a number", 3, "in.csv:10"),
+    ]
+    assert bad.groups() == failure_groups(list(bad))
+
+
+@given(
+    st.lists(
+        st.lists(st.tuples(st.sampled_from([PARSE, TYPE]), st.sampled_from("abc")), max_size=8),
+        max_size=4,
+    ),
+    st.randoms(use_true_random=False),
+)
+def test_merged_line_errors_keep_each_line_with_its_reason(
+    parts: list[list[tuple[ErrorKind, str]]], rnd: random.Random
+) -> None:
+    lines = list(range(sum(map(len, parts))))
+    rnd.shuffle(lines)
+    made, expected, at = [], {}, 0
+    for part in parts:
+        mine = sorted(lines[at : at + len(part)])
+        at += len(part)
+        pairs = list(zip(mine, part, strict=True))
+        made.append(LineErrors.of(LineError(n, k, m) for n, (k, m) in pairs))
+        expected.update({n: (k, m) for n, (k, m) in pairs})
+    merged = LineErrors.merged(made)
+    assert [tuple(e) for e in merged] == [(n, *expected[n]) for n in sorted(expected)]
+    assert merged.kinds == [expected[n][0] for n in sorted(expected)]

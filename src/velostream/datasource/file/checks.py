@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TypeAlias
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -237,21 +238,20 @@ def _label(t: pa.DataType) -> str:
     return str(t)
 
 
-def type_messages(field: pa.Field, values: Column) -> list[str]:
-    """`column 'x': 'value' is not a valid <type>` for each value (cut past 80 characters).
+def type_messages(field: pa.Field, values: Column) -> tuple[np.ndarray, list[str]]:
+    """`column 'x': 'value' is not a valid <type>` for each distinct value (cut past 80
+    characters), and each value's index among them.
 
     Bad values repeat (one placeholder in many rows): each distinct value's message is
-    made once and shared, found by two kernels, with no Python step per value but the
-    list's.
+    made once, found by two kernels, with no Python step per value.
     """
     flat = _flat(values)
     distinct = pc.unique(flat)
     where = pc.index_in(flat, value_set=distinct, skip_nulls=False).to_numpy(zero_copy_only=False)
     prefix = f"column '{field.name}': '"
     suffix = f"' is not a valid {_label(field.type)}"
-    shown = [_shown(str(v)) for v in distinct.to_pylist()]
-    said = [f"{prefix}{v}{suffix}" for v in shown]
-    return list(map(said.__getitem__, where.tolist()))
+    said = [f"{prefix}{_shown(str(v))}{suffix}" for v in distinct.to_pylist()]
+    return where.astype(np.intp, copy=False), said
 
 
 def _shown(value: str) -> str:

@@ -247,11 +247,9 @@ class CsvDecoder(Decoder):
         table = self._parse_mixed(body)
         if table is None or table.num_rows != len(row_lines):
             return None
-        counts = fields[wrong].tolist()
-        messages = {got: f"expected {width} fields, got {got}" for got in set(counts)}
-        found = LineErrors(
-            wrong, [ErrorKind.PARSE] * len(counts), list(map(messages.__getitem__, counts))
-        )
+        got, codes = np.unique(fields[wrong], return_inverse=True)
+        reasons = [(ErrorKind.PARSE, f"expected {width} fields, got {n}") for n in got.tolist()]
+        found = LineErrors(wrong, codes.astype(np.intp, copy=False), reasons)
         decoded = self._typed_rows(table, row_lines, found, n_lines)
         decoded.bounds = bounds
         return decoded
@@ -397,8 +395,9 @@ class CsvDecoder(Decoder):
             new = mask if bad is None else mask & ~bad
             where = np.flatnonzero(new)
             if len(where):  # a row failing in two columns is reported for the first
-                messages = type_messages(field, pc.take(column, pa.array(where)))
-                parts.append(LineErrors(rows[where], [ErrorKind.TYPE] * len(where), messages))
+                codes, messages = type_messages(field, pc.take(column, pa.array(where)))
+                reasons = [(ErrorKind.TYPE, message) for message in messages]
+                parts.append(LineErrors(rows[where], codes, reasons))
             bad = mask if bad is None else bad | mask
         if bad is not None:
             # column by column: a table's filter cuts every column where any is cut, and

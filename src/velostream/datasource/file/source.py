@@ -421,7 +421,7 @@ class FileSource(Source):
             raws = functools.partial(
                 bad_raws, block, n, errors.lines, decoded.bounds, decoded.lines
             )
-            bad = BadRecords(raws, f"{cursor.path}:", numbers, errors.kinds, errors.messages)
+            bad = BadRecords(raws, f"{cursor.path}:", numbers, errors.codes, errors.reasons)
         if got.long:
             bad = self._long_records(cursor.path, got, bad)
         refs = _BlockRefs(cursor.path, block, n, first, decoded.rows, decoded.lines)
