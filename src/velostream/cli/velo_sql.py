@@ -40,6 +40,10 @@ def main() -> None:
     args = sys.argv[1:]
     if args[:1] in (["run"], ["validate"]) or asks_for_help(args):
         pause_gc()  # `run_file` resumes it; help and validate end first
+    if args[:1] in (["run"], ["validate"]) and not asks_for_help(args):
+        from velostream.sql.duckdb_check import open_early
+
+        open_early()  # while the rest of what the command needs is imported
     if len(args) == 2 and args[0] == "validate" and not args[1].startswith("-"):
         from velostream.cli.validate import validate_file
 

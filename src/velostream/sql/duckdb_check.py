@@ -14,6 +14,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from typing import Any
 
 import duckdb
@@ -32,6 +33,7 @@ __all__ = [
     "check_planned_sql",
     "check_syntax",
     "checking_connection",
+    "open_early",
     "sqlglot_offset",
 ]
 
@@ -74,10 +76,37 @@ def checking_connection(threads: int | None = None) -> duckdb.DuckDBPyConnection
     return duckdb.connect(config=config)
 
 
+# The checking DuckDB being opened by `open_early`, until `_database` takes it.
+_EARLY: list[Future[duckdb.DuckDBPyConnection]] = []
+
+
+def open_early() -> None:
+    """Start opening the checking DuckDB on another thread; its first use waits for it.
+
+    Opening a DuckDB takes ~20 ms outside the GIL: `velo-sql run` and `validate` call
+    this before importing the rest of what they need, which hides it. An error opening
+    it is raised at its first use, as it would have been without this.
+    """
+    if _EARLY or _database.cache_info().currsize:
+        return
+    future: Future[duckdb.DuckDBPyConnection] = Future()
+
+    def open_() -> None:
+        try:
+            future.set_result(checking_connection(threads=1))
+        except Exception as exc:  # raised where it is used
+            future.set_exception(exc)
+
+    threading.Thread(target=open_, name="duckdb-check-open", daemon=True).start()
+    _EARLY.append(future)
+
+
 @functools.cache
 def _database() -> duckdb.DuckDBPyConnection:
     """One checking DuckDB per process (single-threaded), for parsing, probing function
     names and binding: starting a database costs ~20 ms, a cursor to it next to nothing."""
+    if _EARLY:
+        return _EARLY.pop().result()
     return checking_connection(threads=1)
 
 

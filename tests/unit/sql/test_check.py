@@ -6,6 +6,8 @@ DuckDB judges the syntax and the function names, so a broken SELECT is refused a
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -261,3 +263,50 @@ def test_a_job_calling_known_functions_does_not_list_every_function() -> None:
         assert _function_names.cache_info().currsize == 0
     finally:
         _function_names.cache_clear()
+
+
+@pytest.fixture
+def fresh_checking_database(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """The process's checking DuckDB forgotten (the next check opens one again); each
+    open of one is logged with its thread's name."""
+    from velostream.sql import duckdb_check
+
+    opened: list[str] = []
+    real = duckdb_check.checking_connection
+
+    def logged(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+        opened.append(threading.current_thread().name)
+        return real(threads)
+
+    monkeypatch.setattr(duckdb_check, "checking_connection", logged)
+    duckdb_check._database.cache_clear()
+    yield opened
+    duckdb_check._EARLY.clear()
+    duckdb_check._database.cache_clear()  # the next check opens one again
+
+
+def test_the_checking_database_opened_early_is_the_one_checks_use(
+    fresh_checking_database: list[str],
+) -> None:
+    from velostream.sql import duckdb_check
+
+    duckdb_check.open_early()
+    duckdb_check.open_early()  # a second call starts nothing
+    _check(_stmt("SELECT id, upper(name) AS n FROM src"))
+    assert fresh_checking_database == ["duckdb-check-open"]
+    duckdb_check.open_early()  # nor one after it is open
+    assert fresh_checking_database == ["duckdb-check-open"]
+
+
+def test_an_error_opening_the_checking_database_early_is_raised_at_its_first_use(
+    fresh_checking_database: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from velostream.sql import duckdb_check
+
+    def fails(threads: int | None = None) -> duckdb.DuckDBPyConnection:
+        raise duckdb.IOException("no room for a database")
+
+    monkeypatch.setattr(duckdb_check, "checking_connection", fails)
+    duckdb_check.open_early()
+    with pytest.raises(duckdb.IOException, match="no room"):
+        duckdb_check.binding_connection()
