@@ -84,20 +84,6 @@ class BadRecords(Sequence[BadRecord]):
         self._kinds: list[ErrorKind] | None = None
         self._messages: list[str] | None = None
 
-    @classmethod
-    def of(
-        cls,
-        raws: pa.Array | Callable[[], pa.Array],
-        place: str,
-        numbers: np.ndarray,
-        kinds: Iterable[ErrorKind],
-        messages: Iterable[str],
-        stage: Stage = Stage.DESERIALIZE,
-    ) -> BadRecords:
-        """From each record's kind and message."""
-        codes, reasons = coded(kinds, messages)
-        return cls(raws, place, numbers, codes, reasons, stage)
-
     @property
     def raws(self) -> pa.Array:
         """Each record's bytes, as binary."""
@@ -183,7 +169,8 @@ class BadRecords(Sequence[BadRecord]):
 
     def keys(self) -> Iterable[FailureKey]:
         """Each record's `FailureKey`, in order."""
-        return zip(repeat(id(self.stage)), map(id, self.kinds), self.messages, strict=False)
+        stage = id(self.stage)
+        return per_code([(stage, id(kind), message) for kind, message in self.reasons], self.codes)
 
 
 def coded(kinds: Iterable[ErrorKind], messages: Iterable[str]) -> tuple[np.ndarray, list[Reason]]:

@@ -170,8 +170,8 @@ def dead_letters(
         ]
     stage = bad.stage.value
     # by identity: hashing an enum member calls Python, an id does not
-    kinds = {i: k.value for i, k in dict(zip(map(id, bad.kinds), bad.kinds, strict=True)).items()}
-    said = {m: encode_text("message", m) for m in set(bad.messages)}
+    kinds = {id(kind): kind.value for kind, _ in bad.reasons}
+    said = {message: encode_text("message", message) for _, message in bad.reasons}
     named = encode_text("source", source)
     shared = {
         "timestamp": time.time(),

@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from velostream.datasource.bad_records import BadRecords, failure_groups, failure_keys, joined
+from velostream.datasource.bad_records import (
+    BadRecords,
+    coded,
+    failure_groups,
+    failure_keys,
+    joined,
+)
 from velostream.datasource.file import bad_lines
 from velostream.datasource.file.bad_lines import (
     LineError,
@@ -32,7 +38,7 @@ def columns() -> BadRecords:
     raws = pa.array([b"1,a", b"2,b,x", b"3,c", b"4,\xff"], pa.large_binary())
     kinds = [PARSE, TYPE, PARSE, PARSE]
     messages = ["short", "not a number", "short", "invalid UTF-8"]
-    return BadRecords.of(raws, "in.csv:", np.array([2, 5, 9, 12]), kinds, messages)
+    return BadRecords(raws, "in.csv:", np.array([2, 5, 9, 12]), *coded(kinds, messages))
 
 
 def as_records() -> list[BadRecord]:
@@ -224,4 +230,3 @@ def test_merged_line_errors_keep_each_line_with_its_reason(
         expected.update({n: (k, m) for n, (k, m) in pairs})
     merged = LineErrors.merged(made)
     assert [tuple(e) for e in merged] == [(n, *expected[n]) for n in sorted(expected)]
-    assert merged.kinds == [expected[n][0] for n in sorted(expected)]

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from velostream.datasource.bad_records import BadRecords
+from velostream.datasource.bad_records import BadRecords, coded
 from velostream.datasource.traits import BadRecord
 from velostream.dlq import (
     DeadLetter,
@@ -127,7 +127,7 @@ def test_a_dead_letter_of_a_file_whose_name_is_not_utf8_is_valid_json(tmp_path: 
 def _block_records(place: str, raws: list[bytes], messages: list[str]) -> BadRecords:
     kinds = [ErrorKind.PARSE if "fields" in m else ErrorKind.TYPE for m in messages]
     numbers = np.arange(2, 2 + 3 * len(raws), 3)
-    return BadRecords.of(pa.array(raws, pa.large_binary()), place, numbers, kinds, messages)
+    return BadRecords(pa.array(raws, pa.large_binary()), place, numbers, *coded(kinds, messages))
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """A block's bad lines as columns, and numpy passes that find them with no Python per line.
 
-`LineErrors` holds the bad lines of one block in line order: their numbers, kinds and
+`LineErrors` holds the bad lines of one block in line order: their numbers and reasons
 messages as parallel columns. A block with thousands of bad lines then becomes bad
 records in a few C-level passes (see `FileSource._decode`), not a Python object built
 and unpacked per line.
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from operator import itemgetter
 from typing import NamedTuple, TypeAlias
 
@@ -23,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from velostream.datasource.bad_records import Reason, coded, per_code
+from velostream.datasource.bad_records import Reason, coded
 from velostream.errors import ErrorKind
 
 __all__ = [
@@ -98,23 +97,13 @@ class LineErrors:
         """The same errors, `by` lines further on (the second half of a block)."""
         return LineErrors(self.lines + by, self.codes, self.reasons)
 
-    @property
-    def kinds(self) -> list[ErrorKind]:
-        """Each line's kind."""
-        return per_code([kind for kind, _ in self.reasons], self.codes)
-
-    @property
-    def messages(self) -> list[str]:
-        """Each line's message."""
-        return per_code([message for _, message in self.reasons], self.codes)
-
     def __len__(self) -> int:
         return len(self.codes)
 
     def __iter__(self) -> Iterator[LineError]:
-        new = tuple.__new__  # a NamedTuple's own constructor costs more, per line
-        columns = zip(self.lines.tolist(), self.kinds, self.messages, strict=True)
-        return map(new, repeat(LineError), columns)
+        reasons = self.reasons
+        for line, code in zip(self.lines.tolist(), self.codes.tolist(), strict=True):
+            yield LineError(line, *reasons[code])
 
 
 class LineBounds(NamedTuple):

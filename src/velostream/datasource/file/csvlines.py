@@ -249,7 +249,7 @@ class CsvDecoder(Decoder):
             return None
         got, codes = np.unique(fields[wrong], return_inverse=True)
         reasons = [(ErrorKind.PARSE, f"expected {width} fields, got {n}") for n in got.tolist()]
-        found = LineErrors(wrong, codes.astype(np.intp, copy=False), reasons)
+        found = LineErrors(wrong, codes, reasons)
         decoded = self._typed_rows(table, row_lines, found, n_lines)
         decoded.bounds = bounds
         return decoded
