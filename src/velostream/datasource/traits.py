@@ -133,11 +133,6 @@ class Source(ABC):
         at most its polling interval.
         """
 
-    def prefetch(self, max_records: int) -> None:  # noqa: B027 - optional hook
-        """Start reading the first batch of up to `max_records` in the background, if
-        the source can; the next `read_batch(max_records)` returns it (or its error).
-        Called once after `open`, so that the job opens its sinks meanwhile."""
-
     def wake(self) -> None:  # noqa: B027 - optional hook
         """End a read waiting for new records soon (the job is stopping); any thread."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +13,6 @@ import pytest
 from velostream.datasource.file import encode
 from velostream.datasource.file.csvlines import CsvDecoder
 from velostream.datasource.file.source import FilePosition, FileSource
-from velostream.errors import SourceError
 
 from .conftest import drain
 
@@ -78,44 +76,6 @@ def test_dead_letters_decode_while_a_batch_is_read_ahead(make_source: Make) -> N
     assert replay.table.column("id").to_pylist() == [99]
     assert [b.ref for b in replay.bad] == ["replay:2"]
     assert ids(source, 4) == [5, 6, 7, 8]
-    source.close()
-
-
-def test_a_prefetched_first_batch_is_read_on_the_read_ahead_thread(
-    make_source: Make, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    readers: list[str] = []
-    real = FileSource._read
-
-    def logged(self: FileSource, max_records: int, end: int | None = None) -> object:
-        readers.append(threading.current_thread().name)
-        return real(self, max_records, end)
-
-    monkeypatch.setattr(FileSource, "_read", logged)
-    source = make_source(CSV)
-    source.prefetch(6)
-    source.prefetch(6)  # one read ahead at a time
-    assert ids(source, 6) == [1, 2, 3, 4, 5, 6]
-    assert ids(source, 6) == [7, 8, 9, 10, 11, 12]
-    source.close()
-    assert readers and all(name.startswith("read-") for name in readers), readers
-
-
-def test_a_prefetch_of_another_size_reads_again_from_the_start(make_source: Make) -> None:
-    source = make_source(CSV)
-    source.prefetch(6)
-    assert ids(source, 4) == [1, 2, 3, 4]
-    assert ids(source, 4) == [5, 6, 7, 8]
-    source.close()
-
-
-def test_a_prefetched_batch_that_fails_raises_at_the_read(make_source: Make) -> None:
-    source = make_source(CSV)
-    source.open()
-    Path(source.config.path).unlink()  # gone between the job's open and its first read
-    source.prefetch(6)  # the read fails on the read-ahead thread: nothing raised here
-    with pytest.raises(SourceError, match=r"data\.csv"):
-        source.read_batch(6)
     source.close()
 
 

@@ -184,25 +184,3 @@ def test_file_and_memory_jobs_never_load_confluent_kafka() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_a_job_asks_its_source_to_prefetch_a_batch_before_opening_its_sinks(
-    make_manager: ManagerFactory,
-) -> None:
-    """The first batch is read while the sinks open (a file sink truncating the last
-    run's output), and is the batch of the job's size."""
-    calls: list[str] = []
-
-    class Prefetching(MemorySource):
-        def prefetch(self, max_records: int) -> None:
-            calls.append(f"prefetch {max_records}")
-
-    class Opening(MemorySink):
-        def open(self, schema: pa.Schema | None = None) -> None:
-            calls.append("sink open")
-            super().open(schema)
-
-    source = Prefetching("src", data=[[{"id": 1, "v": "a"}]])
-    processor = JobProcessor(_job(), source, [Opening("out")], make_manager(), batch_size=7)
-    processor.run()
-    assert calls == ["prefetch 7", "sink open"]

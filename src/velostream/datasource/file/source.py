@@ -326,23 +326,12 @@ class FileSource(Source):
             ahead = None
         batch = ahead.result() if ahead is not None else self._read(max_records)
         if batch is not None:
-            self._start_read_ahead(max_records)
+            if self._worker is None:
+                self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.name}")
+            self._ahead_from = self._position()
+            self._ahead_size = max_records
+            self._ahead = self._worker.submit(self._read, max_records)
         return batch
-
-    def prefetch(self, max_records: int) -> None:
-        """Read the first batch on the read-ahead thread (a bounded file source): the
-        job opens its sinks and loads its tables meanwhile."""
-        if self.pipe is None and self.bounded and self._ahead is None:
-            if self._files is None:
-                self.open()
-            self._start_read_ahead(max(1, max_records))
-
-    def _start_read_ahead(self, max_records: int) -> None:
-        if self._worker is None:
-            self._worker = ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.name}")
-        self._ahead_from = self._position()
-        self._ahead_size = max_records
-        self._ahead = self._worker.submit(self._read, max_records)
 
     def _wait_read_ahead(self) -> None:
         """Let the read in flight finish (the decoder and cursor are then ours)."""

@@ -279,7 +279,6 @@ class JobProcessor:
             if self.partitions is not None:
                 self.partitions.open()  # its topics, before the source subscribes
             self.source.open()
-            self.source.prefetch(self.batch_size)  # its error comes with the first read
         except Exception as exc:
             self.errors.record(Stage.SOURCE, f"opening {self.source.name}: {exc}", exc=exc)
             raise
