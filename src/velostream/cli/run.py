@@ -8,6 +8,10 @@ table and summary on top. Whatever a deployed job can do, a `run` job does.
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,7 +173,8 @@ def run_application(
 
     A deployment the server refuses (a source that cannot be opened, say) runs no job:
     each job is then reported failed with the reason. Ctrl-C shuts the server down
-    gracefully (each job's final flush and commit) and reports where the jobs stood.
+    gracefully (each job's final flush and commit) and reports where the jobs stood; so
+    does SIGTERM, as `docker stop`, systemd and `kill` send it.
     """
     server = StreamJobServer(
         observability, data_dir, max_jobs=max(len(app.jobs), 1), checkpoints=False
@@ -182,22 +187,47 @@ def run_application(
             for job in app.jobs
         ]
     try:
-        if console.is_terminal:
-            from rich.live import Live  # the progress table: only on a terminal
-
-            with Live(
-                _progress_table(runs_of(server, list(app.jobs)), observability),
-                console=console,
-                refresh_per_second=4,
-            ) as live:
-                while not server.wait_idle(timeout=_REFRESH_SECONDS):
-                    live.update(_progress_table(runs_of(server, list(app.jobs)), observability))
-                live.update(_progress_table(runs_of(server, list(app.jobs)), observability))
-        else:
-            server.wait_idle()
+        with _sigterm_interrupts():
+            _wait(server, app, observability, console)
     except KeyboardInterrupt:
+        Console(stderr=True).print("stopping: each job finishes its batch, flushes and commits")
         server.shutdown()
     return runs_of(server, list(app.jobs))
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, while the jobs run.
+
+    Only the main thread can set a handler; elsewhere SIGTERM is left as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait(
+    server: StreamJobServer, app: Application, observability: ObservabilityManager, console: Console
+) -> None:
+    """Until the jobs are idle, drawing the progress table on a terminal."""
+    if console.is_terminal:
+        from rich.live import Live  # the progress table: only on a terminal
+
+        with Live(
+            _progress_table(runs_of(server, list(app.jobs)), observability),
+            console=console,
+            refresh_per_second=4,
+        ) as live:
+            while not server.wait_idle(timeout=_REFRESH_SECONDS):
+                live.update(_progress_table(runs_of(server, list(app.jobs)), observability))
+            live.update(_progress_table(runs_of(server, list(app.jobs)), observability))
+    else:
+        server.wait_idle()
 
 
 def _refusal(exc: VelostreamError, job: str, jobs: int) -> str:

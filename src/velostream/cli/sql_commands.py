@@ -256,7 +256,10 @@ def run(
     log_file: LogFile = None,
     log_syslog: LogSyslog = None,
 ) -> None:
-    """Run an application in the foreground until its bounded sources end."""
+    """Run an application in the foreground until its bounded sources end.
+
+    Ctrl-C or SIGTERM stops it gracefully: each job's final flush and commit.
+    """
     from velostream.cli.run import run_file
 
     if linger and metrics_port is None:
