@@ -9,10 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -225,7 +223,7 @@ def dlq(
     doc = _get(url, token, f"/jobs/{name}/dlq", {"limit": limit})
     if as_json:
         for letter in doc["letters"]:
-            sys.stdout.write(orjson.dumps(letter).decode() + "\n")
+            sys.stdout.write(_json_line(letter))
         return
     fit = _fits(wide)
     rows = [
@@ -298,7 +296,7 @@ def errors(
     groups = doc["groups"]
     if as_json:
         for group in groups:
-            sys.stdout.write(orjson.dumps(group).decode() + "\n")
+            sys.stdout.write(_json_line(group))
         return
     title = f"Error groups ({doc['total_groups']} tracked)"
     fit = _fits(wide)
@@ -402,7 +400,7 @@ def _stream_groups(watch: _ErrorWatch, limit: int, interval: float) -> None:
     changed, _ = watch.first_poll()
     seen = {_group_key(g): g["seq"] for g in changed}
     for group in changed[-limit:]:
-        sys.stdout.write(orjson.dumps(group).decode() + "\n")
+        sys.stdout.write(_json_line(group))
     sys.stdout.flush()
     down = False
     while True:
@@ -419,7 +417,7 @@ def _stream_groups(watch: _ErrorWatch, limit: int, interval: float) -> None:
             key = _group_key(group)
             if seen.get(key) != group["seq"]:  # a full poll repeats unchanged groups
                 seen[key] = group["seq"]
-                sys.stdout.write(orjson.dumps(group).decode() + "\n")
+                sys.stdout.write(_json_line(group))
         sys.stdout.flush()
 
 
@@ -474,6 +472,8 @@ def _live_table(watch: _ErrorWatch, limit: int, interval: float) -> None:
         )
         return table
 
+    from rich.live import Live  # only when following on a terminal
+
     merge(*watch.first_poll())
     with Live(render(), console=console, auto_refresh=False) as live:
         while True:
@@ -484,6 +484,13 @@ def _live_table(watch: _ErrorWatch, limit: int, interval: float) -> None:
             except httpx.HTTPError as exc:
                 status = f"cannot reach {watch.url}: {exc}; retrying"
             live.update(render(), refresh=True)
+
+
+def _json_line(value: Any) -> str:
+    """`value` as one line of JSON (orjson is imported by the commands that print it)."""
+    import orjson
+
+    return orjson.dumps(value).decode() + "\n"
 
 
 def main() -> None:
