@@ -68,7 +68,7 @@ class BadRecords(Sequence[BadRecord]):
     records, with no dead-letter queue, never asks, and its reader saves the copy).
     """
 
-    __slots__ = ("_kinds", "_messages", "_raws", "codes", "numbers", "place", "reasons", "stage")
+    __slots__ = ("_raws", "codes", "numbers", "place", "reasons", "stage")
 
     def __init__(
         self,
@@ -81,8 +81,6 @@ class BadRecords(Sequence[BadRecord]):
     ) -> None:
         self._raws, self.place, self.numbers = raws, place, numbers
         self.codes, self.reasons, self.stage = codes, reasons, stage
-        self._kinds: list[ErrorKind] | None = None
-        self._messages: list[str] | None = None
 
     @property
     def raws(self) -> pa.Array:
@@ -90,20 +88,6 @@ class BadRecords(Sequence[BadRecord]):
         if not isinstance(self._raws, pa.Array):
             self._raws = self._raws()
         return self._raws
-
-    @property
-    def kinds(self) -> list[ErrorKind]:
-        """Each record's kind."""
-        if self._kinds is None:
-            self._kinds = per_code([kind for kind, _ in self.reasons], self.codes)
-        return self._kinds
-
-    @property
-    def messages(self) -> list[str]:
-        """Each record's message."""
-        if self._messages is None:
-            self._messages = per_code([message for _, message in self.reasons], self.codes)
-        return self._messages
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -126,8 +110,8 @@ class BadRecords(Sequence[BadRecord]):
         columns = zip(
             self.raws.to_pylist(),
             self.refs(),
-            self.messages,
-            self.kinds,
+            per_code([message for _, message in self.reasons], self.codes),
+            per_code([kind for kind, _ in self.reasons], self.codes),
             repeat(self.stage),
             strict=False,  # the stage repeats; the other columns are as long
         )

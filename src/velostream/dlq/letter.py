@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from velostream.datasource.bad_records import BadRecords
+from velostream.datasource.bad_records import BadRecords, per_code
 from velostream.datasource.traits import BadRecord, TruncatedRecord
 from velostream.observability.error_tracker import DeploymentContext
 from velostream.observability.text import raw_bytes, safe_text
@@ -169,9 +169,8 @@ def dead_letters(
             for record, fp in zip(bad, fingerprints, strict=True)
         ]
     stage = bad.stage.value
-    # by identity: hashing an enum member calls Python, an id does not
-    kinds = {id(kind): kind.value for kind, _ in bad.reasons}
-    said = {message: encode_text("message", message) for _, message in bad.reasons}
+    # each reason's fields made once, then spread over its records
+    reasons = [{"kind": kind.value, **encode_text("message", m)} for kind, m in bad.reasons]
     named = encode_text("source", source)
     shared = {
         "timestamp": time.time(),
@@ -182,8 +181,7 @@ def dead_letters(
     payloads = _payloads(bad.raws)
     columns = zip(
         _uuid4_hexes(len(bad)),
-        bad.kinds,
-        bad.messages,
+        per_code(reasons, bad.codes),
         fingerprints,
         bad.refs(),
         payloads,
@@ -197,8 +195,7 @@ def dead_letters(
                 "app": app,
                 "version": version,
                 "stage": stage,
-                "kind": kinds[id(kind)],
-                **said[message],
+                **reason,
                 "fingerprint": fp,
                 **named,
                 "position": position,
@@ -206,7 +203,7 @@ def dead_letters(
                 **payload,
             }
         )
-        for id_, kind, message, fp, position, payload in columns
+        for id_, reason, fp, position, payload in columns
     ]
 
 

@@ -200,8 +200,8 @@ def test_groups_join_equal_reasons_under_two_codes_in_order_of_first_record() ->
         np.array([1, 2, 0, 1, 2, 1], np.intp),
         reasons,
     )
-    assert bad.kinds == [PARSE, TYPE, TYPE, PARSE, TYPE, PARSE]
-    assert bad.messages[:2] == ["short", "not a number"]
+    assert [r.kind for r in bad] == [PARSE, TYPE, TYPE, PARSE, TYPE, PARSE]
+    assert [r.message for r in bad][:2] == ["short", "not a number"]
     assert [(g.message, g.records, g.last_ref) for g in bad.groups()] == [
         ("short", 3, "in.csv:11"),
         ("not a number", 3, "in.csv:10"),
